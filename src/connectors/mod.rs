@@ -1,0 +1,132 @@
+//! Connectors: one folder each, all behind one [`Connector`] trait that covers metadata
+//! (tables, schema, count, sample), the source side (snapshot, CDC) and the sink side
+//! (batched, idempotent upsert/delete by key).
+//!
+//! Connectors translate between a database's protocol and [`crate::model`] values; the runner
+//! owns batching, retries, checkpoints and shutdown. Every method is blocking: the runner gives
+//! each flow its own thread, and connectors built on async drivers keep a small runtime inside.
+//!
+//! The registry below is the one list of connectors: the engine serves it as TapData's
+//! `DatabaseTypes`, and `open` builds a connector from a connection's `database_type` + `config`.
+
+pub mod sample;
+pub mod sqlite;
+
+use crate::error::{Error, Result};
+use crate::model::{Change, Event, Record, Schema};
+use serde_json::Value;
+use std::time::Duration;
+
+/// What a sink does with a target table that already holds data
+/// (TapData's `existDataProcessMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistingData {
+    Keep,
+    Remove,
+    Drop,
+}
+
+impl ExistingData {
+    pub fn from_tapdata(mode: Option<&str>) -> Self {
+        match mode {
+            Some("removeData") => ExistingData::Remove,
+            Some("dropTable") => ExistingData::Drop,
+            _ => ExistingData::Keep,
+        }
+    }
+}
+
+/// A position in a source's change stream, as the source defines it (saved in checkpoints).
+pub type Position = Value;
+
+pub trait Connector: Send {
+    /// Check that the database answers and the configuration is usable.
+    fn test(&mut self) -> Result<()>;
+    /// User tables (the connector's own bookkeeping tables are hidden).
+    fn tables(&mut self) -> Result<Vec<String>>;
+    fn schema(&mut self, table: &str) -> Result<Schema>;
+    fn count(&mut self, table: &str) -> Result<u64>;
+    fn sample(&mut self, table: &str, limit: usize) -> Result<Vec<Record>>;
+    /// Run one statement (the `sql()` helper of scripts and tests). Returns affected rows.
+    fn execute(&mut self, statement: &str) -> Result<u64>;
+
+    /// Install whatever CDC needs for `tables` (triggers, slot, publication) for the flow `flow_id`.
+    fn cdc_prepare(&mut self, flow_id: &str, tables: &[String]) -> Result<()>;
+    /// The current end of the change stream. Taken before the snapshot reads.
+    fn cdc_position(&mut self, flow_id: &str) -> Result<Position>;
+    /// Read a whole table in batches of `batch` rows, calling `emit` for each batch.
+    fn snapshot(&mut self, table: &str, batch: usize, emit: &mut dyn FnMut(Vec<Record>) -> Result<()>) -> Result<()>;
+    /// Changes of `tables` after `from`, at most `max`, waiting up to `wait` for the first one.
+    /// Returns the events and the position after the last one returned.
+    fn changes(
+        &mut self,
+        flow_id: &str,
+        tables: &[String],
+        from: &Position,
+        max: usize,
+        wait: Duration,
+    ) -> Result<(Vec<Event>, Position)>;
+    /// Tell the source that everything up to `position` is safely in the target, so it may
+    /// release it (prune a change log, advance a slot).
+    fn cdc_ack(&mut self, flow_id: &str, position: &Position) -> Result<()>;
+    /// Remove the CDC resources of `flow_id` (reset, delete).
+    fn cdc_release(&mut self, flow_id: &str) -> Result<()>;
+
+    /// Create or check the target table. `key` are the fields upserts and deletes match on.
+    fn prepare_target(&mut self, table: &str, schema: &Schema, key: &[String], existing: ExistingData) -> Result<()>;
+    /// Apply changes in order, idempotently: insert/update upsert by `key`, delete by `key`.
+    fn write(&mut self, table: &str, key: &[String], changes: &[Change]) -> Result<()>;
+}
+
+/// One entry of the connector registry.
+pub struct ConnectorInfo {
+    /// TapData's display name, the connection's `database_type` (`DataSource("sqlite", …)`
+    /// matches it lower-cased, as the official client does).
+    pub name: &'static str,
+    pub pdk_id: &'static str,
+    /// Config keys: (key, type, required, description).
+    pub config: &'static [(&'static str, &'static str, bool, &'static str)],
+    pub source: bool,
+    pub target: bool,
+}
+
+pub const CONNECTORS: &[ConnectorInfo] = &[ConnectorInfo {
+    name: "SQLite",
+    pdk_id: "sqlite",
+    config: &[("database", "string", true, "path of the database file (created if missing)")],
+    source: true,
+    target: true,
+}];
+
+/// Find a connector by name, case-insensitively, accepting common aliases.
+pub fn find(name: &str) -> Option<&'static ConnectorInfo> {
+    let lower = name.to_ascii_lowercase();
+    let canonical = match lower.as_str() {
+        "postgres" | "pg" => "postgresql",
+        "mongo" => "mongodb",
+        "mariadb" => "mysql",
+        "sqlite3" => "sqlite",
+        other => other,
+    };
+    CONNECTORS.iter().find(|c| c.name.to_ascii_lowercase() == canonical)
+}
+
+/// Open a connector for a connection document's `database_type` and `config`.
+pub fn open(database_type: &str, config: &Value) -> Result<Box<dyn Connector>> {
+    let info = find(database_type).ok_or_else(|| {
+        let known: Vec<&str> = CONNECTORS.iter().map(|c| c.name).collect();
+        Error::unsupported(format!(
+            "the embedded engine has no connector {database_type:?}; it has: {}",
+            known.join(", ")
+        ))
+    })?;
+    match info.pdk_id {
+        "sqlite" => Ok(Box::new(sqlite::Sqlite::open(config)?)),
+        other => Err(Error::unsupported(format!("connector {other} is not built in"))),
+    }
+}
+
+/// Read a string config key.
+pub fn config_str<'a>(config: &'a Value, key: &str) -> Option<&'a str> {
+    config.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+}

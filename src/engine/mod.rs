@@ -1,0 +1,260 @@
+//! `tap engine`: the embedded engine, a process that serves TapData's REST API on this machine
+//! and runs flows. It runs in the foreground (`tap engine`), or the shell starts it in the
+//! background for the embedded profile when nothing answers.
+//!
+//! The data dir holds `engine.db` (the store), `engine.log`, `engine.json` (address and pid of
+//! the running engine, for `status` and `stop`) and `access_code` (mode 0600), generated on
+//! first start: other clients, such as the official Python TapFlow, log in with it.
+//! On start every flow that was running (including after SIGKILL) resumes from its checkpoint.
+
+pub mod filter;
+pub mod processors;
+pub mod runner;
+pub mod server;
+pub mod store;
+
+use crate::error::{Error, Result};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use store::{Store, TASKS};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3030";
+
+pub struct Engine {
+    pub store: Arc<Store>,
+    pub runner: Arc<runner::Runner>,
+    pub access_code: String,
+    pub user_id: String,
+    log: Mutex<Option<std::fs::File>>,
+}
+
+impl Engine {
+    pub fn log(&self, msg: &str) {
+        if let Ok(mut f) = self.log.lock()
+            && let Some(f) = f.as_mut()
+        {
+            let _ = writeln!(f, "{} {msg}", runner::iso_now());
+        }
+    }
+}
+
+/// A new 24-hex id, shaped like TapData's ObjectIds (time prefix, then random).
+pub fn new_id() -> String {
+    let secs = chrono::Utc::now().timestamp() as u32;
+    let r: u64 = rand::random();
+    format!("{secs:08x}{:016x}", r)
+}
+
+/// Write a file only the owner can read (secrets).
+pub fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::config(format!("cannot write {}: {e}", path.display())))?;
+    f.write_all(contents.as_bytes())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// The access code of the engine in `data_dir`, generated on first use.
+pub fn access_code(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("access_code");
+    if let Ok(code) = std::fs::read_to_string(&path) {
+        let code = code.trim().to_string();
+        if !code.is_empty() {
+            return Ok(code);
+        }
+    }
+    create_dir_private(data_dir)?;
+    let code = uuid::Uuid::new_v4().to_string();
+    write_private(&path, &code)?;
+    Ok(code)
+}
+
+pub fn create_dir_private(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::config(format!("cannot create data dir {}: {e}", dir.display())))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// What `tap engine status` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EngineStatus {
+    pub address: String,
+    pub state: String,
+    pub data_dir: String,
+    pub access_code: String,
+    pub pid: Option<u32>,
+}
+
+fn state_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("engine.json")
+}
+
+/// Whether something accepts TCP connections at `addr`.
+pub fn answers(addr: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let Ok(mut addrs) = addr.to_socket_addrs() else { return false };
+    addrs.any(|a| std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_millis(300)).is_ok())
+}
+
+pub fn status(data_dir: &Path, default_listen: &str) -> Result<EngineStatus> {
+    let saved: Option<Value> =
+        std::fs::read_to_string(state_file(data_dir)).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let address = saved
+        .as_ref()
+        .and_then(|v| v.get("address").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| default_listen.to_string());
+    let pid = saved.as_ref().and_then(|v| v.get("pid").and_then(Value::as_u64)).map(|p| p as u32);
+    let state = if answers(&address) { "running" } else { "stopped" };
+    Ok(EngineStatus {
+        address,
+        state: state.to_string(),
+        data_dir: data_dir.display().to_string(),
+        access_code: if data_dir.join("access_code").exists() { access_code(data_dir)? } else { String::new() },
+        pid,
+    })
+}
+
+/// Stop the engine running from `data_dir` (SIGTERM, then wait until it stops answering).
+pub fn stop(data_dir: &Path, default_listen: &str) -> Result<EngineStatus> {
+    let st = status(data_dir, default_listen)?;
+    if st.state != "running" {
+        return Ok(st);
+    }
+    let pid = st.pid.ok_or_else(|| {
+        Error::unavailable(format!("an engine answers at {} but {} has no pid for it", st.address, data_dir.display()))
+    })?;
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        return Err(Error::unavailable(format!("cannot signal engine process {pid}")));
+    }
+    for _ in 0..200 {
+        if !answers(&st.address) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    status(data_dir, default_listen)
+}
+
+/// Run the engine in the foreground until SIGTERM or Ctrl-C.
+pub fn run(listen: &str, data_dir: &Path) -> Result<()> {
+    create_dir_private(data_dir)?;
+    let code = access_code(data_dir)?;
+    let store = Arc::new(Store::open(data_dir)?);
+    let runner = runner::Runner::new(store.clone());
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("engine.log")).ok();
+    let user_id = {
+        let path = data_dir.join("user_id");
+        match std::fs::read_to_string(&path) {
+            Ok(u) if !u.trim().is_empty() => u.trim().to_string(),
+            _ => {
+                let u = new_id();
+                std::fs::write(&path, &u)?;
+                u
+            }
+        }
+    };
+    let engine = Arc::new(Engine {
+        store: store.clone(),
+        runner: runner.clone(),
+        access_code: code,
+        user_id,
+        log: Mutex::new(log),
+    });
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+            Error::unavailable(format!(
+                "cannot listen on {listen}: {e} — is another engine running? `tap engine status` tells"
+            ))
+        })?;
+        let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| listen.to_string());
+        std::fs::write(state_file(data_dir), json!({"address": address, "pid": std::process::id()}).to_string())?;
+        engine.log(&format!("engine listening on {address}, data dir {}", data_dir.display()));
+        resume(&engine);
+        let app = server::router(engine.clone());
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| Error::internal(format!("server failed: {e}")))?;
+        Ok::<(), Error>(())
+    })?;
+    engine.log("engine stopping: stopping flows");
+    // Flows stopped by shutdown keep their status, so the next start resumes them.
+    let running: Vec<String> = store
+        .list(TASKS)?
+        .into_iter()
+        .filter(|t| matches!(t.get("status").and_then(Value::as_str), Some("running" | "scheduling" | "wait_run")))
+        .filter_map(|t| t.get("id").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    runner.shutdown(std::time::Duration::from_secs(10));
+    for id in running {
+        let _ = store.update(TASKS, &id, |d| d["status"] = json!("running"));
+    }
+    let _ = std::fs::remove_file(state_file(data_dir));
+    engine.log("engine stopped");
+    Ok(())
+}
+
+/// Restart flows that were running when the engine last stopped (cleanly or not).
+fn resume(engine: &Arc<Engine>) {
+    let Ok(tasks) = engine.store.list(TASKS) else { return };
+    for t in tasks {
+        let id = t.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+        match t.get("status").and_then(Value::as_str) {
+            Some("running" | "scheduling" | "wait_run") => {
+                engine.log(&format!("resuming flow {id}"));
+                let _ = engine.store.log(
+                    &id,
+                    t.get("taskRecordId").and_then(Value::as_str).unwrap_or(""),
+                    "INFO",
+                    "Engine restarted: resuming from the last checkpoint",
+                );
+                if let Err(e) = engine.runner.start(&id) {
+                    engine.log(&format!("cannot resume flow {id}: {e}"));
+                }
+            }
+            Some("stopping") => {
+                let _ = engine.store.update(TASKS, &id, |d| d["status"] = json!("stop"));
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

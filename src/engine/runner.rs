@@ -1,0 +1,718 @@
+//! The runner: one thread per running flow, owning the loop source → processors → sink.
+//!
+//! ```text
+//!   start ─► open connectors ─► checkpoint? ──no──► cdc_prepare, take CDC position, save it
+//!                                   │yes                     │
+//!                                   ▼                        ▼
+//!                          phase = snapshot? ──yes──► snapshot each table not done yet
+//!                                   │no                (batches → processors → sink;
+//!                                   ▼                   table marked done in the checkpoint)
+//!                           CDC loop: changes after the saved position → processors → sink
+//!                           → save position → ack the source          (until stopped)
+//! ```
+//!
+//! Invariants:
+//! * the CDC start position is taken **before** the snapshot reads, so no change is missed;
+//!   changes the snapshot already contains are replayed, which idempotent writes absorb;
+//! * a position is saved only after the sink flushed every event before it: after a crash
+//!   the flow resumes from the last saved position and neither loses nor duplicates a row;
+//! * a snapshot interrupted mid-table restarts that table (upserts make the rerun harmless).
+//!
+//! Errors: `Unavailable` errors are retried with exponential backoff (1 s … 30 s), everything
+//! else stops the flow in state `error` with the message in the task logs and in `status`.
+
+use super::processors::{self, Processor};
+use super::store::{CONNECTIONS, Store, TASKS};
+use crate::connectors::{self, Connector, ExistingData, Position};
+use crate::error::{Error, Result};
+use crate::model::{Change, Event, Schema, now_ms};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const SNAPSHOT_BATCH: usize = 5000;
+const CDC_BATCH: usize = 5000;
+
+/// Task-level counters, named as TapData's metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Metrics {
+    pub input: [u64; 3],
+    pub output: [u64; 3],
+    pub snapshot_rows: u64,
+    pub snapshot_start_at: Option<i64>,
+    pub snapshot_done_at: Option<i64>,
+    pub snapshot_tables: u64,
+    pub tables: u64,
+    pub current_event_ts: Option<i64>,
+    pub replicate_lag: i64,
+    pub input_qps: f64,
+    pub output_qps: f64,
+    pub output_qps_max: f64,
+    started: Option<i64>,
+    last_tick: Option<(Instant, u64, u64)>,
+}
+
+impl Metrics {
+    fn total_out(&self) -> u64 {
+        self.output.iter().sum()
+    }
+    fn total_in(&self) -> u64 {
+        self.input.iter().sum()
+    }
+    /// Update the rates once a second or more.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        match self.last_tick {
+            Some((t, i, o)) if now.duration_since(t) >= Duration::from_secs(1) => {
+                let secs = now.duration_since(t).as_secs_f64();
+                self.input_qps = ((self.total_in() - i) as f64 / secs * 10.0).round() / 10.0;
+                self.output_qps = ((self.total_out() - o) as f64 / secs * 10.0).round() / 10.0;
+                self.output_qps_max = self.output_qps_max.max(self.output_qps);
+                self.last_tick = Some((now, self.total_in(), self.total_out()));
+            }
+            None => self.last_tick = Some((now, self.total_in(), self.total_out())),
+            _ => {}
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let elapsed_s = self.started.map(|s| ((now_ms() - s) as f64 / 1000.0).max(0.001)).unwrap_or(1.0);
+        json!({
+            "inputInsertTotal": self.input[0], "inputUpdateTotal": self.input[1], "inputDeleteTotal": self.input[2],
+            "inputDdlTotal": 0, "inputOthersTotal": 0,
+            "outputInsertTotal": self.output[0], "outputUpdateTotal": self.output[1], "outputDeleteTotal": self.output[2],
+            "outputDdlTotal": 0, "outputOthersTotal": 0,
+            "inputQps": self.input_qps, "outputQps": self.output_qps, "outputQpsMax": self.output_qps_max,
+            "outputQpsAvg": ((self.total_out() as f64 / elapsed_s) * 10.0).round() / 10.0,
+            "replicateLag": self.replicate_lag,
+            "snapshotRowTotal": self.snapshot_rows, "snapshotInsertRowTotal": self.snapshot_rows,
+            "snapshotStartAt": self.snapshot_start_at, "snapshotDoneAt": self.snapshot_done_at,
+            "snapshotDoneCost": match (self.snapshot_start_at, self.snapshot_done_at) { (Some(a), Some(b)) => Some(b - a), _ => None },
+            "tableTotal": self.tables, "snapshotTableTotal": self.snapshot_tables, "createTableTotal": 0,
+            "currentEventTimestamp": self.current_event_ts,
+        })
+    }
+
+    fn from_json(v: &Value) -> Self {
+        let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let i = |k: &str| v.get(k).and_then(Value::as_i64);
+        Metrics {
+            input: [n("inputInsertTotal"), n("inputUpdateTotal"), n("inputDeleteTotal")],
+            output: [n("outputInsertTotal"), n("outputUpdateTotal"), n("outputDeleteTotal")],
+            snapshot_rows: n("snapshotRowTotal"),
+            snapshot_start_at: i("snapshotStartAt"),
+            snapshot_done_at: i("snapshotDoneAt"),
+            snapshot_tables: n("snapshotTableTotal"),
+            tables: n("tableTotal"),
+            current_event_ts: i("currentEventTimestamp"),
+            output_qps_max: v.get("outputQpsMax").and_then(Value::as_f64).unwrap_or(0.0),
+            ..Default::default()
+        }
+    }
+}
+
+fn op_index(c: &Change) -> usize {
+    match c {
+        Change::Insert { .. } => 0,
+        Change::Update { .. } => 1,
+        Change::Delete { .. } => 2,
+    }
+}
+
+struct Running {
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Mutex<Metrics>>,
+    handle: JoinHandle<()>,
+}
+
+/// Starts, stops and watches flows.
+pub struct Runner {
+    store: Arc<Store>,
+    flows: Mutex<HashMap<String, Running>>,
+}
+
+impl Runner {
+    pub fn new(store: Arc<Store>) -> Arc<Self> {
+        Arc::new(Self { store, flows: Mutex::new(HashMap::new()) })
+    }
+
+    /// Start the flow's thread. The task must already be in `scheduling`.
+    pub fn start(self: &Arc<Self>, task_id: &str) -> Result<()> {
+        let mut flows = self.flows.lock().map_err(|_| Error::internal("runner lock"))?;
+        if let Some(r) = flows.get(task_id)
+            && !r.handle.is_finished()
+        {
+            return Ok(());
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let metrics =
+            Arc::new(Mutex::new(self.store.metrics(task_id)?.map(|m| Metrics::from_json(&m)).unwrap_or_default()));
+        let ctx = FlowCtx {
+            task_id: task_id.to_string(),
+            record_id: String::new(),
+            store: self.store.clone(),
+            stop: stop.clone(),
+            metrics: metrics.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("flow-{task_id}"))
+            .spawn(move || supervise(ctx))
+            .map_err(|e| Error::internal(format!("cannot start a flow thread: {e}")))?;
+        flows.insert(task_id.to_string(), Running { stop, metrics, handle });
+        Ok(())
+    }
+
+    /// Ask the flow to stop; the thread saves its state and sets `stop`.
+    pub fn stop(&self, task_id: &str) -> bool {
+        let flows = match self.flows.lock() {
+            Ok(f) => f,
+            Err(_) => return false,
+        };
+        match flows.get(task_id) {
+            Some(r) if !r.handle.is_finished() => {
+                r.stop.store(true, Ordering::SeqCst);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn is_running(&self, task_id: &str) -> bool {
+        self.flows.lock().ok().and_then(|f| f.get(task_id).map(|r| !r.handle.is_finished())).unwrap_or(false)
+    }
+
+    /// Live metrics of a running flow, or the last saved ones.
+    pub fn metrics(&self, task_id: &str) -> Result<Option<Value>> {
+        if let Ok(flows) = self.flows.lock()
+            && let Some(r) = flows.get(task_id)
+            && let Ok(mut m) = r.metrics.lock()
+        {
+            if !r.handle.is_finished() {
+                m.tick();
+            }
+            return Ok(Some(m.to_json()));
+        }
+        self.store.metrics(task_id)
+    }
+
+    /// Stop every flow and wait for the threads (engine shutdown).
+    pub fn shutdown(&self, wait: Duration) {
+        let handles: Vec<Running> = match self.flows.lock() {
+            Ok(mut f) => f.drain().map(|(_, r)| r).collect(),
+            Err(_) => return,
+        };
+        for r in &handles {
+            r.stop.store(true, Ordering::SeqCst);
+        }
+        let deadline = Instant::now() + wait;
+        for r in handles {
+            while !r.handle.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+struct FlowCtx {
+    task_id: String,
+    record_id: String,
+    store: Arc<Store>,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Mutex<Metrics>>,
+}
+
+impl FlowCtx {
+    fn log(&self, level: &str, message: &str) {
+        let _ = self.store.log(&self.task_id, &self.record_id, level, message);
+    }
+    fn set_status(&self, status: &str, extra: Value) {
+        let _ = self.store.update(TASKS, &self.task_id, |doc| {
+            doc["status"] = json!(status);
+            doc["last_updated"] = json!(iso_now());
+            if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {
+                for (k, v) in e {
+                    d.insert(k.clone(), v.clone());
+                }
+            }
+        });
+    }
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+    fn save_metrics(&self) {
+        if let Ok(m) = self.metrics.lock() {
+            let _ = self.store.save_metrics(&self.task_id, &m.to_json());
+        }
+    }
+}
+
+pub fn iso_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+enum Outcome {
+    Stopped,
+    Complete,
+}
+
+/// Run the flow, retrying transient failures, and record how it ended.
+fn supervise(mut ctx: FlowCtx) {
+    let task = match ctx.store.get(TASKS, &ctx.task_id) {
+        Ok(Some(t)) => t,
+        _ => return,
+    };
+    ctx.record_id = task.get("taskRecordId").and_then(Value::as_str).unwrap_or_default().to_string();
+    ctx.set_status("running", json!({"startTime": iso_now(), "lastStartDate": now_ms()}));
+    ctx.log("INFO", "Task started");
+    if let Ok(mut m) = ctx.metrics.lock() {
+        m.started = Some(now_ms());
+    }
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match run(&ctx, &task) {
+            Ok(Outcome::Stopped) => {
+                ctx.save_metrics();
+                ctx.log("INFO", "Task stopped");
+                ctx.set_status("stop", json!({"stopTime": iso_now()}));
+                return;
+            }
+            Ok(Outcome::Complete) => {
+                ctx.save_metrics();
+                ctx.log("INFO", "Initial sync completed, task complete");
+                ctx.set_status("complete", json!({"stopTime": iso_now()}));
+                return;
+            }
+            Err(_) if ctx.stopped() => {
+                ctx.save_metrics();
+                ctx.log("INFO", "Task stopped");
+                ctx.set_status("stop", json!({"stopTime": iso_now()}));
+                return;
+            }
+            Err(e) if e.is_transient() => {
+                ctx.log("WARN", &format!("{e}; retrying in {}s", backoff.as_secs()));
+                let until = Instant::now() + backoff;
+                while Instant::now() < until && !ctx.stopped() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                ctx.save_metrics();
+                ctx.log("ERROR", &e.message);
+                ctx.set_status("error", json!({"stopTime": iso_now(), "errorMessage": e.message}));
+                return;
+            }
+        }
+    }
+}
+
+/// One source table node of the DAG, with the processors on its way to the sink.
+struct SourceNode {
+    node_id: String,
+    connection_id: String,
+    table: String,
+    chain: Vec<Box<dyn Processor>>,
+}
+
+struct SinkNode {
+    connection_id: String,
+    table: String,
+    key: Vec<String>,
+    existing: ExistingData,
+}
+
+struct Plan {
+    sources: Vec<SourceNode>,
+    sink: SinkNode,
+    snapshot: bool,
+    cdc: bool,
+}
+
+fn node_str<'a>(node: &'a Value, key: &str) -> &'a str {
+    node.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn plan(task: &Value) -> Result<Plan> {
+    let dag = task.get("dag").ok_or_else(|| Error::config("the flow has no DAG: add read_from and write_to"))?;
+    let nodes: Vec<&Value> = dag.get("nodes").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+    let edges: Vec<(&str, &str)> = dag
+        .get("edges")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|e| (node_str(e, "source"), node_str(e, "target"))).collect())
+        .unwrap_or_default();
+    let by_id: HashMap<&str, &Value> = nodes.iter().map(|n| (node_str(n, "id"), *n)).collect();
+    let has_in = |id: &str| edges.iter().any(|(_, t)| *t == id);
+    let has_out = |id: &str| edges.iter().any(|(s, _)| *s == id);
+    let is_data = |n: &Value| matches!(node_str(n, "type"), "table" | "database");
+
+    if nodes.iter().any(|n| node_str(n, "type") == "merge_table_processor") {
+        return Err(Error::unsupported(
+            "this flow uses lookup (merge_table_processor), which the embedded engine does not run yet",
+        ));
+    }
+    if nodes.iter().any(|n| node_str(n, "type") == "database") {
+        return Err(Error::unsupported(
+            "database-level (migrate) flows are not run by the embedded engine yet: read_from and write_to a table",
+        ));
+    }
+    let sinks: Vec<&Value> = nodes
+        .iter()
+        .copied()
+        .filter(|n| is_data(n) && has_in(node_str(n, "id")) && !has_out(node_str(n, "id")))
+        .collect();
+    let sink = match sinks.as_slice() {
+        [one] => *one,
+        [] => return Err(Error::config("the flow has no target: add .write_to(\"Connection.table\")")),
+        _ => return Err(Error::unsupported("the embedded engine runs flows with one target")),
+    };
+    let mut sources = Vec::new();
+    for n in nodes.iter().filter(|n| is_data(n) && !has_in(node_str(n, "id"))) {
+        let mut chain = Vec::new();
+        let mut cur = node_str(n, "id");
+        let mut steps = 0;
+        loop {
+            let next: Vec<&str> = edges.iter().filter(|(s, _)| *s == cur).map(|(_, t)| *t).collect();
+            let [next] = next.as_slice() else {
+                return Err(Error::config(format!(
+                    "node {:?} should lead to exactly one next node, it leads to {}",
+                    node_str(n, "name"),
+                    next.len()
+                )));
+            };
+            if *next == node_str(sink, "id") {
+                break;
+            }
+            let node = by_id.get(next).ok_or_else(|| Error::config(format!("edge to unknown node {next}")))?;
+            if let Some(p) = processors::build(node)? {
+                chain.push(p);
+            }
+            cur = next;
+            steps += 1;
+            if steps > nodes.len() {
+                return Err(Error::config("the flow's DAG has a cycle"));
+            }
+        }
+        sources.push(SourceNode {
+            node_id: node_str(n, "id").to_string(),
+            connection_id: node_str(n, "connectionId").to_string(),
+            table: node_str(n, "tableName").to_string(),
+            chain,
+        });
+    }
+    if sources.is_empty() {
+        return Err(Error::config("the flow has no source: add .read_from(\"Connection.table\")"));
+    }
+    let key: Vec<String> = sink
+        .get("updateConditionFields")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    let sync = task.get("type").or_else(|| dag.get("type")).and_then(Value::as_str).unwrap_or("initial_sync+cdc");
+    Ok(Plan {
+        sources,
+        sink: SinkNode {
+            connection_id: node_str(sink, "connectionId").to_string(),
+            table: node_str(sink, "tableName").to_string(),
+            key,
+            existing: ExistingData::from_tapdata(sink.get("existDataProcessMode").and_then(Value::as_str)),
+        },
+        snapshot: sync.contains("initial_sync"),
+        cdc: sync.contains("cdc"),
+    })
+}
+
+fn open_connection(store: &Store, id: &str) -> Result<Box<dyn Connector>> {
+    let doc = store
+        .get(CONNECTIONS, id)?
+        .ok_or_else(|| Error::not_found(format!("the flow uses connection {id}, which no longer exists")))?;
+    let ty = doc.get("database_type").and_then(Value::as_str).unwrap_or("");
+    let name = doc.get("name").and_then(Value::as_str).unwrap_or(id);
+    connectors::open(ty, doc.get("config").unwrap_or(&Value::Null)).map_err(|e| e.context(format!("connection {name}")))
+}
+
+/// The sink side: prepares the target lazily, from the first records it sees.
+struct Sink {
+    conn: Box<dyn Connector>,
+    table: String,
+    key: Vec<String>,
+    existing: ExistingData,
+    ready: bool,
+    schema: Schema,
+}
+
+impl Sink {
+    fn ensure_ready(&mut self, first: Option<&Change>) -> Result<()> {
+        if self.ready {
+            return Ok(());
+        }
+        let mut schema = self.schema.clone();
+        if let Some(c) = first {
+            // The first output record decides the columns; the source schema decides their types.
+            let rec = c.key_image();
+            let mut fields = Vec::with_capacity(rec.len());
+            for (name, v) in rec {
+                fields.push(schema.field(name).cloned().unwrap_or(crate::model::Field {
+                    name: name.clone(),
+                    ty: crate::model::FieldType::of_value(v),
+                    data_type: String::new(),
+                    primary_key: false,
+                    nullable: true,
+                }));
+            }
+            schema.fields = fields;
+        }
+        for f in &mut schema.fields {
+            f.primary_key = self.key.contains(&f.name);
+        }
+        self.conn.prepare_target(&self.table, &schema, &self.key, self.existing)?;
+        self.ready = true;
+        Ok(())
+    }
+
+    fn write(&mut self, events: Vec<Event>, metrics: &Mutex<Metrics>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let changes: Vec<Change> = events.into_iter().map(|e| e.change).collect();
+        self.ensure_ready(changes.first())?;
+        if let Some(missing) = self.key.iter().find(|k| !changes[0].key_image().contains_key(k.as_str())) {
+            return Err(Error::schema(format!(
+                "the target key field {missing:?} is not in the records written to {}; fields are: {}",
+                self.table,
+                changes[0].key_image().keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        self.conn.write(&self.table, &self.key, &changes)?;
+        if let Ok(mut m) = metrics.lock() {
+            for c in &changes {
+                m.output[op_index(c)] += 1;
+            }
+            m.tick();
+        }
+        Ok(())
+    }
+}
+
+fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
+    let mut plan = plan(task)?;
+    let flow_id = ctx.task_id.clone();
+    // Source connections, one per distinct connection.
+    let mut sources: Vec<(String, Box<dyn Connector>, Vec<String>)> = Vec::new();
+    for s in &plan.sources {
+        if !sources.iter().any(|(id, _, _)| *id == s.connection_id) {
+            sources.push((s.connection_id.clone(), open_connection(&ctx.store, &s.connection_id)?, Vec::new()));
+        }
+        if let Some(entry) = sources.iter_mut().find(|(id, _, _)| *id == s.connection_id)
+            && !entry.2.contains(&s.table)
+        {
+            entry.2.push(s.table.clone());
+        }
+    }
+    // The sink key: the node's updateConditionFields, else the first source's primary key.
+    let first = &plan.sources[0];
+    let mut schema = {
+        let (_, conn, _) = sources
+            .iter_mut()
+            .find(|(id, _, _)| *id == first.connection_id)
+            .ok_or_else(|| Error::internal("source"))?;
+        conn.schema(&first.table)?
+    };
+    for p in &first.chain {
+        schema = p.schema(schema);
+    }
+    let key = if plan.sink.key.is_empty() {
+        let pk: Vec<String> = schema.primary_key();
+        if pk.is_empty() {
+            return Err(Error::schema(format!(
+                "table {} has no primary key and the target sets no key: pass write_to(..., pk) with the key fields",
+                first.table
+            )));
+        }
+        pk
+    } else {
+        plan.sink.key.clone()
+    };
+    let mut sink = Sink {
+        conn: open_connection(&ctx.store, &plan.sink.connection_id)?,
+        table: plan.sink.table.clone(),
+        key,
+        existing: plan.sink.existing,
+        ready: false,
+        schema,
+    };
+    if let Ok(mut m) = ctx.metrics.lock() {
+        m.tables = plan.sources.len() as u64;
+    }
+
+    let mut checkpoint = ctx.store.checkpoint(&ctx.task_id)?.unwrap_or(Value::Null);
+    if checkpoint.is_null() {
+        let mut positions = serde_json::Map::new();
+        for (id, conn, tables) in &mut sources {
+            if plan.cdc {
+                conn.cdc_prepare(&flow_id, tables)?;
+                positions.insert(id.clone(), conn.cdc_position(&flow_id)?);
+            }
+        }
+        checkpoint = json!({
+            "phase": if plan.snapshot { "snapshot" } else { "cdc" },
+            "positions": positions,
+            "snapshotDone": [],
+        });
+        ctx.store.save_checkpoint(&ctx.task_id, &checkpoint)?;
+        // A fresh run: existing target data is handled once, here.
+    } else {
+        sink.existing = ExistingData::Keep;
+        if plan.cdc {
+            for (_, conn, tables) in &mut sources {
+                conn.cdc_prepare(&flow_id, tables)?;
+            }
+        }
+    }
+
+    if checkpoint["phase"] == "snapshot" {
+        ctx.set_status("running", json!({"syncStatus": "SNAPSHOT"}));
+        let started = now_ms();
+        if let Ok(mut m) = ctx.metrics.lock() {
+            m.snapshot_start_at.get_or_insert(started);
+        }
+        ctx.log("INFO", "Initial sync started");
+        for s in &mut plan.sources {
+            let done = checkpoint["snapshotDone"].as_array().is_some_and(|d| d.iter().any(|x| x == s.node_id.as_str()));
+            if done {
+                continue;
+            }
+            let (_, conn, _) = sources
+                .iter_mut()
+                .find(|(id, _, _)| *id == s.connection_id)
+                .ok_or_else(|| Error::internal("source"))?;
+            let table: Arc<str> = Arc::from(s.table.as_str());
+            let chain = &mut s.chain;
+            let sink = &mut sink;
+            conn.snapshot(&s.table, SNAPSHOT_BATCH, &mut |rows| {
+                if ctx.stopped() {
+                    return Err(Error::internal("flow stopped"));
+                }
+                let n = rows.len() as u64;
+                let mut events: Vec<Event> = rows
+                    .into_iter()
+                    .map(|after| Event { table: table.clone(), change: Change::Insert { after }, ts_ms: 0 })
+                    .collect();
+                for p in chain.iter_mut() {
+                    events = p.process(events)?;
+                }
+                if let Ok(mut m) = ctx.metrics.lock() {
+                    m.input[0] += n;
+                    m.snapshot_rows += n;
+                    m.replicate_lag = now_ms() - started;
+                }
+                sink.write(events, &ctx.metrics)
+            })?;
+            sink.ensure_ready(None)?;
+            if let Some(done) = checkpoint["snapshotDone"].as_array_mut() {
+                done.push(json!(s.node_id));
+            }
+            ctx.store.save_checkpoint(&ctx.task_id, &checkpoint)?;
+            if let Ok(mut m) = ctx.metrics.lock() {
+                m.snapshot_tables += 1;
+            }
+            ctx.log("INFO", &format!("Initial sync of table {} done", s.table));
+        }
+        checkpoint["phase"] = json!("cdc");
+        ctx.store.save_checkpoint(&ctx.task_id, &checkpoint)?;
+        if let Ok(mut m) = ctx.metrics.lock() {
+            m.snapshot_done_at = Some(now_ms());
+            m.replicate_lag = 0;
+        }
+        ctx.save_metrics();
+        ctx.log("INFO", "Initial sync completed");
+    }
+    sink.ensure_ready(None)?;
+    if !plan.cdc {
+        ctx.store.delete_checkpoint(&ctx.task_id)?;
+        return Ok(Outcome::Complete);
+    }
+
+    ctx.set_status("running", json!({"syncStatus": "CDC"}));
+    ctx.log("INFO", "Incremental sync (CDC) started");
+    let wait = Duration::from_millis((200 / sources.len().max(1)) as u64);
+    let mut last_save = Instant::now();
+    while !ctx.stopped() {
+        for (conn_id, conn, tables) in &mut sources {
+            let from: Position = checkpoint["positions"].get(conn_id.as_str()).cloned().unwrap_or(Value::Null);
+            let (events, next) = conn.changes(&flow_id, tables, &from, CDC_BATCH, wait)?;
+            if !events.is_empty() {
+                let newest = events.iter().map(|e| e.ts_ms).max().unwrap_or(0);
+                if let Ok(mut m) = ctx.metrics.lock() {
+                    for e in &events {
+                        m.input[op_index(&e.change)] += 1;
+                    }
+                }
+                // Route each event to the chain of the source node reading its table.
+                let mut out = Vec::with_capacity(events.len());
+                let mut by_table: Vec<(String, Vec<Event>)> = Vec::new();
+                for e in events {
+                    match by_table.last_mut() {
+                        Some((t, v)) if **t == *e.table => v.push(e),
+                        _ => by_table.push((e.table.to_string(), vec![e])),
+                    }
+                }
+                for (table, mut batch) in by_table {
+                    if let Some(node) =
+                        plan.sources.iter_mut().find(|s| s.connection_id == *conn_id && s.table == table)
+                    {
+                        for p in node.chain.iter_mut() {
+                            batch = p.process(batch)?;
+                        }
+                        out.extend(batch);
+                    }
+                }
+                sink.write(out, &ctx.metrics)?;
+                if let Ok(mut m) = ctx.metrics.lock() {
+                    m.current_event_ts = Some(newest);
+                    m.replicate_lag = (now_ms() - newest).max(0);
+                }
+            } else if let Ok(mut m) = ctx.metrics.lock() {
+                m.replicate_lag = 0;
+                m.tick();
+            }
+            if from != next {
+                checkpoint["positions"][conn_id.as_str()] = next.clone();
+                ctx.store.save_checkpoint(&ctx.task_id, &checkpoint)?;
+                conn.cdc_ack(&flow_id, &next)?;
+            }
+        }
+        if last_save.elapsed() > Duration::from_secs(2) {
+            ctx.save_metrics();
+            last_save = Instant::now();
+        }
+    }
+    Ok(Outcome::Stopped)
+}
+
+/// Remove the CDC resources a flow holds in its sources (reset, delete).
+pub fn release_sources(store: &Store, task: &Value) -> Result<()> {
+    let task_id = task.get("id").and_then(Value::as_str).unwrap_or_default();
+    let nodes = task.pointer("/dag/nodes").and_then(Value::as_array).cloned().unwrap_or_default();
+    let targets: Vec<String> = task
+        .pointer("/dag/edges")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|e| node_str(e, "target").to_string()).collect())
+        .unwrap_or_default();
+    let mut done: Vec<String> = Vec::new();
+    // Only source nodes (no incoming edge) hold CDC resources.
+    for n in nodes.iter().filter(|n| node_str(n, "type") == "table" && !targets.iter().any(|t| t == node_str(n, "id")))
+    {
+        let id = node_str(n, "connectionId").to_string();
+        if done.contains(&id) {
+            continue;
+        }
+        done.push(id.clone());
+        if let Ok(mut conn) = open_connection(store, &id) {
+            conn.cdc_release(task_id)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! The engine's store: one SQLite file (`engine.db`) in the data dir holding connections,
+//! tasks and table metadata as JSON documents, plus checkpoints, task logs, metrics and access
+//! tokens.
+//!
+//! Documents are kept whole (TapData's entities have hundreds of optional fields, and clients
+//! round-trip what they do not understand), filtered in memory by [`super::filter`]. The engine
+//! holds few of them, so this stays simple and fast enough. Every write is its own transaction.
+
+use crate::error::{Error, Result};
+use crate::model::now_ms;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Mutex;
+
+pub const CONNECTIONS: &str = "Connections";
+pub const TASKS: &str = "Task";
+pub const METADATA: &str = "MetadataInstances";
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join("engine.db");
+        let conn = Connection::open(&path)
+            .map_err(|e| Error::config(format!("cannot open the engine store {}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let _: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        conn.execute_batch(
+            "PRAGMA synchronous=NORMAL;
+             CREATE TABLE IF NOT EXISTS docs (kind TEXT NOT NULL, id TEXT NOT NULL, name TEXT, doc TEXT NOT NULL,
+                                              PRIMARY KEY (kind, id));
+             CREATE INDEX IF NOT EXISTS docs_name ON docs(kind, name);
+             CREATE TABLE IF NOT EXISTS checkpoints (task_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL,
+                 record_id TEXT, ts INTEGER NOT NULL, level TEXT NOT NULL, node_id TEXT, message TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS logs_task ON logs(task_id, ts);
+             CREATE TABLE IF NOT EXISTS metrics (task_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, created INTEGER NOT NULL);",
+        )?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.conn.lock().map_err(|_| Error::internal("store lock poisoned"))?;
+        f(&conn)
+    }
+
+    pub fn put(&self, kind: &str, doc: &Value) -> Result<()> {
+        let id = doc.get("id").and_then(Value::as_str).ok_or_else(|| Error::internal("document without id"))?;
+        let name = doc.get("name").and_then(Value::as_str);
+        let text = serde_json::to_string(doc)?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO docs(kind, id, name, doc) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(kind, id) DO UPDATE SET name = excluded.name, doc = excluded.doc",
+                params![kind, id, name, text],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn get(&self, kind: &str, id: &str) -> Result<Option<Value>> {
+        self.with(|c| {
+            let text: Option<String> = c
+                .query_row("SELECT doc FROM docs WHERE kind = ?1 AND id = ?2", params![kind, id], |r| r.get(0))
+                .optional()?;
+            Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
+        })
+    }
+
+    /// Read, change and write one document under the store's lock, so concurrent updates
+    /// (an API call and the runner) do not lose each other's fields. Returns the new document.
+    pub fn update(&self, kind: &str, id: &str, f: impl FnOnce(&mut Value)) -> Result<Option<Value>> {
+        self.with(|c| {
+            let text: Option<String> = c
+                .query_row("SELECT doc FROM docs WHERE kind = ?1 AND id = ?2", params![kind, id], |r| r.get(0))
+                .optional()?;
+            let Some(text) = text else { return Ok(None) };
+            let mut doc: Value = serde_json::from_str(&text)?;
+            f(&mut doc);
+            let name = doc.get("name").and_then(Value::as_str).map(str::to_string);
+            c.execute(
+                "UPDATE docs SET doc = ?3, name = ?4 WHERE kind = ?1 AND id = ?2",
+                params![kind, id, serde_json::to_string(&doc)?, name],
+            )?;
+            Ok(Some(doc))
+        })
+    }
+
+    pub fn find_by_name(&self, kind: &str, name: &str) -> Result<Option<Value>> {
+        self.with(|c| {
+            let text: Option<String> = c
+                .query_row("SELECT doc FROM docs WHERE kind = ?1 AND name = ?2 LIMIT 1", params![kind, name], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
+        })
+    }
+
+    pub fn list(&self, kind: &str) -> Result<Vec<Value>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT doc FROM docs WHERE kind = ?1 ORDER BY rowid")?;
+            let rows = st.query_map([kind], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(serde_json::from_str(&r?)?);
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn delete(&self, kind: &str, id: &str) -> Result<bool> {
+        self.with(|c| Ok(c.execute("DELETE FROM docs WHERE kind = ?1 AND id = ?2", params![kind, id])? > 0))
+    }
+
+    /// Delete every metadata document of a connection.
+    pub fn delete_metadata_of(&self, connection_id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM docs WHERE kind = ?1 AND json_extract(doc, '$.source.id') = ?2",
+                params![METADATA, connection_id],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn checkpoint(&self, task_id: &str) -> Result<Option<Value>> {
+        self.with(|c| {
+            let text: Option<String> =
+                c.query_row("SELECT doc FROM checkpoints WHERE task_id = ?1", [task_id], |r| r.get(0)).optional()?;
+            Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
+        })
+    }
+
+    pub fn save_checkpoint(&self, task_id: &str, doc: &Value) -> Result<()> {
+        let text = serde_json::to_string(doc)?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO checkpoints(task_id, doc) VALUES (?1, ?2) ON CONFLICT(task_id) DO UPDATE SET doc = excluded.doc",
+                params![task_id, text],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn delete_checkpoint(&self, task_id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM checkpoints WHERE task_id = ?1", [task_id])?;
+            Ok(())
+        })
+    }
+
+    pub fn log(&self, task_id: &str, record_id: &str, level: &str, message: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO logs(task_id, record_id, ts, level, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![task_id, record_id, now_ms(), level, message],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Task logs, newest first (or oldest first with `ascending`), filtered by level.
+    pub fn logs(
+        &self,
+        task_id: &str,
+        levels: &[String],
+        start: i64,
+        end: i64,
+        limit: usize,
+        skip: usize,
+        ascending: bool,
+    ) -> Result<(u64, Vec<Value>)> {
+        self.with(|c| {
+            let levels_json = serde_json::to_string(levels)?;
+            let filter = "task_id = ?1 AND ts >= ?2 AND ts < ?3 AND level IN (SELECT value FROM json_each(?4))";
+            let total: i64 = c.query_row(
+                &format!("SELECT count(*) FROM logs WHERE {filter}"),
+                params![task_id, start, end, levels_json],
+                |r| r.get(0),
+            )?;
+            let order = if ascending { "ASC" } else { "DESC" };
+            let mut st = c.prepare(&format!(
+                "SELECT seq, record_id, ts, level, message FROM logs WHERE {filter} ORDER BY seq {order} LIMIT ?5 OFFSET ?6"
+            ))?;
+            let rows = st.query_map(params![task_id, start, end, levels_json, limit as i64, skip as i64], |r| {
+                Ok(serde_json::json!({
+                    "id": format!("{:024x}", r.get::<_, i64>(0)?),
+                    "taskId": task_id,
+                    "taskRecordId": r.get::<_, Option<String>>(1)?,
+                    "timestamp": r.get::<_, i64>(2)?,
+                    "date": chrono::DateTime::from_timestamp_millis(r.get::<_, i64>(2)?)
+                        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                    "level": r.get::<_, String>(3)?,
+                    "message": r.get::<_, String>(4)?,
+                }))
+            })?;
+            let items = rows.collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok((total.max(0) as u64, items))
+        })
+    }
+
+    pub fn delete_logs(&self, task_id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM logs WHERE task_id = ?1", [task_id])?;
+            Ok(())
+        })
+    }
+
+    pub fn metrics(&self, task_id: &str) -> Result<Option<Value>> {
+        self.with(|c| {
+            let text: Option<String> =
+                c.query_row("SELECT doc FROM metrics WHERE task_id = ?1", [task_id], |r| r.get(0)).optional()?;
+            Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
+        })
+    }
+
+    pub fn save_metrics(&self, task_id: &str, doc: &Value) -> Result<()> {
+        let text = serde_json::to_string(doc)?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO metrics(task_id, doc) VALUES (?1, ?2) ON CONFLICT(task_id) DO UPDATE SET doc = excluded.doc",
+                params![task_id, text],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn delete_metrics(&self, task_id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM metrics WHERE task_id = ?1", [task_id])?;
+            Ok(())
+        })
+    }
+
+    pub fn add_token(&self, token: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("INSERT OR REPLACE INTO tokens(token, created) VALUES (?1, ?2)", params![token, now_ms()])?;
+            Ok(())
+        })
+    }
+
+    /// Whether `token` was issued within `ttl_ms`.
+    pub fn token_valid(&self, token: &str, ttl_ms: i64) -> Result<bool> {
+        self.with(|c| {
+            let created: Option<i64> =
+                c.query_row("SELECT created FROM tokens WHERE token = ?1", [token], |r| r.get(0)).optional()?;
+            Ok(created.is_some_and(|t| now_ms() - t < ttl_ms))
+        })
+    }
+}

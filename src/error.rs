@@ -1,0 +1,135 @@
+//! One error type for the whole program: a kind that decides retries and exit codes, and a
+//! message written for the user (what went wrong, and what to do next).
+//!
+//! Only [`ErrorKind::Unavailable`] is retried by the runner and the client; every other kind is
+//! definite. `Usage` maps to exit code 2, everything else to 1.
+
+use std::fmt;
+
+/// What kind of failure this is. Tests assert kinds, not prose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad command line, bad script syntax, bad verb arguments.
+    Usage,
+    /// Bad or missing configuration (profile, connection config).
+    Config,
+    /// Wrong credentials or an expired token.
+    Auth,
+    /// Something that may work if tried again: a server that cannot be reached, a lost connection.
+    Unavailable,
+    /// An unknown connection, flow, table or field.
+    NotFound,
+    /// A schema problem: a missing primary key, an incompatible type.
+    Schema,
+    /// Bad data: a value that cannot be converted, a user function that failed.
+    Data,
+    /// A feature the chosen backend does not offer.
+    Unsupported,
+    /// The server answered with an error of its own (`code` other than `ok`).
+    Remote,
+    /// A bug or an impossible state.
+    Internal,
+}
+
+/// The error: a kind and a message for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+    pub fn usage(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Usage, m)
+    }
+    pub fn config(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, m)
+    }
+    pub fn auth(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Auth, m)
+    }
+    pub fn unavailable(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unavailable, m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, m)
+    }
+    pub fn schema(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Schema, m)
+    }
+    pub fn data(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Data, m)
+    }
+    pub fn unsupported(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unsupported, m)
+    }
+    pub fn remote(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Remote, m)
+    }
+    pub fn internal(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, m)
+    }
+    /// Prefix the message with context, keeping the kind.
+    pub fn context(mut self, c: impl fmt::Display) -> Self {
+        self.message = format!("{c}: {}", self.message);
+        self
+    }
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Unavailable
+    }
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self.kind {
+            ErrorKind::Usage => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::new(ErrorKind::Unavailable, e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::data(format!("invalid JSON: {e}"))
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ffi::ErrorCode;
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
+            {
+                Error::unavailable(format!("SQLite: {e}"))
+            }
+            rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::CannotOpen => {
+                Error::unavailable(format!("SQLite: {e}"))
+            }
+            _ => Error::data(format!("SQLite: {e}")),
+        }
+    }
+}
+
+/// `bail!(kind, "...")`-style helper used in connectors: `err!(not_found, "no table {t}")`.
+#[macro_export]
+macro_rules! err {
+    ($kind:ident, $($arg:tt)*) => { $crate::error::Error::$kind(format!($($arg)*)) };
+}

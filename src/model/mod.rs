@@ -1,0 +1,133 @@
+//! Plain data shared by the engine and its connectors: records, schemas, change events.
+//! No I/O here.
+//!
+//! Records are JSON objects (`serde_json::Map`, insertion-ordered). Types that JSON cannot tell
+//! apart (dates, timestamps, decimals, bytes) travel as strings, and the [`Schema`] beside them
+//! says what they are, so a sink can create the right column and bind the right value.
+//! Conventions: dates `YYYY-MM-DD`, timestamps `YYYY-MM-DD HH:MM:SS[.ffffff]` (with `+HH:MM` for
+//! zoned ones), decimals as their exact text, bytes as lowercase hex.
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub type Record = serde_json::Map<String, serde_json::Value>;
+
+/// Column types every connector maps to and from (see README, "Types").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    Integer,
+    Decimal,
+    Float,
+    Text,
+    Bytes,
+    Boolean,
+    Date,
+    Timestamp,
+    TimestampTz,
+    Json,
+}
+
+impl FieldType {
+    /// TapData's `tapType` name for this type.
+    pub fn tap_type(self) -> &'static str {
+        match self {
+            FieldType::Integer | FieldType::Decimal | FieldType::Float => "TapNumber",
+            FieldType::Text => "TapString",
+            FieldType::Bytes => "TapBinary",
+            FieldType::Boolean => "TapBoolean",
+            FieldType::Date => "TapDate",
+            FieldType::Timestamp | FieldType::TimestampTz => "TapDateTime",
+            FieldType::Json => "TapMap",
+        }
+    }
+
+    /// Guess a type from a JSON value (for schemaless outputs of user functions).
+    pub fn of_value(v: &serde_json::Value) -> FieldType {
+        match v {
+            serde_json::Value::Bool(_) => FieldType::Boolean,
+            serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => FieldType::Integer,
+            serde_json::Value::Number(_) => FieldType::Float,
+            serde_json::Value::Object(_) | serde_json::Value::Array(_) => FieldType::Json,
+            _ => FieldType::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Field {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: FieldType,
+    /// The source's own type name (`varchar(32)`, `INTEGER`, …), shown by `desc`.
+    pub data_type: String,
+    #[serde(default)]
+    pub primary_key: bool,
+    #[serde(default = "yes")]
+    pub nullable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Schema {
+    pub table: String,
+    pub fields: Vec<Field>,
+}
+
+impl Schema {
+    pub fn primary_key(&self) -> Vec<String> {
+        self.fields.iter().filter(|f| f.primary_key).map(|f| f.name.clone()).collect()
+    }
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+}
+
+/// One row change. Invalid states (an update without an after image) cannot be built.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Insert { after: Record },
+    Update { before: Option<Record>, after: Record },
+    Delete { before: Record },
+}
+
+impl Change {
+    /// The image that identifies the row in the target: after for inserts/updates, before for deletes.
+    pub fn key_image(&self) -> &Record {
+        match self {
+            Change::Insert { after } | Change::Update { after, .. } => after,
+            Change::Delete { before } => before,
+        }
+    }
+    pub fn op(&self) -> &'static str {
+        match self {
+            Change::Insert { .. } => "i",
+            Change::Update { .. } => "u",
+            Change::Delete { .. } => "d",
+        }
+    }
+}
+
+/// A change of one table, with the source's commit time (epoch ms, 0 for snapshot rows).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub table: Arc<str>,
+    pub change: Change,
+    pub ts_ms: i64,
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Render a JSON value for a text column or a key: strings as-is, others as JSON text.
+pub fn value_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
