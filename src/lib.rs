@@ -1,9 +1,15 @@
 //! `tap`: programmable real-time data pipelines.
 //!
-//! Dependencies point down: shell → script → client → api; engine → connectors → model.
+//! Dependencies point down: shell → script → client; engine → connectors → model.
 
+pub mod app;
+pub mod cli;
+pub mod client;
+pub mod config;
 pub mod connectors;
 pub mod engine;
 pub mod error;
 pub mod model;
 pub mod output;
+pub mod script;
+pub mod shell;

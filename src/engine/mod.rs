@@ -144,8 +144,17 @@ pub fn stop(data_dir: &Path, default_listen: &str) -> Result<EngineStatus> {
     if !ok {
         return Err(Error::unavailable(format!("cannot signal engine process {pid}")));
     }
-    for _ in 0..200 {
-        if !answers(&st.address) {
+    // Wait for the process itself to end (it stops listening first, then stops its flows).
+    let alive = || {
+        std::process::Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    for _ in 0..600 {
+        if !alive() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -213,7 +222,15 @@ pub fn run(listen: &str, data_dir: &Path) -> Result<()> {
     for id in running {
         let _ = store.update(TASKS, &id, |d| d["status"] = json!("running"));
     }
-    let _ = std::fs::remove_file(state_file(data_dir));
+    // Remove the state file only if it is still ours (a new engine may have started).
+    let ours = std::fs::read_to_string(state_file(data_dir))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v.get("pid").and_then(Value::as_u64))
+        == Some(u64::from(std::process::id()));
+    if ours {
+        let _ = std::fs::remove_file(state_file(data_dir));
+    }
     engine.log("engine stopped");
     Ok(())
 }

@@ -418,7 +418,17 @@ impl RhaiFn {
         }
         let v: Value = rhai::serde::from_dynamic(&out).map_err(|e| Error::data(e.to_string()))?;
         match v {
-            Value::Object(m) => Ok(Some(m)),
+            Value::Object(mut m) => {
+                // Rhai maps are sorted by key: put the fields back in the record's order.
+                let mut ordered = Record::with_capacity(m.len());
+                for k in rec.keys() {
+                    if let Some(v) = m.remove(k) {
+                        ordered.insert(k.clone(), v);
+                    }
+                }
+                ordered.extend(m);
+                Ok(Some(ordered))
+            }
             Value::Null => Ok(None),
             other => Err(Error::data(format!(
                 "Rhai function in node {:?} must return the record (or () to drop it), not {other}",

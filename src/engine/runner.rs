@@ -22,7 +22,7 @@
 //! else stops the flow in state `error` with the message in the task logs and in `status`.
 
 use super::processors::{self, Processor};
-use super::store::{CONNECTIONS, Store, TASKS};
+use super::store::{CONNECTIONS, METADATA, Store, TASKS};
 use crate::connectors::{self, Connector, ExistingData, Position};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Schema, now_ms};
@@ -436,6 +436,8 @@ fn open_connection(store: &Store, id: &str) -> Result<Box<dyn Connector>> {
 /// The sink side: prepares the target lazily, from the first records it sees.
 struct Sink {
     conn: Box<dyn Connector>,
+    store: Arc<Store>,
+    connection_id: String,
     table: String,
     key: Vec<String>,
     existing: ExistingData,
@@ -469,6 +471,13 @@ impl Sink {
         }
         self.conn.prepare_target(&self.table, &schema, &self.key, self.existing)?;
         self.ready = true;
+        // Make the new table visible to `show tables`, `peek` and `count` right away.
+        if let Ok(Some(doc)) = self.store.get(CONNECTIONS, &self.connection_id) {
+            let name = doc.get("name").and_then(Value::as_str).unwrap_or("");
+            let ty = doc.get("database_type").and_then(Value::as_str).unwrap_or("");
+            let created = self.conn.schema(&self.table)?;
+            self.store.put(METADATA, &super::server::metadata_doc(&self.connection_id, name, ty, &created))?;
+        }
         Ok(())
     }
 
@@ -512,23 +521,42 @@ fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
         }
     }
     // The sink key: the node's updateConditionFields, else the first source's primary key.
-    let first = &plan.sources[0];
+    let (first_conn, first_table) = (plan.sources[0].connection_id.clone(), plan.sources[0].table.clone());
     let mut schema = {
-        let (_, conn, _) = sources
-            .iter_mut()
-            .find(|(id, _, _)| *id == first.connection_id)
-            .ok_or_else(|| Error::internal("source"))?;
-        conn.schema(&first.table)?
+        let (_, conn, _) =
+            sources.iter_mut().find(|(id, _, _)| *id == first_conn).ok_or_else(|| Error::internal("source"))?;
+        conn.schema(&first_table)?
     };
-    for p in &first.chain {
+    for p in &plan.sources[0].chain {
         schema = p.schema(schema);
+    }
+    // Which fields the chain really outputs (user functions may drop or add some): run it once
+    // over a record of nulls; if a function cannot take nulls, keep the derived schema.
+    let source_fields: Vec<String> = {
+        let (_, conn, _) =
+            sources.iter_mut().find(|(id, _, _)| *id == first_conn).ok_or_else(|| Error::internal("source"))?;
+        conn.schema(&first_table)?.fields.into_iter().map(|f| f.name).collect()
+    };
+    if let Some(out) = probe(&mut plan.sources[0].chain, &first_table, &source_fields) {
+        schema.fields = out
+            .keys()
+            .map(|name| {
+                schema.field(name).cloned().unwrap_or(crate::model::Field {
+                    name: name.clone(),
+                    ty: crate::model::FieldType::Text,
+                    data_type: String::new(),
+                    primary_key: false,
+                    nullable: true,
+                })
+            })
+            .collect();
     }
     let key = if plan.sink.key.is_empty() {
         let pk: Vec<String> = schema.primary_key();
         if pk.is_empty() {
             return Err(Error::schema(format!(
                 "table {} has no primary key and the target sets no key: pass write_to(..., pk) with the key fields",
-                first.table
+                first_table
             )));
         }
         pk
@@ -537,6 +565,8 @@ fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
     };
     let mut sink = Sink {
         conn: open_connection(&ctx.store, &plan.sink.connection_id)?,
+        store: ctx.store.clone(),
+        connection_id: plan.sink.connection_id.clone(),
         table: plan.sink.table.clone(),
         key,
         existing: plan.sink.existing,
@@ -629,7 +659,6 @@ fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
         ctx.save_metrics();
         ctx.log("INFO", "Initial sync completed");
     }
-    sink.ensure_ready(None)?;
     if !plan.cdc {
         ctx.store.delete_checkpoint(&ctx.task_id)?;
         return Ok(Outcome::Complete);
@@ -690,6 +719,19 @@ fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Stopped)
+}
+
+/// Run a chain over one record of nulls with the source's fields; the output record, if any.
+fn probe(chain: &mut [Box<dyn Processor>], table: &str, fields: &[String]) -> Option<crate::model::Record> {
+    let after: crate::model::Record = fields.iter().map(|f| (f.clone(), Value::Null)).collect();
+    let mut events = vec![Event { table: Arc::from(table), change: Change::Insert { after }, ts_ms: 0 }];
+    for p in chain.iter_mut() {
+        events = p.process(events).ok()?;
+    }
+    events.into_iter().next().map(|e| match e.change {
+        Change::Insert { after } | Change::Update { after, .. } => after,
+        Change::Delete { before } => before,
+    })
 }
 
 /// Remove the CDC resources a flow holds in its sources (reset, delete).

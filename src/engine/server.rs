@@ -289,6 +289,7 @@ async fn create_connection(State(engine): State<Shared>, Json(mut body): Json<Va
         obj.insert("pdkHash".into(), json!(pdk_hash(info.pdk_id)));
         obj.insert("pdkType".into(), json!("pdk"));
         obj.insert("status".into(), json!("testing"));
+        obj.insert("loadFieldsStatus".into(), json!("loading"));
         obj.insert("createType".into(), json!("User"));
         obj.insert("createTime".into(), json!(now));
         obj.insert("last_updated".into(), json!(now));
@@ -349,6 +350,7 @@ fn update_connection(engine: Shared, id: String, body: Value) -> Response {
             d.insert("last_updated".into(), json!(iso_now()));
             if submit {
                 d.insert("status".into(), json!("testing"));
+                d.insert("loadFieldsStatus".into(), json!("loading"));
             }
         }
     }));

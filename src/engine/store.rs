@@ -165,6 +165,7 @@ impl Store {
     }
 
     /// Task logs, newest first (or oldest first with `ascending`), filtered by level.
+    #[allow(clippy::too_many_arguments)]
     pub fn logs(
         &self,
         task_id: &str,

@@ -22,6 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CHANGE_LOG: &str = "_tap_changes";
+
+/// A change-log row: seq, table, op, before, after, ts.
+type LogRow = (i64, String, String, Option<String>, Option<String>, i64);
 const CONSUMERS: &str = "_tap_consumers";
 
 pub struct Sqlite {
@@ -139,8 +142,6 @@ pub fn field_type(declared: &str) -> FieldType {
         FieldType::Float
     } else if t.contains("DEC") || t.contains("NUM") {
         FieldType::Decimal
-    } else if t.is_empty() {
-        FieldType::Text
     } else {
         FieldType::Text
     }
@@ -172,7 +173,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
@@ -406,7 +407,7 @@ impl Connector for Sqlite {
             filter.join(", ")
         );
         loop {
-            let rows: Vec<(i64, String, String, Option<String>, Option<String>, i64)> = {
+            let rows: Vec<LogRow> = {
                 let mut st = self.conn.prepare_cached(&sql)?;
                 st.query_map(rusqlite::params![seq, max as i64], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))

@@ -1,0 +1,244 @@
+//! What `tap` does with its arguments: pick the profile, connect, and run the shell, a script,
+//! a single line, or a subcommand.
+
+use crate::cli::{Cli, ConfigAction, EngineAction, Sub};
+use crate::config::{self, Kind, Profile, Source};
+use crate::error::{Error, Result};
+use crate::output::Output;
+use crate::script::{self, session::Session};
+use crate::shell::{repl, verbs};
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+pub fn run(cli: Cli) -> Result<()> {
+    let out = Output::new(cli.json);
+    match cli.sub {
+        Some(Sub::Engine { listen, data_dir, action }) => return engine(listen, data_dir, action, out),
+        Some(Sub::Completions { shell }) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "tap", &mut buf);
+            out.line(String::from_utf8_lossy(&buf).trim_end());
+            return Ok(());
+        }
+        Some(Sub::Config { action }) => return config_cmd(action, cli.profile.as_deref(), out),
+        _ => {}
+    }
+    let session = Arc::new(connect(cli.profile.as_deref(), out)?);
+    match cli.sub {
+        Some(Sub::Demo { rows, into }) => demo(&session, rows, into.as_deref()),
+        _ => {
+            if let Some(file) = cli.file {
+                run_file(&session, &file)
+            } else if let Some(line) = cli.command {
+                run_line(&session, &line)
+            } else if std::io::stdin().is_terminal() {
+                repl::run(session)
+            } else {
+                // Lines from a pipe: run them in order, stopping at the first failure.
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+                run_source(&session, &text, "<stdin>")
+            }
+        }
+    }
+}
+
+fn connect(flag: Option<&str>, out: Output) -> Result<Session> {
+    let (_, profile, source) = config::resolve(flag)?;
+    let profile = if source == Source::Default {
+        if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+            first_run(out)?
+        } else {
+            out.notice("tap: no cluster profile configured: using the embedded engine on this machine (`tap config` changes it)");
+            profile
+        }
+    } else {
+        profile
+    };
+    Session::connect(profile, out)
+}
+
+/// Log in with a profile, to check answers before they are saved.
+fn check(profile: &Profile, out: Output) -> Result<()> {
+    Session::connect(profile.clone(), out).map(|_| ())
+}
+
+fn first_run(out: Output) -> Result<Profile> {
+    let profile = config::wizard::ask(&out, &|p| check(p, out))?;
+    let name = match profile.kind {
+        Kind::Embedded => "local",
+        Kind::Enterprise => "enterprise",
+        Kind::Cloud => "cloud",
+    };
+    config::wizard::save(name, profile.clone(), true)?;
+    out.text(&format!("saved profile {name} in {} (mode 0600)", config::config_path().display()));
+    Ok(profile)
+}
+
+fn config_cmd(action: Option<ConfigAction>, flag: Option<&str>, out: Output) -> Result<()> {
+    match action {
+        None => {
+            let profile = config::wizard::ask(&out, &|p| check(p, out))?;
+            let name = flag.unwrap_or("default");
+            config::wizard::save(name, profile, true)?;
+            out.text(&format!("saved profile {name} in {}", config::config_path().display()));
+            Ok(())
+        }
+        Some(ConfigAction::List) => {
+            let file = config::File::load()?.unwrap_or_default();
+            let rows: Vec<Vec<String>> = file
+                .profiles
+                .iter()
+                .map(|(n, p)| {
+                    let default = if file.default.as_deref() == Some(n.as_str()) { "*" } else { "" };
+                    vec![default.to_string(), n.clone(), format!("{:?}", p.kind).to_lowercase(), p.describe()]
+                })
+                .collect();
+            if rows.is_empty() && !out.json {
+                out.line(&format!("no profiles in {} — the embedded engine is used", config::config_path().display()));
+            } else {
+                out.table(&["default", "name", "kind", "where"], rows);
+            }
+            Ok(())
+        }
+        Some(ConfigAction::Add { name }) => {
+            let profile = config::wizard::ask(&out, &|p| check(p, out))?;
+            config::wizard::save(&name, profile, false)?;
+            out.text(&format!("saved profile {name}"));
+            Ok(())
+        }
+        Some(ConfigAction::Remove { name }) => {
+            let mut file = config::File::load()?.unwrap_or_default();
+            if file.profiles.remove(&name).is_none() {
+                let known: Vec<&String> = file.profiles.keys().collect();
+                return Err(Error::not_found(format!("no profile named {name:?}; profiles: {known:?}")));
+            }
+            if file.default.as_deref() == Some(name.as_str()) {
+                file.default = file.profiles.keys().next().cloned();
+            }
+            file.save()?;
+            out.text(&format!("removed profile {name}"));
+            Ok(())
+        }
+        Some(ConfigAction::Default { name }) => {
+            let mut file = config::File::load()?.unwrap_or_default();
+            if !file.profiles.contains_key(&name) {
+                return Err(Error::not_found(format!("no profile named {name:?}")));
+            }
+            file.default = Some(name.clone());
+            file.save()?;
+            out.text(&format!("default profile is now {name}"));
+            Ok(())
+        }
+    }
+}
+
+fn engine(
+    listen: Option<String>,
+    data_dir: Option<std::path::PathBuf>,
+    action: Option<EngineAction>,
+    out: Output,
+) -> Result<()> {
+    // Defaults come from the embedded profile (and TAP_SERVER / TAP_DATA_DIR).
+    let profile = config::resolve(None)
+        .map(|(_, p, _)| p)
+        .ok()
+        .filter(|p| p.kind == Kind::Embedded)
+        .unwrap_or_else(Profile::embedded);
+    let listen = listen.unwrap_or_else(|| profile.server());
+    let data_dir = data_dir.unwrap_or_else(|| profile.data_dir());
+    match action {
+        None => crate::engine::run(&listen, &data_dir),
+        Some(EngineAction::Status) => {
+            let st = crate::engine::status(&data_dir, &listen)?;
+            print_status(&st, out);
+            Ok(())
+        }
+        Some(EngineAction::Stop) => {
+            let st = crate::engine::stop(&data_dir, &listen)?;
+            print_status(&st, out);
+            Ok(())
+        }
+    }
+}
+
+fn print_status(st: &crate::engine::EngineStatus, out: Output) {
+    let v = serde_json::json!({"address": st.address, "state": st.state, "data_dir": st.data_dir, "access_code": st.access_code});
+    out.either(
+        &format!(
+            "address:     {}\nstate:       {}\ndata dir:    {}\naccess code: {}",
+            st.address,
+            st.state,
+            st.data_dir,
+            if st.access_code.is_empty() { "(not generated yet)" } else { &st.access_code }
+        ),
+        &v,
+    );
+}
+
+fn demo(session: &Session, rows: usize, into: Option<&str>) -> Result<()> {
+    match into {
+        None => script::demo(session, rows).map(|_| ()),
+        Some(conn) => {
+            let doc = script::resolve::connection(session, conn)?;
+            let _ = doc;
+            Err(Error::unsupported(format!(
+                "tap demo --into {conn}: filling a server connection is not available yet; `tap demo` makes the SQLite sample"
+            )))
+        }
+    }
+}
+
+fn run_file(session: &Arc<Session>, file: &std::path::Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(file).map_err(|e| Error::usage(format!("cannot read {}: {e}", file.display())))?;
+    run_source(session, &text, &file.display().to_string())
+}
+
+/// A script runs as one Rhai program; a line that is a shell verb is run as the verb.
+fn run_source(session: &Arc<Session>, text: &str, origin: &str) -> Result<()> {
+    let engine = script::engine(session.clone());
+    let mut scope = rhai::Scope::new();
+    let mut lib = rhai::AST::empty();
+    // A file of verbs only (a transcript) runs line by line; otherwise it is one Rhai program.
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("//")).collect();
+    if !lines.is_empty() && lines.iter().all(|l| verbs::parse(l).is_some()) {
+        for l in lines {
+            run_line_with(session, &engine, &mut scope, &mut lib, l, origin)?;
+        }
+        return Ok(());
+    }
+    script::eval_chunk(&engine, session, &mut scope, &mut lib, text, origin).map(|_| ())
+}
+
+fn run_line(session: &Arc<Session>, line: &str) -> Result<()> {
+    let engine = script::engine(session.clone());
+    let mut scope = rhai::Scope::new();
+    let mut lib = rhai::AST::empty();
+    run_line_with(session, &engine, &mut scope, &mut lib, line, "<command>")
+}
+
+fn run_line_with(
+    session: &Arc<Session>,
+    engine: &rhai::Engine,
+    scope: &mut rhai::Scope<'static>,
+    lib: &mut rhai::AST,
+    line: &str,
+    origin: &str,
+) -> Result<()> {
+    match verbs::parse(line) {
+        Some((verb, args)) => verbs::run(session, verb, &args, &|_| false).map_err(|e| {
+            if verb.name == "delete" && !args.iter().any(|a| a == "-y") {
+                Error::usage(format!("{e} (non-interactive: pass -y to delete)"))
+            } else {
+                e
+            }
+        }),
+        None => script::eval_chunk(engine, session, scope, lib, line, origin).map(|v| {
+            if !v.is_unit() && !v.is::<script::flow::Flow>() && !v.is::<script::datasource::DataSource>() {
+                session.out.line(&v.to_string());
+            }
+        }),
+    }
+}

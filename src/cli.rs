@@ -1,0 +1,81 @@
+//! Command-line arguments exactly as typed; no behaviour here.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tap",
+    version,
+    about = "Programmable real-time data pipelines: a TapFlow-compatible shell, a TapData client and an embedded CDC engine"
+)]
+pub struct Cli {
+    /// Run a Rhai script file (every shell verb is a function there).
+    #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with = "command")]
+    pub file: Option<PathBuf>,
+    /// Run one shell line or Rhai statement and exit.
+    #[arg(short = 'c', long = "command", value_name = "LINE")]
+    pub command: Option<String>,
+    /// The cluster profile to use (see `tap config list`).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Print machine-readable JSON from verbs.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub sub: Option<Sub>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Sub {
+    /// Run the embedded engine in the foreground, or manage it.
+    Engine {
+        /// Address to listen on.
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
+        /// Where the engine keeps its store, logs and access code.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<EngineAction>,
+    },
+    /// Set up cluster profiles: with no action, (re)run the setup for the default profile.
+    Config {
+        #[command(subcommand)]
+        action: Option<ConfigAction>,
+    },
+    /// Create the seed's e-commerce sample tables.
+    Demo {
+        /// Number of orders (other tables scale with it).
+        #[arg(long, default_value_t = 1000)]
+        rows: usize,
+        /// A saved connection to fill instead of the default SQLite file.
+        #[arg(long, value_name = "CONNECTION")]
+        into: Option<String>,
+    },
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EngineAction {
+    /// Print the engine's address, state, data dir and access code.
+    Status,
+    /// Stop the running engine.
+    Stop,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// List profiles (secrets masked).
+    List,
+    /// Add (or replace) a profile by answering the setup questions.
+    Add { name: String },
+    /// Remove a profile.
+    Remove { name: String },
+    /// Make a profile the default.
+    Default { name: String },
+}

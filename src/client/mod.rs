@@ -1,0 +1,446 @@
+//! The cluster client: one implementation for every profile (the embedded engine, TapData
+//! Enterprise/Community, TapData Cloud), speaking TapData's REST API over reqwest.
+//!
+//! * Enterprise/Community and the embedded engine: `POST /api/users/generatetoken` with the
+//!   access code, then `access_token=<token>` as a query parameter on every request (and the
+//!   `user_id` cookie, as the official client sends it). A 401 logs in again once.
+//! * Cloud: no login; every request is signed with the access key / secret key
+//!   ([`sign`]), under `<server>/tm/api` (agent paths under `<server>/api/tcm`).
+//!
+//! Calls are blocking for the caller (the shell and scripts are synchronous) and async inside:
+//! the client owns a small tokio runtime. The envelope is checked here: a `code` other than
+//! `ok` becomes a [`Error`] of kind `Remote` naming the server's code and message; batch
+//! operations check every item.
+
+pub mod sign;
+
+use crate::error::{Error, ErrorKind, Result};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Auth {
+    AccessCode(String),
+    Cloud { access_key: String, secret_key: String },
+}
+
+/// A server's error answer: its `code` and `message`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Session {
+    token: Option<String>,
+    user_id: String,
+    username: String,
+}
+
+pub struct Client {
+    rt: tokio::runtime::Runtime,
+    http: reqwest::Client,
+    /// `host:port` or a URL with a scheme.
+    server: String,
+    auth: Auth,
+    session: Mutex<Session>,
+}
+
+const CLOUD_TCM_PATHS: [&str; 4] =
+    ["/agent", "/mdb-instance-assigned", "/mdb-instance-assigned/connection", "/agent/agentCount"];
+
+impl Client {
+    pub fn new(server: &str, auth: Auth) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::internal(format!("cannot start the runtime: {e}")))?;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("tap/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            rt,
+            http,
+            server: server.trim_end_matches('/').to_string(),
+            auth,
+            session: Mutex::new(Session::default()),
+        })
+    }
+
+    pub fn is_cloud(&self) -> bool {
+        matches!(self.auth, Auth::Cloud { .. })
+    }
+
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The base URL requests go to (for messages).
+    pub fn base_url(&self) -> String {
+        if self.server.contains("://") { self.server.clone() } else { format!("http://{}", self.server) }
+    }
+
+    fn url(&self, path: &str) -> String {
+        let base = self.base_url();
+        match &self.auth {
+            Auth::Cloud { .. } if CLOUD_TCM_PATHS.contains(&path) => format!("{base}/api/tcm{path}"),
+            Auth::Cloud { .. } => format!("{base}/tm/api{path}"),
+            Auth::AccessCode(_) => format!("{base}/api{path}"),
+        }
+    }
+
+    pub fn username(&self) -> String {
+        self.session.lock().map(|s| s.username.clone()).unwrap_or_default()
+    }
+
+    pub fn user_id(&self) -> String {
+        self.session.lock().map(|s| s.user_id.clone()).unwrap_or_default()
+    }
+
+    /// Log in (access code) and read the user, as the official client does (A1, A2).
+    pub fn login(&self) -> Result<()> {
+        let Auth::AccessCode(code) = &self.auth else { return Ok(()) };
+        let env = self.send(Method::POST, "/users/generatetoken", &[], Some(&json!({"accesscode": code})), false)?;
+        let data = checked(env).map_err(|e| match e.code.as_str() {
+            "AccessCode.No.User" | "AccessCode.Is.Null" => Error::auth(format!(
+                "the access code was refused by {} ({}): check it with `tap config`",
+                self.base_url(),
+                e.message
+            )),
+            _ => Error::remote(format!("login failed: {}: {}", e.code, e.message)),
+        })?;
+        let token =
+            data.get("id").and_then(Value::as_str).ok_or_else(|| self.not_tapdata("no token in the login answer"))?;
+        let user_id = data.get("userId").and_then(Value::as_str).unwrap_or("").to_string();
+        if let Ok(mut s) = self.session.lock() {
+            s.token = Some(token.to_string());
+            s.user_id = user_id.clone();
+        }
+        let users = self.get("/users", &[])?;
+        let username = users
+            .get("items")
+            .and_then(Value::as_array)
+            .and_then(|items| items.iter().find(|u| u.get("id").and_then(Value::as_str) == Some(&user_id)))
+            .and_then(|u| u.get("username").and_then(Value::as_str))
+            .unwrap_or("")
+            .to_string();
+        if let Ok(mut s) = self.session.lock() {
+            s.username = username;
+        }
+        Ok(())
+    }
+
+    fn not_tapdata(&self, what: &str) -> Error {
+        Error::unavailable(format!(
+            "{} answered something that is not TapData ({what}) — is the server address right? `tap config` changes it",
+            self.base_url()
+        ))
+    }
+
+    /// Send a request and return the whole envelope (status checked, code not).
+    fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        retry_auth: bool,
+    ) -> Result<Value> {
+        let mut params: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let body_text = body.map(sign::python_json);
+        let mut cookie = None;
+        match &self.auth {
+            Auth::AccessCode(_) => {
+                let s = self.session.lock().map(|s| s.clone()).unwrap_or_default();
+                if let Some(t) = s.token {
+                    params.push(("access_token".into(), t));
+                    cookie = Some(format!("user_id={}", s.user_id));
+                }
+            }
+            Auth::Cloud { access_key, secret_key } => {
+                params.push(("ts".into(), crate::model::now_ms().to_string()));
+                params.push(("nonce".into(), uuid::Uuid::new_v4().to_string()));
+                params.push(("signVersion".into(), "1.0".into()));
+                params.push(("accessKey".into(), access_key.clone()));
+                let to_sign = sign::string_to_sign(method.as_str(), &params, body_text.as_deref().unwrap_or(""));
+                params.push(("sign".into(), sign::sign(secret_key, &to_sign)));
+            }
+        }
+        let url = self.url(path);
+        let mut req = self.http.request(method.clone(), &url).query(&params).header("Accept-Language", "en-US");
+        if let Some(c) = cookie {
+            req = req.header("Cookie", c);
+        }
+        if let Some(b) = body_text {
+            req = req.header("Content-Type", "application/json").body(b);
+        }
+        let (status, text) = self
+            .rt
+            .block_on(async {
+                let resp = req.send().await?;
+                let status = resp.status();
+                let text = resp.text().await?;
+                Ok::<_, reqwest::Error>((status, text))
+            })
+            .map_err(|e| {
+                let what = if e.is_timeout() { "timed out".to_string() } else { root_cause(&e) };
+                Error::unavailable(format!(
+                    "cannot reach TapData at {}: {what} — is it running? `tap config` changes the server",
+                    self.base_url()
+                ))
+            })?;
+        if status.as_u16() == 401 && retry_auth && matches!(self.auth, Auth::AccessCode(_)) {
+            self.login()?;
+            return self.send(method, path, query, body, false);
+        }
+        let v: Value = serde_json::from_str(&text).map_err(|_| {
+            let snippet: String = text.chars().take(60).collect();
+            self.not_tapdata(&format!("HTTP {status} {snippet:?} for {path}"))
+        })?;
+        if status.as_u16() == 401 {
+            return Err(Error::auth(format!(
+                "{} refused the credentials ({}) — `tap config` sets them",
+                self.base_url(),
+                v.get("message").and_then(Value::as_str).unwrap_or("not logged in")
+            )));
+        }
+        if !v.is_object() || v.get("code").is_none() {
+            return Err(self.not_tapdata(&format!("HTTP {status} without a code for {path}")));
+        }
+        if let Some("NotFoundAccessKey") = v.get("code").and_then(Value::as_str) {
+            return Err(Error::auth("TapData Cloud does not know this access key: check the AK/SK with `tap config`"));
+        }
+        Ok(v)
+    }
+
+    /// A request whose envelope must say `ok`; returns `data` (`null` when absent).
+    pub fn call(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<Value> {
+        let env = self.send(method, path, query, body, true)?;
+        checked(env).map_err(|e| Error::remote(format!("{}: {} ({path})", e.code, e.message)))
+    }
+
+    /// A request returning the server's error as a value, for callers that handle codes.
+    pub fn call_result(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<std::result::Result<Value, ApiError>> {
+        Ok(checked(self.send(method, path, query, body, true)?))
+    }
+
+    pub fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
+        self.call(Method::GET, path, query, None)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        self.call(Method::POST, path, &[], Some(body))
+    }
+
+    /// A batch operation (`batchStart`, …): every item's `code` must be `ok`.
+    pub fn batch(&self, method: Method, path: &str, query: &[(&str, String)]) -> Result<()> {
+        let data = self.call(method, path, query, None)?;
+        for it in data.as_array().into_iter().flatten() {
+            let code = it.get("code").and_then(Value::as_str).unwrap_or("ok");
+            if code != "ok" {
+                let msg = it.get("message").and_then(Value::as_str).unwrap_or("");
+                return Err(Error::remote(format!("{code}: {msg}")));
+            }
+        }
+        Ok(())
+    }
+
+    // ---- resources (A/C/M/T numbers from reference/tapflow-client.md §5) ----
+
+    pub fn connectors(&self) -> Result<Vec<Value>> {
+        let f = json!({"where": {"tag": "All", "authentication": "All"}, "order": "name ASC"});
+        Ok(self
+            .get("/DatabaseTypes/getDatabases", &[("filter", sign::python_json(&f))])?
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    pub fn connections(&self) -> Result<Vec<Value>> {
+        let f = json!({"limit": 10000, "skip": 0, "order": "last_updated DESC", "noSchema": 1,
+                       "where": {"createType": {"$ne": "System"}}});
+        Ok(items(self.get("/Connections", &[("filter", sign::python_json(&f))])?))
+    }
+
+    pub fn connection(&self, id: &str) -> Result<Option<Value>> {
+        let v = self.get(&format!("/Connections/{id}"), &[])?;
+        Ok(if v.is_null() { None } else { Some(v) })
+    }
+
+    pub fn connection_by_name(&self, name: &str) -> Result<Option<Value>> {
+        let f = json!({"where": {"name": name}});
+        Ok(items(self.get("/Connections", &[("filter", sign::python_json(&f))])?).into_iter().next())
+    }
+
+    pub fn tables(&self, conn_id: &str) -> Result<Vec<Value>> {
+        let f = json!({"where": {"source.id": conn_id, "sourceType": "SOURCE", "is_deleted": false}, "limit": 999999});
+        Ok(items(self.get("/MetadataInstances", &[("filter", sign::python_json(&f))])?)
+            .into_iter()
+            .filter(|t| t.get("meta_type").and_then(Value::as_str) != Some("database"))
+            .collect())
+    }
+
+    pub fn table(&self, conn_id: &str, table: &str) -> Result<Option<Value>> {
+        let f = json!({"where": {"source.id": conn_id, "meta_type": {"in": ["collection", "table", "view"]},
+                                 "is_deleted": false, "original_name": table},
+                       "fields": {"id": true, "original_name": true, "fields": true}, "limit": 1});
+        Ok(items(self.get("/MetadataInstances", &[("filter", sign::python_json(&f))])?).into_iter().next())
+    }
+
+    pub fn table_fields(&self, table_id: &str) -> Result<Vec<Value>> {
+        Ok(self
+            .get(&format!("/MetadataInstances/{table_id}"), &[])?
+            .get("fields")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    pub fn tasks(&self) -> Result<Vec<Value>> {
+        let f = json!({"limit": 10000, "fields": {"syncType": true, "id": true, "name": true, "status": true,
+            "last_updated": true, "createTime": true, "user_id": true, "startTime": true, "agentId": true,
+            "statuses": true, "type": true, "desc": true, "stats": true}});
+        Ok(items(self.get("/Task", &[("filter", sign::python_json(&f))])?))
+    }
+
+    pub fn task(&self, id: &str) -> Result<Option<Value>> {
+        let v = self.get(&format!("/Task/{id}"), &[])?;
+        Ok(if v.is_null() || v.get("id").is_none() { None } else { Some(v) })
+    }
+
+    pub fn start_task(&self, id: &str) -> Result<()> {
+        self.batch(Method::PUT, "/Task/batchStart", &[("taskIds", id.to_string())])
+    }
+
+    pub fn stop_task(&self, id: &str, force: bool) -> Result<()> {
+        let force = if force { "True" } else { "False" };
+        self.batch(Method::PUT, "/Task/batchStop", &[("taskIds", id.to_string()), ("force", force.to_string())])
+    }
+
+    pub fn reset_task(&self, id: &str) -> Result<()> {
+        self.batch(Method::PATCH, "/Task/batchRenew", &[("taskIds", id.to_string())])
+    }
+
+    pub fn delete_task(&self, id: &str) -> Result<()> {
+        self.batch(Method::DELETE, "/Task/batchDelete", &[("taskIds", id.to_string())])
+    }
+
+    /// Task metrics (T16): the first instant sample, or an empty object.
+    pub fn task_metrics(&self, task_id: &str, record_id: &str) -> Result<Value> {
+        let now = crate::model::now_ms();
+        let fields = [
+            "inputInsertTotal",
+            "inputUpdateTotal",
+            "inputDeleteTotal",
+            "inputDdlTotal",
+            "inputOthersTotal",
+            "outputInsertTotal",
+            "outputUpdateTotal",
+            "outputDeleteTotal",
+            "outputDdlTotal",
+            "outputOthersTotal",
+            "tableTotal",
+            "createTableTotal",
+            "snapshotTableTotal",
+            "initialCompleteTime",
+            "sourceConnection",
+            "targetConnection",
+            "snapshotDoneAt",
+            "snapshotRowTotal",
+            "snapshotInsertRowTotal",
+            "inputQps",
+            "outputQps",
+            "currentSnapshotTableRowTotal",
+            "currentSnapshotTableInsertRowTotal",
+            "replicateLag",
+            "snapshotStartAt",
+            "snapshotTableTotal",
+            "currentEventTimestamp",
+            "snapshotDoneCost",
+            "outputQpsMax",
+            "outputQpsAvg",
+            "lastFiveMinutesQps",
+        ];
+        let body = json!({"totalData": {"uri": "/api/measurement/query/v2",
+            "param": {"startAt": now - 300_000, "endAt": now,
+              "samples": {"data": {"endAt": now, "fields": fields,
+                "tags": {"taskId": task_id, "taskRecordId": record_id, "type": "task"}, "type": "instant"}}}}});
+        let data = self.post("/measurement/batch", &body)?;
+        Ok(data.pointer("/totalData/data/samples/data/0").cloned().unwrap_or_else(|| json!({})))
+    }
+
+    /// Task logs (T17), newest first.
+    pub fn task_logs(&self, task_id: &str, record_id: &str, levels: &[&str], limit: usize) -> Result<Vec<Value>> {
+        let now = crate::model::now_ms();
+        let body = json!({"levels": levels, "order": "desc", "page": 1, "pageSize": limit, "taskId": task_id,
+                          "taskRecordId": record_id, "start": now - 360_000_000, "end": now});
+        Ok(items(self.post("/MonitoringLogs/query", &body)?))
+    }
+
+    /// Sample rows and the row count of a table (T18).
+    pub fn peek(&self, conn_id: &str, table: &str) -> Result<(u64, Vec<Value>)> {
+        let body = json!({"className": "QueryDataBaseDataService", "method": "getData", "args": [conn_id, table]});
+        let data = self.post("/proxy/call", &body)?;
+        let count = data.pointer("/tableInfo/numOfRows").and_then(Value::as_u64).unwrap_or(0);
+        let rows = data.get("sampleData").and_then(Value::as_array).cloned().unwrap_or_default();
+        Ok((count, rows))
+    }
+
+    /// Run a statement in a connection (embedded engine only).
+    pub fn sql(&self, conn_id: &str, statement: &str) -> Result<u64> {
+        let body = json!({"className": "TapSqlService", "method": "execute", "args": [conn_id, statement]});
+        let data = self.post("/proxy/call", &body).map_err(|e| {
+            if e.kind == ErrorKind::Remote && e.message.contains("does not serve") {
+                Error::unsupported("sql() works with the embedded engine only")
+            } else {
+                e
+            }
+        })?;
+        Ok(data.get("affected").and_then(Value::as_u64).unwrap_or(0))
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// `data` of an `ok` envelope, or the server's code and message.
+pub fn checked(env: Value) -> std::result::Result<Value, ApiError> {
+    let code = env.get("code").and_then(Value::as_str).unwrap_or("");
+    if code == "ok" {
+        Ok(env.get("data").cloned().unwrap_or(Value::Null))
+    } else {
+        Err(ApiError {
+            code: code.to_string(),
+            message: env.get("message").and_then(Value::as_str).unwrap_or("").to_string(),
+        })
+    }
+}
+
+/// `data.items` of a page.
+pub fn items(data: Value) -> Vec<Value> {
+    match data {
+        Value::Object(mut m) => match m.remove("items") {
+            Some(Value::Array(a)) => a,
+            _ => Vec::new(),
+        },
+        Value::Array(a) => a,
+        _ => Vec::new(),
+    }
+}

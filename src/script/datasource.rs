@@ -1,0 +1,215 @@
+//! `DataSource`: a connection definition, saved as TapData's connection document (§7.3 of the
+//! client reference). Saving an existing name updates it, so scripts are idempotent.
+
+use super::session::Session;
+use crate::error::{Error, Result};
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default)]
+pub struct DataSourceState {
+    pub connector: String,
+    pub name: String,
+    pub connection_type: String,
+    pub config: Map<String, Value>,
+    pub id: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct DataSource(pub Arc<Mutex<DataSourceState>>);
+
+impl DataSource {
+    pub fn new(connector: &str, name: &str, config: Map<String, Value>) -> Self {
+        let mut ds = DataSourceState {
+            connector: connector.to_string(),
+            name: if name.is_empty() { connector.to_string() } else { name.to_string() },
+            connection_type: "source_and_target".into(),
+            ..Default::default()
+        };
+        for (k, v) in config {
+            set_key(&mut ds, &k, v);
+        }
+        DataSource(Arc::new(Mutex::new(ds)))
+    }
+
+    pub fn with<T>(&self, f: impl FnOnce(&mut DataSourceState) -> T) -> T {
+        let mut g = match self.0.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut g)
+    }
+
+    pub fn set(&self, key: &str, v: Value) {
+        self.with(|s| set_key(s, key, v));
+    }
+}
+
+/// The official client's key rules: `db` → `database`, `uri` → also `isUri`, `type` → the
+/// connection type; `additionalString` is spelled as TapData's connectors spell it.
+fn set_key(s: &mut DataSourceState, key: &str, v: Value) {
+    match key {
+        "type" => s.connection_type = v.as_str().unwrap_or("source_and_target").to_string(),
+        "db" => {
+            s.config.insert("database".into(), v);
+        }
+        "uri" => {
+            s.config.insert("isUri".into(), json!(true));
+            s.config.insert("uri".into(), v);
+        }
+        "additionalString" => {
+            s.config.insert("addtionalString".into(), v);
+        }
+        _ => {
+            s.config.insert(key.to_string(), v);
+        }
+    }
+}
+
+/// The connector entry (A7) for a name given by the user, matched case-insensitively.
+fn connector(session: &Session, name: &str) -> Result<Value> {
+    let all = session.client.connectors()?;
+    let want = match name.to_ascii_lowercase().as_str() {
+        "postgres" | "pg" => "postgresql".to_string(),
+        "mongo" => "mongodb".to_string(),
+        "mariadb" => "mysql".to_string(),
+        other => other.to_string(),
+    };
+    all.iter()
+        .find(|c| c.get("name").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(&want)))
+        .cloned()
+        .ok_or_else(|| {
+            let names: Vec<&str> = all.iter().filter_map(|c| c.get("name").and_then(Value::as_str)).collect();
+            Error::not_found(format!("no connector {name:?} on this cluster; connectors: {}", names.join(", ")))
+        })
+}
+
+/// The connection document sent by `save()`.
+pub fn to_doc(session: &Session, ds: &DataSource) -> Result<Value> {
+    let (connector_name, name, ctype, mut config) =
+        ds.with(|s| (s.connector.clone(), s.name.clone(), s.connection_type.clone(), s.config.clone()));
+    if !matches!(ctype.as_str(), "source" | "target" | "source_and_target") {
+        return Err(Error::usage(format!(
+            "type must be \"source\", \"target\" or \"source_and_target\", not {ctype:?}"
+        )));
+    }
+    let c = connector(session, &connector_name)?;
+    let db_type = c.get("name").and_then(Value::as_str).unwrap_or(&connector_name).to_string();
+    let lower = db_type.to_ascii_lowercase();
+    // MySQL's key is `user`; the seeds and the official help write `username`: accept both.
+    if (lower == "mysql" || lower == "postgresql")
+        && !config.contains_key("user")
+        && let Some(u) = config.get("username").cloned()
+    {
+        config.insert("user".into(), u);
+    }
+    if lower == "postgresql"
+        && let Some(p) = config.get("port").and_then(Value::as_str).and_then(|p| p.parse::<i64>().ok())
+    {
+        config.insert("port".into(), json!(p));
+    }
+    if lower == "mysql" {
+        config.entry("timezone").or_insert(json!(""));
+    }
+    if lower == "postgresql" {
+        config.entry("logPluginName").or_insert(json!("pgoutput"));
+        config.entry("schema").or_insert(json!("public"));
+    }
+    if lower == "mongodb" {
+        let has_uri = config.contains_key("uri");
+        config.entry("isUri").or_insert(json!(has_uri));
+        config.entry("ssl").or_insert(json!(false));
+    }
+    // A relative SQLite path means relative to where the script runs, not to the engine.
+    if lower == "sqlite"
+        && let Some(p) = config.get("database").and_then(Value::as_str)
+        && !std::path::Path::new(p).is_absolute()
+        && session.is_embedded()
+    {
+        let abs = std::env::current_dir()?.join(p);
+        config.insert("database".into(), json!(abs.to_string_lossy()));
+    }
+    config.insert("__connectionType".into(), json!(ctype));
+    Ok(json!({
+        "accessNodeType": "AUTOMATIC_PLATFORM_ALLOCATION",
+        "connection_type": ctype,
+        "database_type": db_type,
+        "loadAllTables": true,
+        "name": name,
+        "pdkHash": c.get("pdkHash").cloned().unwrap_or(Value::Null),
+        "pdkType": "pdk",
+        "project": "",
+        "response_body": {},
+        "retry": 0,
+        "schema": {},
+        "shareCdcEnable": true,
+        "status": "testing",
+        "submit": true,
+        "config": config,
+    }))
+}
+
+/// Save (create, or update when the name exists), then wait for the schema to load.
+pub fn save(session: &Session, ds: &DataSource) -> Result<String> {
+    let mut doc = to_doc(session, ds)?;
+    let name = ds.with(|s| s.name.clone());
+    let existing = session.client.connection_by_name(&name)?;
+    let id = match existing {
+        Some(old) => {
+            let old_type = old.get("database_type").and_then(Value::as_str).unwrap_or("");
+            let new_type = doc.get("database_type").and_then(Value::as_str).unwrap_or("");
+            if !old_type.eq_ignore_ascii_case(new_type) {
+                return Err(Error::usage(format!(
+                    "connection {name} exists with type {old_type}, not {new_type}: choose another name or delete it first"
+                )));
+            }
+            let id = old.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+            doc["id"] = json!(id);
+            session.client.call(Method::PATCH, &format!("/Connections/{id}"), &[], Some(&doc))?;
+            session.out.text(&format!("connection {name} exists, updating its config"));
+            id
+        }
+        None => {
+            session.out.text(&format!("datasource {name} creating, please wait..."));
+            let data = session.client.call(Method::POST, "/Connections", &[], Some(&doc))?;
+            data.get("id").and_then(Value::as_str).unwrap_or("").to_string()
+        }
+    };
+    ds.with(|s| s.id = Some(id.clone()));
+    session.out.text(&format!("save datasource {name} success, will load schema, please wait..."));
+    let status = wait_loaded(session, &id, Duration::from_secs(480))?;
+    session.out.text(&format!("load schema status: {status}"));
+    Ok(id)
+}
+
+/// Poll the connection until its schema load ends; an invalid connection is an error.
+pub fn wait_loaded(session: &Session, id: &str, timeout: Duration) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    let step = if session.is_embedded() { Duration::from_millis(100) } else { Duration::from_secs(2) };
+    loop {
+        let doc =
+            session.client.connection(id)?.ok_or_else(|| Error::not_found(format!("connection {id} vanished")))?;
+        let load = doc.get("loadFieldsStatus").and_then(Value::as_str).unwrap_or("");
+        if matches!(load, "finished" | "error" | "invalid") {
+            if doc.get("status").and_then(Value::as_str) == Some("invalid") || load != "finished" {
+                let why = doc
+                    .get("loadFieldErrMsg")
+                    .and_then(Value::as_str)
+                    .or_else(|| doc.pointer("/response_body/validate_details/0/fail_message").and_then(Value::as_str))
+                    .unwrap_or("the connection test failed");
+                let name = doc.get("name").and_then(Value::as_str).unwrap_or(id);
+                return Err(Error::unavailable(format!("connection {name} is invalid: {why}")));
+            }
+            return Ok(load.to_string());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::unavailable(format!(
+                "the schema of connection {id} is still loading after {}s",
+                timeout.as_secs()
+            )));
+        }
+        session.sleep(step)?;
+    }
+}

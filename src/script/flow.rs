@@ -1,0 +1,522 @@
+//! `Flow`: the builder of a TapData sync task, and its lifecycle (save, start, stop, …).
+//!
+//! A flow value is a cheap handle (`Arc<Mutex<…>>`), so Rhai's copies on assignment all point
+//! to one flow. Building emits TapData's node JSON ([`super::nodes`]); `save()` creates the task,
+//! or — when a flow of that name exists — replaces its DAG, so re-running a script is idempotent.
+
+use super::nodes;
+use super::resolve;
+use super::session::Session;
+use crate::error::{Error, Result};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default)]
+pub struct FlowState {
+    pub name: String,
+    pub id: Option<String>,
+    pub nodes: Vec<Value>,
+    pub edges: Vec<(String, String)>,
+    /// The node the next step attaches to.
+    pub stage: Option<String>,
+    /// (node id, table) of every source read, in order.
+    pub sources: Vec<(String, String)>,
+    /// Primary key of the last source read (after renames), for the sink key.
+    pub key: Vec<String>,
+    pub sink: Option<String>,
+    pub sync_type: String,
+    /// `show()`: the builder chain.
+    pub commands: Vec<String>,
+    pub merge: Option<String>,
+    pub uses_rhai: bool,
+}
+
+#[derive(Clone)]
+pub struct Flow(pub Arc<Mutex<FlowState>>);
+
+impl Flow {
+    pub fn new(name: &str) -> Self {
+        Flow(Arc::new(Mutex::new(FlowState {
+            name: name.to_string(),
+            sync_type: "initial_sync+cdc".into(),
+            ..Default::default()
+        })))
+    }
+
+    pub fn with<T>(&self, f: impl FnOnce(&mut FlowState) -> T) -> T {
+        let mut g = match self.0.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut g)
+    }
+
+    pub fn name(&self) -> String {
+        self.with(|s| s.name.clone())
+    }
+}
+
+impl FlowState {
+    fn add(&mut self, node: Value) -> String {
+        let id = node.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+        if let Some(stage) = &self.stage {
+            self.edges.push((stage.clone(), id.clone()));
+        }
+        self.nodes.push(node);
+        self.stage = Some(id.clone());
+        id
+    }
+
+    fn require_source(&self, what: &str) -> Result<()> {
+        if self.stage.is_none() {
+            return Err(Error::usage(format!("{what}: call read_from(\"Connection.table\") first")));
+        }
+        if self.sink.is_some() {
+            return Err(Error::usage(format!(
+                "{what}: the flow already has its target (write_to); add steps before it"
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn dag(&self) -> Value {
+        let edges: Vec<Value> = self.edges.iter().map(|(s, t)| json!({"source": s, "target": t})).collect();
+        let mut dag = json!({"edges": edges, "nodes": self.nodes});
+        if let (Some(d), Some(s)) = (dag.as_object_mut(), nodes::sync_settings(&self.sync_type).as_object()) {
+            d.insert("skipErrorEvent".into(), nodes::skip_error_event());
+            for (k, v) in s {
+                d.insert(k.clone(), v.clone());
+            }
+        }
+        dag
+    }
+
+    pub fn show(&self) -> String {
+        format!("Flow({}){}", self.name, self.commands.concat())
+    }
+}
+
+fn split_target(sig: &str) -> Result<(&str, &str)> {
+    sig.split_once('.')
+        .filter(|(c, t)| !c.is_empty() && !t.is_empty())
+        .ok_or_else(|| Error::usage(format!("expected \"Connection.table\", got {sig:?}")))
+}
+
+/// The connection and the table's primary key fields (M1/M3 + M2 in the official client).
+fn table_info(session: &Session, sig: &str) -> Result<(Value, String, Vec<String>)> {
+    let (c, t) = split_target(sig)?;
+    let conn = resolve::connection(session, c)?;
+    let conn_id = conn.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+    let meta = session.client.table(&conn_id, t)?;
+    let key = match &meta {
+        Some(m) => m
+            .get("fields")
+            .and_then(Value::as_array)
+            .map(|fs| {
+                fs.iter()
+                    .filter(|f| f.get("primaryKey") == Some(&json!(true)))
+                    .filter_map(|f| f.get("field_name").and_then(Value::as_str).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    Ok((conn, t.to_string(), if meta.is_some() { key } else { Vec::new() }))
+}
+
+pub fn read_from(session: &Session, flow: &Flow, sig: &str) -> Result<()> {
+    let (c, t) = split_target(sig)?;
+    let conn = resolve::connection(session, c)?;
+    if conn.get("connection_type").and_then(Value::as_str) == Some("target") {
+        return Err(Error::usage(format!("cannot read from {c}: it is a target-only connection")));
+    }
+    let conn_id = conn.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+    let meta = session.client.table(&conn_id, t)?;
+    let Some(meta) = meta else {
+        let tables = session.client.tables(&conn_id)?;
+        let mut names: Vec<&str> =
+            tables.iter().filter_map(|m| m.get("original_name").and_then(Value::as_str)).collect();
+        names.sort_unstable();
+        return Err(Error::not_found(format!(
+            "cannot read from the non-existent table {c}.{t}; tables of {c}: {}",
+            if names.is_empty() { "none".into() } else { names.join(", ") }
+        )));
+    };
+    let key: Vec<String> = meta
+        .get("fields")
+        .and_then(Value::as_array)
+        .map(|fs| {
+            fs.iter()
+                .filter(|f| f.get("primaryKey") == Some(&json!(true)))
+                .filter_map(|f| f.get("field_name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let node = nodes::source(&conn, t);
+    let id = node["id"].as_str().unwrap_or("").to_string();
+    flow.with(|s| {
+        if s.sink.is_some() {
+            return Err(Error::usage("read_from after write_to: a flow reads first, then writes"));
+        }
+        let stage = s.stage.take();
+        s.nodes.push(node);
+        if s.sources.is_empty() || stage.is_none() {
+            s.stage = Some(id.clone());
+        } else {
+            s.stage = stage;
+        }
+        s.sources.push((id, t.to_string()));
+        s.key = key;
+        s.commands.push(format!(".read_from({sig})"));
+        Ok(())
+    })?;
+    session.out.text("Flow updated: source added");
+    Ok(())
+}
+
+pub fn write_to(session: &Session, flow: &Flow, sig: &str, pk: Option<Vec<String>>) -> Result<()> {
+    let (c, t) = split_target(sig)?;
+    let conn = resolve::connection(session, c)?;
+    if conn.get("connection_type").and_then(Value::as_str) == Some("source") {
+        return Err(Error::usage(format!("cannot write to {c}: it is a source-only connection")));
+    }
+    flow.with(|s| {
+        s.require_source("write_to")?;
+        let key = pk.unwrap_or_else(|| s.key.clone());
+        let id = s.add(nodes::sink(&conn, t, &key));
+        s.sink = Some(id);
+        s.commands.push(format!(".write_to({sig})"));
+        Ok::<_, Error>(())
+    })?;
+    session.out.text("Flow updated: sink added");
+    Ok(())
+}
+
+pub fn add_step(session: &Session, flow: &Flow, what: &str, node: Value, command: String, message: &str) -> Result<()> {
+    flow.with(|s| {
+        s.require_source(what)?;
+        s.add(node);
+        s.commands.push(command);
+        Ok::<_, Error>(())
+    })?;
+    session.out.text(&format!("Flow updated: {message}"));
+    Ok(())
+}
+
+/// Renames change the sink key the flow will use.
+pub fn rename_key(flow: &Flow, pairs: &[(String, String)]) {
+    flow.with(|s| {
+        for k in &mut s.key {
+            if let Some((_, to)) = pairs.iter().find(|(from, _)| from == k) {
+                *k = to.clone();
+            }
+        }
+    });
+}
+
+/// `lookup(table, #{path, type, relation, arrayKeys})` → `merge_table_processor` (§8.5).
+pub fn lookup(session: &Session, flow: &Flow, sig: &str, opts: &rhai::Map) -> Result<()> {
+    let get = |k: &str| opts.get(k).map(|v| v.to_string());
+    let path = get("path").unwrap_or_default();
+    let ty = get("type").unwrap_or_else(|| "object".into());
+    if ty != "object" && ty != "array" {
+        return Err(Error::usage(format!("lookup type must be \"object\" or \"array\", not {ty:?}")));
+    }
+    let relation: Vec<(String, String)> = opts
+        .get("relation")
+        .and_then(|r| r.clone().into_array().ok())
+        .map(|pairs| {
+            pairs
+                .into_iter()
+                .filter_map(|p| {
+                    let a = p.into_array().ok()?;
+                    Some((a.first()?.to_string(), a.get(1)?.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if relation.is_empty() {
+        return Err(Error::usage("lookup needs relation: [[main_field, lookup_field]]"));
+    }
+    let (conn, table, pk) = table_info(session, sig)?;
+    let array_keys: Vec<String> = opts
+        .get("arrayKeys")
+        .and_then(|r| r.clone().into_array().ok())
+        .map(|a| a.into_iter().map(|v| v.to_string()).collect())
+        .filter(|v: &Vec<String>| !v.is_empty())
+        .unwrap_or_else(|| if ty == "array" { pk.clone() } else { Vec::new() });
+    let parent_path = path.rsplit_once('.').map(|(p, _)| p.to_string()).unwrap_or_default();
+    // [[main_field, lookup_field]] → {source: lookup field, target: document field}; for nested
+    // paths the side under the parent path is the document side (what the official client means).
+    let join_keys: Vec<Value> = relation
+        .iter()
+        .map(|(a, b)| {
+            if !parent_path.is_empty() && b.starts_with(&format!("{parent_path}.")) {
+                json!({"source": a, "target": b})
+            } else {
+                json!({"source": b, "target": a})
+            }
+        })
+        .collect();
+    let child_source = nodes::source(&conn, &table);
+    let child_id = child_source["id"].as_str().unwrap_or("").to_string();
+    flow.with(|s| {
+        s.require_source("lookup")?;
+        let main_table = s.sources.first().map(|(_, t)| t.clone()).unwrap_or_default();
+        if s.merge.is_none() {
+            let head = json!({"children": [], "id": s.stage.clone(), "isArray": false, "tableName": main_table,
+                              "mergeType": "updateOrInsert", "enableUpdateJoinKeyValue": false});
+            let merge = json!({"type": "merge_table_processor", "processorThreadNum": 1, "name": "主从合并",
+                "mergeProperties": [head], "id": nodes::new_node_id(), "elementType": "Node",
+                "mergeMode": "main_table_first", "disable": false, "isTransformed": false, "catalog": "processor",
+                "attrs": {"position": [0, 0]}});
+            let id = s.add(merge);
+            s.merge = Some(id);
+        }
+        let merge_id = s.merge.clone().unwrap_or_default();
+        let parent_is_array =
+            find_child(&s.nodes, &merge_id, &parent_path).is_some_and(|p| p["mergeType"] == "updateIntoArray");
+        let child = json!({"id": child_id, "isArray": parent_is_array, "joinKeys": join_keys,
+            "mergeType": if ty == "array" { "updateIntoArray" } else { "updateWrite" }, "targetPath": path,
+            "arrayKeys": array_keys, "children": [], "tableName": table, "enableUpdateJoinKeyValue": false});
+        let merge =
+            s.nodes.iter_mut().find(|n| n["id"] == json!(merge_id)).ok_or_else(|| Error::internal("merge node"))?;
+        let head = &mut merge["mergeProperties"][0];
+        match find_child_mut(head, &parent_path) {
+            Some(parent) if !parent_path.is_empty() => push_child(parent, child),
+            _ => push_child(head, child),
+        }
+        s.nodes.push(child_source);
+        s.edges.push((child_id.clone(), merge_id));
+        s.commands.push(format!(".lookup({sig}, path={path}, type={ty})"));
+        Ok::<_, Error>(())
+    })?;
+    session.out.text(&format!("Flow updated: new table {table} added as child table"));
+    Ok(())
+}
+
+fn push_child(parent: &mut Value, child: Value) {
+    if let Some(a) = parent.get_mut("children").and_then(Value::as_array_mut) {
+        a.push(child);
+    } else {
+        parent["children"] = json!([child]);
+    }
+}
+
+fn find_child<'a>(nodes: &'a [Value], merge_id: &str, path: &str) -> Option<&'a Value> {
+    if path.is_empty() {
+        return None;
+    }
+    let merge = nodes.iter().find(|n| n["id"] == json!(merge_id))?;
+    fn walk<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+        for c in v.get("children").and_then(Value::as_array)? {
+            if c["targetPath"] == json!(path) {
+                return Some(c);
+            }
+            if let Some(found) = walk(c, path) {
+                return Some(found);
+            }
+        }
+        None
+    }
+    walk(&merge["mergeProperties"][0], path)
+}
+
+fn find_child_mut<'a>(v: &'a mut Value, path: &str) -> Option<&'a mut Value> {
+    if path.is_empty() {
+        return None;
+    }
+    let children = v.get_mut("children")?.as_array_mut()?;
+    let idx = children.iter().position(|c| c["targetPath"] == json!(path));
+    match idx {
+        Some(i) => children.get_mut(i),
+        None => children.iter_mut().find_map(|c| find_child_mut(c, path)),
+    }
+}
+
+/// `union("Connection.table")`: a union node after the current stage, fed by the extra source.
+pub fn union(session: &Session, flow: &Flow, sig: Option<&str>) -> Result<()> {
+    add_step(session, flow, "union", nodes::union(), ".union()".into(), "union added")?;
+    if let Some(sig) = sig {
+        let union_id = flow.with(|s| s.stage.clone()).unwrap_or_default();
+        read_from(session, flow, sig)?;
+        flow.with(|s| {
+            if let Some((src, _)) = s.sources.last().cloned() {
+                s.edges.push((src, union_id.clone()));
+            }
+            s.stage = Some(union_id);
+        });
+    }
+    Ok(())
+}
+
+/// Find the id of an existing flow by exact name (T3-like), if any.
+fn existing_id(session: &Session, name: &str) -> Result<Option<String>> {
+    let tasks = session.client.tasks()?;
+    Ok(tasks
+        .iter()
+        .find(|t| t.get("name").and_then(Value::as_str) == Some(name))
+        .and_then(|t| t.get("id").and_then(Value::as_str).map(str::to_string)))
+}
+
+/// Save: create (T6) or, when the name exists, update (T7); then confirm (T8).
+pub fn save(session: &Session, flow: &Flow) -> Result<String> {
+    let (name, dag, sink, uses_rhai, has_nodes) =
+        flow.with(|s| (s.name.clone(), s.dag(), s.sink.clone(), s.uses_rhai, !s.nodes.is_empty()));
+    if !has_nodes {
+        return Err(Error::usage(format!("flow {name} has nothing to save: add read_from and write_to")));
+    }
+    if sink.is_none() {
+        return Err(Error::usage(format!(
+            "flow {name} has no target: add .write_to(\"Connection.table\") before save()"
+        )));
+    }
+    if uses_rhai && !session.is_embedded() {
+        return Err(Error::unsupported(format!(
+            "flow {name} uses a Rhai function (.rhai), which only the embedded engine runs; use .js(...) on a TapData cluster"
+        )));
+    }
+    let user_id = session.client.user_id();
+    let username = session.client.username();
+    let now = crate::model::now_ms();
+    let mut job = json!({
+        "editVersion": now, "syncType": "sync", "name": name, "status": "edit", "env": {}, "dag": dag,
+        "user_id": user_id, "customId": user_id, "createUser": username, "syncPoints": [],
+        "dynamicAdjustMemoryUsage": true, "crontabExpressionFlag": false, "skipErrorEvent": nodes::skip_error_event(),
+    });
+    let known = flow.with(|s| s.id.clone());
+    let id = match known {
+        Some(id) => id,
+        None => match session.client.call_result(Method::POST, "/Task", &[], Some(&job))? {
+            Ok(data) => data
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| Error::remote("the server created the flow but returned no id"))?,
+            Err(e) if e.code == "Task.RepeatName" => existing_id(session, &name)?
+                .ok_or_else(|| Error::remote(format!("flow {name} exists but cannot be found by name")))?,
+            Err(e) => return Err(Error::remote(format!("save failed: {}: {}", e.code, e.message))),
+        },
+    };
+    if let Some(sink_id) = &sink {
+        // The official client asks for the target's deduced schema here (M5); harmless.
+        let _ = session.client.get("/MetadataInstances/node/schema", &[("nodeId", sink_id.clone())]);
+    }
+    let patch = json!({"dag": {"nodes": job["dag"]["nodes"], "edges": job["dag"]["edges"]},
+                       "editVersion": crate::model::now_ms(), "env": {}, "id": id});
+    session.client.call(Method::PATCH, "/Task", &[], Some(&patch))?;
+    let dag_copy = job["dag"].clone();
+    if let Some(o) = job.as_object_mut() {
+        o.insert("id".into(), json!(id));
+        if let Some(d) = dag_fields(&dag_copy) {
+            for (k, v) in d {
+                o.entry(k).or_insert(v);
+            }
+        }
+    }
+    session
+        .client
+        .call(Method::PATCH, &format!("/Task/confirm/{id}"), &[], Some(&job))
+        .map_err(|e| e.context("save failed"))?;
+    flow.with(|s| s.id = Some(id.clone()));
+    Ok(id)
+}
+
+fn dag_fields(dag: &Value) -> Option<Vec<(String, Value)>> {
+    dag.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// The flow's id: saved in this session, or found on the server by name.
+pub fn id_of(session: &Session, flow: &Flow) -> Result<String> {
+    if let Some(id) = flow.with(|s| s.id.clone()) {
+        return Ok(id);
+    }
+    let name = flow.name();
+    let doc = resolve::flow(session, &name)?;
+    let id = doc.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+    flow.with(|s| s.id = Some(id.clone()));
+    Ok(id)
+}
+
+/// Start: save first when the flow has unsaved steps, then batchStart and wait for `running`.
+pub fn start(session: &Session, flow: &Flow) -> Result<()> {
+    let has_nodes = flow.with(|s| !s.nodes.is_empty());
+    let id = if has_nodes { save(session, flow)? } else { id_of(session, flow)? };
+    let task = session.client.task(&id)?.ok_or_else(|| Error::not_found(format!("flow {} vanished", flow.name())))?;
+    let status = task.get("status").and_then(Value::as_str).unwrap_or("");
+    if matches!(status, "running" | "scheduling" | "wait_run") {
+        session.out.text(&format!("flow {} is already {status}", flow.name()));
+        return Ok(());
+    }
+    if !session.is_embedded() {
+        // TapData deduces the schema after a save; the official client waits 3 s too.
+        session.sleep(Duration::from_secs(3))?;
+    }
+    session.client.start_task(&id).map_err(|e| e.context(format!("cannot start flow {}", flow.name())))?;
+    wait_status(session, &id, &["running", "complete"], Duration::from_secs(60))?;
+    session.out.text(&format!("flow {} started", flow.name()));
+    Ok(())
+}
+
+/// Poll until the flow reaches one of `wanted`; an `error` status fails with the flow's error.
+pub fn wait_status(session: &Session, id: &str, wanted: &[&str], timeout: Duration) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let task = session.client.task(id)?.ok_or_else(|| Error::not_found(format!("flow {id} vanished")))?;
+        let status = task.get("status").and_then(Value::as_str).unwrap_or("").to_string();
+        if wanted.contains(&status.as_str()) {
+            return Ok(status);
+        }
+        if status == "error" {
+            let why = last_error(session, &task);
+            return Err(Error::data(format!(
+                "flow {} failed: {why}",
+                task.get("name").and_then(Value::as_str).unwrap_or(id)
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(Error::unavailable(format!("flow {id} is still {status} after {}s", timeout.as_secs())));
+        }
+        session.sleep(Duration::from_millis(200))?;
+    }
+}
+
+/// The flow's last error: `errorMessage` on our engine, else the newest ERROR log.
+pub fn last_error(session: &Session, task: &Value) -> String {
+    if let Some(m) = task.get("errorMessage").and_then(Value::as_str) {
+        return m.to_string();
+    }
+    let id = task.get("id").and_then(Value::as_str).unwrap_or("");
+    let rid = task.get("taskRecordId").and_then(Value::as_str).unwrap_or("");
+    session
+        .client
+        .task_logs(id, rid, &["ERROR"], 1)
+        .ok()
+        .and_then(|l| l.first().and_then(|x| x.get("message").and_then(Value::as_str).map(str::to_string)))
+        .unwrap_or_else(|| "see `logs` for details".into())
+}
+
+/// Wait until the initial sync is done (CDC phase reached, or complete).
+pub fn wait_initial_sync(session: &Session, id: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let task = session.client.task(id)?.ok_or_else(|| Error::not_found(format!("flow {id} vanished")))?;
+        let status = task.get("status").and_then(Value::as_str).unwrap_or("");
+        let phase = task.get("syncStatus").and_then(Value::as_str).unwrap_or("");
+        if status == "complete" || (status == "running" && phase == "CDC") {
+            return Ok(());
+        }
+        if status == "error" {
+            return Err(Error::data(format!("flow failed: {}", last_error(session, &task))));
+        }
+        if matches!(status, "stop" | "edit" | "wait_start") {
+            return Err(Error::usage(format!("flow is {status}: start it first")));
+        }
+        if Instant::now() > deadline {
+            return Err(Error::unavailable(format!("the initial sync is not done after {}s", timeout.as_secs())));
+        }
+        session.sleep(Duration::from_millis(200))?;
+    }
+}

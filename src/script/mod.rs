@@ -1,0 +1,503 @@
+//! The Rhai host: the engine with `Flow`, `DataSource`, the shell verbs as functions, and the
+//! helpers scripts need (`demo()`, `sql()`, `wait_initial_sync()`), plus evaluation of chunks
+//! (a file, a `-c` line, a shell line) in one persistent scope.
+//!
+//! Python keyword arguments become object maps: `.lookup("Src.t", #{path: "x", type: "object",
+//! relation: [["a", "a"]]})`. `use` is a Rhai keyword, so the verb is `use_db(name)` in scripts.
+
+pub mod datasource;
+pub mod flow;
+pub mod nodes;
+pub mod resolve;
+pub mod session;
+
+use crate::error::{Error, Result};
+use crate::shell::verbs;
+use datasource::DataSource;
+use flow::Flow;
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position};
+use serde_json::{Value, json};
+use session::Session;
+use std::sync::Arc;
+use std::time::Duration;
+
+type RhaiResult<T> = std::result::Result<T, Box<EvalAltResult>>;
+
+/// Carry our error through Rhai (kind preserved) and back.
+fn raise(e: Error) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(e), Position::NONE))
+}
+
+/// Turn a Rhai error back into ours, with `origin:line:column` when Rhai knows the position.
+pub fn from_rhai(e: &EvalAltResult, origin: &str) -> Error {
+    let pos = e.position();
+    let at = if pos.is_none() {
+        String::new()
+    } else {
+        format!("{origin}:{}:{}: ", pos.line().unwrap_or(0), pos.position().unwrap_or(0))
+    };
+    let mut inner = e;
+    loop {
+        match inner {
+            EvalAltResult::ErrorRuntime(d, _) if d.is::<Error>() => {
+                let mut err: Error = d.clone().cast();
+                if !at.is_empty() {
+                    err.message = format!("{at}{}", err.message);
+                }
+                return err;
+            }
+            EvalAltResult::ErrorInFunctionCall(_, _, next, _) | EvalAltResult::ErrorInModule(_, next, _) => {
+                inner = next
+            }
+            _ => break,
+        }
+    }
+    let kind = match e {
+        EvalAltResult::ErrorParsing(..) => crate::error::ErrorKind::Usage,
+        EvalAltResult::ErrorTerminated(..) => crate::error::ErrorKind::Usage,
+        EvalAltResult::ErrorFunctionNotFound(..) | EvalAltResult::ErrorVariableNotFound(..) => {
+            crate::error::ErrorKind::Usage
+        }
+        _ => crate::error::ErrorKind::Data,
+    };
+    let text = e.to_string();
+    let text = text.split(" (line ").next().unwrap_or(&text).to_string();
+    Error::new(kind, format!("{at}{text}"))
+}
+
+fn to_json(d: &Dynamic) -> Value {
+    rhai::serde::from_dynamic(d).unwrap_or(Value::Null)
+}
+
+fn strings(a: rhai::Array) -> Vec<String> {
+    a.into_iter().map(|v| v.to_string()).collect()
+}
+
+/// Build the Rhai engine for a session.
+pub fn engine(session: Arc<Session>) -> Engine {
+    let mut engine = Engine::new();
+    engine.set_max_expr_depths(256, 128);
+    {
+        let s = session.clone();
+        engine.on_print(move |text| s.out.line(text));
+    }
+    {
+        let s = session.clone();
+        engine.on_debug(move |text, _, pos| s.out.notice(&format!("debug {pos:?}: {text}")));
+    }
+    {
+        let s = session.clone();
+        engine.on_progress(move |_| if s.interrupted() { Some(Dynamic::from("interrupted")) } else { None });
+    }
+    register_datasource(&mut engine, &session);
+    register_flow(&mut engine, &session);
+    register_verbs(&mut engine, &session);
+    engine
+}
+
+fn register_datasource(engine: &mut Engine, session: &Arc<Session>) {
+    engine.register_type_with_name::<DataSource>("DataSource");
+    engine.register_fn("DataSource", |connector: &str, name: &str| {
+        DataSource::new(connector, name, serde_json::Map::new())
+    });
+    engine.register_fn("DataSource", |connector: &str| DataSource::new(connector, connector, serde_json::Map::new()));
+    engine.register_fn("DataSource", |connector: &str, name: &str, config: Map| {
+        let cfg = to_json(&Dynamic::from_map(config)).as_object().cloned().unwrap_or_default();
+        DataSource::new(connector, name, cfg)
+    });
+    engine.register_fn("type", |ds: &mut DataSource, t: &str| {
+        ds.set("type", json!(t));
+        ds.clone()
+    });
+    for key in
+        ["host", "database", "db", "user", "username", "password", "schema", "uri", "timezone", "additionalString"]
+    {
+        engine.register_fn(key, move |ds: &mut DataSource, v: &str| {
+            ds.set(key, json!(v));
+            ds.clone()
+        });
+    }
+    engine.register_fn("port", |ds: &mut DataSource, v: i64| {
+        ds.set("port", json!(v));
+        ds.clone()
+    });
+    engine.register_fn("set", |ds: &mut DataSource, k: &str, v: Dynamic| {
+        ds.set(k, to_json(&v));
+        ds.clone()
+    });
+    engine.register_fn("config", |ds: &mut DataSource, m: Map| {
+        for (k, v) in m {
+            ds.set(k.as_str(), to_json(&v));
+        }
+        ds.clone()
+    });
+    let s = session.clone();
+    engine.register_fn("save", move |ds: &mut DataSource| -> RhaiResult<DataSource> {
+        datasource::save(&s, ds).map_err(raise)?;
+        Ok(ds.clone())
+    });
+    let s = session.clone();
+    engine.register_fn("test", move |ds: &mut DataSource| -> RhaiResult<bool> {
+        let id = match ds.with(|d| d.id.clone()) {
+            Some(id) => id,
+            None => datasource::save(&s, ds).map_err(raise)?,
+        };
+        s.client
+            .call(reqwest::Method::PATCH, &format!("/Connections/{id}"), &[], Some(&json!({"id": id, "submit": true})))
+            .map_err(raise)?;
+        datasource::wait_loaded(&s, &id, Duration::from_secs(480)).map_err(raise)?;
+        s.out.text("connection test passed");
+        Ok(true)
+    });
+    let s = session.clone();
+    engine.register_fn("delete", move |ds: &mut DataSource| -> RhaiResult<bool> {
+        let name = ds.with(|d| d.name.clone());
+        let doc = resolve::connection(&s, &name).map_err(raise)?;
+        let id = doc.get("id").and_then(Value::as_str).unwrap_or("");
+        s.client.call(reqwest::Method::DELETE, &format!("/Connections/{id}"), &[], None).map_err(raise)?;
+        s.out.text(&format!("connection {name} deleted"));
+        Ok(true)
+    });
+    let s = session.clone();
+    engine.register_fn("status", move |ds: &mut DataSource| -> RhaiResult<String> {
+        let name = ds.with(|d| d.name.clone());
+        let doc = resolve::connection(&s, &name).map_err(raise)?;
+        Ok(doc.get("status").and_then(Value::as_str).unwrap_or("").to_string())
+    });
+    engine.register_fn("to_string", |ds: &mut DataSource| {
+        ds.with(|d| format!("DataSource({}, {})", d.connector, d.name))
+    });
+}
+
+fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
+    engine.register_type_with_name::<Flow>("Flow");
+    engine.register_fn("Flow", |name: &str| Flow::new(name));
+    engine.register_fn("to_string", |f: &mut Flow| f.with(|s| s.show()));
+    engine.register_fn("show", |f: &mut Flow| f.with(|s| s.show()));
+
+    macro_rules! step {
+        ($name:literal, |$s:ident, $f:ident $(, $arg:ident : $ty:ty)*| $body:block) => {{
+            let sess = session.clone();
+            engine.register_fn($name, move |$f: &mut Flow $(, $arg: $ty)*| -> RhaiResult<Flow> {
+                let $s = &sess;
+                #[allow(clippy::redundant_closure_call)]
+                let r: Result<()> = (|| $body)();
+                r.map_err(raise)?;
+                Ok($f.clone())
+            });
+        }};
+    }
+    step!("read_from", |s, f, sig: &str| { flow::read_from(s, f, sig) });
+    step!("write_to", |s, f, sig: &str| { flow::write_to(s, f, sig, None) });
+    step!("write_to", |s, f, sig: &str, pk: &str| { flow::write_to(s, f, sig, Some(vec![pk.to_string()])) });
+    step!("write_to", |s, f, sig: &str, pk: rhai::Array| { flow::write_to(s, f, sig, Some(strings(pk))) });
+    let column = |s: &Session, f: &Flow, fields: Vec<String>, keep: bool| -> Result<()> {
+        let cmd = format!(".{}({})", if keep { "include" } else { "exclude" }, nodes::python_list(&fields));
+        flow::add_step(
+            s,
+            f,
+            if keep { "include" } else { "exclude" },
+            nodes::column_filter(&fields, keep),
+            cmd,
+            "column filter added",
+        )
+    };
+    step!("exclude", |s, f, fields: rhai::Array| { column(s, f, strings(fields), false) });
+    step!("include", |s, f, fields: rhai::Array| { column(s, f, strings(fields), true) });
+    step!("exclude", |s, f, a: &str| { column(s, f, vec![a.into()], false) });
+    step!("include", |s, f, a: &str| { column(s, f, vec![a.into()], true) });
+    step!("exclude", |s, f, a: &str, b: &str| { column(s, f, vec![a.into(), b.into()], false) });
+    step!("include", |s, f, a: &str, b: &str| { column(s, f, vec![a.into(), b.into()], true) });
+    step!("exclude", |s, f, a: &str, b: &str, c: &str| { column(s, f, vec![a.into(), b.into(), c.into()], false) });
+    step!("include", |s, f, a: &str, b: &str, c: &str| { column(s, f, vec![a.into(), b.into(), c.into()], true) });
+    step!("exclude", |s, f, a: &str, b: &str, c: &str, d: &str| {
+        column(s, f, vec![a.into(), b.into(), c.into(), d.into()], false)
+    });
+    step!("include", |s, f, a: &str, b: &str, c: &str, d: &str| {
+        column(s, f, vec![a.into(), b.into(), c.into(), d.into()], true)
+    });
+    step!("rename_fields", |s, f, m: Map| {
+        let pairs: Vec<(String, String)> = m.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let cmd = format!(
+            ".rename_fields({})",
+            serde_json::to_string(&pairs.iter().cloned().collect::<std::collections::BTreeMap<_, _>>())
+                .unwrap_or_default()
+        );
+        flow::add_step(s, f, "rename_fields", nodes::rename(&pairs), cmd, "fields rename node added")?;
+        flow::rename_key(f, &pairs);
+        Ok(())
+    });
+    step!("filter", |s, f, expr: &str| {
+        flow::add_step(
+            s,
+            f,
+            "filter",
+            nodes::row_filter(&nodes::filter_expression(expr), true),
+            format!(".filter({expr})"),
+            "filter added",
+        )
+    });
+    step!("filter", |s, f, expr: &str, mode: &str| {
+        let keep = match mode {
+            "keep" | "retain" => true,
+            "delete" | "discard" => false,
+            other => return Err(Error::usage(format!("filter mode must be \"keep\" or \"discard\", not {other:?}"))),
+        };
+        flow::add_step(
+            s,
+            f,
+            "filter",
+            nodes::row_filter(&nodes::filter_expression(expr), keep),
+            format!(".filter({expr})"),
+            "filter added",
+        )
+    });
+    step!("js", |s, f, src: &str| {
+        let src = if src.ends_with(".js") && std::path::Path::new(src).exists() {
+            std::fs::read_to_string(src)?
+        } else {
+            src.to_string()
+        };
+        flow::add_step(s, f, "js", nodes::js(&src, "", "JS"), format!(".js({src})"), "custom function added")
+    });
+    step!("py", |s, f, src: &str| {
+        flow::add_step(s, f, "py", nodes::python(src), format!(".py({src})"), "custom function added")
+    });
+    step!("add_fields", |s, f, fields: rhai::Array| {
+        let parsed: Vec<(String, String, String)> = fields
+            .into_iter()
+            .map(|x| {
+                let a = strings(
+                    x.into_array()
+                        .map_err(|t| Error::usage(format!("add_fields takes [[name, type, js_expr], …], got {t}")))?,
+                );
+                Ok((
+                    a.first().cloned().unwrap_or_default(),
+                    a.get(1).cloned().unwrap_or_else(|| "String".into()),
+                    a.get(2).cloned().unwrap_or_default(),
+                ))
+            })
+            .collect::<Result<_>>()?;
+        flow::add_step(s, f, "add_fields", nodes::add_fields(&parsed), ".add_fields(…)".into(), "custom function added")
+    });
+    step!("lookup", |s, f, sig: &str, opts: Map| { flow::lookup(s, f, sig, &opts) });
+    step!("lookup", |s, f, sig: &str| { flow::lookup(s, f, sig, &Map::new()) });
+    step!("union", |s, f, sig: &str| { flow::union(s, f, Some(sig)) });
+    step!("union", |s, f| { flow::union(s, f, None) });
+    for (name, ty) in [("full_sync", "initial_sync"), ("only_cdc", "cdc"), ("include_cdc", "initial_sync+cdc")] {
+        engine.register_fn(name, move |f: &mut Flow| {
+            f.with(|s| s.sync_type = ty.to_string());
+            f.clone()
+        });
+    }
+    {
+        let sess = session.clone();
+        engine.register_fn("rhai", move |ctx: NativeCallContext, f: &mut Flow, func: FnPtr| -> RhaiResult<Flow> {
+            let src = function_source(&sess, &ctx, &func).map_err(raise)?;
+            let name = func.fn_name().to_string();
+            flow::add_step(&sess, f, "rhai", nodes::rhai(&src), format!(".rhai({name})"), "custom function added")
+                .map_err(raise)?;
+            f.with(|s| s.uses_rhai = true);
+            Ok(f.clone())
+        });
+    }
+    let s = session.clone();
+    engine.register_fn("save", move |f: &mut Flow| -> RhaiResult<Flow> {
+        flow::save(&s, f).map_err(raise)?;
+        Ok(f.clone())
+    });
+    let s = session.clone();
+    engine.register_fn("start", move |f: &mut Flow| -> RhaiResult<Flow> {
+        flow::start(&s, f).map_err(raise)?;
+        Ok(f.clone())
+    });
+    for verb in ["stop", "reset", "stats", "logs", "monitor"] {
+        let s = session.clone();
+        engine.register_fn(verb, move |f: &mut Flow| -> RhaiResult<Flow> {
+            let name = f.name();
+            let args = vec![name];
+            let v = verbs::find(verb).ok_or_else(|| raise(Error::internal("verb")))?;
+            verbs::run(&s, v, &args, &|_| true).map_err(raise)?;
+            Ok(f.clone())
+        });
+    }
+    let s = session.clone();
+    engine.register_fn("delete", move |f: &mut Flow| -> RhaiResult<bool> {
+        let doc = resolve::flow(&s, &f.name()).map_err(raise)?;
+        verbs::delete(&s, &doc).map_err(raise)?;
+        f.with(|st| st.id = None);
+        Ok(true)
+    });
+    let s = session.clone();
+    engine.register_fn("status", move |f: &mut Flow| -> RhaiResult<String> {
+        let id = flow::id_of(&s, f).map_err(raise)?;
+        let task = s.client.task(&id).map_err(raise)?.unwrap_or(Value::Null);
+        Ok(task.get("status").and_then(Value::as_str).unwrap_or("").to_string())
+    });
+    let s = session.clone();
+    engine.register_fn("wait_initial_sync", move |f: &mut Flow| -> RhaiResult<Flow> {
+        let id = flow::id_of(&s, f).map_err(raise)?;
+        flow::wait_initial_sync(&s, &id, Duration::from_secs(600)).map_err(raise)?;
+        Ok(f.clone())
+    });
+    let s = session.clone();
+    engine.register_fn("wait_initial_sync", move |f: &mut Flow, secs: i64| -> RhaiResult<Flow> {
+        let id = flow::id_of(&s, f).map_err(raise)?;
+        flow::wait_initial_sync(&s, &id, Duration::from_secs(secs.max(1) as u64)).map_err(raise)?;
+        Ok(f.clone())
+    });
+    let s = session.clone();
+    engine.register_fn("preview", move |f: &mut Flow| -> RhaiResult<Flow> {
+        let _ = &s;
+        Err(raise(Error::unsupported(format!(
+            "preview of {} is not available yet: save and start the flow, then peek its target",
+            f.name()
+        ))))
+    });
+}
+
+/// The source of a script function, for `.rhai(f)`: its definition as written, renamed `process`.
+fn function_source(session: &Session, ctx: &NativeCallContext, func: &FnPtr) -> Result<String> {
+    if !func.curry().is_empty() {
+        return Err(Error::usage(
+            "a closure that captures variables cannot run in the engine: use a named function, or put the values in the record",
+        ));
+    }
+    let name = func.fn_name();
+    let chunks = session.chunks.lock().map_err(|_| Error::internal("chunks lock"))?;
+    let _ = ctx;
+    for (src, ast) in chunks.iter().rev() {
+        for def in ast.iter_fn_def() {
+            if def.name.as_str() != name {
+                continue;
+            }
+            if def.params.len() != 1 {
+                return Err(Error::usage(format!("function {name} must take one parameter, the record")));
+            }
+            let (start, end) = (def.body.start_position(), def.body.end_position());
+            let text = slice(src, start, end).ok_or_else(|| {
+                Error::usage(format!("cannot find the source of {name}: write it with a {{ … }} body"))
+            })?;
+            return Ok(format!("fn process({}) {text}", def.params[0]));
+        }
+    }
+    Err(Error::not_found(format!("no script function named {name}: define it with `fn {name}(record) {{ … }}` first")))
+}
+
+/// The text from `start` to `end` inclusive (1-based lines and columns).
+fn slice(src: &str, start: Position, end: Position) -> Option<String> {
+    let (sl, sc) = (start.line()?, start.position()?);
+    let (el, ec) = (end.line()?, end.position()?);
+    let lines: Vec<&str> = src.lines().collect();
+    let mut out = String::new();
+    for l in sl..=el {
+        let line: Vec<char> = lines.get(l - 1)?.chars().collect();
+        let from = if l == sl { sc - 1 } else { 0 };
+        let to = if l == el { ec.min(line.len()) } else { line.len() };
+        out.extend(line.get(from..to)?.iter());
+        if l != el {
+            out.push('\n');
+        }
+    }
+    Some(out)
+}
+
+fn register_verbs(engine: &mut Engine, session: &Arc<Session>) {
+    let verb1 = |engine: &mut Engine, fname: &'static str, verb: &'static str, session: &Arc<Session>| {
+        let s = session.clone();
+        engine.register_fn(fname, move |arg: &str| -> RhaiResult<()> {
+            let v = verbs::find(verb).ok_or_else(|| raise(Error::internal("verb")))?;
+            verbs::run(&s, v, &verbs::shell_words(arg), &|_| true).map_err(raise)
+        });
+    };
+    for (f, v) in [
+        ("show", "show"),
+        ("use_db", "use"),
+        ("desc", "desc"),
+        ("peek", "peek"),
+        ("count", "count"),
+        ("status", "status"),
+        ("stats", "stats"),
+        ("logs", "logs"),
+        ("start", "start"),
+        ("stop", "stop"),
+        ("reset", "reset"),
+        ("help", "help"),
+    ] {
+        verb1(engine, f, v, session);
+    }
+    for (f, what) in
+        [("show_dbs", "dbs"), ("show_tables", "tables"), ("show_flows", "flows"), ("show_connectors", "connectors")]
+    {
+        let s = session.clone();
+        engine.register_fn(f, move || -> RhaiResult<()> { verbs::show(&s, &[what.to_string()]).map_err(raise) });
+    }
+    let s = session.clone();
+    engine.register_fn("peek", move |table: &str, n: i64| -> RhaiResult<()> {
+        verbs::peek(&s, table, n.max(0) as usize).map_err(raise)
+    });
+    let s = session.clone();
+    engine.register_fn("help", move || -> RhaiResult<()> { verbs::help(&s, None).map_err(raise) });
+    let s = session.clone();
+    engine.register_fn("delete", move |name: &str| -> RhaiResult<()> {
+        let doc = resolve::flow(&s, name).map_err(raise)?;
+        verbs::delete(&s, &doc).map_err(raise)
+    });
+    // sql("Connection", "statement"): run a statement through the embedded engine.
+    let s = session.clone();
+    engine.register_fn("sql", move |conn: &str, statement: &str| -> RhaiResult<i64> {
+        let doc = resolve::connection(&s, conn).map_err(raise)?;
+        let id = doc.get("id").and_then(Value::as_str).unwrap_or("");
+        Ok(s.client.sql(id, statement).map_err(raise)? as i64)
+    });
+    // demo(): the seed's sample tables in a SQLite file; returns its path.
+    let s = session.clone();
+    engine.register_fn("demo", move || -> RhaiResult<String> { demo(&s, 1000).map_err(raise) });
+    let s = session.clone();
+    engine
+        .register_fn("demo", move |rows: i64| -> RhaiResult<String> { demo(&s, rows.max(1) as usize).map_err(raise) });
+    let s = session.clone();
+    engine.register_fn("sleep", move |secs: f64| -> RhaiResult<()> {
+        s.sleep(Duration::from_secs_f64(secs.max(0.0))).map_err(raise)
+    });
+}
+
+/// Create the sample database for the session: a SQLite file beside the engine's data.
+pub fn demo(session: &Session, rows: usize) -> Result<String> {
+    let dir = if session.is_embedded() { session.profile.data_dir() } else { std::env::current_dir()? };
+    crate::engine::create_dir_private(&dir)?;
+    let path = dir.join("demo.sqlite");
+    let path_text = path.to_string_lossy().into_owned();
+    let mut conn = crate::connectors::sqlite::Sqlite::open_path(&path_text)?;
+    let made = crate::connectors::sample::generate(&mut conn, rows, 42)?;
+    let summary: Vec<String> = made.tables.iter().map(|(t, n)| format!("{t} {n}")).collect();
+    session.out.text(&format!("sample data in {path_text}: {}", summary.join(", ")));
+    Ok(path_text)
+}
+
+/// Evaluate one chunk of Rhai in `scope`, keeping its functions in `lib` for later chunks.
+pub fn eval_chunk(
+    engine: &Engine,
+    session: &Session,
+    scope: &mut rhai::Scope<'static>,
+    lib: &mut rhai::AST,
+    source: &str,
+    origin: &str,
+) -> Result<Dynamic> {
+    let ast = engine.compile_with_scope(scope, source).map_err(|e| {
+        let pos = e.position();
+        Error::usage(format!(
+            "{origin}:{}:{}: syntax error: {}",
+            pos.line().unwrap_or(0),
+            pos.position().unwrap_or(0),
+            e.err_type()
+        ))
+    })?;
+    if let Ok(mut c) = session.chunks.lock() {
+        c.push((source.to_string(), ast.clone()));
+    }
+    *lib += ast;
+    let result = engine.eval_ast_with_scope::<Dynamic>(scope, lib);
+    lib.clear_statements();
+    result.map_err(|e| from_rhai(&e, origin))
+}
