@@ -1,0 +1,80 @@
+//! The command line: exit codes, error messages, and the engine's refusal of unauthenticated calls.
+
+use crate::harness::Env;
+use std::io::{Read, Write};
+
+#[test]
+fn version_prints_and_exits_zero() {
+    let env = Env::new("version");
+    let run = env.tap(&["--version"]);
+    run.ok();
+    assert!(run.stdout.starts_with("tap "), "{}", run.stdout);
+}
+
+#[test]
+fn a_script_syntax_error_names_file_line_and_column_and_exits_2() {
+    let env = Env::new("syntax");
+    let run = env.script("broken.rhai", "let a = 1;\nlet b = ;\n");
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("broken.rhai:2:"), "{}", run.stderr);
+    assert!(run.stderr.contains("syntax error"), "{}", run.stderr);
+}
+
+#[test]
+fn unknown_flow_and_connection_say_what_exists() {
+    let env = Env::new("unknown");
+    let run = env.tap(&["-c", "status nosuchflow"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("no flow named \"nosuchflow\"; flows: none"), "{}", run.stderr);
+    let run = env.tap(&["-c", "use nosuchdb"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("no connection named \"nosuchdb\""), "{}", run.stderr);
+    let run = env.tap(&["-c", "peek t"]);
+    assert_eq!(run.code, 2, "usage error without `use`: {run:?}");
+}
+
+#[test]
+fn engine_refuses_requests_without_a_valid_token() {
+    let env = Env::new("token");
+    let _engine = env.start_engine();
+    let get = |path: &str| -> String {
+        let mut s = std::net::TcpStream::connect(env.server()).expect("connect");
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).expect("read");
+        buf
+    };
+    let answer = get("/api/Task");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("\"code\":\"NotLogin\""), "{answer}");
+    let answer = get("/api/Task?access_token=forged");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+
+    let status = env.tap(&["--json", "engine", "status"]);
+    status.ok();
+    let v: serde_json::Value = serde_json::from_str(status.stdout.trim()).expect("json");
+    assert_eq!(v["state"], "running");
+    for k in ["address", "state", "data_dir", "access_code"] {
+        assert!(v.get(k).is_some(), "{k} in {v}");
+    }
+    let code_file = env.data_dir().join("access_code");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&code_file).expect("access code file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn secrets_are_masked_in_listings() {
+    let env = Env::new("secrets");
+    let db = env.path("s.sqlite");
+    env.script(
+        "s.rhai",
+        &format!(r#"DataSource("sqlite", "S", #{{ database: "{}", password: "hunter2" }}).save();"#, db.display()),
+    )
+    .ok();
+    let run = env.tap(&["--json", "-c", "show dbs"]);
+    run.ok();
+    assert!(!run.stdout.contains("hunter2"));
+    let run = env.tap(&["-c", "show S"]);
+    assert!(!run.stdout.contains("hunter2") && !run.stderr.contains("hunter2"));
+}

@@ -1,0 +1,152 @@
+//! A small harness: each test gets its own data dir, config dir and engine port, so tests run in
+//! parallel without touching the user's files; the engine is stopped when the test ends.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub struct Env {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+impl Env {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tap-it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test dir");
+        Env { dir, port: free_port() }
+    }
+
+    pub fn server(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tap"));
+        c.env("TAP_SERVER", self.server())
+            .env("TAP_DATA_DIR", self.data_dir())
+            .env("TAP_CONFIG_DIR", self.dir.join("config"))
+            .env_remove("TAP_PROFILE")
+            .env_remove("TAP_ACCESS_CODE")
+            .env_remove("TAP_ACCESS_KEY")
+            .env_remove("TAP_SECRET_KEY")
+            .current_dir(&self.dir);
+        c
+    }
+
+    /// Run `tap ARGS…` and capture its output.
+    pub fn tap(&self, args: &[&str]) -> Run {
+        let out = self.command().args(args).output().expect("run tap");
+        Run::from(out)
+    }
+
+    /// Run a Rhai script given as text.
+    pub fn script(&self, name: &str, text: &str) -> Run {
+        let path = self.path(name);
+        std::fs::write(&path, text).expect("write script");
+        self.tap(&["-f", path.to_str().expect("utf-8 path")])
+    }
+
+    /// Start the engine in the background (as the shell would) and wait until it answers.
+    pub fn start_engine(&self) -> std::process::Child {
+        let child = self
+            .command()
+            .args(["engine", "--listen", &self.server(), "--data-dir"])
+            .arg(self.data_dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start engine");
+        wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(self.server()).is_ok());
+        child
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.command().args(["engine", "stop"]).output();
+        if std::env::var_os("TAP_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Run SQL against a SQLite file; rows as strings (NULL as "NULL").
+pub fn query(path: &Path, sql: &str) -> Vec<Vec<String>> {
+    use rusqlite::types::ValueRef;
+    let conn = rusqlite::Connection::open(path).expect("open sqlite");
+    conn.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+    let mut st = conn.prepare(sql).expect("prepare");
+    let n = st.column_count();
+    let mut rows = st.query([]).expect("query");
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().expect("row") {
+        out.push(
+            (0..n)
+                .map(|i| match r.get_ref(i).expect("value") {
+                    ValueRef::Null => "NULL".to_string(),
+                    ValueRef::Integer(i) => i.to_string(),
+                    ValueRef::Real(f) => f.to_string(),
+                    ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    ValueRef::Blob(b) => format!("{b:?}"),
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+pub fn exec(path: &Path, sql: &str) {
+    let conn = rusqlite::Connection::open(path).expect("open sqlite");
+    conn.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+    conn.execute_batch(sql).expect("exec");
+}
+
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "tap failed:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+}

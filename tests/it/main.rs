@@ -1,0 +1,6 @@
+//! The one integration test binary: the real `tap` binary against the real embedded engine and
+//! real database servers (started by `scripts/test`).
+
+mod cli;
+mod engine_sqlite;
+mod harness;
