@@ -61,7 +61,7 @@ impl Env {
     }
 
     /// Start the engine in the background (as the shell would) and wait until it answers.
-    pub fn start_engine(&self) -> std::process::Child {
+    pub fn start_engine(&self) -> EngineProc {
         let child = self
             .command()
             .args(["engine", "--listen", &self.server(), "--data-dir"])
@@ -71,7 +71,7 @@ impl Env {
             .spawn()
             .expect("start engine");
         wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(self.server()).is_ok());
-        child
+        EngineProc(child)
     }
 }
 
@@ -113,6 +113,23 @@ pub fn exec(path: &Path, sql: &str) {
     let conn = rusqlite::Connection::open(path).expect("open sqlite");
     conn.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
     conn.execute_batch(sql).expect("exec");
+}
+
+/// An engine process started by a test; SIGKILLed and reaped when dropped.
+pub struct EngineProc(std::process::Child);
+
+impl EngineProc {
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for EngineProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
