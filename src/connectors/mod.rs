@@ -9,6 +9,7 @@
 //! The registry below is the one list of connectors: the engine serves it as TapData's
 //! `DatabaseTypes`, and `open` builds a connector from a connection's `database_type` + `config`.
 
+pub mod postgres;
 pub mod sample;
 pub mod sqlite;
 
@@ -90,13 +91,30 @@ pub struct ConnectorInfo {
     pub target: bool,
 }
 
-pub const CONNECTORS: &[ConnectorInfo] = &[ConnectorInfo {
-    name: "SQLite",
-    pdk_id: "sqlite",
-    config: &[("database", "string", true, "path of the database file (created if missing)")],
-    source: true,
-    target: true,
-}];
+pub const CONNECTORS: &[ConnectorInfo] = &[
+    ConnectorInfo {
+        name: "SQLite",
+        pdk_id: "sqlite",
+        config: &[("database", "string", true, "path of the database file (created if missing)")],
+        source: true,
+        target: true,
+    },
+    ConnectorInfo {
+        name: "PostgreSQL",
+        pdk_id: "postgres",
+        config: &[
+            ("host", "string", true, "server host"),
+            ("port", "number", true, "server port (5432)"),
+            ("database", "string", true, "database name"),
+            ("schema", "string", true, "schema (public)"),
+            ("user", "string", true, "user (needs REPLICATION for CDC)"),
+            ("password", "string", false, "password"),
+            ("logPluginName", "string", false, "logical decoding plugin: pgoutput"),
+        ],
+        source: true,
+        target: true,
+    },
+];
 
 /// Find a connector by name, case-insensitively, accepting common aliases.
 pub fn find(name: &str) -> Option<&'static ConnectorInfo> {
@@ -122,6 +140,7 @@ pub fn open(database_type: &str, config: &Value) -> Result<Box<dyn Connector>> {
     })?;
     match info.pdk_id {
         "sqlite" => Ok(Box::new(sqlite::Sqlite::open(config)?)),
+        "postgres" => Ok(Box::new(postgres::Postgres::open(config)?)),
         other => Err(Error::unsupported(format!("connector {other} is not built in"))),
     }
 }

@@ -1,0 +1,688 @@
+//! PostgreSQL connector (tokio-postgres for SQL, pgwire-replication for logical replication).
+//!
+//! Source: the snapshot reads each table inside one `REPEATABLE READ` transaction through a
+//! cursor, `FETCH`ing batches; CDC streams `pgoutput` from a replication slot and a publication
+//! the connector creates per flow (`tap_<flow id>`) and drops on `cdc_release` (reset, delete).
+//! A position is an LSN: the end of the last transaction handed out. Only whole transactions are
+//! handed out, and the slot is advanced (`cdc_ack`) only after the runner saved the position.
+//!
+//! Target: tables created from the flow's output schema, with a primary key on the flow's key;
+//! a batch is applied in one transaction as runs of set-based statements: upserts through
+//! `jsonb_populate_recordset … ON CONFLICT DO UPDATE`, deletes through `… WHERE (key) IN (…)`.
+//!
+//! Replica identity is left as the user set it: with the default, deletes carry the key only,
+//! which is all a keyed target needs.
+
+mod pgoutput;
+
+use crate::connectors::{Connector, ExistingData, Position};
+use crate::error::{Error, Result};
+use crate::model::{Change, Event, Field, FieldType, Record, Schema};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+pub struct Postgres {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    host: String,
+    port: u16,
+    user: String,
+    password: String,
+    database: String,
+    schema: String,
+    schemas: HashMap<String, Schema>,
+    repl: Option<Replication>,
+}
+
+struct Replication {
+    client: pgwire_replication::ReplicationClient,
+    decoder: pgoutput::Decoder,
+    /// Events of the transaction being received, not yet complete.
+    pending: Vec<Event>,
+    slot: String,
+}
+
+pub fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+fn pg_err(e: tokio_postgres::Error) -> Error {
+    if let Some(db) = e.as_db_error() {
+        return Error::data(format!("PostgreSQL: {} ({})", db.message(), db.code().code()));
+    }
+    if e.is_closed() || e.to_string().contains("connection") {
+        return Error::unavailable(format!("PostgreSQL: {e}"));
+    }
+    Error::data(format!("PostgreSQL: {e}"))
+}
+
+fn config_string(config: &Value, key: &str) -> Option<String> {
+    match config.get(key) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Slot and publication names for a flow (lowercase, ≤ 63 bytes, as PostgreSQL wants them).
+pub fn slot_name(flow_id: &str) -> String {
+    let clean: String = flow_id.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase();
+    format!("tap_{}", &clean[..clean.len().min(50)])
+}
+
+impl Postgres {
+    pub fn open(config: &Value) -> Result<Self> {
+        let host = config_string(config, "host").unwrap_or_else(|| "127.0.0.1".into());
+        let port: u16 = config_string(config, "port")
+            .unwrap_or_else(|| "5432".into())
+            .parse()
+            .map_err(|_| Error::config("PostgreSQL port must be a number"))?;
+        let database = config_string(config, "database")
+            .ok_or_else(|| Error::config("PostgreSQL connection needs \"database\""))?;
+        let user = config_string(config, "user")
+            .or_else(|| config_string(config, "username"))
+            .ok_or_else(|| Error::config("PostgreSQL connection needs \"user\""))?;
+        let password = config_string(config, "password").unwrap_or_default();
+        let schema = config_string(config, "schema").unwrap_or_else(|| "public".into());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::internal(format!("runtime: {e}")))?;
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(&host).port(port).dbname(&database).user(&user).connect_timeout(Duration::from_secs(10));
+        if !password.is_empty() {
+            cfg.password(&password);
+        }
+        let client = rt
+            .block_on(async {
+                let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+                tokio::spawn(conn);
+                Ok::<_, tokio_postgres::Error>(client)
+            })
+            .map_err(|e| {
+                Error::unavailable(format!("cannot connect to PostgreSQL at {host}:{port}/{database} as {user}: {e}"))
+            })?;
+        Ok(Self { rt, client, host, port, user, password, database, schema, schemas: HashMap::new(), repl: None })
+    }
+
+    fn qualified(&self, table: &str) -> String {
+        format!("{}.{}", quote(&self.schema), quote(table))
+    }
+
+    fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        self.rt.block_on(self.client.query(sql, params)).map_err(pg_err)
+    }
+
+    fn batch(&self, sql: &str) -> Result<()> {
+        self.rt.block_on(self.client.batch_execute(sql)).map_err(pg_err)
+    }
+
+    fn cached_schema(&mut self, table: &str) -> Result<Schema> {
+        if let Some(s) = self.schemas.get(table) {
+            return Ok(s.clone());
+        }
+        let s = self.schema(table)?;
+        self.schemas.insert(table.to_string(), s.clone());
+        Ok(s)
+    }
+
+    fn require_table(&mut self, table: &str) -> Result<()> {
+        let rows = self.query(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
+            &[&self.schema, &table],
+        )?;
+        if rows.is_empty() {
+            let all = self.tables()?;
+            return Err(Error::not_found(format!(
+                "table {table} does not exist in PostgreSQL schema {}.{}; it has: {}",
+                self.database,
+                self.schema,
+                if all.is_empty() { "no tables".into() } else { all.join(", ") }
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Map a PostgreSQL type (information_schema `data_type`, `udt_name`) to a field type.
+pub fn field_type(data_type: &str, udt: &str) -> FieldType {
+    match udt {
+        "int2" | "int4" | "int8" | "oid" => FieldType::Integer,
+        "numeric" => FieldType::Decimal,
+        "float4" | "float8" => FieldType::Float,
+        "bool" => FieldType::Boolean,
+        "bytea" => FieldType::Bytes,
+        "date" => FieldType::Date,
+        "timestamp" => FieldType::Timestamp,
+        "timestamptz" => FieldType::TimestampTz,
+        "json" | "jsonb" => FieldType::Json,
+        _ if data_type == "ARRAY" => FieldType::Json,
+        _ => FieldType::Text,
+    }
+}
+
+pub fn declared_type(ty: FieldType) -> &'static str {
+    match ty {
+        FieldType::Integer => "BIGINT",
+        FieldType::Decimal => "NUMERIC",
+        FieldType::Float => "DOUBLE PRECISION",
+        FieldType::Text => "TEXT",
+        FieldType::Bytes => "BYTEA",
+        FieldType::Boolean => "BOOLEAN",
+        FieldType::Date => "DATE",
+        FieldType::Timestamp => "TIMESTAMP",
+        FieldType::TimestampTz => "TIMESTAMPTZ",
+        FieldType::Json => "JSONB",
+    }
+}
+
+/// The column type for a target field: the source's own type when PostgreSQL has it (so
+/// `numeric(10,2)` and `varchar(32)` survive a copy), else the model type's mapping.
+pub fn column_type(f: &Field) -> String {
+    let t = f.data_type.trim().to_ascii_lowercase();
+    let parameterized = ["numeric(", "decimal(", "character varying(", "varchar(", "character(", "char("];
+    let plain = [
+        "integer",
+        "smallint",
+        "bigint",
+        "real",
+        "double precision",
+        "text",
+        "boolean",
+        "date",
+        "timestamp without time zone",
+        "timestamp with time zone",
+        "jsonb",
+        "json",
+        "bytea",
+        "uuid",
+        "int",
+        "timestamp",
+    ];
+    let fits = match f.ty {
+        FieldType::Decimal => t.starts_with("numeric") || t.starts_with("decimal"),
+        FieldType::Text => parameterized.iter().any(|p| t.starts_with(p)) || t == "text" || t == "uuid",
+        _ => plain.contains(&t.as_str()),
+    };
+    if fits
+        && (parameterized.iter().any(|p| t.starts_with(p) && t.ends_with(')'))
+            || plain.contains(&t.as_str())
+            || t == "numeric")
+    {
+        t
+    } else {
+        declared_type(f.ty).to_string()
+    }
+}
+
+/// Bring a `row_to_json` record to the model's conventions: timestamps with a space, bytes as
+/// plain hex.
+fn normalize(rec: &mut Record, schema: &Schema) {
+    for f in &schema.fields {
+        if let Some(Value::String(s)) = rec.get_mut(&f.name) {
+            match f.ty {
+                FieldType::Timestamp | FieldType::TimestampTz if s.len() > 10 && s.as_bytes()[10] == b'T' => {
+                    s.replace_range(10..11, " ");
+                }
+                FieldType::Bytes => {
+                    if let Some(h) = s.strip_prefix("\\x") {
+                        *s = h.to_string();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A value for `jsonb_populate_recordset`: bytes get PostgreSQL's hex prefix, nested values stay JSON.
+fn to_pg_json(v: &Value, ty: Option<FieldType>) -> Value {
+    match (v, ty) {
+        (Value::String(s), Some(FieldType::Bytes)) if !s.starts_with("\\x") => json!(format!("\\x{s}")),
+        _ => v.clone(),
+    }
+}
+
+impl Connector for Postgres {
+    fn test(&mut self) -> Result<()> {
+        self.query("SELECT 1", &[])?;
+        Ok(())
+    }
+
+    fn tables(&mut self) -> Result<Vec<String>> {
+        let rows = self.query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 \
+             AND table_type IN ('BASE TABLE', 'VIEW') ORDER BY 1",
+            &[&self.schema],
+        )?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
+    fn schema(&mut self, table: &str) -> Result<Schema> {
+        self.require_table(table)?;
+        let rows = self.query(
+            "SELECT c.column_name::text, c.data_type::text, c.udt_name::text, c.is_nullable = 'YES',
+                    coalesce(c.character_maximum_length, 0)::int, coalesce(c.numeric_precision, 0)::int,
+                    coalesce(c.numeric_scale, 0)::int,
+                    EXISTS (SELECT 1 FROM information_schema.table_constraints tc
+                            JOIN information_schema.key_column_usage k
+                              ON k.constraint_name = tc.constraint_name AND k.table_schema = tc.table_schema
+                             AND k.table_name = tc.table_name
+                            WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_schema = c.table_schema
+                              AND tc.table_name = c.table_name AND k.column_name = c.column_name)
+             FROM information_schema.columns c WHERE c.table_schema = $1 AND c.table_name = $2
+             ORDER BY c.ordinal_position",
+            &[&self.schema, &table],
+        )?;
+        let fields = rows
+            .iter()
+            .map(|r| {
+                let (data_type, udt): (String, String) = (r.get(1), r.get(2));
+                let (len, prec, scale): (i32, i32, i32) = (r.get(4), r.get(5), r.get(6));
+                let shown = match udt.as_str() {
+                    "varchar" | "bpchar" if len > 0 => format!("{data_type}({len})"),
+                    "numeric" if prec > 0 => format!("numeric({prec},{scale})"),
+                    _ => data_type.clone(),
+                };
+                let pk: bool = r.get(7);
+                Field {
+                    name: r.get(0),
+                    ty: field_type(&data_type, &udt),
+                    data_type: shown,
+                    primary_key: pk,
+                    nullable: r.get::<_, bool>(3) && !pk,
+                }
+            })
+            .collect();
+        Ok(Schema { table: table.to_string(), fields })
+    }
+
+    fn count(&mut self, table: &str) -> Result<u64> {
+        self.require_table(table)?;
+        let rows = self.query(&format!("SELECT count(*) FROM {}", self.qualified(table)), &[])?;
+        Ok(rows.first().map(|r| r.get::<_, i64>(0)).unwrap_or(0).max(0) as u64)
+    }
+
+    fn sample(&mut self, table: &str, limit: usize) -> Result<Vec<Record>> {
+        let schema = self.schema(table)?;
+        let rows =
+            self.query(&format!("SELECT row_to_json(t)::text FROM {} t LIMIT {limit}", self.qualified(table)), &[])?;
+        rows.iter()
+            .map(|r| {
+                let mut rec: Record = serde_json::from_str(&r.get::<_, String>(0))?;
+                normalize(&mut rec, &schema);
+                Ok(rec)
+            })
+            .collect()
+    }
+
+    fn execute(&mut self, statement: &str) -> Result<u64> {
+        let msgs = self.rt.block_on(self.client.simple_query(statement)).map_err(pg_err)?;
+        Ok(msgs
+            .iter()
+            .map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::CommandComplete(n) => *n,
+                _ => 0,
+            })
+            .sum())
+    }
+
+    fn cdc_prepare(&mut self, flow_id: &str, tables: &[String]) -> Result<()> {
+        let name = slot_name(flow_id);
+        let level = self.query("SHOW wal_level", &[])?.first().map(|r| r.get::<_, String>(0)).unwrap_or_default();
+        if level != "logical" {
+            return Err(Error::config(format!(
+                "PostgreSQL at {}:{} has wal_level={level}; CDC needs wal_level=logical (set it in postgresql.conf and restart)",
+                self.host, self.port
+            )));
+        }
+        let list: Vec<String> = tables.iter().map(|t| self.qualified(t)).collect();
+        for t in tables {
+            self.require_table(t)?;
+        }
+        let exists = !self.query("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])?.is_empty();
+        if exists {
+            self.batch(&format!("ALTER PUBLICATION {} SET TABLE {}", quote(&name), list.join(", ")))?;
+        } else {
+            self.batch(&format!("CREATE PUBLICATION {} FOR TABLE {}", quote(&name), list.join(", ")))?;
+        }
+        let slot = !self.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&name])?.is_empty();
+        if !slot {
+            self.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&name]).map_err(|e| {
+                Error::config(format!("cannot create replication slot {name}: {e} (the user needs REPLICATION)"))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn cdc_position(&mut self, _flow_id: &str) -> Result<Position> {
+        let rows = self.query("SELECT pg_current_wal_lsn()::text", &[])?;
+        Ok(json!({"lsn": rows.first().map(|r| r.get::<_, String>(0)).unwrap_or_else(|| "0/0".into())}))
+    }
+
+    fn snapshot(&mut self, table: &str, batch: usize, emit: &mut dyn FnMut(Vec<Record>) -> Result<()>) -> Result<()> {
+        let schema = self.schema(table)?;
+        let q = self.qualified(table);
+        self.batch(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; DECLARE tap_snapshot NO SCROLL CURSOR FOR SELECT row_to_json(t)::text FROM {q} t"
+        ))?;
+        let result = (|| {
+            loop {
+                let rows = self.query(&format!("FETCH {batch} FROM tap_snapshot"), &[])?;
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                let mut out = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let mut rec: Record = serde_json::from_str(r.get::<_, &str>(0))?;
+                    normalize(&mut rec, &schema);
+                    out.push(rec);
+                }
+                emit(out)?;
+            }
+        })();
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let _ = self.batch(end);
+        result
+    }
+
+    fn changes(
+        &mut self,
+        flow_id: &str,
+        _tables: &[String],
+        from: &Position,
+        max: usize,
+        wait: Duration,
+    ) -> Result<(Vec<Event>, Position)> {
+        let from_lsn = from.get("lsn").and_then(Value::as_str).unwrap_or("0/0").to_string();
+        if self.repl.is_none() {
+            let slot = slot_name(flow_id);
+            let start = pgwire_replication::Lsn::parse(&from_lsn)
+                .map_err(|e| Error::internal(format!("bad LSN {from_lsn}: {e}")))?;
+            let cfg = pgwire_replication::ReplicationConfig::new(
+                self.host.clone(),
+                self.user.clone(),
+                self.password.clone(),
+                self.database.clone(),
+                slot.clone(),
+                slot.clone(),
+            )
+            .with_port(self.port)
+            .with_tls(pgwire_replication::TlsConfig::disabled())
+            .with_start_lsn(start);
+            let client = self
+                .rt
+                .block_on(pgwire_replication::ReplicationClient::connect(cfg))
+                .map_err(|e| Error::unavailable(format!("PostgreSQL replication from slot {slot}: {e}")))?;
+            self.repl = Some(Replication { client, decoder: pgoutput::Decoder::default(), pending: Vec::new(), slot });
+        }
+        let deadline = Instant::now() + wait;
+        let mut out: Vec<Event> = Vec::new();
+        let mut position = from_lsn;
+        let schema_name = self.schema.clone();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let repl = self.repl.as_mut().ok_or_else(|| Error::internal("replication"))?;
+            // Once something is ready, only drain what is already there.
+            let timeout = if out.is_empty() { remaining } else { Duration::from_millis(1) };
+            let next = self.rt.block_on(async { tokio::time::timeout(timeout, repl.client.recv()).await });
+            let ev = match next {
+                Err(_) => break,
+                Ok(Err(e)) => {
+                    self.repl = None;
+                    return Err(Error::unavailable(format!("PostgreSQL replication stream: {e}")));
+                }
+                Ok(Ok(None)) => {
+                    self.repl = None;
+                    return Err(Error::unavailable("PostgreSQL replication stream ended"));
+                }
+                Ok(Ok(Some(ev))) => ev,
+            };
+            use pgwire_replication::ReplicationEvent as E;
+            match ev {
+                E::XLogData { data, .. } => {
+                    if let Some(ev) = repl.decoder.decode(&data, &schema_name)? {
+                        repl.pending.push(ev);
+                    }
+                }
+                E::Begin { .. } => repl.pending.clear(),
+                E::Commit { end_lsn, commit_time_micros, .. } => {
+                    let ts = commit_time_micros / 1000 + 946_684_800_000;
+                    for mut e in repl.pending.drain(..) {
+                        e.ts_ms = ts;
+                        out.push(e);
+                    }
+                    position = end_lsn.to_string();
+                    if out.len() >= max {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+            if Instant::now() >= deadline && !out.is_empty() {
+                break;
+            }
+        }
+        // Schemas decide types for booleans and JSON already decoded by the decoder.
+        Ok((out, json!({"lsn": position})))
+    }
+
+    fn cdc_ack(&mut self, _flow_id: &str, position: &Position) -> Result<()> {
+        if let (Some(repl), Some(lsn)) = (&self.repl, position.get("lsn").and_then(Value::as_str))
+            && let Ok(lsn) = pgwire_replication::Lsn::parse(lsn)
+        {
+            repl.client.update_applied_lsn(lsn);
+        }
+        Ok(())
+    }
+
+    fn cdc_release(&mut self, flow_id: &str) -> Result<()> {
+        if let Some(mut r) = self.repl.take() {
+            let _ = self.rt.block_on(r.client.shutdown());
+            let _ = r.slot;
+        }
+        let name = slot_name(flow_id);
+        // The slot may still be held by a stream that is closing: retry briefly.
+        for attempt in 0..20 {
+            let rows = self.query("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&name])?;
+            match rows.first().map(|r| r.get::<_, bool>(0)) {
+                None => break,
+                Some(false) => {
+                    self.query("SELECT pg_drop_replication_slot($1)", &[&name])?;
+                    break;
+                }
+                Some(true) if attempt < 19 => std::thread::sleep(Duration::from_millis(250)),
+                Some(true) => return Err(Error::unavailable(format!("replication slot {name} is still in use"))),
+            }
+        }
+        self.batch(&format!("DROP PUBLICATION IF EXISTS {}", quote(&name)))?;
+        Ok(())
+    }
+
+    fn prepare_target(&mut self, table: &str, schema: &Schema, key: &[String], existing: ExistingData) -> Result<()> {
+        let q = self.qualified(table);
+        if existing == ExistingData::Drop {
+            self.batch(&format!("DROP TABLE IF EXISTS {q}"))?;
+        }
+        let exists = !self
+            .query(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
+                &[&self.schema, &table],
+            )?
+            .is_empty();
+        if !exists {
+            let mut cols: Vec<String> =
+                schema.fields.iter().map(|f| format!("{} {}", quote(&f.name), column_type(f))).collect();
+            for k in key {
+                if schema.field(k).is_none() {
+                    cols.push(format!("{} TEXT", quote(k)));
+                }
+            }
+            if !key.is_empty() {
+                cols.push(format!("PRIMARY KEY ({})", key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ")));
+            }
+            self.batch(&format!("CREATE TABLE {q} ({})", cols.join(", ")))?;
+        } else {
+            if existing == ExistingData::Remove {
+                self.batch(&format!("TRUNCATE {q}"))?;
+            }
+            let present: Vec<String> = self.schema(table)?.fields.into_iter().map(|f| f.name).collect();
+            for f in schema.fields.iter().filter(|f| !present.contains(&f.name)) {
+                self.batch(&format!("ALTER TABLE {q} ADD COLUMN {} {}", quote(&f.name), column_type(f)))?;
+            }
+            if !key.is_empty() {
+                let idx = quote(&format!("tap_key_{table}"));
+                self.batch(&format!(
+                    "CREATE UNIQUE INDEX IF NOT EXISTS {idx} ON {q} ({})",
+                    key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ")
+                ))?;
+            }
+        }
+        self.schemas.remove(table);
+        Ok(())
+    }
+
+    fn write(&mut self, table: &str, key: &[String], changes: &[Change]) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::schema(format!("target table {table} has no key to write by")));
+        }
+        let mut schema = self.cached_schema(table)?;
+        // Columns the batch brings that the table lacks become new columns.
+        let mut missing: Vec<(String, FieldType)> = Vec::new();
+        for c in changes {
+            if let Change::Insert { after } | Change::Update { after, .. } = c {
+                for (k, v) in after {
+                    if schema.field(k).is_none() && !missing.iter().any(|(m, _)| m == k) {
+                        missing.push((k.clone(), FieldType::of_value(v)));
+                    }
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let q = self.qualified(table);
+            for (name, ty) in &missing {
+                self.batch(&format!(
+                    "ALTER TABLE {q} ADD COLUMN IF NOT EXISTS {} {}",
+                    quote(name),
+                    declared_type(*ty)
+                ))?;
+            }
+            self.schemas.remove(table);
+            schema = self.cached_schema(table)?;
+        }
+        let types: HashMap<&str, FieldType> = schema.fields.iter().map(|f| (f.name.as_str(), f.ty)).collect();
+        let q = self.qualified(table);
+        let key_list = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+
+        // Runs of the same kind, in order; within an upsert run the last image of a key wins.
+        enum Run {
+            Upsert(Vec<Record>),
+            Delete(Vec<Record>),
+        }
+        let key_of = |r: &Record| {
+            key.iter().map(|k| r.get(k).map(|v| v.to_string()).unwrap_or_default()).collect::<Vec<_>>().join("\u{1f}")
+        };
+        let mut runs: Vec<Run> = Vec::new();
+        let push = |run_upsert: bool, rec: Record, runs: &mut Vec<Run>| match (runs.last_mut(), run_upsert) {
+            (Some(Run::Upsert(v)), true) | (Some(Run::Delete(v)), false) => v.push(rec),
+            (_, true) => runs.push(Run::Upsert(vec![rec])),
+            (_, false) => runs.push(Run::Delete(vec![rec])),
+        };
+        for c in changes {
+            match c {
+                Change::Insert { after } => push(true, after.clone(), &mut runs),
+                Change::Update { before, after } => {
+                    if let Some(b) = before
+                        && key.iter().any(|k| b.get(k) != after.get(k))
+                    {
+                        push(false, b.clone(), &mut runs);
+                    }
+                    push(true, after.clone(), &mut runs);
+                }
+                Change::Delete { before } => push(false, before.clone(), &mut runs),
+            }
+        }
+        let mut statements: Vec<(String, String)> = Vec::new();
+        for run in runs {
+            match run {
+                Run::Upsert(rows) => {
+                    let mut last: HashMap<String, usize> = HashMap::new();
+                    for (i, r) in rows.iter().enumerate() {
+                        last.insert(key_of(r), i);
+                    }
+                    let mut cols: Vec<&str> = Vec::new();
+                    let mut payload = Vec::with_capacity(last.len());
+                    for (i, r) in rows.iter().enumerate() {
+                        if last.get(&key_of(r)) != Some(&i) {
+                            continue;
+                        }
+                        for k in r.keys() {
+                            if types.contains_key(k.as_str()) && !cols.contains(&k.as_str()) {
+                                cols.push(k.as_str());
+                            }
+                        }
+                        let obj: serde_json::Map<String, Value> =
+                            r.iter().map(|(k, v)| (k.clone(), to_pg_json(v, types.get(k.as_str()).copied()))).collect();
+                        payload.push(Value::Object(obj));
+                    }
+                    let col_list = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+                    let updates: Vec<String> = cols
+                        .iter()
+                        .filter(|c| !key.iter().any(|k| k == *c))
+                        .map(|c| format!("{0} = EXCLUDED.{0}", quote(c)))
+                        .collect();
+                    let conflict = if updates.is_empty() {
+                        "DO NOTHING".into()
+                    } else {
+                        format!("DO UPDATE SET {}", updates.join(", "))
+                    };
+                    statements.push((
+                        format!(
+                            "INSERT INTO {q} ({col_list}) SELECT {col_list} FROM jsonb_populate_recordset(NULL::{q}, $1::text::jsonb) ON CONFLICT ({key_list}) {conflict}"
+                        ),
+                        Value::Array(payload).to_string(),
+                    ));
+                }
+                Run::Delete(rows) => {
+                    let payload: Vec<Value> = rows
+                        .iter()
+                        .map(|r| {
+                            Value::Object(
+                                key.iter()
+                                    .map(|k| {
+                                        (
+                                            k.clone(),
+                                            to_pg_json(
+                                                r.get(k).unwrap_or(&Value::Null),
+                                                types.get(k.as_str()).copied(),
+                                            ),
+                                        )
+                                    })
+                                    .collect(),
+                            )
+                        })
+                        .collect();
+                    statements.push((
+                        format!("DELETE FROM {q} WHERE ({key_list}) IN (SELECT {key_list} FROM jsonb_populate_recordset(NULL::{q}, $1::text::jsonb))"),
+                        Value::Array(payload).to_string(),
+                    ));
+                }
+            }
+        }
+        let client = &mut self.client;
+        self.rt
+            .block_on(async {
+                let tx = client.transaction().await?;
+                for (sql, payload) in &statements {
+                    tx.execute(sql.as_str(), &[payload]).await?;
+                }
+                tx.commit().await
+            })
+            .map_err(pg_err)
+    }
+}

@@ -1,0 +1,185 @@
+//! A `pgoutput` (protocol version 1) decoder: Relation, Insert, Update and Delete messages into
+//! change events; Begin/Commit arrive as separate replication events.
+//!
+//! Values come as text and are typed by the column's type OID: booleans, integers, floats and
+//! numerics become JSON numbers/booleans, JSON columns JSON, bytea plain hex, the rest strings.
+
+use crate::error::{Error, Result};
+use crate::model::{Change, Event, Record};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+struct Relation {
+    schema: String,
+    table: Arc<str>,
+    columns: Vec<(String, u32)>,
+}
+
+#[derive(Default)]
+pub struct Decoder {
+    relations: HashMap<u32, Relation>,
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn u8(&mut self) -> Result<u8> {
+        let b = *self.buf.get(self.pos).ok_or_else(short)?;
+        self.pos += 1;
+        Ok(b)
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let s = self.buf.get(self.pos..self.pos + n).ok_or_else(short)?;
+        self.pos += n;
+        Ok(s)
+    }
+    fn u16(&mut self) -> Result<u16> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn cstr(&mut self) -> Result<String> {
+        let rest = &self.buf[self.pos..];
+        let end = rest.iter().position(|&b| b == 0).ok_or_else(short)?;
+        let s = String::from_utf8_lossy(&rest[..end]).into_owned();
+        self.pos += end + 1;
+        Ok(s)
+    }
+}
+
+fn short() -> Error {
+    Error::internal("truncated pgoutput message")
+}
+
+/// A text value typed by its OID.
+fn typed(text: &str, oid: u32) -> Value {
+    match oid {
+        16 => Value::Bool(text == "t"),
+        20 | 21 | 23 | 26 => text.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(text.into())),
+        700 | 701 | 1700 => text
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .unwrap_or_else(|| Value::String(text.into())),
+        114 | 3802 => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.into())),
+        17 => Value::String(text.strip_prefix("\\x").unwrap_or(text).to_string()),
+        _ => Value::String(text.into()),
+    }
+}
+
+impl Decoder {
+    fn tuple(&self, c: &mut Cursor<'_>, rel: &Relation) -> Result<Record> {
+        let n = c.u16()? as usize;
+        let mut rec = Record::with_capacity(n);
+        for i in 0..n {
+            let (name, oid) = rel.columns.get(i).cloned().unwrap_or_else(|| (format!("col{i}"), 25));
+            match c.u8()? {
+                b'n' => {
+                    rec.insert(name, Value::Null);
+                }
+                b'u' => {} // unchanged TOAST value: not sent; leave the field out
+                b't' => {
+                    let len = c.u32()? as usize;
+                    let text = String::from_utf8_lossy(c.take(len)?).into_owned();
+                    rec.insert(name, typed(&text, oid));
+                }
+                b'b' => {
+                    let len = c.u32()? as usize;
+                    let _ = c.take(len)?;
+                    return Err(Error::unsupported("binary pgoutput values are not requested and not supported"));
+                }
+                other => return Err(Error::internal(format!("unknown pgoutput tuple kind {other}"))),
+            }
+        }
+        Ok(rec)
+    }
+
+    fn relation(&self, id: u32) -> Result<&Relation> {
+        self.relations.get(&id).ok_or_else(|| Error::internal(format!("pgoutput change for unknown relation {id}")))
+    }
+
+    /// Decode one message; `None` for messages that carry no row change (or other schemas).
+    pub fn decode(&mut self, data: &[u8], schema: &str) -> Result<Option<Event>> {
+        let mut c = Cursor { buf: data, pos: 0 };
+        let kind = c.u8()?;
+        match kind {
+            b'R' => {
+                let id = c.u32()?;
+                let ns = c.cstr()?;
+                let name = c.cstr()?;
+                let _identity = c.u8()?;
+                let n = c.u16()? as usize;
+                let mut columns = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let _flags = c.u8()?;
+                    let col = c.cstr()?;
+                    let oid = c.u32()?;
+                    let _typmod = c.u32()?;
+                    columns.push((col, oid));
+                }
+                self.relations.insert(id, Relation { schema: ns, table: Arc::from(name.as_str()), columns });
+                Ok(None)
+            }
+            b'I' => {
+                let rel = self.relation(c.u32()?)?.clone();
+                if c.u8()? != b'N' {
+                    return Err(Error::internal("pgoutput insert without a new tuple"));
+                }
+                let after = self.tuple(&mut c, &rel)?;
+                Ok((rel.schema == schema).then(|| Event {
+                    table: rel.table.clone(),
+                    change: Change::Insert { after },
+                    ts_ms: 0,
+                }))
+            }
+            b'U' => {
+                let rel = self.relation(c.u32()?)?.clone();
+                let mut before = None;
+                let mut tag = c.u8()?;
+                if tag == b'K' || tag == b'O' {
+                    before = Some(self.tuple(&mut c, &rel)?);
+                    tag = c.u8()?;
+                }
+                if tag != b'N' {
+                    return Err(Error::internal("pgoutput update without a new tuple"));
+                }
+                let mut after = self.tuple(&mut c, &rel)?;
+                // Unchanged TOAST columns are absent from the new tuple: keep the old values.
+                if let Some(b) = &before {
+                    for (k, v) in b {
+                        after.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+                Ok((rel.schema == schema).then(|| Event {
+                    table: rel.table.clone(),
+                    change: Change::Update { before, after },
+                    ts_ms: 0,
+                }))
+            }
+            b'D' => {
+                let rel = self.relation(c.u32()?)?.clone();
+                let tag = c.u8()?;
+                if tag != b'K' && tag != b'O' {
+                    return Err(Error::internal("pgoutput delete without an old tuple"));
+                }
+                let before = self.tuple(&mut c, &rel)?;
+                Ok((rel.schema == schema).then(|| Event {
+                    table: rel.table.clone(),
+                    change: Change::Delete { before },
+                    ts_ms: 0,
+                }))
+            }
+            // Begin/Commit come as their own replication events; Origin, Type, Truncate, Message: no rows.
+            _ => Ok(None),
+        }
+    }
+}

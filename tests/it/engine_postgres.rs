@@ -1,0 +1,175 @@
+//! The embedded engine with PostgreSQL 15 (started by `scripts/test`, URL in TAP_TEST_PG_URL):
+//! snapshot plus insert, update and delete CDC for SQLite → PostgreSQL, PostgreSQL → PostgreSQL
+//! and PostgreSQL → SQLite.
+
+use crate::harness::{Env, exec, query, wait_until};
+use std::process::Command;
+use std::time::Duration;
+
+struct Pg {
+    url: String,
+    host: String,
+    port: String,
+    user: String,
+    password: String,
+    database: String,
+}
+
+fn pg() -> Pg {
+    let url = std::env::var("TAP_TEST_PG_URL")
+        .expect("TAP_TEST_PG_URL is not set: run the suite with scripts/test, which starts PostgreSQL");
+    // postgres://user:password@host:port/database
+    let rest = url.trim_start_matches("postgres://");
+    let (creds, addr) = rest.split_once('@').expect("user@host in TAP_TEST_PG_URL");
+    let (user, password) = creds.split_once(':').unwrap_or((creds, ""));
+    let (hostport, database) = addr.split_once('/').expect("/database in TAP_TEST_PG_URL");
+    let (host, port) = hostport.split_once(':').unwrap_or((hostport, "5432"));
+    Pg {
+        url: url.clone(),
+        host: host.into(),
+        port: port.into(),
+        user: user.into(),
+        password: password.into(),
+        database: database.into(),
+    }
+}
+
+impl Pg {
+    fn psql(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .arg(&self.url)
+            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+            .output()
+            .expect("psql installed");
+        assert!(out.status.success(), "psql failed for {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+    fn datasource(&self, name: &str, schema: &str) -> String {
+        format!(
+            r#"DataSource("postgres", "{name}", #{{ host: "{}", port: {}, database: "{}", schema: "{schema}", user: "{}", password: "{}" }}).save();"#,
+            self.host, self.port, self.database, self.user, self.password
+        )
+    }
+}
+
+fn pg_rows(pg: &Pg, schema: &str, table: &str) -> String {
+    pg.psql(&format!("SELECT id, name, qty::float8, flag FROM {schema}.{table} ORDER BY id"))
+}
+
+fn sqlite_rows(path: &std::path::Path, table: &str) -> String {
+    query(path, &format!("SELECT id, name, qty, flag FROM {table} ORDER BY id"))
+        .into_iter()
+        .map(|r| {
+            let flag = match r[3].as_str() {
+                "1" => "t",
+                "0" => "f",
+                other => other,
+            };
+            format!("{}|{}|{}|{}", r[0], if r[1] == "NULL" { "" } else { &r[1] }, r[2], flag)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn postgres_to_postgres_and_postgres_to_sqlite_snapshot_and_cdc() {
+    let pg = pg();
+    let env = Env::new("pg2pg");
+    let schema = format!("it_pg2pg_{}", std::process::id());
+    pg.psql(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+         CREATE TABLE {schema}.items (id int PRIMARY KEY, name text, qty numeric(10,2), flag boolean, doc jsonb, raw bytea, at timestamp);
+         INSERT INTO {schema}.items SELECT i, 'item ' || i, i * 1.5, i % 2 = 0, jsonb_build_object('i', i), '\\x0aff', '2024-01-02 03:04:05'
+           FROM generate_series(1, 500) i;"
+    ));
+    let slots = || {
+        pg.psql("SELECT string_agg(slot_name, ',' ORDER BY slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'tap_%'")
+    };
+    let slots_before = slots();
+    let dst = env.path("dst.sqlite");
+    let script = format!(
+        r#"{src}
+           {dst_pg}
+           DataSource("sqlite", "Lite", #{{ database: "{dst}" }}).save();
+           Flow("pg2pg").read_from("PgSrc.items").write_to("PgDst.items_copy").save();
+           Flow("pg2lite").read_from("PgSrc.items").exclude("raw").write_to("Lite.items").save();
+           start("pg2pg");
+           start("pg2lite");"#,
+        src = pg.datasource("PgSrc", &schema),
+        dst_pg = pg.datasource("PgDst", &schema),
+        dst = dst.display()
+    );
+    env.script("pg.rhai", &script).ok();
+    let same = || pg_rows(&pg, &schema, "items") == pg_rows(&pg, &schema, "items_copy");
+    assert!(wait_until(Duration::from_secs(60), same), "snapshot PG → PG");
+    assert!(
+        wait_until(Duration::from_secs(60), || pg_rows(&pg, &schema, "items") == sqlite_rows(&dst, "items")),
+        "snapshot PG → SQLite"
+    );
+    assert_eq!(
+        pg.psql(&format!("SELECT doc->>'i', encode(raw, 'hex'), at FROM {schema}.items_copy WHERE id = 7")),
+        "7|0aff|2024-01-02 03:04:05"
+    );
+
+    pg.psql(&format!(
+        "INSERT INTO {schema}.items (id, name, qty, flag) VALUES (1000, 'new', 1, true);
+         UPDATE {schema}.items SET name = 'changed', qty = qty + 1 WHERE id % 10 = 0;
+         DELETE FROM {schema}.items WHERE id % 7 = 0;
+         UPDATE {schema}.items SET id = 2000 WHERE id = 1;"
+    ));
+    assert!(wait_until(Duration::from_secs(60), same), "CDC PG → PG:\n{}", pg_rows(&pg, &schema, "items_copy"));
+    assert!(
+        wait_until(Duration::from_secs(60), || pg_rows(&pg, &schema, "items") == sqlite_rows(&dst, "items")),
+        "CDC PG → SQLite"
+    );
+
+    // Reset and delete drop the flows' replication slots and publications.
+    assert_ne!(slots(), slots_before, "the running flows hold replication slots");
+    env.tap(&["-c", "stop pg2pg"]).ok();
+    env.tap(&["-c", "stop pg2lite"]).ok();
+    env.tap(&["-c", "delete pg2pg -y"]).ok();
+    env.tap(&["-c", "reset pg2lite"]).ok();
+    let pubs = pg.psql(&format!(
+        "SELECT count(*) FROM pg_publication p JOIN pg_publication_tables t ON t.pubname = p.pubname WHERE t.schemaname = '{schema}'"
+    ));
+    assert_eq!(pubs, "0", "publications dropped");
+    assert!(
+        wait_until(Duration::from_secs(10), || slots() == slots_before),
+        "slots dropped: {} vs {}",
+        slots(),
+        slots_before
+    );
+    pg.psql(&format!("DROP SCHEMA {schema} CASCADE"));
+}
+
+#[test]
+fn sqlite_to_postgres_snapshot_and_cdc() {
+    let pg = pg();
+    let env = Env::new("lite2pg");
+    let schema = format!("it_lite2pg_{}", std::process::id());
+    pg.psql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"));
+    let src = env.path("src.sqlite");
+    exec(
+        &src,
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty REAL, flag BOOLEAN);
+         WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300)
+         INSERT INTO items SELECT i, 'item ' || i, i, i % 2 FROM c;",
+    );
+    let script = format!(
+        r#"DataSource("sqlite", "Lite", #{{ database: "{}" }}).save();
+           {}
+           Flow("lite2pg").read_from("Lite.items").write_to("Pg.items").save();
+           start("lite2pg");"#,
+        src.display(),
+        pg.datasource("Pg", &schema)
+    );
+    env.script("lite.rhai", &script).ok();
+    let same = || sqlite_rows(&src, "items") == pg_rows(&pg, &schema, "items");
+    assert!(wait_until(Duration::from_secs(60), same), "snapshot SQLite → PG:\n{}", pg_rows(&pg, &schema, "items"));
+    exec(
+        &src,
+        "INSERT INTO items VALUES (999, 'x', 1, 1); UPDATE items SET name = NULL WHERE id < 5; DELETE FROM items WHERE id > 290 AND id < 999;",
+    );
+    assert!(wait_until(Duration::from_secs(60), same), "CDC SQLite → PG");
+    pg.psql(&format!("DROP SCHEMA {schema} CASCADE"));
+}
