@@ -35,10 +35,10 @@ pub fn run(cli: Cli) -> Result<()> {
             } else if std::io::stdin().is_terminal() {
                 repl::run(session)
             } else {
-                // Lines from a pipe: run them in order, stopping at the first failure.
+                // Lines from a pipe: run them as the shell would, stopping at the first failure.
                 let mut text = String::new();
                 std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
-                run_source(&session, &text, "<stdin>")
+                run_lines(&session, &text, "<stdin>")
             }
         }
     }
@@ -212,6 +212,36 @@ fn run_source(session: &Arc<Session>, text: &str, origin: &str) -> Result<()> {
     script::eval_chunk(&engine, session, &mut scope, &mut lib, text, origin).map(|_| ())
 }
 
+/// Run input line by line as the shell does: verbs, or Rhai statements that may span lines
+/// while a block or bracket is open; one scope throughout.
+fn run_lines(session: &Arc<Session>, text: &str, origin: &str) -> Result<()> {
+    let engine = script::engine(session.clone());
+    let mut scope = rhai::Scope::new();
+    let mut lib = rhai::AST::empty();
+    let mut pending = String::new();
+    for (n, line) in text.lines().enumerate() {
+        if pending.is_empty() && (line.trim().is_empty() || line.trim_start().starts_with("//")) {
+            continue;
+        }
+        if !pending.is_empty() {
+            pending.push('\n');
+        }
+        pending.push_str(line);
+        if repl::is_incomplete(&pending) {
+            continue;
+        }
+        let chunk = std::mem::take(&mut pending);
+        if matches!(chunk.trim(), "exit" | "quit") {
+            return Ok(());
+        }
+        run_line_with(session, &engine, &mut scope, &mut lib, chunk.trim(), &format!("{origin}:{}", n + 1))?;
+    }
+    if !pending.trim().is_empty() {
+        return Err(Error::usage(format!("{origin}: input ended inside an open block or string")));
+    }
+    Ok(())
+}
+
 fn run_line(session: &Arc<Session>, line: &str) -> Result<()> {
     let engine = script::engine(session.clone());
     let mut scope = rhai::Scope::new();
@@ -228,13 +258,12 @@ fn run_line_with(
     origin: &str,
 ) -> Result<()> {
     match verbs::parse(line) {
-        Some((verb, args)) => verbs::run(session, verb, &args, &|_| false).map_err(|e| {
-            if verb.name == "delete" && !args.iter().any(|a| a == "-y") {
-                Error::usage(format!("{e} (non-interactive: pass -y to delete)"))
-            } else {
-                e
+        Some((verb, args)) => {
+            if verb.name == "delete" && !args.iter().any(|a| a == "-y" || a == "--yes") {
+                return Err(Error::usage("delete asks for confirmation, and there is no terminal: pass -y to delete"));
             }
-        }),
+            verbs::run(session, verb, &args, &|_| false)
+        }
         None => script::eval_chunk(engine, session, scope, lib, line, origin).map(|v| {
             if !v.is_unit() && !v.is::<script::flow::Flow>() && !v.is::<script::datasource::DataSource>() {
                 session.out.line(&v.to_string());

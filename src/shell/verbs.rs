@@ -268,7 +268,7 @@ pub fn show(session: &Session, args: &[String]) -> Result<()> {
         "dbs" | "connections" | "datasources" => {
             let docs = session.client.connections()?;
             resolve::remember_connections(session, &docs);
-            let rows = docs
+            let rows: Vec<Vec<String>> = docs
                 .iter()
                 .filter(|d| like.as_ref().is_none_or(|l| s(d, "name").contains(l.as_str())))
                 .map(|d| {
@@ -281,6 +281,10 @@ pub fn show(session: &Session, args: &[String]) -> Result<()> {
                     ]
                 })
                 .collect();
+            if rows.is_empty() && !session.out.json {
+                session.out.line("no connections: DataSource(connector, name, #{…}).save() creates one");
+                return Ok(());
+            }
             session.out.table(&["id", "status", "database_type", "type", "name"], rows);
             Ok(())
         }
@@ -317,7 +321,7 @@ pub fn show(session: &Session, args: &[String]) -> Result<()> {
         "flows" | "jobs" => {
             let docs = session.client.tasks()?;
             resolve::remember_flows(session, &docs);
-            let rows = docs
+            let rows: Vec<Vec<String>> = docs
                 .iter()
                 .filter(|d| like.as_ref().is_none_or(|l| s(d, "name").to_lowercase().contains(&l.to_lowercase())))
                 .map(|d| {
@@ -333,6 +337,10 @@ pub fn show(session: &Session, args: &[String]) -> Result<()> {
                     ]
                 })
                 .collect();
+            if rows.is_empty() && !session.out.json {
+                session.out.line("no flows: Flow(\"name\").read_from(…).write_to(…).save() creates one");
+                return Ok(());
+            }
             session.out.table(&["id", "name", "status", "type"], rows);
             Ok(())
         }

@@ -2,5 +2,8 @@
 //! real database servers (started by `scripts/test`).
 
 mod cli;
+mod engine_postgres;
 mod engine_sqlite;
 mod harness;
+mod pty;
+mod transcripts;

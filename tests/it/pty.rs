@@ -1,0 +1,93 @@
+//! The shell in a real pseudo-terminal (driven by Python's `pty` module): the first-run setup,
+//! tab completion, multi-line input, one scope across lines, Ctrl-C and Ctrl-D.
+
+use crate::harness::Env;
+
+const DRIVER: &str = r#"
+import os, pty, sys, time, select
+tap = sys.argv[1]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(tap, [tap])
+buf = b""
+def expect(text, timeout=60):
+    global buf
+    deadline = time.time() + timeout
+    while text.encode() not in buf:
+        left = deadline - time.time()
+        if left <= 0:
+            sys.stdout.write("TIMEOUT waiting for %r; got:\n%s\n" % (text, buf.decode(errors="replace")))
+            sys.exit(1)
+        r, _, _ = select.select([fd], [], [], left)
+        if r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                sys.stdout.write("EOF waiting for %r; got:\n%s\n" % (text, buf.decode(errors="replace")))
+                sys.exit(1)
+            buf += chunk
+    at = buf.index(text.encode()) + len(text)
+    buf = buf[at:]
+def send(s):
+    os.write(fd, s.encode())
+    time.sleep(0.2)
+
+expect("Please type E, L or C")
+send("E\r")
+expect("tap> ")
+print("FIRST_RUN_OK")
+send("fn double(x) {\r")
+send("  x * 2\r")
+send("}\r")
+expect("tap> ")
+send("let n = 20;\r")
+expect("tap> ")
+send("double(n + 1)\r")
+expect("42")
+print("MULTILINE_AND_SCOPE_OK")
+send("sho\t")
+expect("show")
+send(" db\t")
+expect("dbs")
+send("\r")
+expect("no connections")
+print("COMPLETION_OK")
+send("some partial input")
+send("\x03")
+expect("tap> ")
+send("double(1)\r")
+expect("2")
+print("CTRL_C_OK")
+send("\x04")
+_, status = os.waitpid(pid, 0)
+print("EXIT", os.WEXITSTATUS(status))
+"#;
+
+#[test]
+fn first_run_setup_completion_and_multiline_in_a_pty() {
+    let env = Env::new("pty");
+    let driver = env.path("driver.py");
+    std::fs::write(&driver, DRIVER).expect("driver");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(&driver).arg(env!("CARGO_BIN_EXE_tap"));
+    for (k, v) in env.command().get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.current_dir(&env.dir);
+    let out = cmd.output().expect("python3 installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for marker in ["FIRST_RUN_OK", "MULTILINE_AND_SCOPE_OK", "COMPLETION_OK", "CTRL_C_OK", "EXIT 0"] {
+        assert!(stdout.contains(marker), "missing {marker}:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // The answer was saved as the default profile, readable by the owner only.
+    let config = env.dir.join("config").join("config.toml");
+    let text = std::fs::read_to_string(&config).expect("config saved");
+    assert!(text.contains("kind = \"embedded\""), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&config).expect("config").permissions().mode() & 0o777, 0o600);
+}
