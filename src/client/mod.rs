@@ -259,6 +259,12 @@ impl Client {
 
     // ---- resources (A/C/M/T numbers from reference/tapflow-client.md §5) ----
 
+    /// Cloud: how many agents are running (A4, `/api/tcm/agent/agentCount`).
+    pub fn running_agents(&self) -> Result<u64> {
+        let data = self.get("/agent/agentCount", &[])?;
+        Ok(data.get("agentRunningCount").and_then(Value::as_u64).unwrap_or(0))
+    }
+
     pub fn connectors(&self) -> Result<Vec<Value>> {
         let f = json!({"where": {"tag": "All", "authentication": "All"}, "order": "name ASC"});
         Ok(self

@@ -4,15 +4,18 @@
 //!
 //! Every route but `POST /api/users/generatetoken` needs a valid `access_token` query
 //! parameter; without one the answer is HTTP 401 `{"code": "NotLogin"}`, as TapData answers.
-//! Work that touches databases (connection tests, peek, count) runs on blocking threads.
+//! `POST /api/proxy/call` serves peek and count (`QueryDataBaseDataService.getData`) and the
+//! preview of a flow (`TaskPreviewService.preview`: each node's output for a few source rows).
+//! Work that touches databases (connection tests, peek, count, preview) runs on blocking threads.
 
 use super::filter::Filter;
+use super::processors;
 use super::runner::{self, iso_now};
 use super::store::{CONNECTIONS, METADATA, Store, TASKS};
 use super::{Engine, new_id};
 use crate::connectors;
 use crate::error::{Error, ErrorKind};
-use crate::model::now_ms;
+use crate::model::{Change, Event, now_ms};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -753,6 +756,14 @@ async fn batch_stop(State(engine): State<Shared>, Query(q): Params, req: Request
     ok(Value::Array(out))
 }
 
+/// Release a flow's CDC resources on a blocking thread (connectors block on their own runtimes).
+async fn release_sources(engine: &Shared, doc: &Value) -> crate::error::Result<()> {
+    let (store, doc) = (engine.store.clone(), doc.clone());
+    tokio::task::spawn_blocking(move || runner::release_sources(&store, &doc))
+        .await
+        .map_err(|e| Error::internal(format!("worker failed: {e}")))?
+}
+
 async fn batch_renew(State(engine): State<Shared>, Query(q): Params, req: Request) -> Response {
     let ids = task_ids(&q, req.uri().query());
     let mut out = Vec::new();
@@ -768,7 +779,7 @@ async fn batch_renew(State(engine): State<Shared>, Query(q): Params, req: Reques
             out.push(item(&id, "Task.ResetStatusInvalid", Some(&format!("The task is {status}: stop it first"))));
             continue;
         }
-        if let Err(e) = runner::release_sources(&engine.store, &doc) {
+        if let Err(e) = release_sources(&engine, &doc).await {
             out.push(item(&id, "SystemError", Some(&e.message)));
             continue;
         }
@@ -800,7 +811,7 @@ async fn batch_delete(State(engine): State<Shared>, Query(q): Params, req: Reque
             out.push(item(&id, "Task.DeleteStatusInvalid", Some(&format!("The task is {status}: stop it first"))));
             continue;
         }
-        if let Err(e) = runner::release_sources(&engine.store, &doc) {
+        if let Err(e) = release_sources(&engine, &doc).await {
             out.push(item(&id, "SystemError", Some(&e.message)));
             continue;
         }
@@ -936,7 +947,15 @@ async fn logs_query(State(engine): State<Shared>, Json(body): Json<Value>) -> Re
     }
 }
 
-// ---- proxy: peek, count, sql ---------------------------------------------------------------
+// ---- proxy: peek, count, sql, preview ------------------------------------------------------
+
+/// Open the connector of a stored connection (blocking).
+fn open_connection(store: &Store, conn_id: &str) -> crate::error::Result<Box<dyn connectors::Connector>> {
+    let doc =
+        store.get(CONNECTIONS, conn_id)?.ok_or_else(|| Error::not_found(format!("no connection with id {conn_id}")))?;
+    let ty = doc.get("database_type").and_then(Value::as_str).unwrap_or("");
+    connectors::open(ty, doc.get("config").unwrap_or(&Value::Null))
+}
 
 async fn with_connector<T: Send + 'static>(
     engine: &Shared,
@@ -944,16 +963,9 @@ async fn with_connector<T: Send + 'static>(
     f: impl FnOnce(&mut dyn connectors::Connector) -> crate::error::Result<T> + Send + 'static,
 ) -> crate::error::Result<T> {
     let store = engine.store.clone();
-    tokio::task::spawn_blocking(move || {
-        let doc = store
-            .get(CONNECTIONS, &conn_id)?
-            .ok_or_else(|| Error::not_found(format!("no connection with id {conn_id}")))?;
-        let ty = doc.get("database_type").and_then(Value::as_str).unwrap_or("");
-        let mut conn = connectors::open(ty, doc.get("config").unwrap_or(&Value::Null))?;
-        f(conn.as_mut())
-    })
-    .await
-    .map_err(|e| Error::internal(format!("worker failed: {e}")))?
+    tokio::task::spawn_blocking(move || f(open_connection(&store, &conn_id)?.as_mut()))
+        .await
+        .map_err(|e| Error::internal(format!("worker failed: {e}")))?
 }
 
 async fn proxy_call(State(engine): State<Shared>, Json(body): Json<Value>) -> Response {
@@ -980,7 +992,113 @@ async fn proxy_call(State(engine): State<Shared>, Json(body): Json<Value>) -> Re
                 Err(e) => fail("500", &e.message),
             }
         }
+        ("TaskPreviewService", "preview") => {
+            // args: the task as a JSON string (or object), node ids to report (null: all), rows.
+            let task = match args.first() {
+                Some(Value::String(s)) => serde_json::from_str(s).unwrap_or(Value::Null),
+                Some(v) => v.clone(),
+                None => Value::Null,
+            };
+            let only: Option<Vec<String>> = args
+                .get(1)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect());
+            let rows = args.get(2).and_then(Value::as_u64).unwrap_or(1).clamp(1, 100) as usize;
+            let store = engine.store.clone();
+            match tokio::task::spawn_blocking(move || preview_task(&store, &task, only.as_deref(), rows)).await {
+                Ok(v) => ok(v),
+                Err(e) => fail("SystemError", &format!("preview worker failed: {e}")),
+            }
+        }
         _ => fail("SystemError", &format!("the embedded engine does not serve {class}.{method}")),
+    }
+}
+
+/// `TaskPreviewService.preview`: what every node of a flow's DAG would output for the first
+/// `rows` rows of each source table, without running the flow. As in TapData the answer is
+/// `{taskId, code, nodeResult: {nodeId: {code, data | errorMsg}}, stats}`, with `code` 200, 422
+/// (not a previewable DAG) or 500 (a node failed; its entry says why).
+fn preview_task(store: &Store, task: &Value, only: Option<&[String]>, rows: usize) -> Value {
+    let started = now_ms();
+    let task_id = task.get("id").and_then(Value::as_str).unwrap_or_default();
+    let nodes: Vec<&Value> =
+        task.pointer("/dag/nodes").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+    let edges: Vec<(&str, &str)> = task
+        .pointer("/dag/edges")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|e| (str_at(e, "source"), str_at(e, "target"))).collect())
+        .unwrap_or_default();
+    let sources: Vec<&Value> = nodes
+        .iter()
+        .copied()
+        .filter(|n| str_at(n, "type") == "table" && !edges.iter().any(|(_, t)| *t == str_at(n, "id")))
+        .collect();
+    if sources.is_empty() {
+        return json!({"taskId": task_id, "code": 422, "errorMsg": "the flow has no source table to preview"});
+    }
+    let mut walk = PreviewWalk { nodes: &nodes, edges: &edges, result: Map::new(), failed: false };
+    for src in sources {
+        let table = str_at(src, "tableName");
+        let sampled = open_connection(store, str_at(src, "connectionId")).and_then(|mut c| c.sample(table, rows));
+        match sampled {
+            Ok(records) => {
+                let table: Arc<str> = Arc::from(table);
+                let events = records
+                    .into_iter()
+                    .map(|after| Event { table: table.clone(), change: Change::Insert { after }, ts_ms: 0 })
+                    .collect();
+                walk.visit(str_at(src, "id"), events, 0);
+            }
+            Err(e) => walk.node_failed(str_at(src, "id"), &e.message),
+        }
+    }
+    let mut result = walk.result;
+    if let Some(ids) = only {
+        result.retain(|id, _| ids.contains(id));
+    }
+    json!({"taskId": task_id, "code": if walk.failed { 500 } else { 200 }, "nodeResult": result,
+           "stats": {"allCost": now_ms() - started}})
+}
+
+fn str_at<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// A depth-first walk of a DAG for the preview: each node's output goes to its children.
+struct PreviewWalk<'a> {
+    nodes: &'a [&'a Value],
+    edges: &'a [(&'a str, &'a str)],
+    result: Map<String, Value>,
+    failed: bool,
+}
+
+impl PreviewWalk<'_> {
+    fn visit(&mut self, id: &str, events: Vec<Event>, depth: usize) {
+        let entry = self.result.entry(id.to_string()).or_insert_with(|| json!({"code": 200, "data": []}));
+        if let Some(data) = entry.get_mut("data").and_then(Value::as_array_mut) {
+            data.extend(events.iter().map(|e| Value::Object(e.change.key_image().clone())));
+        }
+        if depth > self.nodes.len() {
+            return; // a cycle; the flow itself is refused at start
+        }
+        let children: Vec<&str> = self.edges.iter().filter(|(s, _)| *s == id).map(|(_, t)| *t).collect();
+        for child in children {
+            let Some(node) = self.nodes.iter().find(|n| str_at(n, "id") == child) else { continue };
+            let out = match processors::build(node) {
+                Ok(Some(mut p)) => p.process(events.clone()),
+                Ok(None) => Ok(events.clone()),
+                Err(e) => Err(e),
+            };
+            match out {
+                Ok(out) => self.visit(child, out, depth + 1),
+                Err(e) => self.node_failed(child, &e.message),
+            }
+        }
+    }
+
+    fn node_failed(&mut self, id: &str, message: &str) {
+        self.failed = true;
+        self.result.insert(id.to_string(), json!({"code": 500, "errorMsg": message}));
     }
 }
 

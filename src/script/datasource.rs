@@ -98,12 +98,20 @@ pub fn to_doc(session: &Session, ds: &DataSource) -> Result<Value> {
     let c = connector(session, &connector_name)?;
     let db_type = c.get("name").and_then(Value::as_str).unwrap_or(&connector_name).to_string();
     let lower = db_type.to_ascii_lowercase();
-    // MySQL's key is `user`; the seeds and the official help write `username`: accept both.
+    // The official client's MySQL rule says `user`, its help and the seeds say `username`, and
+    // the MySQL connector's spec reads `username` (§7.3, §13 bug 21): send both for MySQL, so
+    // either spelling reaches the connector. PostgreSQL's key is `user`.
     if (lower == "mysql" || lower == "postgresql")
         && !config.contains_key("user")
         && let Some(u) = config.get("username").cloned()
     {
         config.insert("user".into(), u);
+    }
+    if lower == "mysql"
+        && !config.contains_key("username")
+        && let Some(u) = config.get("user").cloned()
+    {
+        config.insert("username".into(), u);
     }
     if lower == "postgresql"
         && let Some(p) = config.get("port").and_then(Value::as_str).and_then(|p| p.parse::<i64>().ok())
@@ -151,8 +159,15 @@ pub fn to_doc(session: &Session, ds: &DataSource) -> Result<Value> {
     }))
 }
 
-/// Save (create, or update when the name exists), then wait for the schema to load.
+/// Save (create, or update when the name exists), then wait for the schema to load. On TapData
+/// Cloud an agent must be running first (A4, as the official client checks): without one the
+/// connection would never be tested and the wait would last minutes for nothing.
 pub fn save(session: &Session, ds: &DataSource) -> Result<String> {
+    if session.client.is_cloud() && session.client.running_agents()? == 0 {
+        return Err(Error::unavailable(
+            "no agent is running in TapData Cloud, so the connection cannot be tested: start an agent, then save again",
+        ));
+    }
     let mut doc = to_doc(session, ds)?;
     let name = ds.with(|s| s.name.clone());
     let existing = session.client.connection_by_name(&name)?;

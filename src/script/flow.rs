@@ -31,6 +31,9 @@ pub struct FlowState {
     pub commands: Vec<String>,
     pub merge: Option<String>,
     pub uses_rhai: bool,
+    /// The DAG as last saved, so `start()` saves again only when the flow changed since (the
+    /// official client re-saves on every start, §13 bug 12).
+    pub saved_dag: Option<Value>,
 }
 
 #[derive(Clone)]
@@ -381,11 +384,21 @@ pub fn save(session: &Session, flow: &Flow) -> Result<String> {
     let user_id = session.client.user_id();
     let username = session.client.username();
     let now = crate::model::now_ms();
+    let saved_dag = dag.clone();
     let mut job = json!({
         "editVersion": now, "syncType": "sync", "name": name, "status": "edit", "env": {}, "dag": dag,
         "user_id": user_id, "customId": user_id, "createUser": username, "syncPoints": [],
         "dynamicAdjustMemoryUsage": true, "crontabExpressionFlag": false, "skipErrorEvent": nodes::skip_error_event(),
     });
+    // Cloud requests carry no user (no login): leave the owner to the server rather than send
+    // empty strings as the official client does (§13 bug 29).
+    if user_id.is_empty()
+        && let Some(o) = job.as_object_mut()
+    {
+        for k in ["user_id", "customId", "createUser"] {
+            o.remove(k);
+        }
+    }
     let known = flow.with(|s| s.id.clone());
     let id = match known {
         Some(id) => id,
@@ -420,7 +433,10 @@ pub fn save(session: &Session, flow: &Flow) -> Result<String> {
         .client
         .call(Method::PATCH, &format!("/Task/confirm/{id}"), &[], Some(&job))
         .map_err(|e| e.context("save failed"))?;
-    flow.with(|s| s.id = Some(id.clone()));
+    flow.with(|s| {
+        s.id = Some(id.clone());
+        s.saved_dag = Some(saved_dag);
+    });
     Ok(id)
 }
 
@@ -440,10 +456,11 @@ pub fn id_of(session: &Session, flow: &Flow) -> Result<String> {
     Ok(id)
 }
 
-/// Start: save first when the flow has unsaved steps, then batchStart and wait for `running`.
+/// Start: save first when the flow has steps not saved yet, then batchStart and wait for
+/// `running`.
 pub fn start(session: &Session, flow: &Flow) -> Result<()> {
-    let has_nodes = flow.with(|s| !s.nodes.is_empty());
-    let id = if has_nodes { save(session, flow)? } else { id_of(session, flow)? };
+    let unsaved = flow.with(|s| !s.nodes.is_empty() && (s.id.is_none() || s.saved_dag.as_ref() != Some(&s.dag())));
+    let id = if unsaved { save(session, flow)? } else { id_of(session, flow)? };
     let task = session.client.task(&id)?.ok_or_else(|| Error::not_found(format!("flow {} vanished", flow.name())))?;
     let status = task.get("status").and_then(Value::as_str).unwrap_or("");
     if matches!(status, "running" | "scheduling" | "wait_run") {

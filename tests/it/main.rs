@@ -2,8 +2,10 @@
 //! real database servers (started by `scripts/test`).
 
 mod cli;
+mod cluster;
 mod engine_postgres;
 mod engine_sqlite;
 mod harness;
 mod pty;
+mod tapflow;
 mod transcripts;
