@@ -391,6 +391,10 @@ async fn delete_connection(State(engine): State<Shared>, Path(id): Path<String>)
 /// a save with `submit: true`: `status` ends `ready` or `invalid`, `loadFieldsStatus`
 /// `finished` or `error`.
 pub fn test_and_load_schema(engine: Shared, id: String) {
+    let _ = engine.store.update(CONNECTIONS, &id, |doc| {
+        doc["status"] = json!("testing");
+        doc["loadFieldsStatus"] = json!("loading");
+    });
     std::thread::spawn(move || {
         let result = load_schema(&engine.store, &id);
         let _ = engine.store.update(CONNECTIONS, &id, |doc| match &result {
@@ -989,6 +993,21 @@ async fn proxy_call(State(engine): State<Shared>, Json(body): Json<Value>) -> Re
             let (conn, sql) = (arg(0), arg(1));
             match with_connector(&engine, conn, move |c| c.execute(&sql)).await {
                 Ok(n) => ok(json!({"affected": n})),
+                Err(e) => fail("500", &e.message),
+            }
+        }
+        ("TapDemoService", "generate") => {
+            // Ours: the seed's sample tables in a connection (`tap demo --into`).
+            let conn = arg(0);
+            let rows = args.get(1).and_then(Value::as_u64).unwrap_or(1000).max(1) as usize;
+            let id = conn.clone();
+            let made = with_connector(&engine, conn, move |c| crate::connectors::sample::generate(c, rows, 42)).await;
+            match made {
+                Ok(made) => {
+                    // Make the new tables visible (`show tables`, read_from) right away.
+                    test_and_load_schema(engine.clone(), id);
+                    ok(json!({"tables": made.tables}))
+                }
                 Err(e) => fail("500", &e.message),
             }
         }

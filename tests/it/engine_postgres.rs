@@ -173,3 +173,100 @@ fn sqlite_to_postgres_snapshot_and_cdc() {
     assert!(wait_until(Duration::from_secs(60), same), "CDC SQLite → PG");
     pg.psql(&format!("DROP SCHEMA {schema} CASCADE"));
 }
+
+#[test]
+fn demo_fills_a_postgres_connection() {
+    let pg = pg();
+    let env = Env::new("demo-pg");
+    let schema = format!("it_demo_{}", std::process::id());
+    pg.psql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"));
+    env.script("pg.rhai", &pg.datasource("PgDemo", &schema)).ok();
+    let run = env.tap(&["demo", "--rows", "200", "--into", "PgDemo"]);
+    run.ok();
+    assert!(run.stdout.contains("ecom_orders 200"), "{}", run.stdout);
+    assert_eq!(pg.psql(&format!("SELECT count(*) FROM {schema}.ecom_orders")), "200");
+    assert_eq!(pg.psql(&format!("SELECT data_type FROM information_schema.columns WHERE table_schema = '{schema}' AND table_name = 'ecom_order_items' AND column_name = 'price'")), "numeric");
+    // The new tables are visible to the shell at once.
+    let run = env.tap(&["--json", "-c", "count PgDemo.ecom_customers"]);
+    run.ok();
+    assert!(run.stdout.contains("\"count\":190"), "{}", run.stdout);
+    pg.psql(&format!("DROP SCHEMA {schema} CASCADE"));
+}
+
+#[test]
+fn postgres_sigkill_mid_snapshot_and_mid_cdc_loses_and_duplicates_nothing() {
+    let pg = pg();
+    let env = Env::new("pg-crash");
+    let schema = format!("it_pgcrash_{}", std::process::id());
+    pg.psql(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+         CREATE TABLE {schema}.items (id int PRIMARY KEY, name text, qty int);
+         INSERT INTO {schema}.items SELECT i, 'item ' || i, i % 97 FROM generate_series(1, 300000) i;"
+    ));
+    let digest = |table: &str| {
+        pg.psql(&format!("SELECT count(*) || ':' || md5(string_agg(id || ',' || coalesce(name, '') || ',' || qty, ';' ORDER BY id)) FROM {schema}.{table}"))
+    };
+    let target_rows = || -> i64 {
+        pg.psql(&format!("SELECT coalesce((SELECT count(*) FROM {schema}.copy), 0)")).parse().unwrap_or(0)
+    };
+    let mut engine = env.start_engine();
+    env.script(
+        "flow.rhai",
+        &format!(
+            r#"{}
+               Flow("pgcrash").read_from("P.items").write_to("P.copy").save();
+               start("pgcrash");"#,
+            pg.datasource("P", &schema)
+        ),
+    )
+    .ok();
+    let exists = || {
+        pg.psql(&format!(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}' AND table_name = 'copy'"
+        )) == "1"
+    };
+    assert!(wait_until(Duration::from_secs(60), || exists() && target_rows() > 0), "the snapshot began");
+    engine.kill();
+    let copied = target_rows();
+    assert!(copied < 300_000, "killed mid-snapshot ({copied} rows copied)");
+    pg.psql(&format!(
+        "UPDATE {schema}.items SET qty = qty + 1000 WHERE id % 10 = 0; DELETE FROM {schema}.items WHERE id % 7 = 0;
+         INSERT INTO {schema}.items VALUES (500000, 'new', 1);"
+    ));
+    let mut engine = env.start_engine();
+    assert!(
+        wait_until(Duration::from_secs(180), || digest("items") == digest("copy")),
+        "equal after a restart mid-snapshot"
+    );
+
+    let writer = {
+        let url = pg.url.clone();
+        let schema = schema.clone();
+        std::thread::spawn(move || {
+            for round in 0..40 {
+                let sql = format!(
+                    "UPDATE {schema}.items SET qty = qty + 1 WHERE id % 40 = {round}; INSERT INTO {schema}.items VALUES ({}, 'late', {round});",
+                    600_000 + round
+                );
+                let ok = Command::new("psql")
+                    .arg(&url)
+                    .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", &sql])
+                    .status()
+                    .map(|s| s.success());
+                assert_eq!(ok.ok(), Some(true));
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    engine.kill();
+    writer.join().expect("writer");
+    let _engine = env.start_engine();
+    assert!(
+        wait_until(Duration::from_secs(180), || digest("items") == digest("copy")),
+        "equal after a restart mid-CDC"
+    );
+    env.tap(&["-c", "stop pgcrash"]).ok();
+    env.tap(&["-c", "delete pgcrash -y"]).ok();
+    pg.psql(&format!("DROP SCHEMA {schema} CASCADE"));
+}
