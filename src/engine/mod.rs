@@ -8,6 +8,7 @@
 //! On start every flow that was running (including after SIGKILL) resumes from its checkpoint.
 
 pub mod filter;
+pub mod lookup;
 pub mod processors;
 pub mod runner;
 pub mod server;

@@ -329,6 +329,8 @@ struct Plan {
     sink: SinkNode,
     snapshot: bool,
     cdc: bool,
+    /// The merge node and the processors between it and the sink, for lookup flows.
+    merge: Option<(Value, Vec<Box<dyn Processor>>)>,
 }
 
 fn node_str<'a>(node: &'a Value, key: &str) -> &'a str {
@@ -348,11 +350,12 @@ fn plan(task: &Value) -> Result<Plan> {
     let has_out = |id: &str| edges.iter().any(|(s, _)| *s == id);
     let is_data = |n: &Value| matches!(node_str(n, "type"), "table" | "database");
 
-    if nodes.iter().any(|n| node_str(n, "type") == "merge_table_processor") {
-        return Err(Error::unsupported(
-            "this flow uses lookup (merge_table_processor), which the embedded engine does not run yet",
-        ));
+    let merges: Vec<&Value> =
+        nodes.iter().copied().filter(|n| node_str(n, "type") == "merge_table_processor").collect();
+    if merges.len() > 1 {
+        return Err(Error::unsupported("the embedded engine runs flows with one lookup (merge) node"));
     }
+    let merge_id = merges.first().map(|m| node_str(m, "id").to_string());
     if nodes.iter().any(|n| node_str(n, "type") == "database") {
         return Err(Error::unsupported(
             "database-level (migrate) flows are not run by the embedded engine yet: read_from and write_to a table",
@@ -382,7 +385,7 @@ fn plan(task: &Value) -> Result<Plan> {
                     next.len()
                 )));
             };
-            if *next == node_str(sink, "id") {
+            if *next == node_str(sink, "id") || Some(*next) == merge_id.as_deref() {
                 break;
             }
             let node = by_id.get(next).ok_or_else(|| Error::config(format!("edge to unknown node {next}")))?;
@@ -421,6 +424,32 @@ fn plan(task: &Value) -> Result<Plan> {
         },
         snapshot: sync.contains("initial_sync"),
         cdc: sync.contains("cdc"),
+        merge: match merge_id {
+            Some(id) => {
+                let mut post = Vec::new();
+                let mut cur = id.clone();
+                while cur != node_str(sink, "id") {
+                    let next = edges
+                        .iter()
+                        .find(|(s, _)| *s == cur)
+                        .map(|(_, t)| t.to_string())
+                        .ok_or_else(|| Error::config("the lookup (merge) node does not lead to the target"))?;
+                    if next != node_str(sink, "id")
+                        && let Some(node) = by_id.get(next.as_str())
+                        && let Some(p) = processors::build(node)?
+                    {
+                        post.push(p);
+                    }
+                    cur = next;
+                    if post.len() > nodes.len() {
+                        return Err(Error::config("the flow's DAG has a cycle"));
+                    }
+                }
+                let node = by_id.get(id.as_str()).map(|v| (*v).clone()).unwrap_or(Value::Null);
+                Some((node, post))
+            }
+            None => None,
+        },
     })
 }
 
@@ -507,6 +536,9 @@ impl Sink {
 
 fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
     let mut plan = plan(task)?;
+    if plan.merge.is_some() {
+        return run_lookup(ctx, plan);
+    }
     let flow_id = ctx.task_id.clone();
     // Source connections, one per distinct connection.
     let mut sources: Vec<(String, Box<dyn Connector>, Vec<String>)> = Vec::new();
@@ -734,9 +766,10 @@ fn probe(chain: &mut [Box<dyn Processor>], table: &str, fields: &[String]) -> Op
     })
 }
 
-/// Remove the CDC resources a flow holds in its sources (reset, delete).
+/// Remove the CDC resources a flow holds in its sources (reset, delete), and its lookup copies.
 pub fn release_sources(store: &Store, task: &Value) -> Result<()> {
     let task_id = task.get("id").and_then(Value::as_str).unwrap_or_default();
+    super::lookup::Lookup::remove_files(&store.dir().join("lookup"), task_id);
     let nodes = task.pointer("/dag/nodes").and_then(Value::as_array).cloned().unwrap_or_default();
     let targets: Vec<String> = task
         .pointer("/dag/edges")
@@ -757,4 +790,305 @@ pub fn release_sources(store: &Store, task: &Value) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Open one connector per distinct source connection, with the tables read from each.
+type Sources = Vec<(String, Box<dyn Connector>, Vec<String>)>;
+
+fn open_sources(store: &Store, plan: &Plan) -> Result<Sources> {
+    let mut sources: Sources = Vec::new();
+    for s in &plan.sources {
+        if !sources.iter().any(|(id, _, _)| *id == s.connection_id) {
+            sources.push((s.connection_id.clone(), open_connection(store, &s.connection_id)?, Vec::new()));
+        }
+        if let Some(entry) = sources.iter_mut().find(|(id, _, _)| *id == s.connection_id)
+            && !entry.2.contains(&s.table)
+        {
+            entry.2.push(s.table.clone());
+        }
+    }
+    Ok(sources)
+}
+
+fn source_mut<'a>(sources: &'a mut Sources, conn: &str) -> Result<&'a mut Box<dyn Connector>> {
+    sources.iter_mut().find(|(id, _, _)| id == conn).map(|(_, c, _)| c).ok_or_else(|| Error::internal("source"))
+}
+
+/// A lookup flow: keep copies of every table, and (re)build the documents changes touch.
+/// See [`super::lookup`] for the model.
+fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
+    use super::lookup::{Lookup, Tree};
+    let flow_id = ctx.task_id.clone();
+    let (merge, mut post) = plan.merge.take().ok_or_else(|| Error::internal("lookup plan"))?;
+    let child_ids: Vec<String> = {
+        fn ids(v: &Value, out: &mut Vec<String>) {
+            for c in v.get("children").and_then(Value::as_array).into_iter().flatten() {
+                out.push(node_str(c, "id").to_string());
+                ids(c, out);
+            }
+        }
+        let mut out = Vec::new();
+        ids(merge.pointer("/mergeProperties/0").unwrap_or(&Value::Null), &mut out);
+        out
+    };
+    let main_idx = plan
+        .sources
+        .iter()
+        .position(|s| !child_ids.contains(&s.node_id))
+        .ok_or_else(|| Error::config("the lookup has no main table"))?;
+    let (main_source, main_table) = (plan.sources[main_idx].node_id.clone(), plan.sources[main_idx].table.clone());
+    let mut tree = Tree::from_merge_node(&merge, &main_source, &main_table)?;
+    let mut sources = open_sources(&ctx.store, &plan)?;
+    // Each tree node ↔ the plan's source node reading its table.
+    let mut node_source: Vec<usize> = Vec::new();
+    for n in &tree.nodes {
+        let idx = plan.sources.iter().position(|s| s.node_id == n.source_id).ok_or_else(|| {
+            Error::config(format!(
+                "the lookup names node {} ({}), which is not a source of the flow",
+                n.source_id, n.table
+            ))
+        })?;
+        node_source.push(idx);
+    }
+    // Keys: the main table's after the main chain (renames), the sink's if it sets one.
+    for (i, n) in tree.nodes.iter_mut().enumerate() {
+        let s = &plan.sources[node_source[i]];
+        let pk = source_mut(&mut sources, &s.connection_id)?.schema(&s.table)?.primary_key();
+        n.key = if i == 0 {
+            let renamed: Vec<String> =
+                pk.iter().filter_map(|k| s.chain.iter().try_fold(k.clone(), |f, p| p.rename(&f))).collect();
+            if plan.sink.key.is_empty() { renamed } else { plan.sink.key.clone() }
+        } else if pk.is_empty() {
+            n.join.iter().map(|(own, _)| own.clone()).chain(n.array_keys.iter().cloned()).collect()
+        } else {
+            pk
+        };
+    }
+    if tree.nodes[0].key.is_empty() {
+        return Err(Error::schema(format!("table {main_table} has no primary key and the target sets none")));
+    }
+    // The main table's schema (after its processors) types the document's top-level columns.
+    let main_schema = {
+        let s = &plan.sources[node_source[0]];
+        let mut schema = source_mut(&mut sources, &s.connection_id)?.schema(&s.table)?;
+        for p in &s.chain {
+            schema = p.schema(schema);
+        }
+        // Embedded objects and arrays are JSON columns, whatever the first document holds.
+        for &c in &tree.nodes[0].children {
+            let top = tree.nodes[c].path.split('.').next().unwrap_or("").to_string();
+            if !top.is_empty() && schema.field(&top).is_none() {
+                schema.fields.push(crate::model::Field {
+                    name: top,
+                    ty: crate::model::FieldType::Json,
+                    data_type: String::new(),
+                    primary_key: false,
+                    nullable: true,
+                });
+            }
+        }
+        schema
+    };
+    let dir = ctx.store.dir().join("lookup");
+    let key = tree.nodes[0].key.clone();
+    let lookup = Lookup::open(&dir, &flow_id, tree)?;
+    let mut sink = Sink {
+        conn: open_connection(&ctx.store, &plan.sink.connection_id)?,
+        store: ctx.store.clone(),
+        connection_id: plan.sink.connection_id.clone(),
+        table: plan.sink.table.clone(),
+        key,
+        existing: plan.sink.existing,
+        ready: false,
+        schema: main_schema,
+    };
+    if let Ok(mut m) = ctx.metrics.lock() {
+        m.tables = plan.sources.len() as u64;
+    }
+    let mut checkpoint = ctx.store.checkpoint(&ctx.task_id)?.unwrap_or(Value::Null);
+    if checkpoint.is_null() {
+        let mut positions = serde_json::Map::new();
+        for (id, conn, tables) in &mut sources {
+            if plan.cdc {
+                conn.cdc_prepare(&flow_id, tables)?;
+                positions.insert(id.clone(), conn.cdc_position(&flow_id)?);
+            }
+        }
+        checkpoint = json!({"phase": if plan.snapshot { "snapshot" } else { "cdc" }, "positions": positions, "snapshotDone": []});
+        ctx.store.save_checkpoint(&ctx.task_id, &checkpoint)?;
+    } else {
+        sink.existing = ExistingData::Keep;
+        if plan.cdc {
+            for (_, conn, tables) in &mut sources {
+                conn.cdc_prepare(&flow_id, tables)?;
+            }
+        }
+    }
+
+    // Rebuild the documents of `roots` and write them.
+    let write_roots = |roots: Vec<String>, sink: &mut Sink, post: &mut Vec<Box<dyn Processor>>| -> Result<()> {
+        let mut events = Vec::with_capacity(roots.len());
+        let table: Arc<str> = Arc::from(main_table.as_str());
+        for k in roots {
+            let change = match lookup.main_row(&k)? {
+                Some(row) => Change::Insert { after: lookup.build(0, &row)? },
+                None => Change::Delete { before: lookup.key_record(&k) },
+            };
+            events.push(Event { table: table.clone(), change, ts_ms: 0 });
+        }
+        for p in post.iter_mut() {
+            events = p.process(events)?;
+        }
+        sink.write(events, &ctx.metrics)
+    };
+
+    if checkpoint["phase"] == "snapshot" {
+        ctx.set_status("running", json!({"syncStatus": "SNAPSHOT"}));
+        let started = now_ms();
+        if let Ok(mut m) = ctx.metrics.lock() {
+            m.snapshot_start_at.get_or_insert(started);
+        }
+        ctx.log("INFO", "Initial sync started: copying the main and lookup tables");
+        for (i, &si) in node_source.iter().enumerate() {
+            let node_id = plan.sources[si].node_id.clone();
+            if checkpoint["snapshotDone"].as_array().is_some_and(|d| d.iter().any(|x| x == node_id.as_str())) {
+                continue;
+            }
+            let (conn_id, table) = (plan.sources[si].connection_id.clone(), plan.sources[si].table.clone());
+            let conn = source_mut(&mut sources, &conn_id)?;
+            let t: Arc<str> = Arc::from(table.as_str());
+            let chain = &mut plan.sources[si].chain;
+            conn.snapshot(&table, SNAPSHOT_BATCH, &mut |rows| {
+                if ctx.stopped() {
+                    return Err(Error::internal("flow stopped"));
+                }
+                let n = rows.len() as u64;
+                let mut events: Vec<Event> = rows
+                    .into_iter()
+                    .map(|after| Event { table: t.clone(), change: Change::Insert { after }, ts_ms: 0 })
+                    .collect();
+                for p in chain.iter_mut() {
+                    events = p.process(events)?;
+                }
+                lookup.begin()?;
+                for e in &events {
+                    lookup.put(i, e.change.key_image())?;
+                }
+                lookup.commit()?;
+                if let Ok(mut m) = ctx.metrics.lock() {
+                    m.input[0] += n;
+                    m.snapshot_rows += n;
+                    m.replicate_lag = now_ms() - started;
+                }
+                Ok(())
+            })?;
+            if let Some(done) = checkpoint["snapshotDone"].as_array_mut() {
+                done.push(json!(node_id));
+            }
+            ctx.store.save_checkpoint(&ctx.task_id, &checkpoint)?;
+            ctx.log("INFO", &format!("Initial sync of table {table} done"));
+        }
+        // Build every document from the copies.
+        let mut after: Option<String> = None;
+        loop {
+            if ctx.stopped() {
+                return Ok(Outcome::Stopped);
+            }
+            let batch = lookup.main_rows(after.as_deref(), 1000)?;
+            let Some((last, _)) = batch.last() else { break };
+            after = Some(last.clone());
+            write_roots(batch.into_iter().map(|(k, _)| k).collect(), &mut sink, &mut post)?;
+        }
+        checkpoint["phase"] = json!("cdc");
+        ctx.store.save_checkpoint(&ctx.task_id, &checkpoint)?;
+        if let Ok(mut m) = ctx.metrics.lock() {
+            m.snapshot_done_at = Some(now_ms());
+            m.snapshot_tables = plan.sources.len() as u64;
+            m.replicate_lag = 0;
+        }
+        ctx.save_metrics();
+        ctx.log("INFO", "Initial sync completed: documents built");
+    }
+    if !plan.cdc {
+        ctx.store.delete_checkpoint(&ctx.task_id)?;
+        return Ok(Outcome::Complete);
+    }
+    ctx.set_status("running", json!({"syncStatus": "CDC"}));
+    ctx.log("INFO", "Incremental sync (CDC) started");
+    let wait = Duration::from_millis((200 / sources.len().max(1)) as u64);
+    let mut last_save = Instant::now();
+    while !ctx.stopped() {
+        for (conn_id, conn, tables) in &mut sources {
+            let from: Position = checkpoint["positions"].get(conn_id.as_str()).cloned().unwrap_or(Value::Null);
+            let (events, next) = conn.changes(&flow_id, tables, &from, CDC_BATCH, wait)?;
+            if !events.is_empty() {
+                let newest = events.iter().map(|e| e.ts_ms).max().unwrap_or(0);
+                if let Ok(mut m) = ctx.metrics.lock() {
+                    for e in &events {
+                        m.input[op_index(&e.change)] += 1;
+                    }
+                }
+                let mut roots: Vec<String> = Vec::new();
+                lookup.begin()?;
+                for e in events {
+                    for (i, &si) in node_source.iter().enumerate() {
+                        let s = &mut plan.sources[si];
+                        if s.connection_id != *conn_id || *s.table != *e.table {
+                            continue;
+                        }
+                        let mut batch = vec![e.clone()];
+                        for p in s.chain.iter_mut() {
+                            batch = p.process(batch)?;
+                        }
+                        for ev in batch {
+                            // The copy's old row (the event's before image may hold the key only).
+                            let old = match &ev.change {
+                                Change::Update { before: Some(b), .. } | Change::Delete { before: b } => {
+                                    Some(b.clone())
+                                }
+                                _ => None,
+                            };
+                            if let Some(old) = &old {
+                                lookup.roots(i, old, &mut roots)?;
+                            }
+                            match &ev.change {
+                                Change::Insert { after } | Change::Update { after, .. } => {
+                                    if let Change::Update { before: Some(b), .. } = &ev.change {
+                                        lookup.remove(i, b)?;
+                                    }
+                                    lookup.put(i, after)?;
+                                    lookup.roots(i, after, &mut roots)?;
+                                }
+                                Change::Delete { before } => {
+                                    lookup.remove(i, before)?;
+                                    if i == 0 {
+                                        lookup.roots(0, before, &mut roots)?;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                lookup.commit()?;
+                write_roots(roots, &mut sink, &mut post)?;
+                if let Ok(mut m) = ctx.metrics.lock() {
+                    m.current_event_ts = Some(newest);
+                    m.replicate_lag = (now_ms() - newest).max(0);
+                }
+            } else if let Ok(mut m) = ctx.metrics.lock() {
+                m.replicate_lag = 0;
+                m.tick();
+            }
+            if from != next {
+                checkpoint["positions"][conn_id.as_str()] = next.clone();
+                ctx.store.save_checkpoint(&ctx.task_id, &checkpoint)?;
+                conn.cdc_ack(&flow_id, &next)?;
+            }
+        }
+        if last_save.elapsed() > Duration::from_secs(2) {
+            ctx.save_metrics();
+            last_save = Instant::now();
+        }
+    }
+    Ok(Outcome::Stopped)
 }

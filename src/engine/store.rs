@@ -19,6 +19,7 @@ pub const METADATA: &str = "MetadataInstances";
 
 pub struct Store {
     conn: Mutex<Connection>,
+    dir: std::path::PathBuf,
 }
 
 impl Store {
@@ -40,7 +41,12 @@ impl Store {
              CREATE TABLE IF NOT EXISTS metrics (task_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, created INTEGER NOT NULL);",
         )?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self { conn: Mutex::new(conn), dir: dir.to_path_buf() })
+    }
+
+    /// The engine's data dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {

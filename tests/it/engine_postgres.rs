@@ -277,3 +277,47 @@ fn postgres_sigkill_mid_snapshot_and_mid_cdc_loses_and_duplicates_nothing() {
     env.tap(&["-c", "delete pgcrash -y"]).ok();
     pg.psql(&format!("DROP SCHEMA {schema} CASCADE"));
 }
+
+#[test]
+fn wide_documents_in_postgres_jsonb() {
+    let pg = pg();
+    let env = Env::new("lookup-pg");
+    let schema = format!("it_lookup_{}", std::process::id());
+    pg.psql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"));
+    let script = format!(
+        r#"let path = demo(100);
+DataSource("sqlite", "Shop", #{{ database: path }}).type("source").save();
+{}
+let f = Flow("wide").read_from("Shop.ecom_orders");
+f.lookup("Shop.ecom_customers", #{{ path: "customer_info", type: "object", relation: [["customer_id", "customer_id"]] }});
+f.lookup("Shop.ecom_order_items", #{{ path: "order_items", type: "array", relation: [["order_id", "order_id"]] }});
+f.lookup("Shop.ecom_products", #{{ path: "order_items.product", type: "object", relation: [["product_id", "order_items.product_id"]] }});
+f.write_to("Pg.order_view").save().start();
+f.wait_initial_sync();"#,
+        pg.datasource("Pg", &schema)
+    );
+    env.script("wide.rhai", &script).ok();
+    assert_eq!(pg.psql(&format!("SELECT count(*) FROM {schema}.order_view")), "100");
+    assert_eq!(
+        pg.psql(&format!("SELECT data_type FROM information_schema.columns WHERE table_schema = '{schema}' AND table_name = 'order_view' AND column_name = 'order_items'")),
+        "jsonb"
+    );
+    let src = env.data_dir().join("demo.sqlite");
+    let (order, product) = {
+        let r = query(&src, "SELECT order_id, product_id FROM ecom_order_items ORDER BY order_id LIMIT 1");
+        (r[0][0].clone(), r[0][1].clone())
+    };
+    exec(&src, &format!("UPDATE ecom_products SET product_category_name = 'renamed' WHERE product_id = '{product}'"));
+    let category = || {
+        pg.psql(&format!(
+            "SELECT order_items->0->'product'->>'product_category_name' FROM {schema}.order_view WHERE order_id = '{order}'"
+        ))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || category() == "renamed"),
+        "nested lookup change reached PostgreSQL: {}",
+        category()
+    );
+    env.tap(&["-c", "stop wide"]).ok();
+    pg.psql(&format!("DROP SCHEMA {schema} CASCADE"));
+}

@@ -6,6 +6,7 @@ mod cluster;
 mod engine_postgres;
 mod engine_sqlite;
 mod harness;
+mod lookup;
 mod pty;
 mod tapflow;
 mod transcripts;

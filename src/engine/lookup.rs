@@ -1,0 +1,352 @@
+//! Lookups: wide documents built from a main table and the tables looked up into it
+//! (`merge_table_processor`), kept correct whatever changes, in whatever order.
+//!
+//! The engine keeps a local copy of every table of the lookup (one SQLite file per flow in the
+//! data dir, `lookup/<flow>.db`), indexed by the fields rows are joined on. A change to any table
+//! updates its copy, then finds the main rows whose documents it touches (walking the joins up
+//! from the changed row, with both its old and new image, so a changed join key moves the row
+//! to its new parent) and rebuilds those documents from the copies. A document is therefore
+//! always a function of the copies' current state: the result does not depend on the order the
+//! changes arrive in, a replay after a crash is harmless, and a main row that is gone deletes its
+//! document.
+//!
+//! ```text
+//!   ecom_orders ──────────────────────────────► document (order)
+//!     ├─ customer_info   object  ← ecom_customers.customer_id = customer_id
+//!     ├─ order_payments  array   ← ecom_order_payments.order_id = order_id
+//!     └─ order_items     array   ← ecom_order_items.order_id = order_id
+//!          ├─ product    object  ← ecom_products.product_id = order_items.product_id
+//!          └─ seller     object  ← ecom_sellers.seller_id = order_items.seller_id
+//! ```
+//!
+//! Nested values reach the target as objects and arrays: MongoDB stores them as they are,
+//! SQLite as JSON text and PostgreSQL as JSONB columns.
+
+use crate::error::{Error, Result};
+use crate::model::Record;
+use rusqlite::{Connection, params_from_iter};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// One table of the lookup tree.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The DAG node id of the table's source.
+    pub source_id: String,
+    pub table: String,
+    /// Where the rows go in the parent, relative to the parent (`""` merges into the parent).
+    pub path: String,
+    pub array: bool,
+    pub array_keys: Vec<String>,
+    /// (field of this table, field of the parent row).
+    pub join: Vec<(String, String)>,
+    pub parent: Option<usize>,
+    pub children: Vec<usize>,
+    /// This table's primary key (identifies a row in the copy).
+    pub key: Vec<String>,
+}
+
+/// The lookup tree of a merge node: node 0 is the main table.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+}
+
+fn strs(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+impl Tree {
+    /// Read `mergeProperties` of a merge node. `main_source` is the DAG node id of the main
+    /// table's source (the head's `id` may name the last processor before the merge instead).
+    pub fn from_merge_node(merge: &Value, main_source: &str, main_table: &str) -> Result<Self> {
+        let head = merge
+            .pointer("/mergeProperties/0")
+            .ok_or_else(|| Error::config("the lookup (merge_table_processor) has no mergeProperties"))?;
+        let mut nodes = vec![Node {
+            source_id: main_source.to_string(),
+            table: main_table.to_string(),
+            path: String::new(),
+            array: false,
+            array_keys: Vec::new(),
+            join: Vec::new(),
+            parent: None,
+            children: Vec::new(),
+            key: Vec::new(),
+        }];
+        fn walk(nodes: &mut Vec<Node>, parent: usize, parent_abs: &str, children: &[Value]) -> Result<()> {
+            for c in children {
+                let abs = c.get("targetPath").and_then(Value::as_str).unwrap_or("").to_string();
+                let rel = match abs.strip_prefix(&format!("{parent_abs}.")) {
+                    Some(r) if !parent_abs.is_empty() => r.to_string(),
+                    _ => abs.clone(),
+                };
+                let strip = |f: &str| -> (String, bool) {
+                    match f.strip_prefix(&format!("{parent_abs}.")) {
+                        Some(r) if !parent_abs.is_empty() => (r.to_string(), true),
+                        _ => (f.to_string(), false),
+                    }
+                };
+                let mut join = Vec::new();
+                for jk in c.get("joinKeys").and_then(Value::as_array).into_iter().flatten() {
+                    let (s, t) = (
+                        jk.get("source").and_then(Value::as_str).unwrap_or(""),
+                        jk.get("target").and_then(Value::as_str).unwrap_or(""),
+                    );
+                    let ((s, s_parent), (t, _)) = (strip(s), strip(t));
+                    // The side under the parent's path is the parent's field, whichever way round it came.
+                    join.push(if s_parent { (t, s) } else { (s, t) });
+                }
+                if join.is_empty() {
+                    return Err(Error::config(format!(
+                        "the lookup of {} has no join keys (relation)",
+                        c.get("tableName").and_then(Value::as_str).unwrap_or("?")
+                    )));
+                }
+                let idx = nodes.len();
+                nodes.push(Node {
+                    source_id: c.get("id").and_then(Value::as_str).unwrap_or("").to_string(),
+                    table: c.get("tableName").and_then(Value::as_str).unwrap_or("").to_string(),
+                    path: rel,
+                    array: c.get("mergeType").and_then(Value::as_str) == Some("updateIntoArray"),
+                    array_keys: strs(c.get("arrayKeys")),
+                    join,
+                    parent: Some(parent),
+                    children: Vec::new(),
+                    key: Vec::new(),
+                });
+                nodes[parent].children.push(idx);
+                let grandchildren = c.get("children").and_then(Value::as_array).cloned().unwrap_or_default();
+                walk(nodes, idx, &abs, &grandchildren)?;
+            }
+            Ok(())
+        }
+        let children = head.get("children").and_then(Value::as_array).cloned().unwrap_or_default();
+        walk(&mut nodes, 0, "", &children)?;
+        Ok(Tree { nodes })
+    }
+}
+
+/// The local copies and the document builder.
+pub struct Lookup {
+    pub tree: Tree,
+    db: Connection,
+}
+
+fn key_text(row: &Record, key: &[String]) -> String {
+    let vals: Vec<&Value> = key.iter().map(|k| row.get(k).unwrap_or(&Value::Null)).collect();
+    serde_json::to_string(&vals).unwrap_or_default()
+}
+
+fn sql_value(v: &Value) -> rusqlite::types::Value {
+    use rusqlite::types::Value as S;
+    match v {
+        Value::Null => S::Null,
+        Value::Bool(b) => S::Integer(i64::from(*b)),
+        Value::Number(n) => n.as_i64().map(S::Integer).unwrap_or_else(|| S::Real(n.as_f64().unwrap_or(0.0))),
+        Value::String(s) => S::Text(s.clone()),
+        other => S::Text(other.to_string()),
+    }
+}
+
+fn json_path(field: &str) -> String {
+    format!("'$.\"{}\"'", field.replace('\'', "''").replace('"', "\\\""))
+}
+
+impl Lookup {
+    /// Open (or create) the copies for flow `flow_id` under `dir`.
+    pub fn open(dir: &Path, flow_id: &str, tree: Tree) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::config(format!("cannot create {}: {e}", dir.display())))?;
+        let db = Connection::open(dir.join(format!("{flow_id}.db")))?;
+        db.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+        for (i, n) in tree.nodes.iter().enumerate() {
+            db.execute_batch(&format!("CREATE TABLE IF NOT EXISTS n{i} (k TEXT PRIMARY KEY, row TEXT NOT NULL)"))?;
+            // Rows of this node are found by its own join fields (from the parent), and parents
+            // by the fields their children join on.
+            let mut fields: Vec<&String> = n.join.iter().map(|(own, _)| own).collect();
+            for c in &n.children {
+                fields.extend(tree.nodes[*c].join.iter().map(|(_, parent_field)| parent_field));
+            }
+            for (j, f) in fields.iter().enumerate() {
+                db.execute_batch(&format!(
+                    "CREATE INDEX IF NOT EXISTS n{i}_j{j} ON n{i} (json_extract(row, {}))",
+                    json_path(f)
+                ))?;
+            }
+        }
+        Ok(Self { tree, db })
+    }
+
+    pub fn remove_files(dir: &Path, flow_id: &str) {
+        for suffix in ["db", "db-wal", "db-shm"] {
+            let _ = std::fs::remove_file(dir.join(format!("{flow_id}.{suffix}")));
+        }
+    }
+
+    pub fn begin(&self) -> Result<()> {
+        self.db.execute_batch("BEGIN")?;
+        Ok(())
+    }
+
+    pub fn commit(&self) -> Result<()> {
+        self.db.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    /// Store (or replace) a row of node `i`.
+    pub fn put(&self, i: usize, row: &Record) -> Result<()> {
+        let key = key_text(row, &self.tree.nodes[i].key);
+        let mut st = self.db.prepare_cached(&format!("INSERT OR REPLACE INTO n{i} (k, row) VALUES (?1, ?2)"))?;
+        st.execute(rusqlite::params![key, serde_json::to_string(row)?])?;
+        Ok(())
+    }
+
+    pub fn remove(&self, i: usize, row: &Record) -> Result<()> {
+        let key = key_text(row, &self.tree.nodes[i].key);
+        let mut st = self.db.prepare_cached(&format!("DELETE FROM n{i} WHERE k = ?1"))?;
+        st.execute([key])?;
+        Ok(())
+    }
+
+    /// Rows of node `i` whose `fields` equal `values`.
+    fn find(&self, i: usize, fields: &[&String], values: &[&Value]) -> Result<Vec<Record>> {
+        if values.iter().any(|v| v.is_null()) {
+            return Ok(Vec::new());
+        }
+        let cond: Vec<String> = fields
+            .iter()
+            .enumerate()
+            .map(|(j, f)| format!("json_extract(row, {}) = ?{}", json_path(f), j + 1))
+            .collect();
+        let mut st = self.db.prepare_cached(&format!("SELECT row FROM n{i} WHERE {}", cond.join(" AND ")))?;
+        let rows = st.query_map(params_from_iter(values.iter().map(|v| sql_value(v))), |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(serde_json::from_str(&r?)?);
+        }
+        Ok(out)
+    }
+
+    /// The main row with the given main key values, if present.
+    pub fn main_row(&self, key_text_value: &str) -> Result<Option<Record>> {
+        let mut st = self.db.prepare_cached("SELECT row FROM n0 WHERE k = ?1")?;
+        let mut rows = st.query([key_text_value])?;
+        match rows.next()? {
+            Some(r) => Ok(Some(serde_json::from_str(&r.get::<_, String>(0)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The main-table keys (as key text) whose documents a row of node `i` touches.
+    pub fn roots(&self, i: usize, row: &Record, out: &mut Vec<String>) -> Result<()> {
+        let node = &self.tree.nodes[i];
+        let Some(p) = node.parent else {
+            let k = key_text(row, &node.key);
+            if !out.contains(&k) {
+                out.push(k);
+            }
+            return Ok(());
+        };
+        let parent_fields: Vec<&String> = node.join.iter().map(|(_, pf)| pf).collect();
+        let values: Vec<&Value> = node.join.iter().map(|(own, _)| row.get(own).unwrap_or(&Value::Null)).collect();
+        for parent_row in self.find(p, &parent_fields, &values)? {
+            self.roots(p, &parent_row, out)?;
+        }
+        Ok(())
+    }
+
+    /// Build the document of a row of node `i` (the main table for the whole document).
+    pub fn build(&self, i: usize, row: &Record) -> Result<Record> {
+        let mut doc = row.clone();
+        for &c in &self.tree.nodes[i].children {
+            let child = &self.tree.nodes[c];
+            let own: Vec<&String> = child.join.iter().map(|(own, _)| own).collect();
+            let values: Vec<&Value> = child.join.iter().map(|(_, pf)| row.get(pf).unwrap_or(&Value::Null)).collect();
+            let mut rows = self.find(c, &own, &values)?;
+            if child.array {
+                let order = if child.array_keys.is_empty() { &child.key } else { &child.array_keys };
+                rows.sort_by(|a, b| compare_keys(a, b, order));
+                let items = rows.iter().map(|r| self.build(c, r).map(Value::Object)).collect::<Result<Vec<_>>>()?;
+                set(&mut doc, &child.path, Some(Value::Array(items)));
+            } else {
+                rows.sort_by(|a, b| compare_keys(a, b, &child.key));
+                let embedded = rows.first().map(|r| self.build(c, r)).transpose()?;
+                if child.path.is_empty() {
+                    for (k, v) in embedded.into_iter().flatten() {
+                        doc.entry(k).or_insert(v);
+                    }
+                } else {
+                    // No match is an explicit null, so an upsert clears what was embedded before.
+                    set(&mut doc, &child.path, Some(embedded.map(Value::Object).unwrap_or(Value::Null)));
+                }
+            }
+        }
+        Ok(doc)
+    }
+
+    /// Every main row, in key order, `batch` at a time.
+    pub fn main_rows(&self, after: Option<&str>, batch: usize) -> Result<Vec<(String, Record)>> {
+        let mut st = self.db.prepare_cached("SELECT k, row FROM n0 WHERE k > ?1 ORDER BY k LIMIT ?2")?;
+        let rows = st.query_map(rusqlite::params![after.unwrap_or(""), batch as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (k, row) = r?;
+            out.push((k, serde_json::from_str(&row)?));
+        }
+        Ok(out)
+    }
+
+    /// A record holding only the main key, for deleting a document.
+    pub fn key_record(&self, key_text_value: &str) -> Record {
+        let vals: Vec<Value> = serde_json::from_str(key_text_value).unwrap_or_default();
+        self.tree.nodes[0].key.iter().cloned().zip(vals).collect()
+    }
+}
+
+fn compare_keys(a: &Record, b: &Record, keys: &[String]) -> std::cmp::Ordering {
+    for k in keys {
+        let (x, y) = (a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null));
+        let o = match (x, y) {
+            (Value::Number(p), Value::Number(q)) => {
+                p.as_f64().partial_cmp(&q.as_f64()).unwrap_or(std::cmp::Ordering::Equal)
+            }
+            (Value::String(p), Value::String(q)) => p.cmp(q),
+            _ => x.to_string().cmp(&y.to_string()),
+        };
+        if o != std::cmp::Ordering::Equal {
+            return o;
+        }
+    }
+    std::cmp::Ordering::Equal
+}
+
+/// Set (or, with `None`, remove) the value at a dotted path, creating objects on the way.
+fn set(doc: &mut Map<String, Value>, path: &str, value: Option<Value>) {
+    let mut parts = path.split('.').peekable();
+    let mut cur = doc;
+    while let Some(p) = parts.next() {
+        if parts.peek().is_none() {
+            match value {
+                Some(v) => {
+                    cur.insert(p.to_string(), v);
+                }
+                None => {
+                    cur.remove(p);
+                }
+            }
+            return;
+        }
+        let entry = cur.entry(p.to_string()).or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        match entry.as_object_mut() {
+            Some(m) => cur = m,
+            None => return,
+        }
+    }
+}
