@@ -9,6 +9,7 @@
 //! The registry below is the one list of connectors: the engine serves it as TapData's
 //! `DatabaseTypes`, and `open` builds a connector from a connection's `database_type` + `config`.
 
+pub mod mysql;
 pub mod postgres;
 pub mod sample;
 pub mod sqlite;
@@ -114,6 +115,19 @@ pub const CONNECTORS: &[ConnectorInfo] = &[
         source: true,
         target: true,
     },
+    ConnectorInfo {
+        name: "Mysql",
+        pdk_id: "mysql",
+        config: &[
+            ("host", "string", true, "server host"),
+            ("port", "number", true, "server port (3306)"),
+            ("database", "string", true, "database name"),
+            ("user", "string", true, "user (also accepted as username; needs REPLICATION SLAVE and CLIENT for CDC)"),
+            ("password", "string", false, "password"),
+        ],
+        source: true,
+        target: true,
+    },
 ];
 
 /// Find a connector by name, case-insensitively, accepting common aliases.
@@ -141,6 +155,7 @@ pub fn open(database_type: &str, config: &Value) -> Result<Box<dyn Connector>> {
     match info.pdk_id {
         "sqlite" => Ok(Box::new(sqlite::Sqlite::open(config)?)),
         "postgres" => Ok(Box::new(postgres::Postgres::open(config)?)),
+        "mysql" => Ok(Box::new(mysql::Mysql::open(config)?)),
         other => Err(Error::unsupported(format!("connector {other} is not built in"))),
     }
 }

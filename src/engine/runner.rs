@@ -265,7 +265,9 @@ fn supervise(mut ctx: FlowCtx) {
         _ => return,
     };
     ctx.record_id = task.get("taskRecordId").and_then(Value::as_str).unwrap_or_default().to_string();
-    ctx.set_status("running", json!({"startTime": iso_now(), "lastStartDate": now_ms()}));
+    // `running` is set once the flow's connectors are open and CDC is prepared, so a start
+    // that cannot work reports its error to the caller waiting for `running`.
+    ctx.set_status("scheduling", json!({"startTime": iso_now(), "lastStartDate": now_ms()}));
     ctx.log("INFO", "Task started");
     if let Ok(mut m) = ctx.metrics.lock() {
         m.started = Some(now_ms());

@@ -354,7 +354,14 @@ impl Connector for Postgres {
         let slot = !self.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&name])?.is_empty();
         if !slot {
             self.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&name]).map_err(|e| {
-                Error::config(format!("cannot create replication slot {name}: {e} (the user needs REPLICATION)"))
+                let hint = if e.message.contains("42501") || e.message.contains("permission") {
+                    " (the user needs the REPLICATION attribute)"
+                } else if e.message.contains("53400") {
+                    " (raise max_replication_slots, or reset/delete flows that no longer run)"
+                } else {
+                    ""
+                };
+                Error::config(format!("cannot create replication slot {name}: {}{hint}", e.message))
             })?;
         }
         Ok(())
