@@ -180,26 +180,7 @@ fn print_status(st: &crate::engine::EngineStatus, out: Output) {
 fn demo(session: &Session, rows: usize, into: Option<&str>) -> Result<()> {
     match into {
         None => script::demo(session, rows).map(|_| ()),
-        Some(conn) => {
-            let doc = script::resolve::connection(session, conn)?;
-            let id = doc.get("id").and_then(serde_json::Value::as_str).unwrap_or("").to_string();
-            let body = serde_json::json!({"className": "TapDemoService", "method": "generate", "args": [id, rows]});
-            let data = session.client.post("/proxy/call", &body).map_err(|e| {
-                if e.message.contains("does not serve") || e.message.contains("TapDemoService") {
-                    Error::unsupported("tap demo --into works with the embedded engine only")
-                } else {
-                    e.context(format!("tap demo --into {conn}"))
-                }
-            })?;
-            script::datasource::wait_loaded(session, &id, std::time::Duration::from_secs(120))?;
-            let summary: Vec<String> = data
-                .get("tables")
-                .and_then(serde_json::Value::as_array)
-                .map(|a| a.iter().map(|t| format!("{} {}", t[0].as_str().unwrap_or(""), t[1])).collect())
-                .unwrap_or_default();
-            session.out.either(&format!("sample data in {conn}: {}", summary.join(", ")), &data);
-            Ok(())
-        }
+        Some(conn) => script::demo_into(session, conn, rows),
     }
 }
 

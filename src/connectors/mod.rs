@@ -9,6 +9,7 @@
 //! The registry below is the one list of connectors: the engine serves it as TapData's
 //! `DatabaseTypes`, and `open` builds a connector from a connection's `database_type` + `config`.
 
+pub mod mongodb;
 pub mod mysql;
 pub mod postgres;
 pub mod sample;
@@ -128,6 +129,19 @@ pub const CONNECTORS: &[ConnectorInfo] = &[
         source: true,
         target: true,
     },
+    ConnectorInfo {
+        name: "MongoDB",
+        pdk_id: "mongodb",
+        config: &[
+            ("uri", "string", true, "mongodb://user:password@host:port/database"),
+            ("database", "string", false, "database (else the uri's)"),
+            ("host", "string", false, "host:port, instead of uri"),
+            ("user", "string", false, "user, instead of uri"),
+            ("password", "string", false, "password, instead of uri"),
+        ],
+        source: true,
+        target: true,
+    },
 ];
 
 /// Find a connector by name, case-insensitively, accepting common aliases.
@@ -156,6 +170,7 @@ pub fn open(database_type: &str, config: &Value) -> Result<Box<dyn Connector>> {
         "sqlite" => Ok(Box::new(sqlite::Sqlite::open(config)?)),
         "postgres" => Ok(Box::new(postgres::Postgres::open(config)?)),
         "mysql" => Ok(Box::new(mysql::Mysql::open(config)?)),
+        "mongodb" => Ok(Box::new(mongodb::Mongo::open(config)?)),
         other => Err(Error::unsupported(format!("connector {other} is not built in"))),
     }
 }

@@ -457,6 +457,12 @@ fn register_verbs(engine: &mut Engine, session: &Arc<Session>) {
     engine
         .register_fn("demo", move |rows: i64| -> RhaiResult<String> { demo(&s, rows.max(1) as usize).map_err(raise) });
     let s = session.clone();
+    engine.register_fn("demo_into", move |conn: &str, rows: i64| -> RhaiResult<()> {
+        demo_into(&s, conn, rows.max(1) as usize).map_err(raise)
+    });
+    // env("NAME"): an environment variable, or "" (scripts read their servers from it).
+    engine.register_fn("env", |name: &str| std::env::var(name).unwrap_or_default());
+    let s = session.clone();
     engine.register_fn("sleep", move |secs: f64| -> RhaiResult<()> {
         s.sleep(Duration::from_secs_f64(secs.max(0.0))).map_err(raise)
     });
@@ -473,6 +479,28 @@ pub fn demo(session: &Session, rows: usize) -> Result<String> {
     let summary: Vec<String> = made.tables.iter().map(|(t, n)| format!("{t} {n}")).collect();
     session.out.text(&format!("sample data in {path_text}: {}", summary.join(", ")));
     Ok(path_text)
+}
+
+/// Fill a saved connection with the sample tables, through the embedded engine.
+pub fn demo_into(session: &Session, conn: &str, rows: usize) -> Result<()> {
+    let doc = resolve::connection(session, conn)?;
+    let id = doc.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+    let body = json!({"className": "TapDemoService", "method": "generate", "args": [id, rows]});
+    let data = session.client.post("/proxy/call", &body).map_err(|e| {
+        if e.message.contains("does not serve") {
+            Error::unsupported("demo into a connection works with the embedded engine only")
+        } else {
+            e.context(format!("demo into {conn}"))
+        }
+    })?;
+    datasource::wait_loaded(session, &id, Duration::from_secs(120))?;
+    let summary: Vec<String> = data
+        .get("tables")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|t| format!("{} {}", t[0].as_str().unwrap_or(""), t[1])).collect())
+        .unwrap_or_default();
+    session.out.either(&format!("sample data in {conn}: {}", summary.join(", ")), &data);
+    Ok(())
 }
 
 /// Evaluate one chunk of Rhai in `scope`, keeping its functions in `lib` for later chunks.

@@ -3,6 +3,7 @@
 
 mod cli;
 mod cluster;
+mod engine_mongo;
 mod engine_mysql;
 mod engine_postgres;
 mod engine_sqlite;

@@ -1,0 +1,355 @@
+//! MongoDB connector (the official `mongodb` driver, standard API only, so it serves real
+//! MongoDB as well as SecantusDB, the wire-protocol server the tests run).
+//!
+//! Target: one collection per target; documents are upserted by the flow's key (`_id` or a
+//! unique index on the key fields that the connector creates) and deleted by it, as ordered bulk
+//! writes (`bulkWrite`, MongoDB 8+; older servers get the same operations one by one).
+//! Top-level date and timestamp fields become BSON dates; nested values stay as they are.
+//!
+//! Source: snapshot of a collection (its documents as records). Change streams are not read
+//! yet: a flow reading MongoDB runs `full_sync()` only, and CDC from it says so clearly.
+
+use crate::connectors::{Connector, ExistingData, Position, config_str};
+use crate::error::{Error, Result};
+use crate::model::{Change, Event, Field, FieldType, Record, Schema};
+use futures_util::TryStreamExt;
+use mongodb::bson::{self, Bson, Document, doc};
+use mongodb::options::{DeleteOneModel, ReplaceOneModel, WriteModel};
+use mongodb::{Client, Namespace};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::future::IntoFuture;
+use std::time::Duration;
+
+pub struct Mongo {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    database: String,
+    bulk: bool,
+    types: HashMap<String, HashMap<String, FieldType>>,
+}
+
+fn mg_err(e: mongodb::error::Error) -> Error {
+    use mongodb::error::ErrorKind as K;
+    match *e.kind {
+        K::Io(_) | K::ServerSelection { .. } | K::ConnectionPoolCleared { .. } => {
+            Error::unavailable(format!("MongoDB: {e}"))
+        }
+        _ => Error::data(format!("MongoDB: {e}")),
+    }
+}
+
+/// BSON as the model's JSON: ObjectIds as their hex string, dates as `YYYY-MM-DD HH:MM:SS.fff`.
+pub fn to_json(b: Bson) -> Value {
+    match b {
+        Bson::ObjectId(o) => Value::String(o.to_hex()),
+        Bson::DateTime(d) => Value::String(
+            chrono::DateTime::from_timestamp_millis(d.timestamp_millis())
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+                .unwrap_or_default(),
+        ),
+        Bson::Document(d) => Value::Object(d.into_iter().map(|(k, v)| (k, to_json(v))).collect()),
+        Bson::Array(a) => Value::Array(a.into_iter().map(to_json).collect()),
+        Bson::Decimal128(d) => d
+            .to_string()
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        other => other.into_relaxed_extjson(),
+    }
+}
+
+fn parse_time(s: &str) -> Option<bson::DateTime> {
+    let t = s.replace('T', " ");
+    let t = t.trim_end_matches('Z');
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S"] {
+        if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(t, fmt) {
+            return Some(bson::DateTime::from_millis(dt.and_utc().timestamp_millis()));
+        }
+    }
+    chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|dt| bson::DateTime::from_millis(dt.and_utc().timestamp_millis()))
+}
+
+/// A record as a BSON document; fields typed as dates become BSON dates.
+fn to_doc(rec: &Record, types: Option<&HashMap<String, FieldType>>) -> Result<Document> {
+    let mut d = Document::new();
+    for (k, v) in rec {
+        let ty = types.and_then(|t| t.get(k)).copied();
+        let b = match (v, ty) {
+            (Value::String(s), Some(FieldType::Date | FieldType::Timestamp | FieldType::TimestampTz)) => {
+                parse_time(s).map(Bson::DateTime).unwrap_or_else(|| Bson::String(s.clone()))
+            }
+            _ => bson::to_bson(v).map_err(|e| Error::data(format!("field {k} as BSON: {e}")))?,
+        };
+        d.insert(k.clone(), b);
+    }
+    Ok(d)
+}
+
+fn filter_for(rec: &Record, key: &[String]) -> Result<Document> {
+    let mut f = Document::new();
+    for k in key {
+        let v = rec.get(k).unwrap_or(&Value::Null);
+        let b = if k == "_id"
+            && let Some(s) = v.as_str()
+            && let Ok(oid) = bson::oid::ObjectId::parse_str(s)
+        {
+            Bson::ObjectId(oid)
+        } else {
+            bson::to_bson(v).map_err(|e| Error::data(format!("key {k} as BSON: {e}")))?
+        };
+        f.insert(k.clone(), b);
+    }
+    Ok(f)
+}
+
+impl Mongo {
+    pub fn open(config: &Value) -> Result<Self> {
+        let uri = match config_str(config, "uri") {
+            Some(u) => u.to_string(),
+            None => {
+                let host = config_str(config, "host").unwrap_or("127.0.0.1:27017");
+                match (config_str(config, "user"), config_str(config, "password")) {
+                    (Some(u), Some(p)) => {
+                        format!("mongodb://{}:{}@{host}/", urlencoding::encode(u), urlencoding::encode(p))
+                    }
+                    _ => format!("mongodb://{host}/"),
+                }
+            }
+        };
+        let database = config_str(config, "database")
+            .map(str::to_string)
+            .or_else(|| {
+                let rest = uri.split("://").nth(1)?;
+                let path = rest.split_once('/')?.1;
+                let db = path.split('?').next()?;
+                (!db.is_empty()).then(|| db.to_string())
+            })
+            .ok_or_else(|| {
+                Error::config("MongoDB connection needs a database: in the uri (mongodb://host/db) or as \"database\"")
+            })?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::internal(format!("runtime: {e}")))?;
+        let masked = crate::output::mask_uri(&uri);
+        let client = rt.block_on(async {
+            let mut opts = mongodb::options::ClientOptions::parse(&uri).await?;
+            opts.server_selection_timeout = Some(Duration::from_secs(10));
+            opts.app_name = Some("tap".into());
+            Client::with_options(opts)
+        });
+        let client = client.map_err(|e| Error::config(format!("MongoDB uri {masked}: {e}")))?;
+        let hello = rt
+            .block_on(client.database("admin").run_command(doc! {"hello": 1}).into_future())
+            .map_err(|e| Error::unavailable(format!("cannot reach MongoDB at {masked}: {e}")))?;
+        let wire =
+            hello.get_i32("maxWireVersion").map(i64::from).or_else(|_| hello.get_i64("maxWireVersion")).unwrap_or(0);
+        Ok(Self { rt, client, database, bulk: wire >= 25, types: HashMap::new() })
+    }
+
+    fn coll(&self, name: &str) -> mongodb::Collection<Document> {
+        self.client.database(&self.database).collection(name)
+    }
+}
+
+impl Connector for Mongo {
+    fn test(&mut self) -> Result<()> {
+        self.rt
+            .block_on(self.client.database(&self.database).run_command(doc! {"ping": 1}).into_future())
+            .map_err(mg_err)?;
+        Ok(())
+    }
+
+    fn tables(&mut self) -> Result<Vec<String>> {
+        let mut names = self
+            .rt
+            .block_on(self.client.database(&self.database).list_collection_names().into_future())
+            .map_err(mg_err)?;
+        names.retain(|n| !n.starts_with("system."));
+        names.sort();
+        Ok(names)
+    }
+
+    fn schema(&mut self, table: &str) -> Result<Schema> {
+        let sample = self.sample(table, 1)?;
+        let mut fields = vec![Field {
+            name: "_id".into(),
+            ty: FieldType::Text,
+            data_type: "OBJECT_ID".into(),
+            primary_key: true,
+            nullable: false,
+        }];
+        if let Some(first) = sample.first() {
+            for (k, v) in first.iter().filter(|(k, _)| *k != "_id") {
+                let ty = FieldType::of_value(v);
+                fields.push(Field {
+                    name: k.clone(),
+                    ty,
+                    data_type: format!("{ty:?}").to_uppercase(),
+                    primary_key: false,
+                    nullable: true,
+                });
+            }
+        }
+        Ok(Schema { table: table.to_string(), fields })
+    }
+
+    fn count(&mut self, table: &str) -> Result<u64> {
+        self.rt.block_on(self.coll(table).count_documents(doc! {}).into_future()).map_err(mg_err)
+    }
+
+    fn sample(&mut self, table: &str, limit: usize) -> Result<Vec<Record>> {
+        let coll = self.coll(table);
+        let docs: Vec<Document> = self
+            .rt
+            .block_on(async { coll.find(doc! {}).limit(limit as i64).await?.try_collect().await })
+            .map_err(mg_err)?;
+        Ok(docs.into_iter().map(|d| d.into_iter().map(|(k, v)| (k, to_json(v))).collect()).collect())
+    }
+
+    fn execute(&mut self, _statement: &str) -> Result<u64> {
+        Err(Error::unsupported("sql() runs SQL; MongoDB connections do not take it"))
+    }
+
+    fn cdc_prepare(&mut self, _flow_id: &str, _tables: &[String]) -> Result<()> {
+        Err(Error::unsupported(
+            "reading changes from MongoDB (change streams) is not supported by the embedded engine yet: use .full_sync() for a MongoDB source",
+        ))
+    }
+
+    fn cdc_position(&mut self, _flow_id: &str) -> Result<Position> {
+        Ok(Value::Null)
+    }
+
+    fn snapshot(&mut self, table: &str, batch: usize, emit: &mut dyn FnMut(Vec<Record>) -> Result<()>) -> Result<()> {
+        let coll = self.coll(table);
+        self.rt.block_on(async {
+            let mut cursor = coll.find(doc! {}).batch_size(batch as u32).await.map_err(mg_err)?;
+            let mut buf = Vec::with_capacity(batch);
+            while let Some(d) = cursor.try_next().await.map_err(mg_err)? {
+                buf.push(d.into_iter().map(|(k, v)| (k, to_json(v))).collect());
+                if buf.len() >= batch {
+                    emit(std::mem::replace(&mut buf, Vec::with_capacity(batch)))?;
+                }
+            }
+            if !buf.is_empty() {
+                emit(buf)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn changes(
+        &mut self,
+        _f: &str,
+        _t: &[String],
+        from: &Position,
+        _m: usize,
+        _w: Duration,
+    ) -> Result<(Vec<Event>, Position)> {
+        Ok((Vec::new(), from.clone()))
+    }
+
+    fn cdc_ack(&mut self, _flow_id: &str, _position: &Position) -> Result<()> {
+        Ok(())
+    }
+
+    fn cdc_release(&mut self, _flow_id: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn prepare_target(&mut self, table: &str, schema: &Schema, key: &[String], existing: ExistingData) -> Result<()> {
+        let coll = self.coll(table);
+        match existing {
+            ExistingData::Drop => self.rt.block_on(coll.drop().into_future()).map_err(mg_err)?,
+            ExistingData::Remove => {
+                self.rt.block_on(coll.delete_many(doc! {}).into_future()).map_err(mg_err)?;
+            }
+            ExistingData::Keep => {}
+        }
+        if !key.is_empty() && key != ["_id"] {
+            let mut keys = Document::new();
+            for k in key {
+                keys.insert(k.clone(), 1);
+            }
+            let index = mongodb::IndexModel::builder()
+                .keys(keys)
+                .options(
+                    mongodb::options::IndexOptions::builder().unique(true).name(Some("tap_key".to_string())).build(),
+                )
+                .build();
+            self.rt.block_on(coll.create_index(index).into_future()).map_err(mg_err)?;
+        }
+        self.types.insert(table.to_string(), schema.fields.iter().map(|f| (f.name.clone(), f.ty)).collect());
+        Ok(())
+    }
+
+    fn write(&mut self, table: &str, key: &[String], changes: &[Change]) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::schema(format!("target collection {table} has no key to write by")));
+        }
+        let types = self.types.get(table);
+        let ns = Namespace::new(self.database.clone(), table.to_string());
+        let mut models: Vec<WriteModel> = Vec::with_capacity(changes.len());
+        for c in changes {
+            match c {
+                Change::Insert { after } | Change::Update { after, .. } => {
+                    if let Change::Update { before: Some(b), .. } = c
+                        && key.iter().any(|k| b.get(k) != after.get(k))
+                    {
+                        models.push(WriteModel::DeleteOne(
+                            DeleteOneModel::builder().namespace(ns.clone()).filter(filter_for(b, key)?).build(),
+                        ));
+                    }
+                    let mut replacement = to_doc(after, types)?;
+                    if key != ["_id"] {
+                        replacement.remove("_id");
+                    }
+                    models.push(WriteModel::ReplaceOne(
+                        ReplaceOneModel::builder()
+                            .namespace(ns.clone())
+                            .filter(filter_for(after, key)?)
+                            .replacement(replacement)
+                            .upsert(true)
+                            .build(),
+                    ));
+                }
+                Change::Delete { before } => {
+                    models.push(WriteModel::DeleteOne(
+                        DeleteOneModel::builder().namespace(ns.clone()).filter(filter_for(before, key)?).build(),
+                    ));
+                }
+            }
+        }
+        if models.is_empty() {
+            return Ok(());
+        }
+        if self.bulk {
+            self.rt.block_on(self.client.bulk_write(models).ordered(true).into_future()).map_err(mg_err)?;
+            return Ok(());
+        }
+        let coll = self.coll(table);
+        self.rt
+            .block_on(async {
+                for m in models {
+                    match m {
+                        WriteModel::ReplaceOne(r) => {
+                            coll.replace_one(r.filter, r.replacement).upsert(true).await?;
+                        }
+                        WriteModel::DeleteOne(d) => {
+                            coll.delete_one(d.filter).await?;
+                        }
+                        _ => {}
+                    }
+                }
+                Ok::<_, mongodb::error::Error>(())
+            })
+            .map_err(mg_err)
+    }
+}
