@@ -343,6 +343,18 @@ impl Client {
         self.batch(Method::DELETE, "/Task/batchDelete", &[("taskIds", id.to_string())])
     }
 
+    /// Copy a task (T13); returns the new task.
+    pub fn copy_task(&self, id: &str) -> Result<Value> {
+        self.call(Method::PUT, &format!("/Task/copy/{id}"), &[], None)
+    }
+
+    /// Preview a task's DAG (T19): rows after each node, without running the task.
+    pub fn preview(&self, task: &Value, rows: usize) -> Result<Value> {
+        let body =
+            json!({"className": "TaskPreviewService", "method": "preview", "args": [task.to_string(), null, rows]});
+        self.post("/proxy/call", &body)
+    }
+
     /// Task metrics (T16): the first instant sample, or an empty object.
     pub fn task_metrics(&self, task_id: &str, record_id: &str) -> Result<Value> {
         let now = crate::model::now_ms();

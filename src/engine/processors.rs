@@ -8,6 +8,7 @@
 //! | `js_processor`             | TapData's `function process(record)` in QuickJS, a batch per call |
 //! | `rhai_processor`           | ours: `fn process(record)` in a sandboxed Rhai engine              |
 //! | `union_processor`          | passes events through (several sources feed one stream)          |
+//! | `table_rename_processor`   | renames the tables events belong to (prefix, suffix, a mapping)   |
 //! | `python_processor`         | refused at start: the embedded engine cannot run Python           |
 //!
 //! Every processor sees both images of an update, so a renamed or filtered key stays consistent
@@ -62,6 +63,7 @@ pub fn build(node: &Value) -> Result<Option<Box<dyn Processor>>> {
             Box::new(RhaiFn::new(script, name)?)
         }
         "union_processor" => Box::new(PassThrough),
+        "table_rename_processor" => Box::new(TableRename::from_node(node)),
         "python_processor" => {
             return Err(Error::unsupported(format!(
                 "node {name:?} is a Python function (python_processor), which the embedded engine does not support: \
@@ -75,6 +77,51 @@ pub fn build(node: &Value) -> Result<Option<Box<dyn Processor>>> {
             )));
         }
     }))
+}
+
+/// Renames event tables: `tableNames[].currentTableName` when given, else prefix + name + suffix.
+/// (In a table-level flow the target table is fixed, so this only changes what events report.)
+struct TableRename {
+    map: Vec<(String, String)>,
+    prefix: String,
+    suffix: String,
+}
+
+impl TableRename {
+    fn from_node(node: &Value) -> Self {
+        let s = |k: &str| node.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let map = node
+            .get("tableNames")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| {
+                        Some((
+                            t.get("originTableName")?.as_str()?.to_string(),
+                            t.get("currentTableName")?.as_str()?.to_string(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self { map, prefix: s("prefix"), suffix: s("suffix") }
+    }
+}
+
+impl Processor for TableRename {
+    fn process(&mut self, events: Vec<Event>) -> Result<Vec<Event>> {
+        Ok(events
+            .into_iter()
+            .map(|mut e| {
+                let name = match self.map.iter().find(|(from, _)| **from == *e.table) {
+                    Some((_, to)) => to.clone(),
+                    None => format!("{}{}{}", self.prefix, e.table, self.suffix),
+                };
+                e.table = Arc::from(name.as_str());
+                e
+            })
+            .collect())
+    }
 }
 
 struct PassThrough;
@@ -492,6 +539,23 @@ mod tests {
         let mut spin = RhaiFn::new("fn process(record) { loop {} }", "R").expect("compile");
         let err = spin.process(vec![ev(Change::Insert { after: rec(json!({})) })]).expect_err("limited");
         assert_eq!(err.kind, crate::error::ErrorKind::Data);
+    }
+
+    #[test]
+    fn table_rename_maps_or_affixes_table_names() {
+        let mut p = build(&json!({"type": "table_rename_processor", "prefix": "p_", "suffix": "_s",
+            "tableNames": [{"originTableName": "a", "previousTableName": "a", "currentTableName": "alpha"}]}))
+        .expect("build")
+        .expect("processor");
+        let mut b = ev(Change::Insert { after: rec(json!({})) });
+        b.table = Arc::from("b");
+        let out = p.process(vec![ev(Change::Insert { after: rec(json!({})) }), b]).expect("run");
+        let mut a = ev(Change::Insert { after: rec(json!({})) });
+        a.table = Arc::from("a");
+        let out2 = p.process(vec![a]).expect("run");
+        assert_eq!(&*out[0].table, "p_t_s");
+        assert_eq!(&*out[1].table, "p_b_s");
+        assert_eq!(&*out2[0].table, "alpha");
     }
 
     #[test]

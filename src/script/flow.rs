@@ -537,3 +537,28 @@ pub fn wait_initial_sync(session: &Session, id: &str, timeout: Duration) -> Resu
         session.sleep(Duration::from_millis(200))?;
     }
 }
+
+/// Preview: save, then ask the cluster for the first rows out of the target node (T19).
+pub fn preview(session: &Session, flow: &Flow, rows: usize) -> Result<()> {
+    let id = save(session, flow)?;
+    let task = session.client.task(&id)?.ok_or_else(|| Error::not_found(format!("flow {} vanished", flow.name())))?;
+    let started = std::time::Instant::now();
+    let data = session.client.preview(&task, rows)?;
+    let sink = flow.with(|s| s.sink.clone()).unwrap_or_default();
+    let result = data.pointer(&format!("/nodeResult/{sink}")).cloned().unwrap_or(Value::Null);
+    if let Some(err) = result.get("errorMsg").and_then(Value::as_str) {
+        return Err(Error::data(format!("preview of {} failed: {err}", flow.name())));
+    }
+    let records = result.get("data").and_then(Value::as_array).cloned().unwrap_or_default();
+    session.out.text(&format!("preview view took {} ms", started.elapsed().as_millis()));
+    if session.out.json {
+        session.out.value(&Value::Array(records));
+    } else if records.is_empty() {
+        session.out.line("no rows reach the target (a filter may drop them all)");
+    } else {
+        for r in &records {
+            session.out.record(r);
+        }
+    }
+    Ok(())
+}

@@ -348,11 +348,23 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
     });
     let s = session.clone();
     engine.register_fn("preview", move |f: &mut Flow| -> RhaiResult<Flow> {
-        let _ = &s;
-        Err(raise(Error::unsupported(format!(
-            "preview of {} is not available yet: save and start the flow, then peek its target",
-            f.name()
-        ))))
+        flow::preview(&s, f, 5).map_err(raise)?;
+        Ok(f.clone())
+    });
+    let s = session.clone();
+    engine.register_fn("preview", move |f: &mut Flow, rows: i64| -> RhaiResult<Flow> {
+        flow::preview(&s, f, rows.clamp(1, 100) as usize).map_err(raise)?;
+        Ok(f.clone())
+    });
+    let s = session.clone();
+    engine.register_fn("copy", move |f: &mut Flow| -> RhaiResult<Flow> {
+        let id = flow::id_of(&s, f).map_err(raise)?;
+        let copy = s.client.copy_task(&id).map_err(raise)?;
+        let name = copy.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        s.out.text(&format!("Copy flow '{}' to '{name}' success", f.name()));
+        let new = Flow::new(&name);
+        new.with(|st| st.id = copy.get("id").and_then(Value::as_str).map(str::to_string));
+        Ok(new)
     });
 }
 

@@ -82,7 +82,9 @@ impl Completer for TapHelper {
                 }
                 "use" => names.connections.clone(),
                 "desc" | "peek" | "count" => names.tables.clone(),
-                "status" | "stats" | "logs" | "monitor" | "start" | "stop" | "reset" | "delete" => names.flows.clone(),
+                "status" | "stats" | "logs" | "monitor" | "start" | "stop" | "reset" | "delete" | "copy" => {
+                    names.flows.clone()
+                }
                 "help" | "h" => verbs::VERBS.iter().map(|v| v.name.to_string()).collect(),
                 _ => names.connections.iter().chain(names.flows.iter()).cloned().collect(),
             }

@@ -224,6 +224,15 @@ pub fn run(session: &Session, verb: &Verb, args: &[String], confirm: Confirm<'_>
             }
             delete(session, &doc)
         }
+        "copy" => {
+            let doc = resolve::flow(session, need(args, verb)?)?;
+            let copy = session.client.copy_task(s(&doc, "id"))?;
+            session.out.either(
+                &format!("Copy flow '{}' to '{}' success", s(&doc, "name"), s(&copy, "name")),
+                &json!({"flow": s(&doc, "name"), "copy": s(&copy, "name")}),
+            );
+            Ok(())
+        }
         "help" => help(session, args.first().map(String::as_str)),
         "exit" => Ok(()),
         other => Err(Error::internal(format!("verb {other} has no implementation"))),

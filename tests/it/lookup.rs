@@ -215,3 +215,61 @@ fn the_embedded_wide_table_example_runs() {
     );
     assert_eq!(doc, vec![vec!["shipped".to_string(), "210".into(), "2".into(), "Los Angeles".into()]]);
 }
+
+/// The seed README's whole script, on the embedded engine: exclude, rename, a user function and
+/// a lookup merged into the top level, then preview, copy, `use`, `peek`, `count`, `status`.
+#[test]
+fn the_seed_walkthrough_in_one_flow() {
+    let env = Env::new("walkthrough");
+    setup(&env, 50);
+    let script = r#"
+fn standardize(record) {
+    if record.order_status == () || record.order_status == "" { record.order_status = "invalid"; }
+    if record.order_status == "unavailable" { record.order_status = "undeliverable"; }
+    record
+}
+let myflow = Flow("mysql_order_flow")
+    .read_from("Shop.ecom_orders")
+    .exclude("order_delivered_carrier_date", "order_delivered_customer_date")
+    .rename_fields(#{ order_purchase_timestamp: "purchase_timestamp" })
+    .rhai(standardize)
+    .lookup("Shop.ecom_customers", #{ relation: [["customer_id", "customer_id"]] })
+    .write_to("Docs.wide_orders_collection")
+    .save();
+myflow.preview(2);
+myflow.start();
+myflow.wait_initial_sync();
+status("mysql_order_flow");
+use_db("Docs");
+count("wide_orders_collection");
+peek("-n 1 wide_orders_collection");
+let copied = myflow.copy();
+print(copied.show());
+"#;
+    let run = env.script("walk.rhai", script);
+    run.ok();
+    assert!(run.stdout.contains("preview view took"), "{}", run.stdout);
+    assert!(run.stdout.contains("table wide_orders_collection has 50 records"), "{}", run.stdout);
+    assert!(run.stdout.contains("Copy flow 'mysql_order_flow' to 'mysql_order_flow - Copy' success"), "{}", run.stdout);
+    let dst = env.path("docs.sqlite");
+    let cols: Vec<String> = query(&dst, "SELECT name FROM pragma_table_info('wide_orders_collection')")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    for want in ["order_id", "purchase_timestamp", "customer_city", "customer_state", "customer_unique_id"] {
+        assert!(cols.iter().any(|c| c == want), "{want} in {cols:?}");
+    }
+    assert!(!cols.iter().any(|c| c.starts_with("order_delivered") || c == "order_purchase_timestamp"), "{cols:?}");
+    let src = env.data_dir().join("demo.sqlite");
+    let unavailable = query(&src, "SELECT count(*) FROM ecom_orders WHERE order_status = 'unavailable'")[0][0].clone();
+    let undeliverable =
+        query(&dst, "SELECT count(*) FROM wide_orders_collection WHERE order_status = 'undeliverable'")[0][0].clone();
+    assert_eq!(unavailable, undeliverable);
+    // The lookup merged the customer into the top level, correctly joined.
+    let joined = query(
+        &dst,
+        "SELECT count(*) FROM wide_orders_collection w WHERE w.customer_city IS NULL OR w.customer_id IS NULL",
+    )[0][0]
+        .clone();
+    assert_eq!(joined, "0");
+}
