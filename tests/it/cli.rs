@@ -78,3 +78,17 @@ fn secrets_are_masked_in_listings() {
     let run = env.tap(&["-c", "show S"]);
     assert!(!run.stdout.contains("hunter2") && !run.stderr.contains("hunter2"));
 }
+
+#[test]
+fn completions_and_config_list_work_without_a_cluster() {
+    let env = Env::new("completions");
+    let run = env.tap(&["completions", "bash"]);
+    run.ok();
+    assert!(run.stdout.contains("complete") && run.stdout.contains("tap"), "{}", run.stdout);
+    let run = env.tap(&["config", "list"]);
+    run.ok();
+    assert!(run.stdout.contains("no profiles"), "{}", run.stdout);
+    let run = env.tap(&["--profile", "nope", "-c", "show flows"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("no profile named \"nope\""), "{}", run.stderr);
+}
