@@ -542,18 +542,7 @@ fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
         return run_lookup(ctx, plan);
     }
     let flow_id = ctx.task_id.clone();
-    // Source connections, one per distinct connection.
-    let mut sources: Vec<(String, Box<dyn Connector>, Vec<String>)> = Vec::new();
-    for s in &plan.sources {
-        if !sources.iter().any(|(id, _, _)| *id == s.connection_id) {
-            sources.push((s.connection_id.clone(), open_connection(&ctx.store, &s.connection_id)?, Vec::new()));
-        }
-        if let Some(entry) = sources.iter_mut().find(|(id, _, _)| *id == s.connection_id)
-            && !entry.2.contains(&s.table)
-        {
-            entry.2.push(s.table.clone());
-        }
-    }
+    let mut sources = open_sources(&ctx.store, &plan)?;
     // The sink key: the node's updateConditionFields, else the first source's primary key.
     let (first_conn, first_table) = (plan.sources[0].connection_id.clone(), plan.sources[0].table.clone());
     let mut schema = {
@@ -611,30 +600,7 @@ fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
         m.tables = plan.sources.len() as u64;
     }
 
-    let mut checkpoint = ctx.store.checkpoint(&ctx.task_id)?.unwrap_or(Value::Null);
-    if checkpoint.is_null() {
-        let mut positions = serde_json::Map::new();
-        for (id, conn, tables) in &mut sources {
-            if plan.cdc {
-                conn.cdc_prepare(&flow_id, tables)?;
-                positions.insert(id.clone(), conn.cdc_position(&flow_id)?);
-            }
-        }
-        checkpoint = json!({
-            "phase": if plan.snapshot { "snapshot" } else { "cdc" },
-            "positions": positions,
-            "snapshotDone": [],
-        });
-        ctx.store.save_checkpoint(&ctx.task_id, &checkpoint)?;
-        // A fresh run: existing target data is handled once, here.
-    } else {
-        sink.existing = ExistingData::Keep;
-        if plan.cdc {
-            for (_, conn, tables) in &mut sources {
-                conn.cdc_prepare(&flow_id, tables)?;
-            }
-        }
-    }
+    let mut checkpoint = start_checkpoint(ctx, &plan, &mut sources, &mut sink)?;
 
     if checkpoint["phase"] == "snapshot" {
         ctx.set_status("running", json!({"syncStatus": "SNAPSHOT"}));
@@ -812,6 +778,33 @@ fn open_sources(store: &Store, plan: &Plan) -> Result<Sources> {
     Ok(sources)
 }
 
+/// The flow's checkpoint, or — on a fresh run — a new one holding each source's CDC position,
+/// taken before anything is read. CDC is prepared either way; existing target data is handled
+/// (kept, removed or dropped) on a fresh run only.
+fn start_checkpoint(ctx: &FlowCtx, plan: &Plan, sources: &mut Sources, sink: &mut Sink) -> Result<Value> {
+    let flow_id = &ctx.task_id;
+    if let Some(checkpoint) = ctx.store.checkpoint(flow_id)? {
+        sink.existing = ExistingData::Keep;
+        if plan.cdc {
+            for (_, conn, tables) in sources.iter_mut() {
+                conn.cdc_prepare(flow_id, tables)?;
+            }
+        }
+        return Ok(checkpoint);
+    }
+    let mut positions = serde_json::Map::new();
+    if plan.cdc {
+        for (id, conn, tables) in sources.iter_mut() {
+            conn.cdc_prepare(flow_id, tables)?;
+            positions.insert(id.clone(), conn.cdc_position(flow_id)?);
+        }
+    }
+    let checkpoint =
+        json!({"phase": if plan.snapshot { "snapshot" } else { "cdc" }, "positions": positions, "snapshotDone": []});
+    ctx.store.save_checkpoint(flow_id, &checkpoint)?;
+    Ok(checkpoint)
+}
+
 fn source_mut<'a>(sources: &'a mut Sources, conn: &str) -> Result<&'a mut Box<dyn Connector>> {
     sources.iter_mut().find(|(id, _, _)| id == conn).map(|(_, c, _)| c).ok_or_else(|| Error::internal("source"))
 }
@@ -907,25 +900,7 @@ fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
     if let Ok(mut m) = ctx.metrics.lock() {
         m.tables = plan.sources.len() as u64;
     }
-    let mut checkpoint = ctx.store.checkpoint(&ctx.task_id)?.unwrap_or(Value::Null);
-    if checkpoint.is_null() {
-        let mut positions = serde_json::Map::new();
-        for (id, conn, tables) in &mut sources {
-            if plan.cdc {
-                conn.cdc_prepare(&flow_id, tables)?;
-                positions.insert(id.clone(), conn.cdc_position(&flow_id)?);
-            }
-        }
-        checkpoint = json!({"phase": if plan.snapshot { "snapshot" } else { "cdc" }, "positions": positions, "snapshotDone": []});
-        ctx.store.save_checkpoint(&ctx.task_id, &checkpoint)?;
-    } else {
-        sink.existing = ExistingData::Keep;
-        if plan.cdc {
-            for (_, conn, tables) in &mut sources {
-                conn.cdc_prepare(&flow_id, tables)?;
-            }
-        }
-    }
+    let mut checkpoint = start_checkpoint(ctx, &plan, &mut sources, &mut sink)?;
 
     // Rebuild the documents of `roots` and write them.
     let write_roots = |roots: Vec<String>, sink: &mut Sink, post: &mut Vec<Box<dyn Processor>>| -> Result<()> {
