@@ -175,6 +175,33 @@ pub fn open(database_type: &str, config: &Value) -> Result<Box<dyn Connector>> {
     }
 }
 
+/// A config value as text (strings as they are, numbers written out), if present and not empty.
+pub fn config_string(config: &Value, key: &str) -> Option<String> {
+    match config.get(key) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Bytes as lowercase hex: how bytes travel in records.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Lowercase or uppercase hex back to bytes; `None` if it is not hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
 /// Read a string config key.
 pub fn config_str<'a>(config: &'a Value, key: &str) -> Option<&'a str> {
     config.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())

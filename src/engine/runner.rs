@@ -541,7 +541,6 @@ fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
     if plan.merge.is_some() {
         return run_lookup(ctx, plan);
     }
-    let flow_id = ctx.task_id.clone();
     let mut sources = open_sources(&ctx.store, &plan)?;
     // The sink key: the node's updateConditionFields, else the first source's primary key.
     let (first_conn, first_table) = (plan.sources[0].connection_id.clone(), plan.sources[0].table.clone());
@@ -665,60 +664,27 @@ fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
     }
 
     ctx.set_status("running", json!({"syncStatus": "CDC"}));
-    ctx.log("INFO", "Incremental sync (CDC) started");
-    let wait = Duration::from_millis((200 / sources.len().max(1)) as u64);
-    let mut last_save = Instant::now();
-    while !ctx.stopped() {
-        for (conn_id, conn, tables) in &mut sources {
-            let from: Position = checkpoint["positions"].get(conn_id.as_str()).cloned().unwrap_or(Value::Null);
-            let (events, next) = conn.changes(&flow_id, tables, &from, CDC_BATCH, wait)?;
-            if !events.is_empty() {
-                let newest = events.iter().map(|e| e.ts_ms).max().unwrap_or(0);
-                if let Ok(mut m) = ctx.metrics.lock() {
-                    for e in &events {
-                        m.input[op_index(&e.change)] += 1;
-                    }
-                }
-                // Route each event to the chain of the source node reading its table.
-                let mut out = Vec::with_capacity(events.len());
-                let mut by_table: Vec<(String, Vec<Event>)> = Vec::new();
-                for e in events {
-                    match by_table.last_mut() {
-                        Some((t, v)) if **t == *e.table => v.push(e),
-                        _ => by_table.push((e.table.to_string(), vec![e])),
-                    }
-                }
-                for (table, mut batch) in by_table {
-                    if let Some(node) =
-                        plan.sources.iter_mut().find(|s| s.connection_id == *conn_id && s.table == table)
-                    {
-                        for p in node.chain.iter_mut() {
-                            batch = p.process(batch)?;
-                        }
-                        out.extend(batch);
-                    }
-                }
-                sink.write(out, &ctx.metrics)?;
-                if let Ok(mut m) = ctx.metrics.lock() {
-                    m.current_event_ts = Some(newest);
-                    m.replicate_lag = (now_ms() - newest).max(0);
-                }
-            } else if let Ok(mut m) = ctx.metrics.lock() {
-                m.replicate_lag = 0;
-                m.tick();
-            }
-            if from != next {
-                checkpoint["positions"][conn_id.as_str()] = next.clone();
-                ctx.store.save_checkpoint(&ctx.task_id, &checkpoint)?;
-                conn.cdc_ack(&flow_id, &next)?;
+    cdc_loop(ctx, &mut sources, &mut checkpoint, |conn_id, events| {
+        // Route each event to the chain of the source node reading its table.
+        let mut out = Vec::with_capacity(events.len());
+        let mut by_table: Vec<(String, Vec<Event>)> = Vec::new();
+        for e in events {
+            match by_table.last_mut() {
+                Some((t, v)) if **t == *e.table => v.push(e),
+                _ => by_table.push((e.table.to_string(), vec![e])),
             }
         }
-        if last_save.elapsed() > Duration::from_secs(2) {
-            ctx.save_metrics();
-            last_save = Instant::now();
+        for (table, mut batch) in by_table {
+            if let Some(node) = plan.sources.iter_mut().find(|s| s.connection_id == *conn_id && s.table == table) {
+                for p in node.chain.iter_mut() {
+                    batch = p.process(batch)?;
+                }
+                out.extend(batch);
+            }
         }
-    }
-    Ok(Outcome::Stopped)
+        sink.write(out, &ctx.metrics)?;
+        Ok(())
+    })
 }
 
 /// Run a chain over one record of nulls with the source's fields; the output record, if any.
@@ -776,6 +742,55 @@ fn open_sources(store: &Store, plan: &Plan) -> Result<Sources> {
         }
     }
     Ok(sources)
+}
+
+/// The CDC loop shared by every flow: poll each source connection after its saved position,
+/// hand the events to `apply` (which writes them), then save the position and acknowledge it
+/// to the source — in that order, so a position is saved only after its events are written.
+fn cdc_loop(
+    ctx: &FlowCtx,
+    sources: &mut Sources,
+    checkpoint: &mut Value,
+    mut apply: impl FnMut(&str, Vec<Event>) -> Result<()>,
+) -> Result<Outcome> {
+    ctx.log("INFO", "Incremental sync (CDC) started");
+    let flow_id = &ctx.task_id;
+    let wait = Duration::from_millis((200 / sources.len().max(1)) as u64);
+    let mut last_save = Instant::now();
+    while !ctx.stopped() {
+        for (conn_id, conn, tables) in sources.iter_mut() {
+            let from: Position = checkpoint["positions"].get(conn_id.as_str()).cloned().unwrap_or(Value::Null);
+            let (events, next) = conn.changes(flow_id, tables, &from, CDC_BATCH, wait)?;
+            if events.is_empty() {
+                if let Ok(mut m) = ctx.metrics.lock() {
+                    m.replicate_lag = 0;
+                    m.tick();
+                }
+            } else {
+                let newest = events.iter().map(|e| e.ts_ms).max().unwrap_or(0);
+                if let Ok(mut m) = ctx.metrics.lock() {
+                    for e in &events {
+                        m.input[op_index(&e.change)] += 1;
+                    }
+                }
+                apply(conn_id, events)?;
+                if let Ok(mut m) = ctx.metrics.lock() {
+                    m.current_event_ts = Some(newest);
+                    m.replicate_lag = (now_ms() - newest).max(0);
+                }
+            }
+            if from != next {
+                checkpoint["positions"][conn_id.as_str()] = next.clone();
+                ctx.store.save_checkpoint(flow_id, checkpoint)?;
+                conn.cdc_ack(flow_id, &next)?;
+            }
+        }
+        if last_save.elapsed() > Duration::from_secs(2) {
+            ctx.save_metrics();
+            last_save = Instant::now();
+        }
+    }
+    Ok(Outcome::Stopped)
 }
 
 /// The flow's checkpoint, or — on a fresh run — a new one holding each source's CDC position,
@@ -991,81 +1006,48 @@ fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
         return Ok(Outcome::Complete);
     }
     ctx.set_status("running", json!({"syncStatus": "CDC"}));
-    ctx.log("INFO", "Incremental sync (CDC) started");
-    let wait = Duration::from_millis((200 / sources.len().max(1)) as u64);
-    let mut last_save = Instant::now();
-    while !ctx.stopped() {
-        for (conn_id, conn, tables) in &mut sources {
-            let from: Position = checkpoint["positions"].get(conn_id.as_str()).cloned().unwrap_or(Value::Null);
-            let (events, next) = conn.changes(&flow_id, tables, &from, CDC_BATCH, wait)?;
-            if !events.is_empty() {
-                let newest = events.iter().map(|e| e.ts_ms).max().unwrap_or(0);
-                if let Ok(mut m) = ctx.metrics.lock() {
-                    for e in &events {
-                        m.input[op_index(&e.change)] += 1;
-                    }
+    cdc_loop(ctx, &mut sources, &mut checkpoint, |conn_id, events| {
+        let mut roots: Vec<String> = Vec::new();
+        lookup.begin()?;
+        for e in events {
+            for (i, &si) in node_source.iter().enumerate() {
+                let s = &mut plan.sources[si];
+                if s.connection_id != *conn_id || *s.table != *e.table {
+                    continue;
                 }
-                let mut roots: Vec<String> = Vec::new();
-                lookup.begin()?;
-                for e in events {
-                    for (i, &si) in node_source.iter().enumerate() {
-                        let s = &mut plan.sources[si];
-                        if s.connection_id != *conn_id || *s.table != *e.table {
-                            continue;
-                        }
-                        let mut batch = vec![e.clone()];
-                        for p in s.chain.iter_mut() {
-                            batch = p.process(batch)?;
-                        }
-                        for ev in batch {
-                            // The copy's old row (the event's before image may hold the key only).
-                            let old = match &ev.change {
-                                Change::Update { before: Some(b), .. } | Change::Delete { before: b } => {
-                                    Some(b.clone())
-                                }
-                                _ => None,
-                            };
-                            if let Some(old) = &old {
-                                lookup.roots(i, old, &mut roots)?;
+                let mut batch = vec![e.clone()];
+                for p in s.chain.iter_mut() {
+                    batch = p.process(batch)?;
+                }
+                for ev in batch {
+                    // The copy's old row (the event's before image may hold the key only).
+                    let old = match &ev.change {
+                        Change::Update { before: Some(b), .. } | Change::Delete { before: b } => Some(b.clone()),
+                        _ => None,
+                    };
+                    if let Some(old) = &old {
+                        lookup.roots(i, old, &mut roots)?;
+                    }
+                    match &ev.change {
+                        Change::Insert { after } | Change::Update { after, .. } => {
+                            if let Change::Update { before: Some(b), .. } = &ev.change {
+                                lookup.remove(i, b)?;
                             }
-                            match &ev.change {
-                                Change::Insert { after } | Change::Update { after, .. } => {
-                                    if let Change::Update { before: Some(b), .. } = &ev.change {
-                                        lookup.remove(i, b)?;
-                                    }
-                                    lookup.put(i, after)?;
-                                    lookup.roots(i, after, &mut roots)?;
-                                }
-                                Change::Delete { before } => {
-                                    lookup.remove(i, before)?;
-                                    if i == 0 {
-                                        lookup.roots(0, before, &mut roots)?;
-                                    }
-                                }
+                            lookup.put(i, after)?;
+                            lookup.roots(i, after, &mut roots)?;
+                        }
+                        Change::Delete { before } => {
+                            lookup.remove(i, before)?;
+                            if i == 0 {
+                                lookup.roots(0, before, &mut roots)?;
                             }
                         }
                     }
                 }
-                lookup.commit()?;
-                write_roots(roots, &mut sink, &mut post)?;
-                if let Ok(mut m) = ctx.metrics.lock() {
-                    m.current_event_ts = Some(newest);
-                    m.replicate_lag = (now_ms() - newest).max(0);
-                }
-            } else if let Ok(mut m) = ctx.metrics.lock() {
-                m.replicate_lag = 0;
-                m.tick();
-            }
-            if from != next {
-                checkpoint["positions"][conn_id.as_str()] = next.clone();
-                ctx.store.save_checkpoint(&ctx.task_id, &checkpoint)?;
-                conn.cdc_ack(&flow_id, &next)?;
             }
         }
-        if last_save.elapsed() > Duration::from_secs(2) {
-            ctx.save_metrics();
-            last_save = Instant::now();
-        }
-    }
-    Ok(Outcome::Stopped)
+        lookup.commit()?;
+        write_roots(roots, &mut sink, &mut post)?;
+        Ok(())
+    })
 }

@@ -112,21 +112,21 @@ fn table_info(session: &Session, sig: &str) -> Result<(Value, String, Vec<String
     let (c, t) = split_target(sig)?;
     let conn = resolve::connection(session, c)?;
     let conn_id = conn.get("id").and_then(Value::as_str).unwrap_or("").to_string();
-    let meta = session.client.table(&conn_id, t)?;
-    let key = match &meta {
-        Some(m) => m
-            .get("fields")
-            .and_then(Value::as_array)
-            .map(|fs| {
-                fs.iter()
-                    .filter(|f| f.get("primaryKey") == Some(&json!(true)))
-                    .filter_map(|f| f.get("field_name").and_then(Value::as_str).map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
-    Ok((conn, t.to_string(), if meta.is_some() { key } else { Vec::new() }))
+    let key = session.client.table(&conn_id, t)?.map(|m| primary_key(&m)).unwrap_or_default();
+    Ok((conn, t.to_string(), key))
+}
+
+/// The primary-key field names of a `MetadataInstances` table document.
+fn primary_key(meta: &Value) -> Vec<String> {
+    meta.get("fields")
+        .and_then(Value::as_array)
+        .map(|fs| {
+            fs.iter()
+                .filter(|f| f.get("primaryKey") == Some(&json!(true)))
+                .filter_map(|f| f.get("field_name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub fn read_from(session: &Session, flow: &Flow, sig: &str) -> Result<()> {
@@ -147,16 +147,7 @@ pub fn read_from(session: &Session, flow: &Flow, sig: &str) -> Result<()> {
             if names.is_empty() { "none".into() } else { names.join(", ") }
         )));
     };
-    let key: Vec<String> = meta
-        .get("fields")
-        .and_then(Value::as_array)
-        .map(|fs| {
-            fs.iter()
-                .filter(|f| f.get("primaryKey") == Some(&json!(true)))
-                .filter_map(|f| f.get("field_name").and_then(Value::as_str).map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let key = primary_key(&meta);
     let node = nodes::source(&conn, t);
     let id = node["id"].as_str().unwrap_or("").to_string();
     flow.with(|s| {

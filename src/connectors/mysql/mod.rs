@@ -12,7 +12,7 @@
 //! are multi-row `INSERT … ON DUPLICATE KEY UPDATE` and `DELETE … WHERE (key) IN (…)` in one
 //! transaction.
 
-use crate::connectors::{Connector, ExistingData, Position};
+use crate::connectors::{Connector, ExistingData, Position, config_string, hex, unhex};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 use futures_util::StreamExt;
@@ -46,14 +46,6 @@ fn my_err(e: mysql_async::Error) -> Error {
         mysql_async::Error::Server(s) => Error::data(format!("MySQL: {} ({})", s.message, s.code)),
         mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => Error::unavailable(format!("MySQL: {e}")),
         _ => Error::data(format!("MySQL: {e}")),
-    }
-}
-
-fn config_string(config: &Value, key: &str) -> Option<String> {
-    match config.get(key) {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
     }
 }
 
@@ -102,10 +94,6 @@ fn column_type(f: &Field, is_key: bool) -> String {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// A MySQL value as JSON, typed by the field.
 fn to_json(v: My, ty: Option<FieldType>) -> Value {
     match v {
@@ -147,13 +135,6 @@ fn to_json(v: My, ty: Option<FieldType>) -> Value {
             _ => Value::String(String::from_utf8_lossy(&b).into_owned()),
         },
     }
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// A JSON value as a MySQL parameter.

@@ -15,7 +15,7 @@
 
 mod pgoutput;
 
-use crate::connectors::{Connector, ExistingData, Position};
+use crate::connectors::{Connector, ExistingData, Position, config_string};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 use serde_json::{Value, json};
@@ -55,14 +55,6 @@ fn pg_err(e: tokio_postgres::Error) -> Error {
         return Error::unavailable(format!("PostgreSQL: {e}"));
     }
     Error::data(format!("PostgreSQL: {e}"))
-}
-
-fn config_string(config: &Value, key: &str) -> Option<String> {
-    match config.get(key) {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 /// Slot and publication names for a flow (lowercase, ≤ 63 bytes, as PostgreSQL wants them).

@@ -11,7 +11,7 @@
 //! and deletes in one transaction per batch. Nested values (objects, arrays) are stored as JSON
 //! text. Fields that appear later (a user function adding one) become new columns.
 
-use crate::connectors::{Connector, ExistingData, Position, config_str};
+use crate::connectors::{Connector, ExistingData, Position, config_str, hex, unhex};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
@@ -161,22 +161,6 @@ pub fn declared_type(ty: FieldType) -> &'static str {
         FieldType::TimestampTz => "TIMESTAMPTZ",
         FieldType::Json => "JSON",
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// Read one SQLite value as JSON, using the field's type for booleans, JSON and bytes.
@@ -424,11 +408,16 @@ impl Connector for Sqlite {
             }
             let mut events = Vec::with_capacity(rows.len());
             let mut names: HashMap<String, Arc<str>> = HashMap::new();
+            let mut schemas: HashMap<String, Schema> = HashMap::new();
             for (s, tbl, op, before, after, ts) in rows {
                 seq = s;
-                let schema = self.cached_schema(&tbl)?.clone();
+                if !schemas.contains_key(&tbl) {
+                    let schema = self.cached_schema(&tbl)?.clone();
+                    schemas.insert(tbl.clone(), schema);
+                }
+                let schema = &schemas[&tbl];
                 let image =
-                    |raw: Option<String>| -> Result<Record> { decode_image(raw.as_deref().unwrap_or("{}"), &schema) };
+                    |raw: Option<String>| -> Result<Record> { decode_image(raw.as_deref().unwrap_or("{}"), schema) };
                 let change = match op.as_str() {
                     "i" => Change::Insert { after: image(after)? },
                     "u" => Change::Update { before: Some(image(before)?), after: image(after)? },
