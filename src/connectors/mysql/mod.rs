@@ -2,8 +2,11 @@
 //! also serves MySQL 8.
 //!
 //! Source: the snapshot reads each table in a `START TRANSACTION WITH CONSISTENT SNAPSHOT`; CDC
-//! reads the binlog as a replica (ROW events, full row images) from a file and position, and
-//! hands out whole transactions only (up to their XID). Before CDC starts the server is checked
+//! reads the binlog as a replica (ROW events, full row images) and hands out whole transactions
+//! only (up to their XID). A position is the binlog file and offset plus the GTID state at that
+//! point (MariaDB `domain-server-seq` list, or MySQL's executed GTID set, see [`gtid`]); a
+//! stream resumes by GTID whenever the position has one, so it survives purged or renamed
+//! binlog files and a failover to another server of the topology, else by file and offset. Before CDC starts the server is checked
 //! and any missing setting or privilege is named (`log_bin`, `binlog_format=ROW`,
 //! `binlog_row_image=FULL`, REPLICATION SLAVE/CLIENT). Column names come from the binlog
 //! when the server sends them (`binlog_row_metadata=FULL`), else from the table's schema.
@@ -12,10 +15,13 @@
 //! are multi-row `INSERT … ON DUPLICATE KEY UPDATE` and `DELETE … WHERE (key) IN (…)` in one
 //! transaction.
 
+pub mod gtid;
+
 use crate::connectors::{Connector, ExistingData, Position, config_string, hex, unhex};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 use futures_util::StreamExt;
+use gtid::Gtid;
 use mysql_async::binlog::events::{EventData, RowsEventData};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, OptsBuilder, Value as My};
@@ -35,6 +41,19 @@ pub struct Mysql {
     pending: Vec<Event>,
     /// Where the binlog stream stands: the file being read.
     file: String,
+    /// MariaDB (GTIDs `domain-server-seq`) rather than MySQL (GTID sets).
+    mariadb: bool,
+    /// The GTID state at the last commit handed out, when the stream tracks one.
+    gtid: Option<Gtid>,
+    /// The GTID of the transaction being read: MariaDB (domain, server, seq, standalone) or
+    /// MySQL (source, gno).
+    pending_gtid: Option<PendingGtid>,
+}
+
+#[derive(Debug, Clone)]
+enum PendingGtid {
+    MariaDb { domain: u32, server: u32, seq: u64, standalone: bool },
+    Mysql { source: String, gno: u64 },
 }
 
 pub fn quote(ident: &str) -> String {
@@ -182,7 +201,13 @@ impl Mysql {
             .map_err(|e| {
                 Error::unavailable(format!("cannot connect to MySQL at {host}:{port}/{database} as {user}: {e}"))
             })?;
+        let mut conn = conn;
+        let version: Option<String> = rt.block_on(conn.query_first("SELECT VERSION()")).map_err(my_err)?;
+        let mariadb = version.unwrap_or_default().to_ascii_lowercase().contains("mariadb");
         Ok(Self {
+            mariadb,
+            gtid: None,
+            pending_gtid: None,
             rt,
             conn: Some(conn),
             opts,
@@ -364,7 +389,21 @@ impl Connector for Mysql {
             .ok_or_else(|| Error::config("MySQL binary logging is off: start the server with --log-bin"))?;
         let file: String = row.get(0).ok_or_else(|| Error::internal("binlog file"))?;
         let pos: u64 = row.get(1).ok_or_else(|| Error::internal("binlog position"))?;
-        Ok(json!({"file": file, "pos": pos}))
+        // The GTID state at exactly that point: MariaDB maps file+offset to it; MySQL prints
+        // it beside them (Executed_Gtid_Set, empty unless gtid_mode=ON).
+        let gtid = if self.mariadb {
+            let g: Vec<Option<String>> = self.rows(&format!("SELECT BINLOG_GTID_POS({}, {pos})", sql_string(&file)))?;
+            g.into_iter().next().flatten().unwrap_or_default()
+        } else {
+            let mut g: String = row.get::<Option<String>, _>(4).flatten().unwrap_or_default();
+            g.retain(|c| !c.is_whitespace());
+            g
+        };
+        if gtid.is_empty() {
+            Ok(json!({"file": file, "pos": pos}))
+        } else {
+            Ok(json!({"file": file, "pos": pos, "gtid": gtid}))
+        }
     }
 
     fn snapshot(&mut self, table: &str, batch: usize, emit: &mut dyn FnMut(Vec<Record>) -> Result<()>) -> Result<()> {
@@ -383,19 +422,12 @@ impl Connector for Mysql {
         max: usize,
         wait: Duration,
     ) -> Result<(Vec<Event>, Position)> {
-        let file = from.get("file").and_then(Value::as_str).unwrap_or("").to_string();
-        let pos = from.get("pos").and_then(Value::as_u64).unwrap_or(4);
         if self.stream.is_none() {
-            let conn = self.rt.block_on(Conn::new(self.opts.clone())).map_err(my_err)?;
-            let request = BinlogStreamRequest::new(server_id(flow_id)).with_filename(file.as_bytes()).with_pos(pos);
-            let stream = self.rt.block_on(conn.get_binlog_stream(request)).map_err(my_err)?;
-            self.stream = Some(stream);
-            self.file = file.clone();
-            self.pending.clear();
+            self.open_stream(flow_id, from)?;
         }
         let deadline = Instant::now() + wait;
         let mut out: Vec<Event> = Vec::new();
-        let mut position = json!({"file": file, "pos": pos});
+        let mut position = from.clone();
         let database = self.database.clone();
         let mut names: HashMap<String, Arc<str>> = HashMap::new();
         loop {
@@ -419,21 +451,47 @@ impl Connector for Mysql {
                 Ok(Some(Ok(ev))) => ev,
             };
             let log_pos = u64::from(event.header().log_pos());
+            if event.header().event_type_raw() == gtid::MARIADB_GTID_EVENT {
+                if let Some((domain, seq, standalone)) = gtid::mariadb_gtid_event(event.data()) {
+                    let server = event.header().server_id();
+                    self.pending_gtid = Some(PendingGtid::MariaDb { domain, server, seq, standalone });
+                }
+                continue;
+            }
             let data = event.read_data().map_err(|e| Error::data(format!("binlog event: {e}")))?;
             match data {
                 Some(EventData::RotateEvent(r)) => {
                     self.file = String::from_utf8_lossy(r.name_raw()).into_owned();
                 }
+                Some(EventData::GtidEvent(g)) => {
+                    let uuid = uuid_text(&g.sid());
+                    let source = match g.tag() {
+                        Some(tag) => format!("{uuid}:{tag}"),
+                        None => uuid,
+                    };
+                    self.pending_gtid = Some(PendingGtid::Mysql { source, gno: g.gno() });
+                }
                 Some(EventData::XidEvent(_)) => {
                     out.append(&mut self.pending);
-                    position = json!({"file": self.file, "pos": log_pos});
+                    position = self.committed(log_pos);
                     if out.len() >= max {
                         break;
                     }
                 }
                 Some(EventData::QueryEvent(q)) if q.query_raw() == b"COMMIT" => {
                     out.append(&mut self.pending);
-                    position = json!({"file": self.file, "pos": log_pos});
+                    position = self.committed(log_pos);
+                }
+                Some(EventData::QueryEvent(q)) if q.query_raw() != b"BEGIN" && self.pending.is_empty() => {
+                    // A statement that is its own transaction (DDL): it moves the position.
+                    let standalone = match &self.pending_gtid {
+                        Some(PendingGtid::MariaDb { standalone, .. }) => *standalone,
+                        Some(PendingGtid::Mysql { .. }) => true,
+                        None => false,
+                    };
+                    if standalone {
+                        position = self.committed(log_pos);
+                    }
                 }
                 Some(EventData::RowsEvent(re)) => {
                     let stream = self.stream.as_ref().ok_or_else(|| Error::internal("binlog stream"))?;
@@ -484,6 +542,8 @@ impl Connector for Mysql {
     }
 
     fn cdc_release(&mut self, _flow_id: &str) -> Result<()> {
+        self.gtid = None;
+        self.pending_gtid = None;
         if let Some(s) = self.stream.take() {
             let _ = self.rt.block_on(s.close());
         }
@@ -656,7 +716,86 @@ impl Connector for Mysql {
     }
 }
 
+/// A string as an SQL literal.
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// A 16-byte source id as MySQL prints it.
+fn uuid_text(b: &[u8; 16]) -> String {
+    let h = hex(b);
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
 impl Mysql {
+    /// Start reading the binlog at `from`: by GTID when the position has one (MariaDB
+    /// `@slave_connect_state`, MySQL `COM_BINLOG_DUMP_GTID`), else by file and offset. Either
+    /// way the stream then keeps the GTID state up to date for the positions it hands out.
+    fn open_stream(&mut self, flow_id: &str, from: &Position) -> Result<()> {
+        let file = from.get("file").and_then(Value::as_str).unwrap_or("").to_string();
+        let pos = from.get("pos").and_then(Value::as_u64).unwrap_or(4);
+        let text = from.get("gtid").and_then(Value::as_str).unwrap_or("");
+        let mut state = if self.mariadb { Gtid::parse_mariadb(text)? } else { Gtid::parse_mysql(text)? };
+        let by_gtid = !state.is_empty();
+        let mariadb = self.mariadb;
+        let id = server_id(flow_id);
+        let stream = self.rt.block_on(async {
+            let mut conn = Conn::new(self.opts.clone()).await.map_err(my_err)?;
+            if mariadb {
+                // Send GTID events as they are (not as dummy queries), so positions carry them.
+                conn.query_drop("SET @mariadb_slave_capability=4").await.map_err(my_err)?;
+                if !by_gtid && !file.is_empty() {
+                    let g: Option<Option<String>> = conn
+                        .query_first(format!("SELECT BINLOG_GTID_POS({}, {pos})", sql_string(&file)))
+                        .await
+                        .map_err(my_err)?;
+                    state = Gtid::parse_mariadb(&g.flatten().unwrap_or_default())?;
+                }
+            }
+            let request = if by_gtid && mariadb {
+                conn.query_drop(format!("SET @slave_connect_state={}", sql_string(&state.to_string())))
+                    .await
+                    .map_err(my_err)?;
+                BinlogStreamRequest::new(id)
+            } else if by_gtid {
+                BinlogStreamRequest::new(id).with_gtid().with_gtid_set(state.mysql_sids()?)
+            } else {
+                BinlogStreamRequest::new(id).with_filename(file.as_bytes()).with_pos(pos)
+            };
+            let stream = conn.get_binlog_stream(request).await.map_err(|e| match e {
+                mysql_async::Error::Server(s) if by_gtid => Error::data(format!(
+                    "MySQL cannot resume the binlog at GTID {state}: {} ({}); reset the flow to take a new snapshot",
+                    s.message, s.code
+                )),
+                e => my_err(e),
+            })?;
+            Ok::<_, Error>((stream, state))
+        });
+        let (stream, state) = stream?;
+        self.stream = Some(stream);
+        self.file = file;
+        self.pending.clear();
+        self.pending_gtid = None;
+        // MySQL without a GTID state to start from cannot build a complete set: do not track.
+        self.gtid = (mariadb || !state.is_empty()).then_some(state);
+        Ok(())
+    }
+
+    /// A transaction committed at `log_pos` of the current file: fold its GTID into the state
+    /// and return the position after it.
+    fn committed(&mut self, log_pos: u64) -> Position {
+        if let (Some(state), Some(p)) = (self.gtid.as_mut(), self.pending_gtid.take()) {
+            match p {
+                PendingGtid::MariaDb { domain, server, seq, .. } => state.add_mariadb(domain, server, seq),
+                PendingGtid::Mysql { source, gno } => state.add_mysql(&source, gno),
+            }
+        }
+        match self.gtid.as_ref().filter(|g| !g.is_empty()) {
+            Some(g) => json!({"file": self.file, "pos": log_pos, "gtid": g.to_string()}),
+            None => json!({"file": self.file, "pos": log_pos}),
+        }
+    }
+
     fn snapshot_query(
         &mut self,
         table: &str,
