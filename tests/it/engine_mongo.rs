@@ -1,6 +1,6 @@
 //! MongoDB as a target (SecantusDB, a MongoDB wire-protocol server started by `scripts/test`,
-//! URI in TAP_TEST_MONGO_URL): a plain flow with CDC, and the seed tutorial's wide table from
-//! MariaDB into MongoDB — the seed's headline use case.
+//! URI in TAP_TEST_MONGO_URL): a plain flow with CDC into it, change streams out of it, and the
+//! seed tutorial's wide table from MariaDB into MongoDB — the seed's headline use case.
 
 use crate::harness::{Env, wait_until};
 use serde_json::Value;
@@ -114,4 +114,72 @@ fn the_tutorial_wide_table_from_mariadb_into_mongodb() {
     assert_eq!(d["order_items"][0]["seller"]["seller_id"], "SELL34567");
     assert_eq!(d["customer_info"]["customer_city"], "New York");
     mysql(&format!("DROP DATABASE {db}"), "mysql");
+}
+
+/// The official driver, for writing to the source side as an application would.
+struct Driver {
+    rt: tokio::runtime::Runtime,
+    coll: mongodb::Collection<mongodb::bson::Document>,
+}
+
+impl Driver {
+    fn new(db: &str, coll: &str) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let client = rt.block_on(mongodb::Client::with_uri_str(mongo_uri(db))).expect("client");
+        Self { coll: client.database(db).collection(coll), rt }
+    }
+    fn run<T>(&self, f: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>) -> T {
+        self.rt.block_on(f.into_future()).expect("MongoDB operation")
+    }
+}
+
+/// MongoDB as a CDC source: the snapshot, then inserts, updates, replaces and deletes from the
+/// change stream; then the engine is SIGKILLed, more changes land while it is down, and the
+/// restarted flow resumes from its saved resume token (the delete made while it was down
+/// reaches the target, which a new snapshot would not do).
+#[test]
+fn mongodb_change_streams_into_sqlite_resume_after_sigkill() {
+    use mongodb::bson::doc;
+    let env = Env::new("mongo2lite");
+    let db = format!("it_mcdc_{}", std::process::id());
+    let m = Driver::new(&db, "items");
+    m.run(m.coll.drop());
+    m.run(m.coll.insert_many([doc! {"name": "a", "qty": 1}, doc! {"name": "b", "qty": 2}]));
+    let dst = env.path("dst.sqlite");
+    let mut engine = env.start_engine();
+    let script = format!(
+        r#"DataSource("mongodb", "M", #{{ uri: "{}" }}).type("source").save();
+DataSource("sqlite", "Lite", #{{ database: "{}" }}).type("target").save();
+Flow("m2l").read_from("M.items").write_to("Lite.items").save().start();
+Flow("m2l").wait_initial_sync();"#,
+        mongo_uri(&db),
+        dst.display()
+    );
+    env.script("m.rhai", &script).ok();
+    let rows = || crate::harness::query(&dst, "SELECT name, qty FROM items ORDER BY name");
+    let want = |v: &[(&str, i64)]| v.iter().map(|(n, q)| vec![n.to_string(), q.to_string()]).collect::<Vec<_>>();
+    assert_eq!(rows(), want(&[("a", 1), ("b", 2)]));
+    let ids = crate::harness::query(&dst, "SELECT length(_id) FROM items");
+    assert!(ids.iter().all(|r| r[0] == "24"), "ObjectIds as hex: {ids:?}");
+
+    m.run(m.coll.insert_one(doc! {"name": "c", "qty": 3}));
+    m.run(m.coll.update_one(doc! {"name": "a"}, doc! {"$set": {"qty": 10}}));
+    m.run(m.coll.replace_one(doc! {"name": "b"}, doc! {"name": "B", "qty": 20}));
+    m.run(m.coll.delete_one(doc! {"name": "c"}));
+    let expected = want(&[("B", 20), ("a", 10)]);
+    assert!(wait_until(Duration::from_secs(30), || rows() == expected), "CDC from the change stream: {:?}", rows());
+
+    engine.kill();
+    m.run(m.coll.insert_one(doc! {"name": "d", "qty": 4}));
+    m.run(m.coll.update_one(doc! {"name": "B"}, doc! {"$inc": {"qty": 1}}));
+    m.run(m.coll.delete_one(doc! {"name": "a"}));
+    let _engine = env.start_engine();
+    let expected = want(&[("B", 21), ("d", 4)]);
+    assert!(
+        wait_until(Duration::from_secs(30), || rows() == expected),
+        "resumed from the saved token after SIGKILL: {:?}",
+        rows()
+    );
+    env.tap(&["-c", "stop m2l"]).ok();
+    m.run(m.coll.drop());
 }

@@ -2,19 +2,26 @@
 //! MongoDB as well as SecantusDB, the wire-protocol server the tests run).
 //!
 //! Target: one collection per target; documents are upserted by the flow's key (`_id` or a
-//! unique index on the key fields that the connector creates) and deleted by it, as ordered bulk
-//! writes (`bulkWrite`, MongoDB 8+; older servers get the same operations one by one).
+//! unique index on the key fields that the connector creates) and deleted by it. A batch keeps
+//! the last operation per key (each one replaces or deletes a whole document, so the last one
+//! decides) and goes out as one unordered bulk write (`bulkWrite`, MongoDB 8+; older servers get
+//! the same operations one by one).
 //! Top-level date and timestamp fields become BSON dates; nested values stay as they are.
 //!
-//! Source: snapshot of a collection (its documents as records). Change streams are not read
-//! yet: a flow reading MongoDB runs `full_sync()` only, and CDC from it says so clearly.
+//! Source: snapshot of a collection (its documents as records), then CDC from a change stream
+//! on the database (inserts, updates and replaces with the whole document looked up, deletes by
+//! `_id`). A position is the stream's resume token, saved with every batch, so a restarted flow
+//! resumes where it stopped as long as the oplog still holds that point. Change streams need a
+//! replica set or a sharded cluster; a standalone server is named as the reason CDC cannot run.
 
 use crate::connectors::{Connector, ExistingData, Position, config_str};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 use futures_util::TryStreamExt;
 use mongodb::bson::{self, Bson, Document, doc};
-use mongodb::options::{DeleteOneModel, ReplaceOneModel, WriteModel};
+use mongodb::change_stream::ChangeStream;
+use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
+use mongodb::options::{DeleteOneModel, FullDocumentType, ReplaceOneModel, WriteModel};
 use mongodb::{Client, Namespace};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -26,7 +33,25 @@ pub struct Mongo {
     client: Client,
     database: String,
     bulk: bool,
+    /// A replica set member or a mongos: change streams work.
+    replica: bool,
+    masked_uri: String,
     types: HashMap<String, HashMap<String, FieldType>>,
+    stream: Option<ChangeStream<ChangeStreamEvent<Document>>>,
+}
+
+/// A resume token as JSON for a checkpoint, and back.
+fn token_to_json(t: &ResumeToken) -> Result<Value> {
+    Ok(bson::to_bson(t).map_err(|e| Error::internal(format!("resume token: {e}")))?.into_relaxed_extjson())
+}
+
+fn token_from_json(v: &Value) -> Result<ResumeToken> {
+    let b = Bson::try_from(v.clone()).map_err(|e| Error::data(format!("saved resume token {v}: {e}")))?;
+    bson::from_bson(b).map_err(|e| Error::data(format!("saved resume token {v}: {e}")))
+}
+
+fn doc_to_record(d: Document) -> Record {
+    d.into_iter().map(|(k, v)| (k, to_json(v))).collect()
 }
 
 fn mg_err(e: mongodb::error::Error) -> Error {
@@ -108,6 +133,28 @@ fn filter_for(rec: &Record, key: &[String]) -> Result<Document> {
     Ok(f)
 }
 
+/// A change stream event as a change of a collection. Updates and replaces carry the whole
+/// document as it is now (an update whose document is already gone is skipped: its delete
+/// follows); deletes carry the document key.
+fn to_event(ev: ChangeStreamEvent<Document>, names: &mut HashMap<String, std::sync::Arc<str>>) -> Option<Event> {
+    let coll = ev.ns.and_then(|n| n.coll)?;
+    let table = names.entry(coll.clone()).or_insert_with(|| std::sync::Arc::from(coll.as_str())).clone();
+    let ts_ms = ev
+        .wall_time
+        .map(|t| t.timestamp_millis())
+        .or_else(|| ev.cluster_time.map(|t| i64::from(t.time) * 1000))
+        .unwrap_or_else(crate::model::now_ms);
+    let change = match ev.operation_type {
+        OperationType::Insert => Change::Insert { after: doc_to_record(ev.full_document?) },
+        OperationType::Update | OperationType::Replace => {
+            Change::Update { before: ev.document_key.map(doc_to_record), after: doc_to_record(ev.full_document?) }
+        }
+        OperationType::Delete => Change::Delete { before: doc_to_record(ev.document_key?) },
+        _ => return None,
+    };
+    Some(Event { table, change, ts_ms })
+}
+
 impl Mongo {
     pub fn open(config: &Value) -> Result<Self> {
         let uri = match config_str(config, "uri") {
@@ -150,7 +197,17 @@ impl Mongo {
             .map_err(|e| Error::unavailable(format!("cannot reach MongoDB at {masked}: {e}")))?;
         let wire =
             hello.get_i32("maxWireVersion").map(i64::from).or_else(|_| hello.get_i64("maxWireVersion")).unwrap_or(0);
-        Ok(Self { rt, client, database, bulk: wire >= 25, types: HashMap::new() })
+        let replica = hello.get_str("setName").is_ok() || hello.get_str("msg") == Ok("isdbgrid");
+        Ok(Self {
+            rt,
+            client,
+            database,
+            bulk: wire >= 25,
+            replica,
+            masked_uri: masked,
+            types: HashMap::new(),
+            stream: None,
+        })
     }
 
     fn coll(&self, name: &str) -> mongodb::Collection<Document> {
@@ -210,7 +267,7 @@ impl Connector for Mongo {
             .rt
             .block_on(async { coll.find(doc! {}).limit(limit as i64).await?.try_collect().await })
             .map_err(mg_err)?;
-        Ok(docs.into_iter().map(|d| d.into_iter().map(|(k, v)| (k, to_json(v))).collect()).collect())
+        Ok(docs.into_iter().map(doc_to_record).collect())
     }
 
     fn execute(&mut self, _statement: &str) -> Result<u64> {
@@ -218,13 +275,32 @@ impl Connector for Mongo {
     }
 
     fn cdc_prepare(&mut self, _flow_id: &str, _tables: &[String]) -> Result<()> {
-        Err(Error::unsupported(
-            "reading changes from MongoDB (change streams) is not supported by the embedded engine yet: use .full_sync() for a MongoDB source",
-        ))
+        if !self.replica {
+            return Err(Error::config(format!(
+                "MongoDB CDC reads change streams, which need a replica set or a sharded cluster; {} is a standalone server (start it with --replSet and run rs.initiate(), or use .full_sync() for a snapshot only)",
+                self.masked_uri
+            )));
+        }
+        Ok(())
     }
 
     fn cdc_position(&mut self, _flow_id: &str) -> Result<Position> {
-        Ok(Value::Null)
+        // A stream opened now and closed at once: its first resume token marks "now".
+        let db = self.client.database(&self.database);
+        let token = self.rt.block_on(async {
+            let mut cs = db.watch().max_await_time(Duration::from_millis(1)).await?;
+            if cs.resume_token().is_none() {
+                cs.next_if_any().await?;
+            }
+            Ok::<_, mongodb::error::Error>(cs.resume_token())
+        });
+        match token.map_err(mg_err)? {
+            Some(t) => Ok(serde_json::json!({ "token": token_to_json(&t)? })),
+            None => Err(Error::unavailable(format!(
+                "MongoDB at {} opened a change stream but gave no resume token",
+                self.masked_uri
+            ))),
+        }
     }
 
     fn snapshot(&mut self, table: &str, batch: usize, emit: &mut dyn FnMut(Vec<Record>) -> Result<()>) -> Result<()> {
@@ -247,20 +323,72 @@ impl Connector for Mongo {
 
     fn changes(
         &mut self,
-        _f: &str,
-        _t: &[String],
+        _flow_id: &str,
+        tables: &[String],
         from: &Position,
-        _m: usize,
-        _w: Duration,
+        max: usize,
+        wait: Duration,
     ) -> Result<(Vec<Event>, Position)> {
-        Ok((Vec::new(), from.clone()))
+        if self.stream.is_none() {
+            let token = from.get("token").map(token_from_json).transpose()?;
+            let stage = doc! {"$match": {
+                "ns.coll": {"$in": tables},
+                "operationType": {"$in": ["insert", "update", "replace", "delete"]},
+            }};
+            let db = self.client.database(&self.database);
+            let watch = db
+                .watch()
+                .pipeline([stage])
+                .full_document(FullDocumentType::UpdateLookup)
+                .max_await_time(wait.clamp(Duration::from_millis(10), Duration::from_secs(1)))
+                .resume_after(token);
+            let masked = &self.masked_uri;
+            let cs = self.rt.block_on(watch.into_future()).map_err(|e| {
+                Error::unavailable(format!(
+                    "cannot resume the MongoDB change stream at {masked} from the saved position ({e}); if the oplog no longer holds it, reset the flow to take a new snapshot"
+                ))
+            })?;
+            self.stream = Some(cs);
+        }
+        let deadline = std::time::Instant::now() + wait;
+        let mut out = Vec::new();
+        let mut names: HashMap<String, std::sync::Arc<str>> = HashMap::new();
+        let cs = self.stream.as_mut().ok_or_else(|| Error::internal("change stream"))?;
+        let result = self.rt.block_on(async {
+            loop {
+                match cs.next_if_any().await? {
+                    Some(ev) => {
+                        if let Some(e) = to_event(ev, &mut names) {
+                            out.push(e);
+                        }
+                        if out.len() >= max {
+                            break;
+                        }
+                    }
+                    None if !out.is_empty() || std::time::Instant::now() >= deadline => break,
+                    None => {}
+                }
+            }
+            Ok::<_, mongodb::error::Error>(())
+        });
+        if let Err(e) = result {
+            self.stream = None;
+            return Err(mg_err(e));
+        }
+        let position = match cs.resume_token() {
+            Some(t) => serde_json::json!({ "token": token_to_json(&t)? }),
+            None => from.clone(),
+        };
+        Ok((out, position))
     }
 
     fn cdc_ack(&mut self, _flow_id: &str, _position: &Position) -> Result<()> {
+        // The oplog is the server's; the resume token in our checkpoint is the reader's place.
         Ok(())
     }
 
     fn cdc_release(&mut self, _flow_id: &str) -> Result<()> {
+        self.stream = None;
         Ok(())
     }
 
@@ -296,42 +424,52 @@ impl Connector for Mongo {
         }
         let types = self.types.get(table);
         let ns = Namespace::new(self.database.clone(), table.to_string());
-        let mut models: Vec<WriteModel> = Vec::with_capacity(changes.len());
+        // Every operation replaces or deletes a whole document, so the last one on a key decides
+        // that document: keep only it, and the batch has one operation per key, in any order.
+        let mut slots: Vec<Option<WriteModel>> = Vec::with_capacity(changes.len());
+        let mut last: HashMap<String, usize> = HashMap::with_capacity(changes.len());
+        let mut put = |filter: Document, model: WriteModel| {
+            if let Some(i) = last.insert(filter.to_string(), slots.len()) {
+                slots[i] = None;
+            }
+            slots.push(Some(model));
+        };
         for c in changes {
             match c {
                 Change::Insert { after } | Change::Update { after, .. } => {
                     if let Change::Update { before: Some(b), .. } = c
-                        && key.iter().any(|k| b.get(k) != after.get(k))
+                        && key.iter().any(|k| b.get(k).is_some_and(|v| Some(v) != after.get(k)))
                     {
-                        models.push(WriteModel::DeleteOne(
-                            DeleteOneModel::builder().namespace(ns.clone()).filter(filter_for(b, key)?).build(),
-                        ));
+                        let filter = filter_for(b, key)?;
+                        let model = DeleteOneModel::builder().namespace(ns.clone()).filter(filter.clone()).build();
+                        put(filter, WriteModel::DeleteOne(model));
                     }
                     let mut replacement = to_doc(after, types)?;
                     if key != ["_id"] {
                         replacement.remove("_id");
                     }
-                    models.push(WriteModel::ReplaceOne(
-                        ReplaceOneModel::builder()
-                            .namespace(ns.clone())
-                            .filter(filter_for(after, key)?)
-                            .replacement(replacement)
-                            .upsert(true)
-                            .build(),
-                    ));
+                    let filter = filter_for(after, key)?;
+                    let model = ReplaceOneModel::builder()
+                        .namespace(ns.clone())
+                        .filter(filter.clone())
+                        .replacement(replacement)
+                        .upsert(true)
+                        .build();
+                    put(filter, WriteModel::ReplaceOne(model));
                 }
                 Change::Delete { before } => {
-                    models.push(WriteModel::DeleteOne(
-                        DeleteOneModel::builder().namespace(ns.clone()).filter(filter_for(before, key)?).build(),
-                    ));
+                    let filter = filter_for(before, key)?;
+                    let model = DeleteOneModel::builder().namespace(ns.clone()).filter(filter.clone()).build();
+                    put(filter, WriteModel::DeleteOne(model));
                 }
             }
         }
+        let models: Vec<WriteModel> = slots.into_iter().flatten().collect();
         if models.is_empty() {
             return Ok(());
         }
         if self.bulk {
-            self.rt.block_on(self.client.bulk_write(models).ordered(true).into_future()).map_err(mg_err)?;
+            self.rt.block_on(self.client.bulk_write(models).ordered(false).into_future()).map_err(mg_err)?;
             return Ok(());
         }
         let coll = self.coll(table);
