@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::model::Record;
 use rusqlite::{Connection, params_from_iter};
 use serde_json::{Map, Value};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 /// One table of the lookup tree.
@@ -229,10 +230,20 @@ impl Lookup {
         Ok(out)
     }
 
+    /// The copy's row of node `i` with the key of `row` (whose other fields may be missing, as
+    /// in a before image that carries the key only).
+    pub fn stored(&self, i: usize, row: &Record) -> Result<Option<Record>> {
+        self.row_by_key(i, &key_text(row, &self.tree.nodes[i].key))
+    }
+
     /// The main row with the given main key values, if present.
     pub fn main_row(&self, key_text_value: &str) -> Result<Option<Record>> {
-        let mut st = self.db.prepare_cached("SELECT row FROM n0 WHERE k = ?1")?;
-        let mut rows = st.query([key_text_value])?;
+        self.row_by_key(0, key_text_value)
+    }
+
+    fn row_by_key(&self, i: usize, key: &str) -> Result<Option<Record>> {
+        let mut st = self.db.prepare_cached(&format!("SELECT row FROM n{i} WHERE k = ?1"))?;
+        let mut rows = st.query([key])?;
         match rows.next()? {
             Some(r) => Ok(Some(serde_json::from_str(&r.get::<_, String>(0)?)?)),
             None => Ok(None),
@@ -240,13 +251,10 @@ impl Lookup {
     }
 
     /// The main-table keys (as key text) whose documents a row of node `i` touches.
-    pub fn roots(&self, i: usize, row: &Record, out: &mut Vec<String>) -> Result<()> {
+    pub fn roots(&self, i: usize, row: &Record, out: &mut BTreeSet<String>) -> Result<()> {
         let node = &self.tree.nodes[i];
         let Some(p) = node.parent else {
-            let k = key_text(row, &node.key);
-            if !out.contains(&k) {
-                out.push(k);
-            }
+            out.insert(key_text(row, &node.key));
             return Ok(());
         };
         let parent_fields: Vec<&String> = node.join.iter().map(|(_, pf)| pf).collect();

@@ -1007,7 +1007,7 @@ fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
     }
     ctx.set_status("running", json!({"syncStatus": "CDC"}));
     cdc_loop(ctx, &mut sources, &mut checkpoint, |conn_id, events| {
-        let mut roots: Vec<String> = Vec::new();
+        let mut roots = std::collections::BTreeSet::new();
         lookup.begin()?;
         for e in events {
             for (i, &si) in node_source.iter().enumerate() {
@@ -1020,9 +1020,13 @@ fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
                     batch = p.process(batch)?;
                 }
                 for ev in batch {
-                    // The copy's old row (the event's before image may hold the key only).
+                    // The copy's old row: the event's before image may hold the key only
+                    // (MongoDB, PostgreSQL with REPLICA IDENTITY DEFAULT), and the old parents
+                    // are found through its join fields.
                     let old = match &ev.change {
-                        Change::Update { before: Some(b), .. } | Change::Delete { before: b } => Some(b.clone()),
+                        Change::Update { before: Some(b), .. } | Change::Delete { before: b } => {
+                            Some(lookup.stored(i, b)?.unwrap_or_else(|| b.clone()))
+                        }
                         _ => None,
                     };
                     if let Some(old) = &old {
@@ -1047,7 +1051,7 @@ fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
             }
         }
         lookup.commit()?;
-        write_roots(roots, &mut sink, &mut post)?;
+        write_roots(roots.into_iter().collect(), &mut sink, &mut post)?;
         Ok(())
     })
 }

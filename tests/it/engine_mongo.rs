@@ -6,7 +6,7 @@ use crate::harness::{Env, wait_until};
 use serde_json::Value;
 use std::time::Duration;
 
-fn mongo_uri(db: &str) -> String {
+pub fn mongo_uri(db: &str) -> String {
     let url = std::env::var("TAP_TEST_MONGO_URL")
         .expect("TAP_TEST_MONGO_URL is not set: run the suite with scripts/test, which starts SecantusDB");
     // mongodb://host:port/?opts → mongodb://host:port/DB?opts
@@ -117,18 +117,18 @@ fn the_tutorial_wide_table_from_mariadb_into_mongodb() {
 }
 
 /// The official driver, for writing to the source side as an application would.
-struct Driver {
-    rt: tokio::runtime::Runtime,
-    coll: mongodb::Collection<mongodb::bson::Document>,
+pub struct Driver {
+    pub rt: tokio::runtime::Runtime,
+    pub coll: mongodb::Collection<mongodb::bson::Document>,
 }
 
 impl Driver {
-    fn new(db: &str, coll: &str) -> Self {
+    pub fn new(db: &str, coll: &str) -> Self {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let client = rt.block_on(mongodb::Client::with_uri_str(mongo_uri(db))).expect("client");
         Self { coll: client.database(db).collection(coll), rt }
     }
-    fn run<T>(&self, f: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>) -> T {
+    pub fn run<T>(&self, f: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>) -> T {
         self.rt.block_on(f.into_future()).expect("MongoDB operation")
     }
 }
@@ -182,4 +182,67 @@ Flow("m2l").wait_initial_sync();"#,
     );
     env.tap(&["-c", "stop m2l"]).ok();
     m.run(m.coll.drop());
+}
+
+/// Lookups with MongoDB as the source: change events carry only the `_id` of the old document,
+/// so when an item moves to another order the engine finds its old order through its own copy
+/// of the item, and both documents follow.
+#[test]
+fn lookups_from_a_mongodb_source_follow_moves_and_deletes() {
+    use mongodb::bson::doc;
+    let env = Env::new("mongo-lookup");
+    let db = format!("it_mlk_{}", std::process::id());
+    let orders = Driver::new(&db, "orders");
+    let items = Driver::new(&db, "items");
+    let out = Driver::new(&db, "order_docs");
+    for d in [&orders, &items, &out] {
+        d.run(d.coll.drop());
+    }
+    orders.run(orders.coll.insert_many([doc! {"_id": "A", "who": "ann"}, doc! {"_id": "B", "who": "bob"}]));
+    items.run(items.coll.insert_many([
+        doc! {"_id": 1, "order_id": "A", "sku": "x"},
+        doc! {"_id": 2, "order_id": "A", "sku": "y"},
+        doc! {"_id": 3, "order_id": "B", "sku": "z"},
+    ]));
+    let script = format!(
+        r#"DataSource("mongodb", "M", #{{ uri: "{}" }}).save();
+let f = Flow("mlk").read_from("M.orders");
+f.lookup("M.items", #{{ path: "items", type: "array", relation: [["_id", "order_id"]] }});
+f.write_to("M.order_docs").save().start();
+f.wait_initial_sync();"#,
+        mongo_uri(&db)
+    );
+    env.script("m.rhai", &script).ok();
+    let skus = || -> Vec<(String, Vec<String>)> {
+        use futures_util::TryStreamExt;
+        let docs: Vec<mongodb::bson::Document> = out
+            .rt
+            .block_on(async { out.coll.find(doc! {}).sort(doc! {"_id": 1}).await?.try_collect().await })
+            .expect("read");
+        docs.iter()
+            .map(|d| {
+                let skus = d
+                    .get_array("items")
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|i| i.as_document().and_then(|i| i.get_str("sku").ok()).map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (d.get_str("_id").unwrap_or("?").to_string(), skus)
+            })
+            .collect()
+    };
+    let want = |v: &[(&str, &[&str])]| {
+        v.iter().map(|(o, s)| (o.to_string(), s.iter().map(|x| x.to_string()).collect())).collect::<Vec<_>>()
+    };
+    assert_eq!(skus(), want(&[("A", &["x", "y"]), ("B", &["z"])]));
+    items.run(items.coll.update_one(doc! {"_id": 2}, doc! {"$set": {"order_id": "B"}}));
+    items.run(items.coll.delete_one(doc! {"_id": 1}));
+    let expected = want(&[("A", &[]), ("B", &["y", "z"])]);
+    assert!(wait_until(Duration::from_secs(30), || skus() == expected), "documents follow: {:?}", skus());
+    env.tap(&["-c", "stop mlk"]).ok();
+    for d in [&orders, &items, &out] {
+        d.run(d.coll.drop());
+    }
 }

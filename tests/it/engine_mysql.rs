@@ -6,14 +6,14 @@ use crate::harness::{Env, query, wait_until};
 use std::process::Command;
 use std::time::Duration;
 
-struct My {
-    host: String,
-    port: String,
-    user: String,
-    password: String,
+pub struct My {
+    pub host: String,
+    pub port: String,
+    pub user: String,
+    pub password: String,
 }
 
-fn my() -> My {
+pub fn my() -> My {
     let url = std::env::var("TAP_TEST_MYSQL_URL")
         .expect("TAP_TEST_MYSQL_URL is not set: run the suite with scripts/test, which starts MariaDB");
     let rest = url.trim_start_matches("mysql://");
@@ -25,7 +25,7 @@ fn my() -> My {
 }
 
 impl My {
-    fn sql(&self, db: &str, sql: &str) -> String {
+    pub fn sql(&self, db: &str, sql: &str) -> String {
         self.sql_as(&self.user, &self.password, db, sql)
     }
     /// As root (no password on the test server), for creating users.
@@ -42,7 +42,7 @@ impl My {
         assert!(out.status.success(), "mariadb failed for {sql}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
-    fn datasource(&self, name: &str, db: &str, user: &str, password: &str) -> String {
+    pub fn datasource(&self, name: &str, db: &str, user: &str, password: &str) -> String {
         format!(
             r#"DataSource("mysql", "{name}", #{{ host: "{}", port: {}, database: "{db}", username: "{user}", password: "{password}" }}).type("source").save();"#,
             self.host, self.port
