@@ -26,7 +26,8 @@ use crate::error::{Error, Result};
 use crate::model::Record;
 use rusqlite::{Connection, params_from_iter};
 use serde_json::{Map, Value};
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 /// One table of the lookup tree.
@@ -134,7 +135,14 @@ impl Tree {
 pub struct Lookup {
     pub tree: Tree,
     db: Connection,
+    /// Embedded objects already built, by (node, join values). Many documents embed the same
+    /// product, seller or customer; any write to the copies clears it, so it only ever serves
+    /// a build phase (the initial build, or the documents of one CDC batch). Bounded.
+    objects: RefCell<HashMap<(usize, String), Option<Record>>>,
 }
+
+/// Entries of the embedded-object cache before it is cleared.
+const OBJECT_CACHE_MAX: usize = 50_000;
 
 fn key_text(row: &Record, key: &[String]) -> String {
     let vals: Vec<&Value> = key.iter().map(|k| row.get(k).unwrap_or(&Value::Null)).collect();
@@ -152,6 +160,27 @@ fn sql_value(v: &Value) -> rusqlite::types::Value {
     }
 }
 
+/// `json_extract(row, f1) = ?1 AND …`, matching the copies' expression indexes.
+fn where_clause(fields: &[&String]) -> String {
+    fields
+        .iter()
+        .enumerate()
+        .map(|(j, f)| format!("json_extract(row, {}) = ?{}", json_path(f), j + 1))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// An SQL value read back from a copy as JSON.
+fn json_value(v: rusqlite::types::ValueRef<'_>) -> Value {
+    use rusqlite::types::ValueRef as S;
+    match v {
+        S::Null => Value::Null,
+        S::Integer(i) => Value::from(i),
+        S::Real(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
+        S::Text(t) | S::Blob(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
+    }
+}
+
 fn json_path(field: &str) -> String {
     format!("'$.\"{}\"'", field.replace('\'', "''").replace('"', "\\\""))
 }
@@ -161,7 +190,12 @@ impl Lookup {
     pub fn open(dir: &Path, flow_id: &str, tree: Tree) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::config(format!("cannot create {}: {e}", dir.display())))?;
         let db = Connection::open(dir.join(format!("{flow_id}.db")))?;
-        db.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+        // A page cache big enough for the copies' hot pages (bounded: 64 MiB), and reads
+        // through a memory map rather than a read() per page.
+        db.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536; \
+             PRAGMA mmap_size=1073741824; PRAGMA temp_store=MEMORY;",
+        )?;
         for (i, n) in tree.nodes.iter().enumerate() {
             db.execute_batch(&format!("CREATE TABLE IF NOT EXISTS n{i} (k TEXT PRIMARY KEY, row TEXT NOT NULL)"))?;
             // Rows of this node are found by its own join fields (from the parent), and parents
@@ -177,7 +211,7 @@ impl Lookup {
                 ))?;
             }
         }
-        Ok(Self { tree, db })
+        Ok(Self { tree, db, objects: RefCell::new(HashMap::new()) })
     }
 
     pub fn remove_files(dir: &Path, flow_id: &str) {
@@ -198,6 +232,7 @@ impl Lookup {
 
     /// Store (or replace) a row of node `i`.
     pub fn put(&self, i: usize, row: &Record) -> Result<()> {
+        self.forget_objects();
         let key = key_text(row, &self.tree.nodes[i].key);
         let mut st = self.db.prepare_cached(&format!("INSERT OR REPLACE INTO n{i} (k, row) VALUES (?1, ?2)"))?;
         st.execute(rusqlite::params![key, serde_json::to_string(row)?])?;
@@ -205,6 +240,7 @@ impl Lookup {
     }
 
     pub fn remove(&self, i: usize, row: &Record) -> Result<()> {
+        self.forget_objects();
         let key = key_text(row, &self.tree.nodes[i].key);
         let mut st = self.db.prepare_cached(&format!("DELETE FROM n{i} WHERE k = ?1"))?;
         st.execute([key])?;
@@ -216,12 +252,7 @@ impl Lookup {
         if values.iter().any(|v| v.is_null()) {
             return Ok(Vec::new());
         }
-        let cond: Vec<String> = fields
-            .iter()
-            .enumerate()
-            .map(|(j, f)| format!("json_extract(row, {}) = ?{}", json_path(f), j + 1))
-            .collect();
-        let mut st = self.db.prepare_cached(&format!("SELECT row FROM n{i} WHERE {}", cond.join(" AND ")))?;
+        let mut st = self.db.prepare_cached(&format!("SELECT row FROM n{i} WHERE {}", where_clause(fields)))?;
         let rows = st.query_map(params_from_iter(values.iter().map(|v| sql_value(v))), |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for r in rows {
@@ -259,8 +290,35 @@ impl Lookup {
         };
         let parent_fields: Vec<&String> = node.join.iter().map(|(_, pf)| pf).collect();
         let values: Vec<&Value> = node.join.iter().map(|(own, _)| row.get(own).unwrap_or(&Value::Null)).collect();
-        for parent_row in self.find(p, &parent_fields, &values)? {
-            self.roots(p, &parent_row, out)?;
+        if values.iter().any(|v| v.is_null()) {
+            return Ok(());
+        }
+        // Read only what the walk needs: the main table's key text, or the parent's own join
+        // fields to go one level further up (not whole rows, parsed).
+        let parent = &self.tree.nodes[p];
+        let up: Vec<&String> = parent.join.iter().map(|(own, _)| own).collect();
+        let cols = if parent.parent.is_none() {
+            "k".to_string()
+        } else {
+            up.iter().map(|f| format!("json_extract(row, {})", json_path(f))).collect::<Vec<_>>().join(", ")
+        };
+        let sql = format!("SELECT {cols} FROM n{p} WHERE {}", where_clause(&parent_fields));
+        let mut st = self.db.prepare_cached(&sql)?;
+        let mut rows = st.query(params_from_iter(values.iter().map(|v| sql_value(v))))?;
+        let mut found: Vec<Record> = Vec::new();
+        while let Some(r) = rows.next()? {
+            if parent.parent.is_none() {
+                out.insert(r.get::<_, String>(0)?);
+            } else {
+                let mut partial = Record::with_capacity(up.len());
+                for (j, f) in up.iter().enumerate() {
+                    partial.insert((*f).clone(), json_value(r.get_ref(j)?));
+                }
+                found.push(partial);
+            }
+        }
+        for partial in found {
+            self.roots(p, &partial, out)?;
         }
         Ok(())
     }
@@ -272,15 +330,29 @@ impl Lookup {
             let child = &self.tree.nodes[c];
             let own: Vec<&String> = child.join.iter().map(|(own, _)| own).collect();
             let values: Vec<&Value> = child.join.iter().map(|(_, pf)| row.get(pf).unwrap_or(&Value::Null)).collect();
-            let mut rows = self.find(c, &own, &values)?;
             if child.array {
+                let mut rows = self.find(c, &own, &values)?;
                 let order = if child.array_keys.is_empty() { &child.key } else { &child.array_keys };
                 rows.sort_by(|a, b| compare_keys(a, b, order));
                 let items = rows.iter().map(|r| self.build(c, r).map(Value::Object)).collect::<Result<Vec<_>>>()?;
                 set(&mut doc, &child.path, Some(Value::Array(items)));
             } else {
-                rows.sort_by(|a, b| compare_keys(a, b, &child.key));
-                let embedded = rows.first().map(|r| self.build(c, r)).transpose()?;
+                let cache_key = (c, serde_json::to_string(&values)?);
+                let cached = self.objects.borrow().get(&cache_key).cloned();
+                let embedded = match cached {
+                    Some(e) => e,
+                    None => {
+                        let mut rows = self.find(c, &own, &values)?;
+                        rows.sort_by(|a, b| compare_keys(a, b, &child.key));
+                        let e = rows.first().map(|r| self.build(c, r)).transpose()?;
+                        let mut cache = self.objects.borrow_mut();
+                        if cache.len() >= OBJECT_CACHE_MAX {
+                            cache.clear();
+                        }
+                        cache.insert(cache_key, e.clone());
+                        e
+                    }
+                };
                 if child.path.is_empty() {
                     for (k, v) in embedded.into_iter().flatten() {
                         doc.entry(k).or_insert(v);
@@ -292,6 +364,13 @@ impl Lookup {
             }
         }
         Ok(doc)
+    }
+
+    fn forget_objects(&self) {
+        let mut cache = self.objects.borrow_mut();
+        if !cache.is_empty() {
+            cache.clear();
+        }
     }
 
     /// Every main row, in key order, `batch` at a time.
