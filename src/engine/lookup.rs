@@ -139,6 +139,19 @@ pub struct Lookup {
     /// product, seller or customer; any write to the copies clears it, so it only ever serves
     /// a build phase (the initial build, or the documents of one CDC batch). Bounded.
     objects: RefCell<HashMap<(usize, String), Option<Record>>>,
+    /// Each node's statements, built once.
+    sql: Vec<NodeSql>,
+}
+
+struct NodeSql {
+    put: String,
+    remove: String,
+    get: String,
+    /// This node's rows by its own join fields (the values come from a parent row).
+    find: String,
+    /// The parent rows this node's row joins to: the main table's key text, or the parent's own
+    /// join fields (to walk further up).
+    up: String,
 }
 
 /// Entries of the embedded-object cache before it is cleared.
@@ -196,6 +209,7 @@ impl Lookup {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536; \
              PRAGMA mmap_size=1073741824; PRAGMA temp_store=MEMORY;",
         )?;
+        db.set_prepared_statement_cache_capacity(64);
         for (i, n) in tree.nodes.iter().enumerate() {
             db.execute_batch(&format!("CREATE TABLE IF NOT EXISTS n{i} (k TEXT PRIMARY KEY, row TEXT NOT NULL)"))?;
             // Rows of this node are found by its own join fields (from the parent), and parents
@@ -211,7 +225,37 @@ impl Lookup {
                 ))?;
             }
         }
-        Ok(Self { tree, db, objects: RefCell::new(HashMap::new()) })
+        let sql = tree
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let own: Vec<&String> = n.join.iter().map(|(own, _)| own).collect();
+                let up = match n.parent {
+                    None => String::new(),
+                    Some(p) => {
+                        let parent = &tree.nodes[p];
+                        let cols = if parent.parent.is_none() {
+                            "k".to_string()
+                        } else {
+                            let fields =
+                                parent.join.iter().map(|(f, _)| format!("json_extract(row, {})", json_path(f)));
+                            fields.collect::<Vec<_>>().join(", ")
+                        };
+                        let parent_fields: Vec<&String> = n.join.iter().map(|(_, pf)| pf).collect();
+                        format!("SELECT {cols} FROM n{p} WHERE {}", where_clause(&parent_fields))
+                    }
+                };
+                NodeSql {
+                    put: format!("INSERT OR REPLACE INTO n{i} (k, row) VALUES (?1, ?2)"),
+                    remove: format!("DELETE FROM n{i} WHERE k = ?1"),
+                    get: format!("SELECT row FROM n{i} WHERE k = ?1"),
+                    find: format!("SELECT row FROM n{i} WHERE {}", where_clause(&own)),
+                    up,
+                }
+            })
+            .collect();
+        Ok(Self { tree, db, objects: RefCell::new(HashMap::new()), sql })
     }
 
     pub fn remove_files(dir: &Path, flow_id: &str) {
@@ -234,7 +278,7 @@ impl Lookup {
     pub fn put(&self, i: usize, row: &Record) -> Result<()> {
         self.forget_objects();
         let key = key_text(row, &self.tree.nodes[i].key);
-        let mut st = self.db.prepare_cached(&format!("INSERT OR REPLACE INTO n{i} (k, row) VALUES (?1, ?2)"))?;
+        let mut st = self.db.prepare_cached(&self.sql[i].put)?;
         st.execute(rusqlite::params![key, serde_json::to_string(row)?])?;
         Ok(())
     }
@@ -242,17 +286,17 @@ impl Lookup {
     pub fn remove(&self, i: usize, row: &Record) -> Result<()> {
         self.forget_objects();
         let key = key_text(row, &self.tree.nodes[i].key);
-        let mut st = self.db.prepare_cached(&format!("DELETE FROM n{i} WHERE k = ?1"))?;
+        let mut st = self.db.prepare_cached(&self.sql[i].remove)?;
         st.execute([key])?;
         Ok(())
     }
 
     /// Rows of node `i` whose `fields` equal `values`.
-    fn find(&self, i: usize, fields: &[&String], values: &[&Value]) -> Result<Vec<Record>> {
+    fn find(&self, i: usize, values: &[&Value]) -> Result<Vec<Record>> {
         if values.iter().any(|v| v.is_null()) {
             return Ok(Vec::new());
         }
-        let mut st = self.db.prepare_cached(&format!("SELECT row FROM n{i} WHERE {}", where_clause(fields)))?;
+        let mut st = self.db.prepare_cached(&self.sql[i].find)?;
         let rows = st.query_map(params_from_iter(values.iter().map(|v| sql_value(v))), |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for r in rows {
@@ -273,7 +317,7 @@ impl Lookup {
     }
 
     fn row_by_key(&self, i: usize, key: &str) -> Result<Option<Record>> {
-        let mut st = self.db.prepare_cached(&format!("SELECT row FROM n{i} WHERE k = ?1"))?;
+        let mut st = self.db.prepare_cached(&self.sql[i].get)?;
         let mut rows = st.query([key])?;
         match rows.next()? {
             Some(r) => Ok(Some(serde_json::from_str(&r.get::<_, String>(0)?)?)),
@@ -288,7 +332,6 @@ impl Lookup {
             out.insert(key_text(row, &node.key));
             return Ok(());
         };
-        let parent_fields: Vec<&String> = node.join.iter().map(|(_, pf)| pf).collect();
         let values: Vec<&Value> = node.join.iter().map(|(own, _)| row.get(own).unwrap_or(&Value::Null)).collect();
         if values.iter().any(|v| v.is_null()) {
             return Ok(());
@@ -297,13 +340,7 @@ impl Lookup {
         // fields to go one level further up (not whole rows, parsed).
         let parent = &self.tree.nodes[p];
         let up: Vec<&String> = parent.join.iter().map(|(own, _)| own).collect();
-        let cols = if parent.parent.is_none() {
-            "k".to_string()
-        } else {
-            up.iter().map(|f| format!("json_extract(row, {})", json_path(f))).collect::<Vec<_>>().join(", ")
-        };
-        let sql = format!("SELECT {cols} FROM n{p} WHERE {}", where_clause(&parent_fields));
-        let mut st = self.db.prepare_cached(&sql)?;
+        let mut st = self.db.prepare_cached(&self.sql[i].up)?;
         let mut rows = st.query(params_from_iter(values.iter().map(|v| sql_value(v))))?;
         let mut found: Vec<Record> = Vec::new();
         while let Some(r) = rows.next()? {
@@ -328,10 +365,9 @@ impl Lookup {
         let mut doc = row.clone();
         for &c in &self.tree.nodes[i].children {
             let child = &self.tree.nodes[c];
-            let own: Vec<&String> = child.join.iter().map(|(own, _)| own).collect();
             let values: Vec<&Value> = child.join.iter().map(|(_, pf)| row.get(pf).unwrap_or(&Value::Null)).collect();
             if child.array {
-                let mut rows = self.find(c, &own, &values)?;
+                let mut rows = self.find(c, &values)?;
                 let order = if child.array_keys.is_empty() { &child.key } else { &child.array_keys };
                 rows.sort_by(|a, b| compare_keys(a, b, order));
                 let items = rows.iter().map(|r| self.build(c, r).map(Value::Object)).collect::<Result<Vec<_>>>()?;
@@ -342,7 +378,7 @@ impl Lookup {
                 let embedded = match cached {
                     Some(e) => e,
                     None => {
-                        let mut rows = self.find(c, &own, &values)?;
+                        let mut rows = self.find(c, &values)?;
                         rows.sort_by(|a, b| compare_keys(a, b, &child.key));
                         let e = rows.first().map(|r| self.build(c, r)).transpose()?;
                         let mut cache = self.objects.borrow_mut();

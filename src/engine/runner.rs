@@ -25,7 +25,7 @@ use super::processors::{self, Processor};
 use super::store::{CONNECTIONS, METADATA, Store, TASKS};
 use crate::connectors::{self, Connector, ExistingData, Position};
 use crate::error::{Error, Result};
-use crate::model::{Change, Event, Schema, now_ms};
+use crate::model::{Change, Event, Record, Schema, now_ms};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -917,22 +917,28 @@ fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
     }
     let mut checkpoint = start_checkpoint(ctx, &plan, &mut sources, &mut sink)?;
 
-    // Rebuild the documents of `roots` and write them.
-    let write_roots = |roots: Vec<String>, sink: &mut Sink, post: &mut Vec<Box<dyn Processor>>| -> Result<()> {
-        let mut events = Vec::with_capacity(roots.len());
-        let table: Arc<str> = Arc::from(main_table.as_str());
-        for k in roots {
-            let change = match lookup.main_row(&k)? {
-                Some(row) => Change::Insert { after: lookup.build(0, &row)? },
-                None => Change::Delete { before: lookup.key_record(&k) },
-            };
-            events.push(Event { table: table.clone(), change, ts_ms: 0 });
-        }
-        for p in post.iter_mut() {
-            events = p.process(events)?;
-        }
-        sink.write(events, &ctx.metrics)
-    };
+    // Rebuild the documents of main rows (key text, and the row when the caller has it already)
+    // and write them.
+    let write_roots =
+        |roots: Vec<(String, Option<Record>)>, sink: &mut Sink, post: &mut Vec<Box<dyn Processor>>| -> Result<()> {
+            let mut events = Vec::with_capacity(roots.len());
+            let table: Arc<str> = Arc::from(main_table.as_str());
+            for (k, row) in roots {
+                let row = match row {
+                    Some(r) => Some(r),
+                    None => lookup.main_row(&k)?,
+                };
+                let change = match row {
+                    Some(row) => Change::Insert { after: lookup.build(0, &row)? },
+                    None => Change::Delete { before: lookup.key_record(&k) },
+                };
+                events.push(Event { table: table.clone(), change, ts_ms: 0 });
+            }
+            for p in post.iter_mut() {
+                events = p.process(events)?;
+            }
+            sink.write(events, &ctx.metrics)
+        };
 
     if checkpoint["phase"] == "snapshot" {
         ctx.set_status("running", json!({"syncStatus": "SNAPSHOT"}));
@@ -989,7 +995,7 @@ fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
             let batch = lookup.main_rows(after.as_deref(), 1000)?;
             let Some((last, _)) = batch.last() else { break };
             after = Some(last.clone());
-            write_roots(batch.into_iter().map(|(k, _)| k).collect(), &mut sink, &mut post)?;
+            write_roots(batch.into_iter().map(|(k, row)| (k, Some(row))).collect(), &mut sink, &mut post)?;
         }
         checkpoint["phase"] = json!("cdc");
         ctx.store.save_checkpoint(&ctx.task_id, &checkpoint)?;
@@ -1051,7 +1057,7 @@ fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
             }
         }
         lookup.commit()?;
-        write_roots(roots.into_iter().collect(), &mut sink, &mut post)?;
+        write_roots(roots.into_iter().map(|k| (k, None)).collect(), &mut sink, &mut post)?;
         Ok(())
     })
 }

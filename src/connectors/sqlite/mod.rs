@@ -71,6 +71,7 @@ impl Sqlite {
         // WAL lets the snapshot read while the application keeps writing.
         let _: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(Self { path: path.to_string(), conn, schemas: HashMap::new(), target_columns: HashMap::new() })
     }
 
@@ -554,14 +555,27 @@ impl Connector for Sqlite {
         let qt = quote(table);
         let key_cols: Vec<String> = key.iter().map(|k| quote(k)).collect();
         let tx = self.conn.transaction()?;
+        // The upsert statement of the previous row, reused while rows keep the same columns
+        // (nearly always), so a batch builds its SQL once rather than once per row.
+        let mut last: Option<(Vec<String>, String)> = None;
         for change in changes {
             match change {
                 Change::Insert { after } | Change::Update { after, .. } => {
                     // An update that changed the key: remove the old row first.
                     if let Change::Update { before: Some(before), .. } = change
-                        && key.iter().any(|k| before.get(k) != after.get(k))
+                        && key.iter().any(|k| before.get(k).is_some_and(|v| Some(v) != after.get(k)))
                     {
                         delete_row(&tx, &qt, &key_cols, key, before, &types)?;
+                    }
+                    if let Some((cols, sql)) = &last
+                        && cols.len() == after.len()
+                        && cols.iter().zip(after.keys()).all(|(a, b)| a == b)
+                    {
+                        let mut st = tx.prepare_cached(sql)?;
+                        st.execute(params_from_iter(
+                            after.iter().map(|(c, v)| bind_value(v, types.get(c.as_str()).copied())),
+                        ))?;
+                        continue;
                     }
                     let cols: Vec<&String> = after.keys().collect();
                     let names: Vec<String> = cols.iter().map(|c| quote(c)).collect();
@@ -583,6 +597,8 @@ impl Connector for Sqlite {
                     st.execute(params_from_iter(
                         cols.iter().map(|c| bind_value(&after[c.as_str()], types.get(c.as_str()).copied())),
                     ))?;
+                    drop(st);
+                    last = Some((cols.into_iter().cloned().collect(), sql));
                 }
                 Change::Delete { before } => delete_row(&tx, &qt, &key_cols, key, before, &types)?,
             }
