@@ -16,7 +16,7 @@ pub mod sign;
 
 use crate::error::{Error, ErrorKind, Result};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -416,6 +416,18 @@ impl Client {
         Ok((count, rows))
     }
 
+    /// Rows whose fields equal `filter`'s values. The embedded engine filters in the database; a
+    /// cluster, which knows no filter argument, returns its sample and the rows are filtered
+    /// here, so there only the sampled rows can match.
+    pub fn peek_where(&self, conn_id: &str, table: &str, filter: &Map<String, Value>) -> Result<Vec<Value>> {
+        let body = json!({"className": "QueryDataBaseDataService", "method": "getData",
+                          "args": [conn_id, table, 100, filter]});
+        let data = self.post("/proxy/call", &body)?;
+        let mut rows = data.get("sampleData").and_then(Value::as_array).cloned().unwrap_or_default();
+        rows.retain(|r| filter.iter().all(|(k, v)| matches_value(r.get(k), v)));
+        Ok(rows)
+    }
+
     /// Run a statement in a connection (embedded engine only).
     pub fn sql(&self, conn_id: &str, statement: &str) -> Result<u64> {
         let body = json!({"className": "TapSqlService", "method": "execute", "args": [conn_id, statement]});
@@ -428,6 +440,19 @@ impl Client {
         })?;
         Ok(data.get("affected").and_then(Value::as_u64).unwrap_or(0))
     }
+}
+
+/// A row's value against a filter's: equal, equal as numbers, or equal as text.
+fn matches_value(row: Option<&Value>, want: &Value) -> bool {
+    let Some(have) = row else { return want.is_null() };
+    if have == want {
+        return true;
+    }
+    if let (Some(a), Some(b)) = (have.as_f64(), want.as_f64()) {
+        return a == b;
+    }
+    let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    text(have) == text(want)
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

@@ -50,6 +50,8 @@ pub trait Connector: Send {
     fn schema(&mut self, table: &str) -> Result<Schema>;
     fn count(&mut self, table: &str) -> Result<u64>;
     fn sample(&mut self, table: &str, limit: usize) -> Result<Vec<Record>>;
+    /// Up to `limit` rows whose fields equal `filter`'s values (`peek TABLE field=value`).
+    fn find(&mut self, table: &str, filter: &Record, limit: usize) -> Result<Vec<Record>>;
     /// Run one statement (the `sql()` helper of scripts and tests). Returns affected rows.
     fn execute(&mut self, statement: &str) -> Result<u64>;
 

@@ -981,7 +981,18 @@ async fn proxy_call(State(engine): State<Shared>, Json(body): Json<Value>) -> Re
         ("QueryDataBaseDataService", "getData" | "getDataV2") => {
             let (conn, table) = (arg(0), arg(1));
             let limit = args.get(2).and_then(Value::as_u64).unwrap_or(100).min(100) as usize;
-            let res = with_connector(&engine, conn, move |c| Ok((c.sample(&table, limit)?, c.count(&table)?))).await;
+            // A fourth argument (ours, not TapData's): field → value equality filter.
+            let filter = args.get(3).and_then(Value::as_object).cloned().unwrap_or_default();
+            let res = with_connector(&engine, conn, move |c| {
+                if filter.is_empty() {
+                    Ok((c.sample(&table, limit)?, c.count(&table)?))
+                } else {
+                    let rows = c.find(&table, &filter, limit)?;
+                    let n = rows.len() as u64;
+                    Ok((rows, n))
+                }
+            })
+            .await;
             match res {
                 Ok((rows, count)) => {
                     ok(json!({"sampleData": rows, "tableInfo": {"numOfRows": count, "storageSize": 0}}))

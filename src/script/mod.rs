@@ -448,6 +448,15 @@ fn register_verbs(engine: &mut Engine, session: &Arc<Session>) {
     engine.register_fn("peek", move |table: &str, n: i64| -> RhaiResult<()> {
         verbs::peek(&s, table, n.max(0) as usize).map_err(raise)
     });
+    // peek("table", #{ field: value }): the records whose fields equal those values.
+    let s = session.clone();
+    engine.register_fn("peek", move |table: &str, filter: rhai::Map| -> RhaiResult<()> {
+        let filter: serde_json::Map<String, serde_json::Value> = filter
+            .into_iter()
+            .map(|(k, v)| Ok((k.to_string(), rhai::serde::from_dynamic(&v)?)))
+            .collect::<RhaiResult<_>>()?;
+        verbs::peek_where(&s, table, &filter, 5).map_err(raise)
+    });
     let s = session.clone();
     engine.register_fn("help", move || -> RhaiResult<()> { verbs::help(&s, None).map_err(raise) });
     let s = session.clone();

@@ -41,9 +41,9 @@ pub const VERBS: &[Verb] = &[
     Verb {
         name: "peek",
         aliases: &[],
-        usage: "peek [-n N] [CONNECTION.]TABLE",
-        summary: "show the row count and the first N records (5)",
-        examples: &["peek ecom_orders", "peek -n 2 Demo.ecom_orders"],
+        usage: "peek [-n N] [CONNECTION.]TABLE [FIELD=VALUE ...]",
+        summary: "show the row count and the first N records (5), or the records matching FIELD=VALUE",
+        examples: &["peek ecom_orders", "peek -n 2 Demo.ecom_orders", "peek orderSingleView order_id=ORD789654"],
     },
     Verb {
         name: "count",
@@ -185,7 +185,8 @@ pub fn run(session: &Session, verb: &Verb, args: &[String], confirm: Confirm<'_>
         "peek" => {
             let (n, rest) = take_n(args, 5)?;
             let table = rest.first().ok_or_else(|| Error::usage(format!("usage: {}", verb.usage)))?;
-            peek(session, table, n)
+            let filter = parse_filter(&rest[1..], verb)?;
+            if filter.is_empty() { peek(session, table, n) } else { peek_where(session, table, &filter, n) }
         }
         "count" => count(session, need(args, verb)?),
         "status" => status(session, need(args, verb)?),
@@ -447,6 +448,45 @@ pub fn peek(session: &Session, table: &str, n: usize) -> Result<()> {
         return Ok(());
     }
     session.out.line(&format!("table {name} has {count} records"));
+    for r in rows.iter().take(n) {
+        session.out.record(r);
+    }
+    Ok(())
+}
+
+/// `field=value` words as an equality filter; values that read as JSON numbers, booleans or
+/// null are those, anything else is text.
+fn parse_filter(words: &[String], verb: &Verb) -> Result<serde_json::Map<String, Value>> {
+    let mut filter = serde_json::Map::new();
+    for w in words {
+        let (k, v) = w.split_once('=').ok_or_else(|| {
+            Error::usage(format!("expected FIELD=VALUE after the table, got {w:?}; usage: {}", verb.usage))
+        })?;
+        let value = match serde_json::from_str::<Value>(v) {
+            Ok(x @ (Value::Number(_) | Value::Bool(_) | Value::Null)) => x,
+            _ => Value::String(v.to_string()),
+        };
+        filter.insert(k.trim().to_string(), value);
+    }
+    Ok(filter)
+}
+
+/// The rows of a table whose fields equal the filter's values.
+pub fn peek_where(session: &Session, table: &str, filter: &serde_json::Map<String, Value>, n: usize) -> Result<()> {
+    let (conn, meta) = resolve::table(session, table)?;
+    let name = s(&meta, "original_name");
+    let rows = session.client.peek_where(s(&conn, "id"), name, filter)?;
+    if session.out.json {
+        let rows: Vec<&Value> = rows.iter().take(n).collect();
+        session.out.value(&json!({"table": name, "filter": filter, "records": rows}));
+        return Ok(());
+    }
+    let shown = rows.len().min(n);
+    session.out.line(&format!(
+        "table {name}: {} matching records{}",
+        rows.len(),
+        if shown < rows.len() { format!(", showing {shown}") } else { String::new() }
+    ));
     for r in rows.iter().take(n) {
         session.out.record(r);
     }

@@ -101,7 +101,16 @@ fn the_tutorial_wide_table_from_mariadb_into_mongodb() {
     let (stdout, stderr) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
     assert!(run.status.success(), "{stdout}\n{stderr}");
     assert!(example.contains("ORD789654"));
-    let find = || records(&env, "MongoDB_ECommerce.orderSingleView").into_iter().find(|r| r["order_id"] == "ORD789654");
+    assert!(stdout.contains("orderSingleView: 1 matching records") && stdout.contains("ORD789654"), "{stdout}");
+    // A filtered peek reads the one document from MongoDB.
+    let find = || {
+        let run = env.tap(&["--json", "-c", "peek MongoDB_ECommerce.orderSingleView order_id=ORD789654"]);
+        run.ok();
+        let v: Value = serde_json::from_str(run.stdout.trim()).expect("json");
+        let recs = v["records"].as_array().cloned().unwrap_or_default();
+        assert!(recs.len() <= 1, "one document per order: {recs:?}");
+        recs.into_iter().next()
+    };
     let done = wait_until(Duration::from_secs(30), || {
         find().is_some_and(|d| d["order_status"] == "shipped" && d["order_items"][0]["price"].as_f64() == Some(210.0))
     });

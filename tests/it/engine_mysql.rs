@@ -82,6 +82,12 @@ Flow("my2lite").wait_initial_sync();"#,
     let expected: Vec<Vec<String>> =
         expected.into_iter().map(|r| r.into_iter().map(str::to_string).collect()).collect();
     assert!(wait_until(Duration::from_secs(30), || rows() == expected), "binlog CDC: {:?}", rows());
+    // A filtered peek reads MySQL by value.
+    let run = env.tap(&["--json", "-c", "peek My.items id=2 name=B"]);
+    run.ok();
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("json");
+    assert_eq!(v["records"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["records"][0]["price"], 9.99, "{v}");
     env.tap(&["-c", "stop my2lite"]).ok();
     my.sql("mysql", &format!("DROP DATABASE {db}"));
 }

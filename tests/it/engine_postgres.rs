@@ -114,6 +114,12 @@ fn postgres_to_postgres_and_postgres_to_sqlite_snapshot_and_cdc() {
         pg.psql(&format!("SELECT doc->>'i', encode(raw, 'hex'), at FROM {schema}.items_copy WHERE id = 7")),
         "7|0aff|2024-01-02 03:04:05"
     );
+    // A filtered peek reads PostgreSQL by value (text, integer and boolean columns).
+    let run = env.tap(&["--json", "-c", "peek PgSrc.items name='item 8' id=8 flag=true"]);
+    run.ok();
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("json");
+    assert_eq!(v["records"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["records"][0]["qty"], 12.0, "{v}");
 
     pg.psql(&format!(
         "INSERT INTO {schema}.items (id, name, qty, flag) VALUES (1000, 'new', 1, true);

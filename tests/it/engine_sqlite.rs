@@ -31,6 +31,19 @@ fn quickstart_runs_end_to_end() {
     assert_eq!(canceled, cancelled);
     assert_ne!(canceled, "0");
 
+    // A filtered peek: the rows whose fields equal the values given.
+    let run = env.tap(&["--json", "-c", "peek Local.orders order_id=ORD789654"]);
+    run.ok();
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("json");
+    assert_eq!(v["records"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["records"][0]["order_status"], "shipped", "{v}");
+    let run = env.tap(&["-c", "peek -n 2 Local.orders order_status=shipped customer_id=CUST12345"]);
+    run.ok();
+    assert!(run.stdout.contains("table orders: 1 matching records"), "{}", run.stdout);
+    let bad = env.tap(&["-c", "peek Local.orders shipped"]);
+    assert_eq!(bad.code, 2, "a usage error: {bad:?}");
+    assert!(bad.stderr.contains("expected FIELD=VALUE"), "{}", bad.stderr);
+
     // Running it again is idempotent: the same flow, reset and re-run.
     env.tap(&["-f", example]).ok();
     let flows = env.tap(&["--json", "-c", "show flows"]);

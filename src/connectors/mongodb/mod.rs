@@ -262,10 +262,16 @@ impl Connector for Mongo {
     }
 
     fn sample(&mut self, table: &str, limit: usize) -> Result<Vec<Record>> {
+        self.find(table, &Record::new(), limit)
+    }
+
+    fn find(&mut self, table: &str, filter: &Record, limit: usize) -> Result<Vec<Record>> {
         let coll = self.coll(table);
+        let keys: Vec<String> = filter.keys().cloned().collect();
+        let filter = filter_for(filter, &keys)?;
         let docs: Vec<Document> = self
             .rt
-            .block_on(async { coll.find(doc! {}).limit(limit as i64).await?.try_collect().await })
+            .block_on(async { coll.find(filter).limit(limit as i64).await?.try_collect().await })
             .map_err(mg_err)?;
         Ok(docs.into_iter().map(doc_to_record).collect())
     }

@@ -328,8 +328,12 @@ impl Connector for Mysql {
     }
 
     fn sample(&mut self, table: &str, limit: usize) -> Result<Vec<Record>> {
+        self.find(table, &Record::new(), limit)
+    }
+
+    fn find(&mut self, table: &str, filter: &Record, limit: usize) -> Result<Vec<Record>> {
         let mut out = Vec::new();
-        self.snapshot_query(table, Some(limit), limit.max(1), &mut |rows| {
+        self.snapshot_query(table, Some((limit, filter)), limit.max(1), &mut |rows| {
             out.extend(rows);
             Ok(())
         })?;
@@ -799,14 +803,27 @@ impl Mysql {
     fn snapshot_query(
         &mut self,
         table: &str,
-        limit: Option<usize>,
+        limit: Option<(usize, &Record)>,
         batch: usize,
         emit: &mut dyn FnMut(Vec<Record>) -> Result<()>,
     ) -> Result<()> {
         let schema = self.schema(table)?;
         let cols = schema.fields.iter().map(|f| quote(&f.name)).collect::<Vec<_>>().join(", ");
         let sql = match limit {
-            Some(n) => format!("SELECT {cols} FROM {} LIMIT {n}", self.qualified(table)),
+            Some((n, filter)) if !filter.is_empty() => {
+                let cond: Vec<String> = filter
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Value::Null => format!("{} IS NULL", quote(k)),
+                        Value::Bool(b) => format!("{} = {}", quote(k), i32::from(*b)),
+                        Value::Number(x) => format!("{} = {x}", quote(k)),
+                        Value::String(t) => format!("{} = {}", quote(k), sql_string(t)),
+                        other => format!("{} = {}", quote(k), sql_string(&other.to_string())),
+                    })
+                    .collect();
+                format!("SELECT {cols} FROM {} WHERE {} LIMIT {n}", self.qualified(table), cond.join(" AND "))
+            }
+            Some((n, _)) => format!("SELECT {cols} FROM {} LIMIT {n}", self.qualified(table)),
             None => format!("SELECT {cols} FROM {}", self.qualified(table)),
         };
         let types: Vec<(String, FieldType)> = schema.fields.iter().map(|f| (f.name.clone(), f.ty)).collect();

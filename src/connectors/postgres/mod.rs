@@ -301,9 +301,23 @@ impl Connector for Postgres {
     }
 
     fn sample(&mut self, table: &str, limit: usize) -> Result<Vec<Record>> {
+        self.find(table, &Record::new(), limit)
+    }
+
+    fn find(&mut self, table: &str, filter: &Record, limit: usize) -> Result<Vec<Record>> {
         let schema = self.schema(table)?;
-        let rows =
-            self.query(&format!("SELECT row_to_json(t)::text FROM {} t LIMIT {limit}", self.qualified(table)), &[])?;
+        // Compared as text: a filter comes from a command line.
+        let texts: Vec<String> =
+            filter.values().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect();
+        let cond: Vec<String> =
+            filter.keys().enumerate().map(|(i, k)| format!("t.{}::text = ${}", quote(k), i + 1)).collect();
+        let where_ = if cond.is_empty() { String::new() } else { format!(" WHERE {}", cond.join(" AND ")) };
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            texts.iter().map(|t| t as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        let rows = self.query(
+            &format!("SELECT row_to_json(t)::text FROM {} t{where_} LIMIT {limit}", self.qualified(table)),
+            &params,
+        )?;
         rows.iter()
             .map(|r| {
                 let mut rec: Record = serde_json::from_str(&r.get::<_, String>(0))?;

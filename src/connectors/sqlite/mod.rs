@@ -268,11 +268,22 @@ impl Connector for Sqlite {
     }
 
     fn sample(&mut self, table: &str, limit: usize) -> Result<Vec<Record>> {
+        self.find(table, &Record::new(), limit)
+    }
+
+    fn find(&mut self, table: &str, filter: &Record, limit: usize) -> Result<Vec<Record>> {
         let schema = self.schema(table)?;
         let types: Vec<Option<FieldType>> = schema.fields.iter().map(|f| Some(f.ty)).collect();
-        let mut st = self.conn.prepare(&format!("SELECT * FROM {} LIMIT {limit}", quote(table)))?;
+        let cond: Vec<String> = filter.keys().enumerate().map(|(i, k)| format!("{} = ?{}", quote(k), i + 1)).collect();
+        let sql = if cond.is_empty() {
+            format!("SELECT * FROM {} LIMIT {limit}", quote(table))
+        } else {
+            format!("SELECT * FROM {} WHERE {} LIMIT {limit}", quote(table), cond.join(" AND "))
+        };
+        let mut st = self.conn.prepare(&sql)?;
         let names: Vec<String> = st.column_names().map(|s| s.to_string()).collect();
-        let mut rows = st.query([])?;
+        let mut rows =
+            st.query(params_from_iter(filter.iter().map(|(k, v)| bind_value(v, schema.field(k).map(|f| f.ty)))))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let mut rec = Record::new();
