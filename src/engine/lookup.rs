@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::model::Record;
 use rusqlite::{Connection, params_from_iter};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -305,10 +306,16 @@ impl Lookup {
         Ok(out)
     }
 
-    /// The copy's row of node `i` with the key of `row` (whose other fields may be missing, as
-    /// in a before image that carries the key only).
-    pub fn stored(&self, i: usize, row: &Record) -> Result<Option<Record>> {
-        self.row_by_key(i, &key_text(row, &self.tree.nodes[i].key))
+    /// The old row of a change to node `i`, to walk up to the documents it leaves: the event's
+    /// before image when it holds the fields the walk needs (a full image), else the copy's row
+    /// with its key (a before image that carries the key only: MongoDB, PostgreSQL with
+    /// REPLICA IDENTITY DEFAULT).
+    pub fn old_row<'a>(&self, i: usize, before: &'a Record) -> Result<Cow<'a, Record>> {
+        let node = &self.tree.nodes[i];
+        if node.join.iter().all(|(own, _)| before.contains_key(own)) {
+            return Ok(Cow::Borrowed(before));
+        }
+        Ok(self.row_by_key(i, &key_text(before, &node.key))?.map(Cow::Owned).unwrap_or(Cow::Borrowed(before)))
     }
 
     /// The main row with the given main key values, if present.

@@ -247,6 +247,30 @@ impl FlowCtx {
             let _ = self.store.save_metrics(&self.task_id, &m.to_json());
         }
     }
+
+    /// The initial sync is done: the checkpoint moves to CDC and the metrics say so.
+    fn snapshot_done(&self, checkpoint: &mut Value, message: &str) -> Result<()> {
+        checkpoint["phase"] = json!("cdc");
+        self.store.save_checkpoint(&self.task_id, checkpoint)?;
+        if let Ok(mut m) = self.metrics.lock() {
+            m.snapshot_done_at = Some(now_ms());
+            m.replicate_lag = 0;
+        }
+        self.save_metrics();
+        self.log("INFO", message);
+        Ok(())
+    }
+
+    /// After the initial sync: a snapshot-only flow is complete (its checkpoint goes), else
+    /// the flow is about to read changes.
+    fn complete_or_cdc(&self, cdc: bool) -> Result<Option<Outcome>> {
+        if !cdc {
+            self.store.delete_checkpoint(&self.task_id)?;
+            return Ok(Some(Outcome::Complete));
+        }
+        self.set_status("running", json!({"syncStatus": "CDC"}));
+        Ok(None)
+    }
 }
 
 pub fn iso_now() -> String {
@@ -649,21 +673,11 @@ fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
             }
             ctx.log("INFO", &format!("Initial sync of table {} done", s.table));
         }
-        checkpoint["phase"] = json!("cdc");
-        ctx.store.save_checkpoint(&ctx.task_id, &checkpoint)?;
-        if let Ok(mut m) = ctx.metrics.lock() {
-            m.snapshot_done_at = Some(now_ms());
-            m.replicate_lag = 0;
-        }
-        ctx.save_metrics();
-        ctx.log("INFO", "Initial sync completed");
+        ctx.snapshot_done(&mut checkpoint, "Initial sync completed")?;
     }
-    if !plan.cdc {
-        ctx.store.delete_checkpoint(&ctx.task_id)?;
-        return Ok(Outcome::Complete);
+    if let Some(outcome) = ctx.complete_or_cdc(plan.cdc)? {
+        return Ok(outcome);
     }
-
-    ctx.set_status("running", json!({"syncStatus": "CDC"}));
     cdc_loop(ctx, &mut sources, &mut checkpoint, |conn_id, events| {
         // Route each event to the chain of the source node reading its table.
         let mut out = Vec::with_capacity(events.len());
@@ -997,21 +1011,14 @@ fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
             after = Some(last.clone());
             write_roots(batch.into_iter().map(|(k, row)| (k, Some(row))).collect(), &mut sink, &mut post)?;
         }
-        checkpoint["phase"] = json!("cdc");
-        ctx.store.save_checkpoint(&ctx.task_id, &checkpoint)?;
         if let Ok(mut m) = ctx.metrics.lock() {
-            m.snapshot_done_at = Some(now_ms());
             m.snapshot_tables = plan.sources.len() as u64;
-            m.replicate_lag = 0;
         }
-        ctx.save_metrics();
-        ctx.log("INFO", "Initial sync completed: documents built");
+        ctx.snapshot_done(&mut checkpoint, "Initial sync completed: documents built")?;
     }
-    if !plan.cdc {
-        ctx.store.delete_checkpoint(&ctx.task_id)?;
-        return Ok(Outcome::Complete);
+    if let Some(outcome) = ctx.complete_or_cdc(plan.cdc)? {
+        return Ok(outcome);
     }
-    ctx.set_status("running", json!({"syncStatus": "CDC"}));
     cdc_loop(ctx, &mut sources, &mut checkpoint, |conn_id, events| {
         let mut roots = std::collections::BTreeSet::new();
         lookup.begin()?;
@@ -1026,17 +1033,9 @@ fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
                     batch = p.process(batch)?;
                 }
                 for ev in batch {
-                    // The copy's old row: the event's before image may hold the key only
-                    // (MongoDB, PostgreSQL with REPLICA IDENTITY DEFAULT), and the old parents
-                    // are found through its join fields.
-                    let old = match &ev.change {
-                        Change::Update { before: Some(b), .. } | Change::Delete { before: b } => {
-                            Some(lookup.stored(i, b)?.unwrap_or_else(|| b.clone()))
-                        }
-                        _ => None,
-                    };
-                    if let Some(old) = &old {
-                        lookup.roots(i, old, &mut roots)?;
+                    // The documents the row leaves: walked up from its old image.
+                    if let Change::Update { before: Some(b), .. } | Change::Delete { before: b } = &ev.change {
+                        lookup.roots(i, &*lookup.old_row(i, b)?, &mut roots)?;
                     }
                     match &ev.change {
                         Change::Insert { after } | Change::Update { after, .. } => {
@@ -1046,18 +1045,15 @@ fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
                             lookup.put(i, after)?;
                             lookup.roots(i, after, &mut roots)?;
                         }
-                        Change::Delete { before } => {
-                            lookup.remove(i, before)?;
-                            if i == 0 {
-                                lookup.roots(0, before, &mut roots)?;
-                            }
-                        }
+                        Change::Delete { before } => lookup.remove(i, before)?,
                     }
                 }
             }
         }
-        lookup.commit()?;
         write_roots(roots.into_iter().map(|k| (k, None)).collect(), &mut sink, &mut post)?;
+        // The copies move on only once the documents are written: a crash in between rolls
+        // them back, and the replay finds the same old rows (and old parents) again.
+        lookup.commit()?;
         Ok(())
     })
 }

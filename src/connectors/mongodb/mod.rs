@@ -315,7 +315,7 @@ impl Connector for Mongo {
             let mut cursor = coll.find(doc! {}).batch_size(batch as u32).await.map_err(mg_err)?;
             let mut buf = Vec::with_capacity(batch);
             while let Some(d) = cursor.try_next().await.map_err(mg_err)? {
-                buf.push(d.into_iter().map(|(k, v)| (k, to_json(v))).collect());
+                buf.push(doc_to_record(d));
                 if buf.len() >= batch {
                     emit(std::mem::replace(&mut buf, Vec::with_capacity(batch)))?;
                 }
@@ -434,10 +434,18 @@ impl Connector for Mongo {
         // that document: keep only it, and the batch has one operation per key, in any order.
         let mut slots: Vec<Option<WriteModel>> = Vec::with_capacity(changes.len());
         let mut last: HashMap<String, usize> = HashMap::with_capacity(changes.len());
-        let mut put = |filter: Document, model: WriteModel| {
+        // `put(filter, Some(document))` replaces (upserts) the document, `put(filter, None)`
+        // deletes it.
+        let mut put = |filter: Document, replacement: Option<Document>| {
             if let Some(i) = last.insert(filter.to_string(), slots.len()) {
                 slots[i] = None;
             }
+            let model = match replacement {
+                Some(r) => WriteModel::ReplaceOne(
+                    ReplaceOneModel::builder().namespace(ns.clone()).filter(filter).replacement(r).upsert(true).build(),
+                ),
+                None => WriteModel::DeleteOne(DeleteOneModel::builder().namespace(ns.clone()).filter(filter).build()),
+            };
             slots.push(Some(model));
         };
         for c in changes {
@@ -446,28 +454,15 @@ impl Connector for Mongo {
                     if let Change::Update { before: Some(b), .. } = c
                         && key.iter().any(|k| b.get(k).is_some_and(|v| Some(v) != after.get(k)))
                     {
-                        let filter = filter_for(b, key)?;
-                        let model = DeleteOneModel::builder().namespace(ns.clone()).filter(filter.clone()).build();
-                        put(filter, WriteModel::DeleteOne(model));
+                        put(filter_for(b, key)?, None);
                     }
                     let mut replacement = to_doc(after, types)?;
                     if key != ["_id"] {
                         replacement.remove("_id");
                     }
-                    let filter = filter_for(after, key)?;
-                    let model = ReplaceOneModel::builder()
-                        .namespace(ns.clone())
-                        .filter(filter.clone())
-                        .replacement(replacement)
-                        .upsert(true)
-                        .build();
-                    put(filter, WriteModel::ReplaceOne(model));
+                    put(filter_for(after, key)?, Some(replacement));
                 }
-                Change::Delete { before } => {
-                    let filter = filter_for(before, key)?;
-                    let model = DeleteOneModel::builder().namespace(ns.clone()).filter(filter.clone()).build();
-                    put(filter, WriteModel::DeleteOne(model));
-                }
+                Change::Delete { before } => put(filter_for(before, key)?, None),
             }
         }
         let models: Vec<WriteModel> = slots.into_iter().flatten().collect();

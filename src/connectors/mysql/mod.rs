@@ -396,18 +396,15 @@ impl Connector for Mysql {
         // The GTID state at exactly that point: MariaDB maps file+offset to it; MySQL prints
         // it beside them (Executed_Gtid_Set, empty unless gtid_mode=ON).
         let gtid = if self.mariadb {
-            let g: Vec<Option<String>> = self.rows(&format!("SELECT BINLOG_GTID_POS({}, {pos})", sql_string(&file)))?;
-            g.into_iter().next().flatten().unwrap_or_default()
+            let rt = &self.rt;
+            let conn = self.conn.as_mut().ok_or_else(|| Error::internal("MySQL connection"))?;
+            rt.block_on(mariadb_gtid_at(conn, &file, pos))?.to_string()
         } else {
             let mut g: String = row.get::<Option<String>, _>(4).flatten().unwrap_or_default();
             g.retain(|c| !c.is_whitespace());
             g
         };
-        if gtid.is_empty() {
-            Ok(json!({"file": file, "pos": pos}))
-        } else {
-            Ok(json!({"file": file, "pos": pos, "gtid": gtid}))
-        }
+        Ok(position(&file, pos, &gtid))
     }
 
     fn snapshot(&mut self, table: &str, batch: usize, emit: &mut dyn FnMut(Vec<Record>) -> Result<()>) -> Result<()> {
@@ -725,6 +722,18 @@ fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
+/// A binlog position as a checkpoint keeps it (the GTID state only when there is one).
+fn position(file: &str, pos: u64, gtid: &str) -> Position {
+    if gtid.is_empty() { json!({"file": file, "pos": pos}) } else { json!({"file": file, "pos": pos, "gtid": gtid}) }
+}
+
+/// MariaDB's GTID state at a binlog file and offset.
+async fn mariadb_gtid_at(conn: &mut Conn, file: &str, pos: u64) -> Result<Gtid> {
+    let g: Option<Option<String>> =
+        conn.query_first(format!("SELECT BINLOG_GTID_POS({}, {pos})", sql_string(file))).await.map_err(my_err)?;
+    Gtid::parse_mariadb(&g.flatten().unwrap_or_default())
+}
+
 /// A 16-byte source id as MySQL prints it.
 fn uuid_text(b: &[u8; 16]) -> String {
     let h = hex(b);
@@ -749,11 +758,7 @@ impl Mysql {
                 // Send GTID events as they are (not as dummy queries), so positions carry them.
                 conn.query_drop("SET @mariadb_slave_capability=4").await.map_err(my_err)?;
                 if !by_gtid && !file.is_empty() {
-                    let g: Option<Option<String>> = conn
-                        .query_first(format!("SELECT BINLOG_GTID_POS({}, {pos})", sql_string(&file)))
-                        .await
-                        .map_err(my_err)?;
-                    state = Gtid::parse_mariadb(&g.flatten().unwrap_or_default())?;
+                    state = mariadb_gtid_at(&mut conn, &file, pos).await?;
                 }
             }
             let request = if by_gtid && mariadb {
@@ -794,10 +799,8 @@ impl Mysql {
                 PendingGtid::Mysql { source, gno } => state.add_mysql(&source, gno),
             }
         }
-        match self.gtid.as_ref().filter(|g| !g.is_empty()) {
-            Some(g) => json!({"file": self.file, "pos": log_pos, "gtid": g.to_string()}),
-            None => json!({"file": self.file, "pos": log_pos}),
-        }
+        let gtid = self.gtid.as_ref().map(Gtid::to_string).unwrap_or_default();
+        position(&self.file, log_pos, &gtid)
     }
 
     fn snapshot_query(

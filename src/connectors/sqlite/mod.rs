@@ -578,38 +578,36 @@ impl Connector for Sqlite {
                     {
                         delete_row(&tx, &qt, &key_cols, key, before, &types)?;
                     }
-                    if let Some((cols, sql)) = &last
-                        && cols.len() == after.len()
-                        && cols.iter().zip(after.keys()).all(|(a, b)| a == b)
-                    {
+                    let same_shape = last.as_ref().is_some_and(|(cols, _)| {
+                        cols.len() == after.len() && cols.iter().zip(after.keys()).all(|(a, b)| a == b)
+                    });
+                    if !same_shape {
+                        let names: Vec<String> = after.keys().map(|c| quote(c)).collect();
+                        let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+                        let updates: Vec<String> = names
+                            .iter()
+                            .filter(|n| !key_cols.contains(n))
+                            .map(|n| format!("{n} = excluded.{n}"))
+                            .collect();
+                        let conflict = if updates.is_empty() {
+                            "DO NOTHING".to_string()
+                        } else {
+                            format!("DO UPDATE SET {}", updates.join(", "))
+                        };
+                        let sql = format!(
+                            "INSERT INTO {qt} ({}) VALUES ({}) ON CONFLICT ({}) {conflict}",
+                            names.join(", "),
+                            marks.join(", "),
+                            key_cols.join(", ")
+                        );
+                        last = Some((after.keys().cloned().collect(), sql));
+                    }
+                    if let Some((_, sql)) = &last {
                         let mut st = tx.prepare_cached(sql)?;
                         st.execute(params_from_iter(
                             after.iter().map(|(c, v)| bind_value(v, types.get(c.as_str()).copied())),
                         ))?;
-                        continue;
                     }
-                    let cols: Vec<&String> = after.keys().collect();
-                    let names: Vec<String> = cols.iter().map(|c| quote(c)).collect();
-                    let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-                    let updates: Vec<String> =
-                        names.iter().filter(|n| !key_cols.contains(n)).map(|n| format!("{n} = excluded.{n}")).collect();
-                    let conflict = if updates.is_empty() {
-                        "DO NOTHING".to_string()
-                    } else {
-                        format!("DO UPDATE SET {}", updates.join(", "))
-                    };
-                    let sql = format!(
-                        "INSERT INTO {qt} ({}) VALUES ({}) ON CONFLICT ({}) {conflict}",
-                        names.join(", "),
-                        marks.join(", "),
-                        key_cols.join(", ")
-                    );
-                    let mut st = tx.prepare_cached(&sql)?;
-                    st.execute(params_from_iter(
-                        cols.iter().map(|c| bind_value(&after[c.as_str()], types.get(c.as_str()).copied())),
-                    ))?;
-                    drop(st);
-                    last = Some((cols.into_iter().cloned().collect(), sql));
                 }
                 Change::Delete { before } => delete_row(&tx, &qt, &key_cols, key, before, &types)?,
             }
