@@ -254,7 +254,9 @@ fn run_line_with(
     match verbs::parse(line) {
         Some((verb, args)) => {
             if verb.name == "delete" && !args.iter().any(|a| a == "-y" || a == "--yes") {
-                return Err(Error::usage("delete asks for confirmation, and there is no terminal: pass -y to delete"));
+                return Err(Error::usage(
+                    "delete asks for confirmation, and there is no terminal: add -y (`delete NAME -y`)",
+                ));
             }
             verbs::run(session, verb, &args, &|_| false)
         }

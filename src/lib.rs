@@ -2,6 +2,7 @@
 //!
 //! Dependencies point down: shell → script → client; engine → connectors → model.
 
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod client;

@@ -9,6 +9,7 @@
 //! The registry below is the one list of connectors: the engine serves it as TapData's
 //! `DatabaseTypes`, and `open` builds a connector from a connection's `database_type` + `config`.
 
+pub mod blocking;
 pub mod mongodb;
 pub mod mysql;
 pub mod postgres;

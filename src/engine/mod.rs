@@ -204,6 +204,17 @@ pub fn run(listen: &str, data_dir: &Path) -> Result<()> {
         std::fs::write(state_file(data_dir), json!({"address": address, "pid": std::process::id()}).to_string())?;
         engine.log(&format!("engine listening on {address}, data dir {}", data_dir.display()));
         resume(&engine);
+        // The watchdog: a task whose thread died without recording it goes to `error`.
+        let watched = runner.clone();
+        std::thread::Builder::new()
+            .name("watchdog".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    watched.reconcile();
+                }
+            })
+            .map_err(|e| Error::internal(format!("cannot start the watchdog: {e}")))?;
         let app = server::router(engine.clone());
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())

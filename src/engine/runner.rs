@@ -23,6 +23,7 @@
 
 use super::processors::{self, Processor};
 use super::store::{CONNECTIONS, METADATA, Store, TASKS};
+use crate::api::task::TaskStatus;
 use crate::connectors::{self, Connector, ExistingData, Position};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Record, Schema, now_ms};
@@ -139,7 +140,8 @@ impl Runner {
         Arc::new(Self { store, flows: Mutex::new(HashMap::new()) })
     }
 
-    /// Start the flow's thread. The task must already be in `scheduling`.
+    /// Start the flow's thread. The runner owns the transition: the task goes to `scheduling`
+    /// here, and its thread moves it on (`running`, then `stop`, `complete` or `error`).
     pub fn start(self: &Arc<Self>, task_id: &str) -> Result<()> {
         let mut flows = self.flows.lock().map_err(|_| Error::internal("runner lock"))?;
         if let Some(r) = flows.get(task_id)
@@ -147,6 +149,15 @@ impl Runner {
         {
             return Ok(());
         }
+        self.store.update(TASKS, task_id, |d| {
+            d["status"] = json!("scheduling");
+            if d.get("taskRecordId").and_then(Value::as_str).is_none_or(str::is_empty) {
+                d["taskRecordId"] = json!(super::new_id());
+            }
+            if let Some(o) = d.as_object_mut() {
+                o.remove("errorMessage");
+            }
+        })?;
         let stop = Arc::new(AtomicBool::new(false));
         let metrics =
             Arc::new(Mutex::new(self.store.metrics(task_id)?.map(|m| Metrics::from_json(&m)).unwrap_or_default()));
@@ -157,26 +168,63 @@ impl Runner {
             stop: stop.clone(),
             metrics: metrics.clone(),
         };
-        let handle = std::thread::Builder::new()
-            .name(format!("flow-{task_id}"))
-            .spawn(move || supervise(ctx))
-            .map_err(|e| Error::internal(format!("cannot start a flow thread: {e}")))?;
+        let spawned = std::thread::Builder::new().name(format!("flow-{task_id}")).spawn(move || supervise(ctx));
+        let handle = match spawned {
+            Ok(h) => h,
+            Err(e) => {
+                let message = format!("cannot start a flow thread: {e}");
+                let _ = self.store.update(TASKS, task_id, |d| {
+                    d["status"] = json!("schedule_failed");
+                    d["errorMessage"] = json!(message);
+                });
+                return Err(Error::internal(message));
+            }
+        };
         flows.insert(task_id.to_string(), Running { stop, metrics, handle });
         Ok(())
     }
 
-    /// Ask the flow to stop; the thread saves its state and sets `stop`.
-    pub fn stop(&self, task_id: &str) -> bool {
-        let flows = match self.flows.lock() {
-            Ok(f) => f,
-            Err(_) => return false,
-        };
+    /// Stop a flow: a live one goes to `stopping` and its thread ends it in `stop`; a task
+    /// whose status says it runs while no thread runs it is put right (`stop`).
+    pub fn stop(&self, task_id: &str) -> Result<()> {
+        let flows = self.flows.lock().map_err(|_| Error::internal("runner lock"))?;
         match flows.get(task_id) {
             Some(r) if !r.handle.is_finished() => {
+                // `stopping` is written before the flag is raised, so the thread's final `stop`
+                // always comes after it.
+                self.store.update(TASKS, task_id, |d| d["status"] = json!("stopping"))?;
                 r.stop.store(true, Ordering::SeqCst);
-                true
             }
-            _ => false,
+            _ => {
+                self.store.update(TASKS, task_id, |d| d["status"] = json!("stop"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Put right any task whose status says it runs while no thread of this engine runs it
+    /// (a thread that died without recording why): it goes to `error`, saying so. Called by
+    /// the engine's watchdog; flows stopped by shutdown are not in the map and are left alone.
+    pub fn reconcile(&self) {
+        let finished: Vec<String> = match self.flows.lock() {
+            Ok(f) => f.iter().filter(|(_, r)| r.handle.is_finished()).map(|(id, _)| id.clone()).collect(),
+            Err(_) => return,
+        };
+        for id in finished {
+            let Ok(Some(doc)) = self.store.get(TASKS, &id) else { continue };
+            let status = doc.get("status").and_then(Value::as_str).unwrap_or("");
+            if !TaskStatus::parse(status).is_active() {
+                continue;
+            }
+            let message =
+                "the flow's thread ended without recording how (an internal error): start it again, and report this";
+            let _ =
+                self.store.log(&id, doc.get("taskRecordId").and_then(Value::as_str).unwrap_or(""), "ERROR", message);
+            let _ = self.store.update(TASKS, &id, |d| {
+                d["status"] = json!("error");
+                d["errorMessage"] = json!(message);
+                d["stopTime"] = json!(iso_now());
+            });
         }
     }
 
@@ -282,13 +330,86 @@ enum Outcome {
     Complete,
 }
 
-/// Run the flow, retrying transient failures, and record how it ended.
+/// How a flow thread ends: the status it leaves, what it logs, and the fields it sets.
+struct Ending {
+    status: &'static str,
+    level: &'static str,
+    message: String,
+    error: Option<String>,
+}
+
+/// Run the flow, retrying transient failures, and record how it ended. A panic anywhere in
+/// the flow is caught here and ends it in `error` like any other failure.
 fn supervise(mut ctx: FlowCtx) {
     let task = match ctx.store.get(TASKS, &ctx.task_id) {
         Ok(Some(t)) => t,
-        _ => return,
+        Ok(None) => return,
+        Err(e) => {
+            report(&ctx.store, &format!("flow {}: cannot read the task: {e}", ctx.task_id));
+            return;
+        }
     };
     ctx.record_id = task.get("taskRecordId").and_then(Value::as_str).unwrap_or_default().to_string();
+    let ending = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_supervised(&ctx, &task))) {
+        Ok(ending) => ending,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            let message = format!("internal error, the flow stopped: {what}");
+            Ending { status: "error", level: "ERROR", message: message.clone(), error: Some(message) }
+        }
+    };
+    ctx.save_metrics();
+    ctx.log(ending.level, &ending.message);
+    // The final status is retried: a flow must never be left `running` by a failed write.
+    let mut delay = Duration::from_millis(100);
+    for attempt in 0.. {
+        let result = ctx.store.update(TASKS, &ctx.task_id, |doc| {
+            doc["status"] = json!(ending.status);
+            doc["last_updated"] = json!(iso_now());
+            doc["stopTime"] = json!(iso_now());
+            if let Some(e) = &ending.error {
+                doc["errorMessage"] = json!(e);
+            }
+        });
+        match result {
+            Ok(_) => return,
+            Err(e) if attempt < 20 => {
+                if attempt == 0 {
+                    report(
+                        &ctx.store,
+                        &format!("flow {}: cannot record status {}: {e}; retrying", ctx.task_id, ending.status),
+                    );
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                report(
+                    &ctx.store,
+                    &format!(
+                        "flow {}: the engine store is unusable, status {} not recorded: {e}; the watchdog will retry",
+                        ctx.task_id, ending.status
+                    ),
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// Write a message to the engine's own log (`engine.log`), for failures of the store itself.
+fn report(store: &Store, message: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(store.dir().join("engine.log")) {
+        let _ = writeln!(f, "{} {message}", iso_now());
+    }
+}
+
+fn run_supervised(ctx: &FlowCtx, task: &Value) -> Ending {
     // `running` is set once the flow's connectors are open and CDC is prepared, so a start
     // that cannot work reports its error to the caller waiting for `running`.
     ctx.set_status("scheduling", json!({"startTime": iso_now(), "lastStartDate": now_ms()}));
@@ -296,27 +417,20 @@ fn supervise(mut ctx: FlowCtx) {
     if let Ok(mut m) = ctx.metrics.lock() {
         m.started = Some(now_ms());
     }
+    let stopped = || Ending { status: "stop", level: "INFO", message: "Task stopped".into(), error: None };
     let mut backoff = Duration::from_secs(1);
     loop {
-        match run(&ctx, &task) {
-            Ok(Outcome::Stopped) => {
-                ctx.save_metrics();
-                ctx.log("INFO", "Task stopped");
-                ctx.set_status("stop", json!({"stopTime": iso_now()}));
-                return;
-            }
+        match run(ctx, task) {
+            Ok(Outcome::Stopped) => return stopped(),
             Ok(Outcome::Complete) => {
-                ctx.save_metrics();
-                ctx.log("INFO", "Initial sync completed, task complete");
-                ctx.set_status("complete", json!({"stopTime": iso_now()}));
-                return;
+                return Ending {
+                    status: "complete",
+                    level: "INFO",
+                    message: "Initial sync completed, task complete".into(),
+                    error: None,
+                };
             }
-            Err(_) if ctx.stopped() => {
-                ctx.save_metrics();
-                ctx.log("INFO", "Task stopped");
-                ctx.set_status("stop", json!({"stopTime": iso_now()}));
-                return;
-            }
+            Err(_) if ctx.stopped() => return stopped(),
             Err(e) if e.is_transient() => {
                 ctx.log("WARN", &format!("{e}; retrying in {}s", backoff.as_secs()));
                 let until = Instant::now() + backoff;
@@ -326,10 +440,7 @@ fn supervise(mut ctx: FlowCtx) {
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(e) => {
-                ctx.save_metrics();
-                ctx.log("ERROR", &e.message);
-                ctx.set_status("error", json!({"stopTime": iso_now(), "errorMessage": e.message}));
-                return;
+                return Ending { status: "error", level: "ERROR", message: e.message.clone(), error: Some(e.message) };
             }
         }
     }
@@ -344,6 +455,7 @@ struct SourceNode {
 }
 
 struct SinkNode {
+    name: String,
     connection_id: String,
     table: String,
     key: Vec<String>,
@@ -351,6 +463,8 @@ struct SinkNode {
 }
 
 struct Plan {
+    /// The flow's name.
+    name: String,
     sources: Vec<SourceNode>,
     sink: SinkNode,
     snapshot: bool,
@@ -441,8 +555,10 @@ fn plan(task: &Value) -> Result<Plan> {
         .unwrap_or_default();
     let sync = task.get("type").or_else(|| dag.get("type")).and_then(Value::as_str).unwrap_or("initial_sync+cdc");
     Ok(Plan {
+        name: task.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
         sources,
         sink: SinkNode {
+            name: node_str(sink, "name").to_string(),
             connection_id: node_str(sink, "connectionId").to_string(),
             table: node_str(sink, "tableName").to_string(),
             key,
@@ -490,6 +606,9 @@ fn open_connection(store: &Store, id: &str) -> Result<Box<dyn Connector>> {
 
 /// The sink side: prepares the target lazily, from the first records it sees.
 struct Sink {
+    /// The flow's and the target node's names, for errors.
+    flow: String,
+    node: String,
     conn: Box<dyn Connector>,
     store: Arc<Store>,
     connection_id: String,
@@ -542,12 +661,27 @@ impl Sink {
         }
         let changes: Vec<Change> = events.into_iter().map(|e| e.change).collect();
         self.ensure_ready(changes.first())?;
-        if let Some(missing) = self.key.iter().find(|k| !changes[0].key_image().contains_key(k.as_str())) {
-            return Err(Error::schema(format!(
-                "the target key field {missing:?} is not in the records written to {}; fields are: {}",
-                self.table,
-                changes[0].key_image().keys().cloned().collect::<Vec<_>>().join(", ")
-            )));
+        // Every record must carry its whole key: a null or missing key would write a row no
+        // later change can find (and duplicate on replay), so the flow stops instead.
+        for c in &changes {
+            let image = c.key_image();
+            if let Some(bad) = self.key.iter().find(|k| image.get(k.as_str()).is_none_or(Value::is_null)) {
+                let what = if image.contains_key(bad.as_str()) { "null" } else { "missing" };
+                let mut shown = Value::Object(image.clone()).to_string();
+                if shown.len() > 300 {
+                    let cut = (0..=300).rev().find(|&i| shown.is_char_boundary(i)).unwrap_or(0);
+                    shown.truncate(cut);
+                    shown.push('…');
+                }
+                return Err(Error::data(format!(
+                    "flow {}: a record reaching target node {:?} ({}) has its key field {bad:?} {what}; \
+                     records must keep their key through the processors (fields: {}) — record: {shown}",
+                    self.flow,
+                    self.node,
+                    self.table,
+                    image.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
         }
         self.conn.write(&self.table, &self.key, &changes)?;
         if let Ok(mut m) = metrics.lock() {
@@ -610,6 +744,8 @@ fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
         plan.sink.key.clone()
     };
     let mut sink = Sink {
+        flow: plan.name.clone(),
+        node: plan.sink.name.clone(),
         conn: open_connection(&ctx.store, &plan.sink.connection_id)?,
         store: ctx.store.clone(),
         connection_id: plan.sink.connection_id.clone(),
@@ -917,6 +1053,8 @@ fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
     let key = tree.nodes[0].key.clone();
     let lookup = Lookup::open(&dir, &flow_id, tree)?;
     let mut sink = Sink {
+        flow: plan.name.clone(),
+        node: plan.sink.name.clone(),
         conn: open_connection(&ctx.store, &plan.sink.connection_id)?,
         store: ctx.store.clone(),
         connection_id: plan.sink.connection_id.clone(),

@@ -719,21 +719,9 @@ pub fn start_one(engine: &Shared, id: &str) -> Value {
     if !matches!(status.as_str(), "wait_start" | "stop" | "complete" | "error" | "schedule_failed") {
         return item(id, "Task.StartStatusInvalid", Some(&format!("The task is {status} and cannot be started")));
     }
-    let _ = engine.store.update(TASKS, id, |d| {
-        d["status"] = json!("scheduling");
-        if d.get("taskRecordId").and_then(Value::as_str).is_none_or(str::is_empty) {
-            d["taskRecordId"] = json!(new_id());
-        }
-        if let Some(o) = d.as_object_mut() {
-            o.remove("errorMessage");
-        }
-    });
     match engine.runner.start(id) {
         Ok(()) => item(id, "ok", None),
-        Err(e) => {
-            let _ = engine.store.update(TASKS, id, |d| d["status"] = json!("schedule_failed"));
-            item(id, "SystemError", Some(&e.message))
-        }
+        Err(e) => item(id, "SystemError", Some(&e.message)),
     }
 }
 
@@ -750,11 +738,7 @@ async fn batch_stop(State(engine): State<Shared>, Query(q): Params, req: Request
             out.push(item(&id, "Transition.Not.Supported", Some(&format!("The task is {status}, not running"))));
             continue;
         }
-        if engine.runner.stop(&id) {
-            tri!(engine.store.update(TASKS, &id, |d| d["status"] = json!("stopping")));
-        } else {
-            tri!(engine.store.update(TASKS, &id, |d| d["status"] = json!("stop")));
-        }
+        tri!(engine.runner.stop(&id));
         out.push(item(&id, "ok", None));
     }
     ok(Value::Array(out))

@@ -131,3 +131,43 @@ pub fn value_text(v: &serde_json::Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// A zoned timestamp (`YYYY-MM-DD HH:MM:SS[.f]` with `+HH:MM`, `+HH`, `+HHMM` or `Z`, a `T`
+/// also accepted) as the same instant in UTC; `None` when the text is not one.
+pub fn zoned_to_utc(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let t = s.trim().replacen(' ', "T", 1);
+    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(&t) {
+        return Some(dt.with_timezone(&chrono::Utc));
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%#z"] {
+        if let Ok(dt) = chrono::DateTime::parse_from_str(&t, fmt) {
+            return Some(dt.with_timezone(&chrono::Utc));
+        }
+    }
+    None
+}
+
+/// A timestamp for a column without a zone: a zoned value becomes its UTC wall time (the
+/// README's type tables: timestamptz into a MySQL DATETIME), others are kept as they are.
+pub fn naive_text(s: &str) -> String {
+    match zoned_to_utc(s) {
+        Some(dt) if s.len() > 19 && s[19..].contains(['+', '-', 'Z']) => {
+            dt.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string()
+        }
+        _ => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zoned_timestamps_become_utc() {
+        assert_eq!(naive_text("2024-01-02 03:04:05+02:00"), "2024-01-02 01:04:05");
+        assert_eq!(naive_text("2024-01-02 03:04:05.5+00"), "2024-01-02 03:04:05.500");
+        assert_eq!(naive_text("2024-01-02T03:04:05Z"), "2024-01-02 03:04:05");
+        assert_eq!(naive_text("2024-01-02 03:04:05"), "2024-01-02 03:04:05");
+        assert_eq!(naive_text("2024-01-02"), "2024-01-02");
+    }
+}

@@ -6,16 +6,16 @@ use crate::harness::{Env, exec, query, wait_until};
 use std::process::Command;
 use std::time::Duration;
 
-struct Pg {
-    url: String,
-    host: String,
-    port: String,
-    user: String,
-    password: String,
-    database: String,
+pub struct Pg {
+    pub url: String,
+    pub host: String,
+    pub port: String,
+    pub user: String,
+    pub password: String,
+    pub database: String,
 }
 
-fn pg() -> Pg {
+pub fn pg() -> Pg {
     let url = std::env::var("TAP_TEST_PG_URL")
         .expect("TAP_TEST_PG_URL is not set: run the suite with scripts/test, which starts PostgreSQL");
     // postgres://user:password@host:port/database
@@ -35,7 +35,7 @@ fn pg() -> Pg {
 }
 
 impl Pg {
-    fn psql(&self, sql: &str) -> String {
+    pub fn psql(&self, sql: &str) -> String {
         let out = Command::new("psql")
             .arg(&self.url)
             .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])

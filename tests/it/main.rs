@@ -9,6 +9,7 @@ mod engine_postgres;
 mod engine_sqlite;
 mod harness;
 mod lookup;
+mod matrix;
 mod pty;
 mod tapflow;
 mod transcripts;

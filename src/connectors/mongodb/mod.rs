@@ -29,7 +29,7 @@ use std::future::IntoFuture;
 use std::time::Duration;
 
 pub struct Mongo {
-    rt: tokio::runtime::Runtime,
+    rt: crate::connectors::blocking::Blocking,
     client: Client,
     database: String,
     bulk: bool,
@@ -64,13 +64,29 @@ fn mg_err(e: mongodb::error::Error) -> Error {
     }
 }
 
-/// BSON as the model's JSON: ObjectIds as their hex string, dates as `YYYY-MM-DD HH:MM:SS.fff`.
+/// The model type of a BSON value (see the README's MongoDB type table).
+fn bson_type(b: &Bson) -> FieldType {
+    match b {
+        Bson::Int32(_) | Bson::Int64(_) => FieldType::Integer,
+        Bson::Double(_) => FieldType::Float,
+        Bson::Decimal128(_) => FieldType::Decimal,
+        Bson::Boolean(_) => FieldType::Boolean,
+        Bson::DateTime(_) => FieldType::TimestampTz,
+        Bson::Binary(_) => FieldType::Bytes,
+        Bson::Document(_) | Bson::Array(_) => FieldType::Json,
+        _ => FieldType::Text,
+    }
+}
+
+/// BSON as the model's JSON: ObjectIds as their hex string, dates as UTC
+/// `YYYY-MM-DD HH:MM:SS.fff+00:00`, binary as hex, decimals as numbers.
 pub fn to_json(b: Bson) -> Value {
     match b {
+        Bson::Binary(bin) => Value::String(crate::connectors::hex(&bin.bytes)),
         Bson::ObjectId(o) => Value::String(o.to_hex()),
         Bson::DateTime(d) => Value::String(
             chrono::DateTime::from_timestamp_millis(d.timestamp_millis())
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f+00:00").to_string())
                 .unwrap_or_default(),
         ),
         Bson::Document(d) => Value::Object(d.into_iter().map(|(k, v)| (k, to_json(v))).collect()),
@@ -87,6 +103,9 @@ pub fn to_json(b: Bson) -> Value {
 }
 
 fn parse_time(s: &str) -> Option<bson::DateTime> {
+    if let Some(dt) = crate::model::zoned_to_utc(s) {
+        return Some(bson::DateTime::from_millis(dt.timestamp_millis()));
+    }
     let t = s.replace('T', " ");
     let t = t.trim_end_matches('Z');
     for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S"] {
@@ -109,6 +128,18 @@ fn to_doc(rec: &Record, types: Option<&HashMap<String, FieldType>>) -> Result<Do
             (Value::String(s), Some(FieldType::Date | FieldType::Timestamp | FieldType::TimestampTz)) => {
                 parse_time(s).map(Bson::DateTime).unwrap_or_else(|| Bson::String(s.clone()))
             }
+            (Value::String(s), Some(FieldType::Bytes)) => match crate::connectors::unhex(s) {
+                Some(bytes) => Bson::Binary(bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes }),
+                None => Bson::String(s.clone()),
+            },
+            (Value::Number(n), Some(FieldType::Decimal)) => match n.to_string().parse::<bson::Decimal128>() {
+                Ok(d) => Bson::Decimal128(d),
+                Err(_) => bson::to_bson(v).map_err(|e| Error::data(format!("field {k} as BSON: {e}")))?,
+            },
+            (Value::String(s), Some(FieldType::Decimal)) => match s.parse::<bson::Decimal128>() {
+                Ok(d) => Bson::Decimal128(d),
+                Err(_) => Bson::String(s.clone()),
+            },
             _ => bson::to_bson(v).map_err(|e| Error::data(format!("field {k} as BSON: {e}")))?,
         };
         d.insert(k.clone(), b);
@@ -180,20 +211,17 @@ impl Mongo {
             .ok_or_else(|| {
                 Error::config("MongoDB connection needs a database: in the uri (mongodb://host/db) or as \"database\"")
             })?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::internal(format!("runtime: {e}")))?;
+        let rt = crate::connectors::blocking::Blocking::new()?;
         let masked = crate::output::mask_uri(&uri);
-        let client = rt.block_on(async {
+        let client = rt.run(async {
             let mut opts = mongodb::options::ClientOptions::parse(&uri).await?;
             opts.server_selection_timeout = Some(Duration::from_secs(10));
             opts.app_name = Some("tap".into());
             Client::with_options(opts)
-        });
+        })?;
         let client = client.map_err(|e| Error::config(format!("MongoDB uri {masked}: {e}")))?;
         let hello = rt
-            .block_on(client.database("admin").run_command(doc! {"hello": 1}).into_future())
+            .run(client.database("admin").run_command(doc! {"hello": 1}).into_future())?
             .map_err(|e| Error::unavailable(format!("cannot reach MongoDB at {masked}: {e}")))?;
         let wire =
             hello.get_i32("maxWireVersion").map(i64::from).or_else(|_| hello.get_i64("maxWireVersion")).unwrap_or(0);
@@ -218,23 +246,25 @@ impl Mongo {
 impl Connector for Mongo {
     fn test(&mut self) -> Result<()> {
         self.rt
-            .block_on(self.client.database(&self.database).run_command(doc! {"ping": 1}).into_future())
+            .run(self.client.database(&self.database).run_command(doc! {"ping": 1}).into_future())?
             .map_err(mg_err)?;
         Ok(())
     }
 
     fn tables(&mut self) -> Result<Vec<String>> {
-        let mut names = self
-            .rt
-            .block_on(self.client.database(&self.database).list_collection_names().into_future())
-            .map_err(mg_err)?;
+        let mut names =
+            self.rt.run(self.client.database(&self.database).list_collection_names().into_future())?.map_err(mg_err)?;
         names.retain(|n| !n.starts_with("system."));
         names.sort();
         Ok(names)
     }
 
+    /// Fields and their types from the BSON of the first 100 documents: the first non-null
+    /// value of each field types it (a collection has no schema of its own).
     fn schema(&mut self, table: &str) -> Result<Schema> {
-        let sample = self.sample(table, 1)?;
+        let coll = self.coll(table);
+        let docs: Vec<Document> =
+            self.rt.run(async { coll.find(doc! {}).limit(100).await?.try_collect().await })?.map_err(mg_err)?;
         let mut fields = vec![Field {
             name: "_id".into(),
             ty: FieldType::Text,
@@ -242,23 +272,35 @@ impl Connector for Mongo {
             primary_key: true,
             nullable: false,
         }];
-        if let Some(first) = sample.first() {
-            for (k, v) in first.iter().filter(|(k, _)| *k != "_id") {
-                let ty = FieldType::of_value(v);
-                fields.push(Field {
-                    name: k.clone(),
-                    ty,
-                    data_type: format!("{ty:?}").to_uppercase(),
-                    primary_key: false,
-                    nullable: true,
-                });
+        let mut typed: Vec<bool> = vec![true];
+        for d in &docs {
+            for (k, v) in d {
+                let i = match fields.iter().position(|f| f.name == *k) {
+                    Some(i) => i,
+                    None => {
+                        fields.push(Field {
+                            name: k.clone(),
+                            ty: FieldType::Text,
+                            data_type: "NULL".into(),
+                            primary_key: false,
+                            nullable: true,
+                        });
+                        typed.push(false);
+                        fields.len() - 1
+                    }
+                };
+                if !typed[i] && *v != Bson::Null {
+                    fields[i].ty = bson_type(v);
+                    fields[i].data_type = format!("{:?}", v.element_type()).to_uppercase();
+                    typed[i] = true;
+                }
             }
         }
         Ok(Schema { table: table.to_string(), fields })
     }
 
     fn count(&mut self, table: &str) -> Result<u64> {
-        self.rt.block_on(self.coll(table).count_documents(doc! {}).into_future()).map_err(mg_err)
+        self.rt.run(self.coll(table).count_documents(doc! {}).into_future())?.map_err(mg_err)
     }
 
     fn sample(&mut self, table: &str, limit: usize) -> Result<Vec<Record>> {
@@ -269,10 +311,8 @@ impl Connector for Mongo {
         let coll = self.coll(table);
         let keys: Vec<String> = filter.keys().cloned().collect();
         let filter = filter_for(filter, &keys)?;
-        let docs: Vec<Document> = self
-            .rt
-            .block_on(async { coll.find(filter).limit(limit as i64).await?.try_collect().await })
-            .map_err(mg_err)?;
+        let docs: Vec<Document> =
+            self.rt.run(async { coll.find(filter).limit(limit as i64).await?.try_collect().await })?.map_err(mg_err)?;
         Ok(docs.into_iter().map(doc_to_record).collect())
     }
 
@@ -293,13 +333,13 @@ impl Connector for Mongo {
     fn cdc_position(&mut self, _flow_id: &str) -> Result<Position> {
         // A stream opened now and closed at once: its first resume token marks "now".
         let db = self.client.database(&self.database);
-        let token = self.rt.block_on(async {
+        let token = self.rt.run(async {
             let mut cs = db.watch().max_await_time(Duration::from_millis(1)).await?;
             if cs.resume_token().is_none() {
                 cs.next_if_any().await?;
             }
             Ok::<_, mongodb::error::Error>(cs.resume_token())
-        });
+        })?;
         match token.map_err(mg_err)? {
             Some(t) => Ok(serde_json::json!({ "token": token_to_json(&t)? })),
             None => Err(Error::unavailable(format!(
@@ -311,20 +351,27 @@ impl Connector for Mongo {
 
     fn snapshot(&mut self, table: &str, batch: usize, emit: &mut dyn FnMut(Vec<Record>) -> Result<()>) -> Result<()> {
         let coll = self.coll(table);
-        self.rt.block_on(async {
-            let mut cursor = coll.find(doc! {}).batch_size(batch as u32).await.map_err(mg_err)?;
-            let mut buf = Vec::with_capacity(batch);
-            while let Some(d) = cursor.try_next().await.map_err(mg_err)? {
-                buf.push(doc_to_record(d));
-                if buf.len() >= batch {
-                    emit(std::mem::replace(&mut buf, Vec::with_capacity(batch)))?;
+        // Batches are read inside the runtime and handed to `emit` outside it
+        // (see `connectors::blocking`).
+        let mut cursor = self.rt.run(coll.find(doc! {}).batch_size(batch as u32).into_future())?.map_err(mg_err)?;
+        loop {
+            let rows = self.rt.run(async {
+                let mut buf = Vec::with_capacity(batch);
+                while buf.len() < batch {
+                    let Some(d) = cursor.try_next().await.map_err(mg_err)? else { break };
+                    buf.push(doc_to_record(d));
                 }
+                Ok::<_, Error>(buf)
+            })??;
+            if rows.is_empty() {
+                return Ok(());
             }
-            if !buf.is_empty() {
-                emit(buf)?;
+            let last = rows.len() < batch;
+            emit(rows)?;
+            if last {
+                return Ok(());
             }
-            Ok(())
-        })
+        }
     }
 
     fn changes(
@@ -349,7 +396,7 @@ impl Connector for Mongo {
                 .max_await_time(wait.clamp(Duration::from_millis(10), Duration::from_secs(1)))
                 .resume_after(token);
             let masked = &self.masked_uri;
-            let cs = self.rt.block_on(watch.into_future()).map_err(|e| {
+            let cs = self.rt.run(watch.into_future())?.map_err(|e| {
                 Error::unavailable(format!(
                     "cannot resume the MongoDB change stream at {masked} from the saved position ({e}); if the oplog no longer holds it, reset the flow to take a new snapshot"
                 ))
@@ -360,7 +407,7 @@ impl Connector for Mongo {
         let mut out = Vec::new();
         let mut names: HashMap<String, std::sync::Arc<str>> = HashMap::new();
         let cs = self.stream.as_mut().ok_or_else(|| Error::internal("change stream"))?;
-        let result = self.rt.block_on(async {
+        let result = self.rt.run(async {
             loop {
                 match cs.next_if_any().await? {
                     Some(ev) => {
@@ -376,7 +423,7 @@ impl Connector for Mongo {
                 }
             }
             Ok::<_, mongodb::error::Error>(())
-        });
+        })?;
         if let Err(e) = result {
             self.stream = None;
             return Err(mg_err(e));
@@ -401,9 +448,9 @@ impl Connector for Mongo {
     fn prepare_target(&mut self, table: &str, schema: &Schema, key: &[String], existing: ExistingData) -> Result<()> {
         let coll = self.coll(table);
         match existing {
-            ExistingData::Drop => self.rt.block_on(coll.drop().into_future()).map_err(mg_err)?,
+            ExistingData::Drop => self.rt.run(coll.drop().into_future())?.map_err(mg_err)?,
             ExistingData::Remove => {
-                self.rt.block_on(coll.delete_many(doc! {}).into_future()).map_err(mg_err)?;
+                self.rt.run(coll.delete_many(doc! {}).into_future())?.map_err(mg_err)?;
             }
             ExistingData::Keep => {}
         }
@@ -418,7 +465,7 @@ impl Connector for Mongo {
                     mongodb::options::IndexOptions::builder().unique(true).name(Some("tap_key".to_string())).build(),
                 )
                 .build();
-            self.rt.block_on(coll.create_index(index).into_future()).map_err(mg_err)?;
+            self.rt.run(coll.create_index(index).into_future())?.map_err(mg_err)?;
         }
         self.types.insert(table.to_string(), schema.fields.iter().map(|f| (f.name.clone(), f.ty)).collect());
         Ok(())
@@ -470,12 +517,12 @@ impl Connector for Mongo {
             return Ok(());
         }
         if self.bulk {
-            self.rt.block_on(self.client.bulk_write(models).ordered(false).into_future()).map_err(mg_err)?;
+            self.rt.run(self.client.bulk_write(models).ordered(false).into_future())?.map_err(mg_err)?;
             return Ok(());
         }
         let coll = self.coll(table);
         self.rt
-            .block_on(async {
+            .run(async {
                 for m in models {
                     match m {
                         WriteModel::ReplaceOne(r) => {
@@ -488,7 +535,7 @@ impl Connector for Mongo {
                     }
                 }
                 Ok::<_, mongodb::error::Error>(())
-            })
+            })?
             .map_err(mg_err)
     }
 }

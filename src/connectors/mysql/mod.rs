@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct Mysql {
-    rt: tokio::runtime::Runtime,
+    rt: crate::connectors::blocking::Blocking,
     conn: Option<Conn>,
     opts: Opts,
     database: String,
@@ -83,7 +83,9 @@ pub fn field_type(data_type: &str, column_type: &str) -> FieldType {
         "float" | "double" | "real" => FieldType::Float,
         "binary" | "varbinary" | "blob" | "tinyblob" | "mediumblob" | "longblob" => FieldType::Bytes,
         "date" => FieldType::Date,
-        "datetime" | "timestamp" => FieldType::Timestamp,
+        "datetime" => FieldType::Timestamp,
+        // A TIMESTAMP is an instant (stored in UTC); the connector's sessions run in UTC.
+        "timestamp" => FieldType::TimestampTz,
         "json" => FieldType::Json,
         _ => FieldType::Text,
     }
@@ -91,11 +93,16 @@ pub fn field_type(data_type: &str, column_type: &str) -> FieldType {
 
 /// The column type a target field gets; the source's own type when it is a MySQL one.
 fn column_type(f: &Field, is_key: bool) -> String {
+    // The source's own type is kept when it is exactly a MySQL type (`decimal(10,2)`,
+    // `varchar(40)`, `int`) of the same model type: another database's `int64` is not one.
     let t = f.data_type.to_ascii_lowercase();
-    let keep = [
-        "decimal(", "varchar(", "char(", "int", "bigint", "smallint", "tinyint", "double", "float", "date", "datetime",
-    ];
-    if keep.iter().any(|k| t.starts_with(k)) && !t.contains(' ') {
+    let (base, args) = t.split_once('(').unwrap_or((t.as_str(), ""));
+    let args_ok = args.is_empty()
+        || (args.ends_with(')') && args[..args.len() - 1].chars().all(|c| c.is_ascii_digit() || c == ','));
+    let same_type = field_type(base, &t) == f.ty;
+    let keep =
+        ["decimal", "varchar", "char", "int", "bigint", "smallint", "tinyint", "double", "float", "date", "datetime"];
+    if keep.contains(&base) && args_ok && same_type {
         return t;
     }
     match f.ty {
@@ -125,6 +132,9 @@ fn to_json(v: My, ty: Option<FieldType>) -> Value {
         My::Date(y, mo, d, h, mi, s, us) => {
             if ty == Some(FieldType::Date) {
                 json!(format!("{y:04}-{mo:02}-{d:02}"))
+            } else if ty == Some(FieldType::TimestampTz) {
+                let frac = if us > 0 { format!(".{us:06}") } else { String::new() };
+                json!(format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}{frac}+00:00"))
             } else if us > 0 {
                 json!(format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}"))
             } else {
@@ -156,6 +166,23 @@ fn to_json(v: My, ty: Option<FieldType>) -> Value {
     }
 }
 
+/// Seconds (and microseconds) since the epoch as a MySQL date-time value in UTC.
+fn epoch_to_my(secs: i64, micros: u32) -> My {
+    use chrono::{Datelike, Timelike};
+    match chrono::DateTime::from_timestamp(secs, micros * 1000) {
+        Some(t) => My::Date(
+            t.year() as u16,
+            t.month() as u8,
+            t.day() as u8,
+            t.hour() as u8,
+            t.minute() as u8,
+            t.second() as u8,
+            micros,
+        ),
+        None => My::Int(secs),
+    }
+}
+
 /// A JSON value as a MySQL parameter.
 fn to_my(v: &Value, ty: Option<FieldType>) -> My {
     match v {
@@ -164,6 +191,9 @@ fn to_my(v: &Value, ty: Option<FieldType>) -> My {
         Value::Number(n) => n.as_i64().map(My::Int).unwrap_or_else(|| My::Double(n.as_f64().unwrap_or(0.0))),
         Value::String(s) if ty == Some(FieldType::Bytes) => {
             My::Bytes(unhex(s).unwrap_or_else(|| s.as_bytes().to_vec()))
+        }
+        Value::String(s) if matches!(ty, Some(FieldType::Timestamp | FieldType::TimestampTz)) => {
+            My::Bytes(crate::model::naive_text(s).into_bytes())
         }
         Value::String(s) => My::Bytes(s.as_bytes().to_vec()),
         other => My::Bytes(other.to_string().into_bytes()),
@@ -190,19 +220,18 @@ impl Mysql {
             .pass(password)
             .db_name(Some(database.clone()))
             .prefer_socket(false)
+            // TIMESTAMP columns are read and written in UTC (see `field_type`).
+            .init(vec!["SET time_zone = '+00:00'"])
             .into();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::internal(format!("runtime: {e}")))?;
+        let rt = crate::connectors::blocking::Blocking::new()?;
         let conn = rt
-            .block_on(async { tokio::time::timeout(Duration::from_secs(10), Conn::new(opts.clone())).await })
+            .run(async { tokio::time::timeout(Duration::from_secs(10), Conn::new(opts.clone())).await })?
             .map_err(|_| Error::unavailable(format!("cannot connect to MySQL at {host}:{port}: timed out")))?
             .map_err(|e| {
                 Error::unavailable(format!("cannot connect to MySQL at {host}:{port}/{database} as {user}: {e}"))
             })?;
         let mut conn = conn;
-        let version: Option<String> = rt.block_on(conn.query_first("SELECT VERSION()")).map_err(my_err)?;
+        let version: Option<String> = rt.run(conn.query_first("SELECT VERSION()"))?.map_err(my_err)?;
         let mariadb = version.unwrap_or_default().to_ascii_lowercase().contains("mariadb");
         Ok(Self {
             mariadb,
@@ -222,13 +251,13 @@ impl Mysql {
     fn rows<T: mysql_async::prelude::FromRow + Send + 'static>(&mut self, sql: &str) -> Result<Vec<T>> {
         let rt = &self.rt;
         let conn = self.conn.as_mut().ok_or_else(|| Error::internal("MySQL connection"))?;
-        rt.block_on(conn.query(sql)).map_err(my_err)
+        rt.run(conn.query(sql))?.map_err(my_err)
     }
 
     fn exec(&mut self, sql: &str, params: Vec<My>) -> Result<()> {
         let rt = &self.rt;
         let conn = self.conn.as_mut().ok_or_else(|| Error::internal("MySQL connection"))?;
-        rt.block_on(conn.exec_drop(sql, params)).map_err(my_err)
+        rt.run(conn.exec_drop(sql, params))?.map_err(my_err)
     }
 
     fn qualified(&self, table: &str) -> String {
@@ -264,6 +293,22 @@ impl Mysql {
             };
             let ty = schema.field(&name).map(|f| f.ty);
             let value: My = My::try_from(v).map_err(|e| Error::data(format!("binlog value of {table}.{name}: {e}")))?;
+            let value = match (ty, value) {
+                // The binlog carries a TIMESTAMP as seconds since the epoch ("s" or "s.ffffff").
+                (Some(FieldType::TimestampTz), My::Int(secs)) => epoch_to_my(secs, 0),
+                (Some(FieldType::TimestampTz), My::Bytes(b)) => {
+                    let text = String::from_utf8_lossy(&b).into_owned();
+                    let (secs, frac) = text.split_once('.').unwrap_or((text.as_str(), ""));
+                    match secs.parse::<i64>() {
+                        Ok(secs) => {
+                            let micros = format!("{frac:0<6}").get(..6).and_then(|f| f.parse().ok()).unwrap_or(0);
+                            epoch_to_my(secs, micros)
+                        }
+                        Err(_) => My::Bytes(b),
+                    }
+                }
+                (_, v) => v,
+            };
             rec.insert(name, to_json(value, ty));
         }
         Ok(rec)
@@ -343,10 +388,10 @@ impl Connector for Mysql {
     fn execute(&mut self, statement: &str) -> Result<u64> {
         let rt = &self.rt;
         let conn = self.conn.as_mut().ok_or_else(|| Error::internal("MySQL connection"))?;
-        rt.block_on(async {
+        rt.run(async {
             conn.query_drop(statement).await?;
             Ok::<_, mysql_async::Error>(conn.affected_rows())
-        })
+        })?
         .map_err(my_err)
     }
 
@@ -398,7 +443,7 @@ impl Connector for Mysql {
         let gtid = if self.mariadb {
             let rt = &self.rt;
             let conn = self.conn.as_mut().ok_or_else(|| Error::internal("MySQL connection"))?;
-            rt.block_on(mariadb_gtid_at(conn, &file, pos))?.to_string()
+            rt.run(mariadb_gtid_at(conn, &file, pos))??.to_string()
         } else {
             let mut g: String = row.get::<Option<String>, _>(4).flatten().unwrap_or_default();
             g.retain(|c| !c.is_whitespace());
@@ -438,7 +483,7 @@ impl Connector for Mysql {
                 Duration::from_millis(1)
             };
             let stream = self.stream.as_mut().ok_or_else(|| Error::internal("binlog stream"))?;
-            let next = self.rt.block_on(async { tokio::time::timeout(timeout, stream.next()).await });
+            let next = self.rt.run(async { tokio::time::timeout(timeout, stream.next()).await })?;
             let event = match next {
                 Err(_) => break,
                 Ok(None) => {
@@ -546,7 +591,7 @@ impl Connector for Mysql {
         self.gtid = None;
         self.pending_gtid = None;
         if let Some(s) = self.stream.take() {
-            let _ = self.rt.block_on(s.close());
+            let _ = self.rt.run(s.close())?;
         }
         Ok(())
     }
@@ -706,13 +751,13 @@ impl Connector for Mysql {
         }
         let rt = &self.rt;
         let conn = self.conn.as_mut().ok_or_else(|| Error::internal("MySQL connection"))?;
-        rt.block_on(async {
+        rt.run(async {
             let mut tx = conn.start_transaction(mysql_async::TxOpts::default()).await?;
             for (sql, params) in statements {
                 tx.exec_drop(sql, params).await?;
             }
             tx.commit().await
-        })
+        })?
         .map_err(my_err)
     }
 }
@@ -752,7 +797,7 @@ impl Mysql {
         let by_gtid = !state.is_empty();
         let mariadb = self.mariadb;
         let id = server_id(flow_id);
-        let stream = self.rt.block_on(async {
+        let stream = self.rt.run(async {
             let mut conn = Conn::new(self.opts.clone()).await.map_err(my_err)?;
             if mariadb {
                 // Send GTID events as they are (not as dummy queries), so positions carry them.
@@ -779,7 +824,7 @@ impl Mysql {
                 e => my_err(e),
             })?;
             Ok::<_, Error>((stream, state))
-        });
+        })?;
         let (stream, state) = stream?;
         self.stream = Some(stream);
         self.file = file;
@@ -832,24 +877,32 @@ impl Mysql {
         let types: Vec<(String, FieldType)> = schema.fields.iter().map(|f| (f.name.clone(), f.ty)).collect();
         let rt = &self.rt;
         let conn = self.conn.as_mut().ok_or_else(|| Error::internal("MySQL connection"))?;
-        rt.block_on(async {
-            let mut result = conn.query_iter(sql).await.map_err(my_err)?;
-            let mut buf = Vec::with_capacity(batch);
-            while let Some(row) = result.next().await.map_err(my_err)? {
-                let values = row.unwrap();
-                let mut rec = Record::with_capacity(values.len());
-                for ((name, ty), v) in types.iter().zip(values) {
-                    rec.insert(name.clone(), to_json(v, Some(*ty)));
+        // Each batch is read inside the runtime and handed to `emit` outside it (see
+        // `connectors::blocking`): `emit` may write into another connector.
+        let mut result = rt.run(conn.query_iter(sql))?.map_err(my_err)?;
+        loop {
+            let rows = rt.run(async {
+                let mut buf = Vec::with_capacity(batch);
+                while buf.len() < batch {
+                    let Some(row) = result.next().await.map_err(my_err)? else { break };
+                    let values = row.unwrap();
+                    let mut rec = Record::with_capacity(values.len());
+                    for ((name, ty), v) in types.iter().zip(values) {
+                        rec.insert(name.clone(), to_json(v, Some(*ty)));
+                    }
+                    buf.push(rec);
                 }
-                buf.push(rec);
-                if buf.len() >= batch {
-                    emit(std::mem::replace(&mut buf, Vec::with_capacity(batch)))?;
-                }
+                Ok::<_, Error>(buf)
+            })??;
+            if rows.is_empty() {
+                break;
             }
-            if !buf.is_empty() {
-                emit(buf)?;
+            let last = rows.len() < batch;
+            emit(rows)?;
+            if last {
+                break;
             }
-            Ok(())
-        })
+        }
+        rt.run(result.drop_result())?.map_err(my_err)
     }
 }

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 pub struct Postgres {
-    rt: tokio::runtime::Runtime,
+    rt: crate::connectors::blocking::Blocking,
     client: tokio_postgres::Client,
     host: String,
     port: u16,
@@ -77,21 +77,18 @@ impl Postgres {
             .ok_or_else(|| Error::config("PostgreSQL connection needs \"user\""))?;
         let password = config_string(config, "password").unwrap_or_default();
         let schema = config_string(config, "schema").unwrap_or_else(|| "public".into());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::internal(format!("runtime: {e}")))?;
+        let rt = crate::connectors::blocking::Blocking::new()?;
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(&host).port(port).dbname(&database).user(&user).connect_timeout(Duration::from_secs(10));
         if !password.is_empty() {
             cfg.password(&password);
         }
         let client = rt
-            .block_on(async {
+            .run(async {
                 let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
                 tokio::spawn(conn);
                 Ok::<_, tokio_postgres::Error>(client)
-            })
+            })?
             .map_err(|e| {
                 Error::unavailable(format!("cannot connect to PostgreSQL at {host}:{port}/{database} as {user}: {e}"))
             })?;
@@ -107,11 +104,11 @@ impl Postgres {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>> {
-        self.rt.block_on(self.client.query(sql, params)).map_err(pg_err)
+        self.rt.run(self.client.query(sql, params))?.map_err(pg_err)
     }
 
     fn batch(&self, sql: &str) -> Result<()> {
-        self.rt.block_on(self.client.batch_execute(sql)).map_err(pg_err)
+        self.rt.run(self.client.batch_execute(sql))?.map_err(pg_err)
     }
 
     fn cached_schema(&mut self, table: &str) -> Result<Schema> {
@@ -310,12 +307,12 @@ impl Connector for Postgres {
         let texts: Vec<String> =
             filter.values().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect();
         let cond: Vec<String> =
-            filter.keys().enumerate().map(|(i, k)| format!("t.{}::text = ${}", quote(k), i + 1)).collect();
+            filter.keys().enumerate().map(|(i, k)| format!("tap_row.{}::text = ${}", quote(k), i + 1)).collect();
         let where_ = if cond.is_empty() { String::new() } else { format!(" WHERE {}", cond.join(" AND ")) };
         let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
             texts.iter().map(|t| t as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
         let rows = self.query(
-            &format!("SELECT row_to_json(t)::text FROM {} t{where_} LIMIT {limit}", self.qualified(table)),
+            &format!("SELECT row_to_json(tap_row)::text FROM {} tap_row{where_} LIMIT {limit}", self.qualified(table)),
             &params,
         )?;
         rows.iter()
@@ -328,7 +325,7 @@ impl Connector for Postgres {
     }
 
     fn execute(&mut self, statement: &str) -> Result<u64> {
-        let msgs = self.rt.block_on(self.client.simple_query(statement)).map_err(pg_err)?;
+        let msgs = self.rt.run(self.client.simple_query(statement))?.map_err(pg_err)?;
         Ok(msgs
             .iter()
             .map(|m| match m {
@@ -382,7 +379,7 @@ impl Connector for Postgres {
         let schema = self.schema(table)?;
         let q = self.qualified(table);
         self.batch(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; DECLARE tap_snapshot NO SCROLL CURSOR FOR SELECT row_to_json(t)::text FROM {q} t"
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; DECLARE tap_snapshot NO SCROLL CURSOR FOR SELECT row_to_json(tap_row)::text FROM {q} tap_row"
         ))?;
         let result = (|| {
             loop {
@@ -430,7 +427,7 @@ impl Connector for Postgres {
             .with_start_lsn(start);
             let client = self
                 .rt
-                .block_on(pgwire_replication::ReplicationClient::connect(cfg))
+                .run(pgwire_replication::ReplicationClient::connect(cfg))?
                 .map_err(|e| Error::unavailable(format!("PostgreSQL replication from slot {slot}: {e}")))?;
             self.repl = Some(Replication { client, decoder: pgoutput::Decoder::default(), pending: Vec::new(), slot });
         }
@@ -443,7 +440,7 @@ impl Connector for Postgres {
             let repl = self.repl.as_mut().ok_or_else(|| Error::internal("replication"))?;
             // Once something is ready, only drain what is already there.
             let timeout = if out.is_empty() { remaining } else { Duration::from_millis(1) };
-            let next = self.rt.block_on(async { tokio::time::timeout(timeout, repl.client.recv()).await });
+            let next = self.rt.run(async { tokio::time::timeout(timeout, repl.client.recv()).await })?;
             let ev = match next {
                 Err(_) => break,
                 Ok(Err(e)) => {
@@ -496,7 +493,7 @@ impl Connector for Postgres {
 
     fn cdc_release(&mut self, flow_id: &str) -> Result<()> {
         if let Some(mut r) = self.repl.take() {
-            let _ = self.rt.block_on(r.client.shutdown());
+            let _ = self.rt.run(r.client.shutdown())?;
             let _ = r.slot;
         }
         let name = slot_name(flow_id);
@@ -689,13 +686,13 @@ impl Connector for Postgres {
         }
         let client = &mut self.client;
         self.rt
-            .block_on(async {
+            .run(async {
                 let tx = client.transaction().await?;
                 for (sql, payload) in &statements {
                     tx.execute(sql.as_str(), &[payload]).await?;
                 }
                 tx.commit().await
-            })
+            })?
             .map_err(pg_err)
     }
 }

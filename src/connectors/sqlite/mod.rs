@@ -318,8 +318,12 @@ impl Connector for Sqlite {
                     .iter()
                     .map(|(name, declared)| {
                         let col = format!("{prefix}.{}", quote(name));
-                        let expr =
-                            if field_type(declared) == FieldType::Bytes { format!("lower(hex({col}))") } else { col };
+                        let expr = if field_type(declared) == FieldType::Bytes {
+                            // hex(NULL) is '': a NULL must stay NULL, not become empty bytes.
+                            format!("CASE WHEN {col} IS NULL THEN NULL ELSE lower(hex({col})) END")
+                        } else {
+                            col
+                        };
                         format!("{}, {expr}", literal(name))
                     })
                     .collect();
