@@ -99,9 +99,29 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// I/O errors by kind: a refused, reset or timed-out connection may work if tried again;
+/// "permission denied", "not found" and a full disk do not, and stop at once.
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::new(ErrorKind::Unavailable, e.to_string())
+        use std::io::ErrorKind as K;
+        let kind = match e.kind() {
+            K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::BrokenPipe
+            | K::TimedOut
+            | K::Interrupted
+            | K::WouldBlock
+            | K::AddrInUse
+            | K::HostUnreachable
+            | K::NetworkUnreachable
+            | K::NetworkDown => ErrorKind::Unavailable,
+            K::PermissionDenied | K::ReadOnlyFilesystem => ErrorKind::Config,
+            K::NotFound => ErrorKind::NotFound,
+            _ => ErrorKind::Internal,
+        };
+        Error::new(kind, e.to_string())
     }
 }
 
@@ -132,4 +152,18 @@ impl From<rusqlite::Error> for Error {
 #[macro_export]
 macro_rules! err {
     ($kind:ident, $($arg:tt)*) => { $crate::error::Error::$kind(format!($($arg)*)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_are_classified_by_kind() {
+        let e = |k| Error::from(std::io::Error::from(k)).kind;
+        assert_eq!(e(std::io::ErrorKind::ConnectionRefused), ErrorKind::Unavailable);
+        assert_eq!(e(std::io::ErrorKind::PermissionDenied), ErrorKind::Config);
+        assert_eq!(e(std::io::ErrorKind::NotFound), ErrorKind::NotFound);
+        assert!(!Error::from(std::io::Error::from(std::io::ErrorKind::StorageFull)).is_transient());
+    }
 }

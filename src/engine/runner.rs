@@ -280,6 +280,11 @@ impl FlowCtx {
         let _ = self.store.update(TASKS, &self.task_id, |doc| {
             doc["status"] = json!(status);
             doc["last_updated"] = json!(iso_now());
+            if status == "running"
+                && let Some(d) = doc.as_object_mut()
+            {
+                d.remove("retrying");
+            }
             if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {
                 for (k, v) in e {
                     d.insert(k.clone(), v.clone());
@@ -371,6 +376,9 @@ fn supervise(mut ctx: FlowCtx) {
             doc["status"] = json!(ending.status);
             doc["last_updated"] = json!(iso_now());
             doc["stopTime"] = json!(iso_now());
+            if let Some(o) = doc.as_object_mut() {
+                o.remove("retrying");
+            }
             if let Some(e) = &ending.error {
                 doc["errorMessage"] = json!(e);
             }
@@ -418,9 +426,19 @@ fn run_supervised(ctx: &FlowCtx, task: &Value) -> Ending {
         m.started = Some(now_ms());
     }
     let stopped = || Ending { status: "stop", level: "INFO", message: "Task stopped".into(), error: None };
+    // Transient failures are retried with a backoff that resets after a run that lasted, for
+    // at most the task's `maxRetryTimeMinute` (5 by default) without such a run.
+    let limit = Duration::from_secs(task.get("maxRetryTimeMinute").and_then(Value::as_u64).unwrap_or(5) * 60);
     let mut backoff = Duration::from_secs(1);
+    let mut failing_since: Option<Instant> = None;
     loop {
-        match run(ctx, task) {
+        let began = Instant::now();
+        let result = run(ctx, task);
+        if began.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_secs(1);
+            failing_since = None;
+        }
+        match result {
             Ok(Outcome::Stopped) => return stopped(),
             Ok(Outcome::Complete) => {
                 return Ending {
@@ -431,13 +449,19 @@ fn run_supervised(ctx: &FlowCtx, task: &Value) -> Ending {
                 };
             }
             Err(_) if ctx.stopped() => return stopped(),
-            Err(e) if e.is_transient() => {
+            Err(e) if e.is_transient() && failing_since.get_or_insert_with(Instant::now).elapsed() < limit => {
                 ctx.log("WARN", &format!("{e}; retrying in {}s", backoff.as_secs()));
+                // `status` shows why the flow is not moving while it retries.
+                let _ = ctx.store.update(TASKS, &ctx.task_id, |d| d["retrying"] = json!(format!("retrying: {e}")));
                 let until = Instant::now() + backoff;
                 while Instant::now() < until && !ctx.stopped() {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) if e.is_transient() => {
+                let message = format!("{e} (still failing after {} min of retries)", limit.as_secs() / 60);
+                return Ending { status: "error", level: "ERROR", message: message.clone(), error: Some(message) };
             }
             Err(e) => {
                 return Ending { status: "error", level: "ERROR", message: e.message.clone(), error: Some(e.message) };

@@ -485,7 +485,12 @@ pub fn wait_status(session: &Session, id: &str, wanted: &[&str], timeout: Durati
             )));
         }
         if Instant::now() > deadline {
-            return Err(Error::unavailable(format!("flow {id} is still {status} after {}s", timeout.as_secs())));
+            let why = match task.get("retrying").and_then(Value::as_str) {
+                Some(r) => format!(" ({r})"),
+                None => String::new(),
+            };
+            let name = task.get("name").and_then(Value::as_str).unwrap_or(id);
+            return Err(Error::unavailable(format!("flow {name} is still {status} after {}s{why}", timeout.as_secs())));
         }
         session.sleep(Duration::from_millis(200))?;
     }

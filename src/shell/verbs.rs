@@ -517,8 +517,15 @@ pub fn status_line(session: &Session, doc: &Value) -> Result<(String, Value)> {
     if status == "error" {
         line.push_str(&format!("\n  error: {}", flowops::last_error(session, &task)));
     }
-    let v = json!({"name": name, "status": status, "qps": qps, "total_rows": rows, "delay_ms": lag,
+    let retrying = s(&task, "retrying").to_string();
+    if !retrying.is_empty() && status != "error" {
+        line.push_str(&format!("\n  {retrying}"));
+    }
+    let mut v = json!({"name": name, "status": status, "qps": qps, "total_rows": rows, "delay_ms": lag,
                    "sync_phase": s(&task, "syncStatus")});
+    if !retrying.is_empty() {
+        v["retrying"] = json!(retrying);
+    }
     Ok((line, v))
 }
 

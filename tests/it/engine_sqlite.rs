@@ -122,7 +122,7 @@ fn sigkill_mid_snapshot_and_mid_cdc_loses_and_duplicates_nothing() {
     writer.join().expect("writer");
     let _engine = env.start_engine();
     let caught_up = wait_until(Duration::from_secs(120), || rows(&src, "items") == rows(&dst, "items"));
+    // Equal row lists mean nothing lost and nothing duplicated (a count of duplicates on the
+    // primary key could never fail).
     assert!(caught_up, "the target equals the source after a restart mid-CDC");
-    let dupes = query(&dst, "SELECT count(*) - count(DISTINCT id) FROM items")[0][0].clone();
-    assert_eq!(dupes, "0");
 }

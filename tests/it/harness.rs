@@ -70,8 +70,13 @@ impl Env {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start engine");
-        wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(self.server()).is_ok());
-        EngineProc(child)
+        let mut engine = EngineProc(child);
+        let up = wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(self.server()).is_ok());
+        if !up {
+            engine.kill();
+            panic!("the engine did not answer on {} within 20 s", self.server());
+        }
+        engine
     }
 }
 

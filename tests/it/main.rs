@@ -13,3 +13,4 @@ mod matrix;
 mod pty;
 mod tapflow;
 mod transcripts;
+mod truth;

@@ -54,13 +54,18 @@ fn doc_to_record(d: Document) -> Record {
     d.into_iter().map(|(k, v)| (k, to_json(v))).collect()
 }
 
+/// A driver error in its class, decided once here: network errors and errors labelled
+/// retryable (or transient) and I/O errors are transient, authentication fails at once, the rest are data errors.
 fn mg_err(e: mongodb::error::Error) -> Error {
     use mongodb::error::ErrorKind as K;
+    let message = format!("MongoDB: {e}");
+    if e.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR) || e.contains_label("TransientTransactionError") {
+        return Error::unavailable(message);
+    }
     match *e.kind {
-        K::Io(_) | K::ServerSelection { .. } | K::ConnectionPoolCleared { .. } => {
-            Error::unavailable(format!("MongoDB: {e}"))
-        }
-        _ => Error::data(format!("MongoDB: {e}")),
+        K::Io(_) | K::ServerSelection { .. } | K::ConnectionPoolCleared { .. } => Error::unavailable(message),
+        K::Authentication { .. } => Error::auth(message),
+        _ => Error::data(message),
     }
 }
 

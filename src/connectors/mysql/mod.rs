@@ -18,7 +18,7 @@
 pub mod gtid;
 
 use crate::connectors::{Connector, ExistingData, Position, config_string, hex, unhex};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 use futures_util::StreamExt;
 use gtid::Gtid;
@@ -60,11 +60,26 @@ pub fn quote(ident: &str) -> String {
     format!("`{}`", ident.replace('`', "``"))
 }
 
+/// A driver error in its class, decided once here from the server's error code.
 fn my_err(e: mysql_async::Error) -> Error {
     match &e {
-        mysql_async::Error::Server(s) => Error::data(format!("MySQL: {} ({})", s.message, s.code)),
+        mysql_async::Error::Server(s) => Error::new(my_class(s.code), format!("MySQL: {} ({})", s.message, s.code)),
         mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => Error::unavailable(format!("MySQL: {e}")),
         _ => Error::data(format!("MySQL: {e}")),
+    }
+}
+
+/// The class of a MySQL server error: transient ones are retried, the rest stop the flow.
+pub fn my_class(code: u16) -> ErrorKind {
+    match code {
+        // lock wait timeout, deadlock, too many connections, server gone away, lost connection,
+        // server shutdown in progress
+        1205 | 1213 | 1040 | 2006 | 2013 | 1053 => ErrorKind::Unavailable,
+        // access denied (user, database, table, column), missing privilege
+        1044 | 1045 | 1142 | 1143 | 1227 => ErrorKind::Auth,
+        // unknown database, table, column
+        1049 | 1146 | 1054 => ErrorKind::NotFound,
+        _ => ErrorKind::Data,
     }
 }
 
@@ -904,5 +919,20 @@ impl Mysql {
             }
         }
         rt.run(result.drop_result())?.map_err(my_err)
+    }
+}
+
+#[cfg(test)]
+mod class_tests {
+    use super::*;
+
+    #[test]
+    fn server_codes_are_classified_once() {
+        for transient in [1205, 1213, 1040, 2006, 2013] {
+            assert_eq!(my_class(transient), ErrorKind::Unavailable, "{transient}");
+        }
+        assert_eq!(my_class(1045), ErrorKind::Auth);
+        assert_eq!(my_class(1146), ErrorKind::NotFound);
+        assert_eq!(my_class(1062), ErrorKind::Data);
     }
 }

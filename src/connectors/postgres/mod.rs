@@ -16,7 +16,7 @@
 mod pgoutput;
 
 use crate::connectors::{Connector, ExistingData, Position, config_string};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -47,14 +47,38 @@ pub fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
+/// A driver error in its class, decided once here from the SQLSTATE (never from the text).
 fn pg_err(e: tokio_postgres::Error) -> Error {
     if let Some(db) = e.as_db_error() {
-        return Error::data(format!("PostgreSQL: {} ({})", db.message(), db.code().code()));
+        let code = db.code().code();
+        let message = format!("PostgreSQL: {} ({code})", db.message());
+        return match pg_class(code) {
+            ErrorKind::Unavailable => Error::unavailable(message),
+            kind => Error::new(kind, message),
+        };
     }
-    if e.is_closed() || e.to_string().contains("connection") {
+    if e.is_closed()
+        || e.as_db_error().is_none() && std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
+    {
         return Error::unavailable(format!("PostgreSQL: {e}"));
     }
     Error::data(format!("PostgreSQL: {e}"))
+}
+
+/// The class of a SQLSTATE: transient ones are retried, the rest stop the flow at once.
+pub fn pg_class(code: &str) -> ErrorKind {
+    match code {
+        // serialization failure, deadlock, too many connections, admin shutdown, crash
+        // shutdown, cannot connect now, and every connection exception (class 08)
+        "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03" => ErrorKind::Unavailable,
+        c if c.starts_with("08") => ErrorKind::Unavailable,
+        // invalid authorization, invalid password
+        c if c.starts_with("28") => ErrorKind::Auth,
+        // undefined table, column, object, schema; insufficient privilege
+        "42P01" | "42703" | "42704" | "3F000" | "3D000" => ErrorKind::NotFound,
+        "42501" => ErrorKind::Auth,
+        _ => ErrorKind::Data,
+    }
 }
 
 /// Slot and publication names for a flow (lowercase, ≤ 63 bytes, as PostgreSQL wants them).
@@ -90,7 +114,12 @@ impl Postgres {
                 Ok::<_, tokio_postgres::Error>(client)
             })?
             .map_err(|e| {
-                Error::unavailable(format!("cannot connect to PostgreSQL at {host}:{port}/{database} as {user}: {e}"))
+                let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+                let message = format!("cannot connect to PostgreSQL at {host}:{port}/{database} as {user}: {e}{cause}");
+                match e.as_db_error().map(|d| pg_class(d.code().code())) {
+                    Some(kind) if kind != ErrorKind::Unavailable => Error::new(kind, message),
+                    _ => Error::unavailable(message),
+                }
             })?;
         Ok(Self { rt, client, host, port, user, password, database, schema, schemas: HashMap::new(), repl: None })
     }
@@ -694,5 +723,21 @@ impl Connector for Postgres {
                 tx.commit().await
             })?
             .map_err(pg_err)
+    }
+}
+
+#[cfg(test)]
+mod class_tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_are_classified_once() {
+        for transient in ["40001", "40P01", "53300", "57P01", "08006", "08001"] {
+            assert_eq!(pg_class(transient), ErrorKind::Unavailable, "{transient}");
+        }
+        assert_eq!(pg_class("28P01"), ErrorKind::Auth);
+        assert_eq!(pg_class("42501"), ErrorKind::Auth);
+        assert_eq!(pg_class("42P01"), ErrorKind::NotFound);
+        assert_eq!(pg_class("23505"), ErrorKind::Data);
     }
 }

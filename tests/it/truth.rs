@@ -1,0 +1,127 @@
+//! A flow's status tells the truth: a record that loses its key stops the flow naming the
+//! flow, the node and the record (and no NULL-key row reaches the target); a source that
+//! cannot be reached keeps the flow out of `running`, with the reason in `status` and in the
+//! error of the `start` that waited for it.
+
+use crate::harness::{Env, exec, query, wait_until};
+use std::time::Duration;
+
+#[test]
+fn a_record_without_its_key_stops_the_flow_and_never_reaches_the_target() {
+    let env = Env::new("nullkey");
+    let src = env.path("src.sqlite");
+    let dst = env.path("dst.sqlite");
+    exec(
+        &src,
+        "CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER);
+         WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 100) INSERT INTO t SELECT 'k' || i, i FROM c;",
+    );
+    // The function nulls the key of some records only (every 7th), as a buggy function would.
+    let script = format!(
+        r#"DataSource("sqlite", "Src", #{{ database: "{}" }}).save();
+DataSource("sqlite", "Dst", #{{ database: "{}" }}).save();
+fn drop_some_keys(record) {{
+    if record.n % 7 == 0 {{ record.id = (); }}
+    record
+}}
+Flow("nullkey").read_from("Src.t").rhai(drop_some_keys).write_to("Dst.t").save();
+start("nullkey");"#,
+        src.display(),
+        dst.display()
+    );
+    // The start may return before the first batch fails (the flow was running then).
+    let _ = env.script("k.rhai", &script);
+    let status = || env.tap(&["-c", "status nullkey"]).stdout;
+    assert!(wait_until(Duration::from_secs(30), || status().contains("current status is: error")), "{}", status());
+    let status = status();
+    assert!(status.contains("flow nullkey"), "{status}");
+    assert!(status.contains("key field \"id\" null"), "{status}");
+    assert!(status.contains("\"n\":7"), "the record is named: {status}");
+    if dst.exists() && query(&dst, "SELECT count(*) FROM sqlite_master WHERE name = 't'")[0][0] == "1" {
+        assert_eq!(query(&dst, "SELECT count(*) FROM t WHERE id IS NULL")[0][0], "0");
+    }
+}
+
+/// A TCP forwarder to `to` on a port of its own, until `close` (then connections are refused).
+struct Forwarder {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Forwarder {
+    fn new(to: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = open.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if !flag.load(Ordering::SeqCst) {
+                    return; // the listener is dropped: the port refuses from now on
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = std::net::TcpStream::connect(&to) else { continue };
+                let (mut c2, mut s2) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+                let (mut c, mut s) = (client, server);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c, &mut s);
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Forwarder { port, open }
+    }
+    fn close(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+#[test]
+fn an_unreachable_source_is_never_running_and_says_why() {
+    let env = Env::new("unreachable");
+    let pg = crate::engine_postgres::pg();
+    let schema = format!("it_gone_{}", std::process::id());
+    pg.psql(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; CREATE TABLE {schema}.t (id int PRIMARY KEY)"
+    ));
+    // The connection is saved (and tested) through the forwarder, which then goes away.
+    let fwd = Forwarder::new(format!("{}:{}", pg.host, pg.port));
+    let dst = env.path("dst.sqlite");
+    let save = format!(
+        r#"DataSource("postgres", "Gone", #{{ host: "127.0.0.1", port: {port}, database: "{db}", schema: "{schema}", user: "{u}", password: "{p}" }}).save();
+DataSource("sqlite", "Dst", #{{ database: "{dst}" }}).save();
+Flow("gone").read_from("Gone.t").write_to("Dst.t").save();"#,
+        port = fwd.port,
+        db = pg.database,
+        u = pg.user,
+        p = pg.password,
+        dst = dst.display()
+    );
+    env.script("save.rhai", &save).ok();
+    fwd.close();
+    let run = env.script("start.rhai", "start(\"gone\");");
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.to_lowercase().contains("connection refused"), "the cause: {}", run.stderr);
+    assert!(run.stderr.contains("flow gone is still scheduling"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("retrying: connection Gone: cannot connect to PostgreSQL at 127.0.0.1"),
+        "{}",
+        run.stderr
+    );
+    let status = env.tap(&["-c", "status gone"]);
+    assert!(!status.stdout.contains("status is: running"), "{}", status.stdout);
+    assert!(status.stdout.contains("retrying: connection Gone: cannot connect"), "{}", status.stdout);
+    env.tap(&["-c", "stop gone"]).ok();
+    assert!(
+        wait_until(Duration::from_secs(20), || env.tap(&["-c", "status gone"]).stdout.contains("status is: stop")),
+        "stops: {}",
+        env.tap(&["-c", "status gone"]).stdout
+    );
+    pg.psql(&format!("DROP SCHEMA {schema} CASCADE"));
+}
