@@ -30,6 +30,11 @@ pub trait Processor {
     }
     fn process(&mut self, events: Vec<Event>) -> Result<Vec<Event>>;
     /// Map a field name of the input to its name in the output (for keys).
+    /// Refuse what would lose data on input records with these fields (a rename onto a field
+    /// the records already have and keep).
+    fn check(&self, _fields: &[String]) -> Result<()> {
+        Ok(())
+    }
     fn rename(&self, field: &str) -> Option<String> {
         Some(field.to_string())
     }
@@ -40,7 +45,7 @@ pub fn build(node: &Value) -> Result<Option<Box<dyn Processor>>> {
     let ty = node.get("type").and_then(Value::as_str).unwrap_or("");
     let name = node.get("name").and_then(Value::as_str).unwrap_or(ty);
     Ok(Some(match ty {
-        "field_rename_processor" => Box::new(Rename::from_node(node)),
+        "field_rename_processor" => Box::new(Rename::from_node(node, name)?),
         "field_add_del_processor" => Box::new(AddDel::from_node(node)),
         "row_filter_processor" => {
             let expression = node.get("expression").and_then(Value::as_str).unwrap_or("true");
@@ -147,27 +152,35 @@ fn map_events(events: Vec<Event>, mut f: impl FnMut(Record) -> Record) -> Vec<Ev
 }
 
 pub struct Rename {
+    name: String,
     pairs: Vec<(String, String)>,
     transform: Option<String>,
 }
 
 impl Rename {
-    fn from_node(node: &Value) -> Self {
-        let pairs = node
-            .get("operations")
-            .and_then(Value::as_array)
-            .map(|ops| {
-                ops.iter()
-                    .filter(|o| o.get("op").and_then(Value::as_str).is_none_or(|op| op == "RENAME"))
-                    .filter_map(|o| {
-                        Some((o.get("field")?.as_str()?.to_string(), o.get("operand")?.as_str()?.to_string()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+    /// Every rename must name a field and give a new name that is a non-empty string, and no
+    /// two fields may be renamed to the same name; anything else is refused, naming the node.
+    fn from_node(node: &Value, name: &str) -> Result<Self> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        let ops = node.get("operations").and_then(Value::as_array).cloned().unwrap_or_default();
+        for o in ops.iter().filter(|o| o.get("op").and_then(Value::as_str).is_none_or(|op| op == "RENAME")) {
+            let field = o.get("field").and_then(Value::as_str).unwrap_or_default();
+            let to = o.get("operand").cloned().unwrap_or(Value::Null);
+            let Some(to) = to.as_str().filter(|t| !t.is_empty() && !field.is_empty()) else {
+                return Err(Error::config(format!(
+                    "node {name:?} renames {field:?} to {to}, which is not a field name: give the new name as a non-empty string"
+                )));
+            };
+            if let Some((other, _)) = pairs.iter().find(|(_, t)| t == to) {
+                return Err(Error::config(format!(
+                    "node {name:?} renames both {other:?} and {field:?} to {to:?}: one field would overwrite the other"
+                )));
+            }
+            pairs.push((field.to_string(), to.to_string()));
+        }
         let transform =
             node.get("fieldsNameTransform").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
-        Self { pairs, transform }
+        Ok(Self { name: name.to_string(), pairs, transform })
     }
 
     fn new_name(&self, field: &str) -> String {
@@ -187,6 +200,17 @@ impl Rename {
 }
 
 impl Processor for Rename {
+    fn check(&self, fields: &[String]) -> Result<()> {
+        for (from, to) in &self.pairs {
+            if fields.contains(from) && fields.contains(to) && !self.pairs.iter().any(|(f, _)| f == to) {
+                return Err(Error::schema(format!(
+                    "node {:?} renames {from:?} to {to:?}, a field the records already have: the two would be merged into one; rename {to:?} too, or exclude it first",
+                    self.name
+                )));
+            }
+        }
+        Ok(())
+    }
     fn schema(&self, mut schema: Schema) -> Schema {
         for f in &mut schema.fields {
             f.name = self.new_name(&f.name);

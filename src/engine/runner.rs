@@ -572,6 +572,16 @@ fn plan(task: &Value) -> Result<Plan> {
     if sources.is_empty() {
         return Err(Error::config("the flow has no source: add .read_from(\"Connection.table\")"));
     }
+    // Writing into a table the flow reads would feed its own changes back to it forever.
+    if let Some(s) = sources
+        .iter()
+        .find(|s| s.connection_id == node_str(sink, "connectionId") && s.table == node_str(sink, "tableName"))
+    {
+        return Err(Error::config(format!(
+            "the flow writes into {}, which it also reads: its own writes would come back as changes forever; write_to another table",
+            s.table
+        )));
+    }
     let key: Vec<String> = sink
         .get("updateConditionFields")
         .and_then(Value::as_array)
@@ -732,6 +742,8 @@ fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
         conn.schema(&first_table)?
     };
     for p in &plan.sources[0].chain {
+        let fields: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
+        p.check(&fields)?;
         schema = p.schema(schema);
     }
     // Which fields the chain really outputs (user functions may drop or add some): run it once
@@ -872,6 +884,12 @@ fn probe(chain: &mut [Box<dyn Processor>], table: &str, fields: &[String]) -> Op
         Change::Insert { after } | Change::Update { after, .. } => after,
         Change::Delete { before } => before,
     })
+}
+
+/// Check a flow as it is saved: everything the plan can tell without connecting (node types,
+/// processors and their settings, the DAG's shape, a target that is one of its sources).
+pub fn validate(task: &Value) -> Result<()> {
+    plan(task).map(|_| ())
 }
 
 /// Remove the CDC resources a flow holds in its sources (reset, delete), and its lookup copies.

@@ -621,6 +621,19 @@ fn merge_task(engine: &Engine, id: &str, mut body: Value, confirm: bool) -> Resp
             .into_response();
         }
     }
+    // A confirmed save is checked as the runner would plan it: what cannot run is refused now,
+    // naming the node and the field, not at start.
+    if confirm && body.get("dag").is_some() {
+        let mut check = tri!(engine.store.get(TASKS, id)).unwrap_or_else(|| json!({}));
+        if let (Some(c), Some(b)) = (check.as_object_mut(), body.as_object()) {
+            for (k, v) in b {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        if let Err(e) = runner::validate(&check) {
+            return fail("Task.Invalid", &format!("the flow cannot be saved: {}", e.message));
+        }
+    }
     let exists = tri!(engine.store.get(TASKS, id)).is_some();
     if !exists {
         // PATCH creates an unknown id, as TapData does.

@@ -217,7 +217,19 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
         column(s, f, vec![a.into(), b.into(), c.into(), d.into()], true)
     });
     step!("rename_fields", |s, f, m: Map| {
-        let pairs: Vec<(String, String)> = m.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut pairs: Vec<(String, String)> = Vec::with_capacity(m.len());
+        for (k, v) in m {
+            // A new name must be a non-empty string: `()` or 42 would become a column "" or "42".
+            match v.into_immutable_string() {
+                Ok(to) if !to.is_empty() => pairs.push((k.to_string(), to.to_string())),
+                Ok(_) => return Err(Error::usage(format!("rename_fields: the new name of {k:?} is empty"))),
+                Err(ty) => {
+                    return Err(Error::usage(format!(
+                        "rename_fields: the new name of {k:?} is a {ty}, not a string: write #{{ {k}: \"new_name\" }}"
+                    )));
+                }
+            }
+        }
         let cmd = format!(
             ".rename_fields({})",
             serde_json::to_string(&pairs.iter().cloned().collect::<std::collections::BTreeMap<_, _>>())

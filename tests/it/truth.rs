@@ -125,3 +125,36 @@ Flow("gone").read_from("Gone.t").write_to("Dst.t").save();"#,
     );
     pg.psql(&format!("DROP SCHEMA {schema} CASCADE"));
 }
+
+/// What would lose or loop data is refused: a rename to a non-string (in the script), a flow
+/// writing into its own source table (at save), a rename onto a field the records keep (at
+/// start, from the source's schema, before a row is copied).
+#[test]
+fn flows_that_would_lose_or_loop_data_are_refused() {
+    let env = Env::new("refused");
+    let src = env.path("src.sqlite");
+    exec(
+        &src,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT); INSERT INTO t VALUES (1, 'x', 'y'), (2, 'x', 'z');",
+    );
+    let conns = format!(r#"DataSource("sqlite", "Src", #{{ database: "{}" }}).save();"#, src.display());
+    env.script("c.rhai", &conns).ok();
+
+    let run =
+        env.script("n.rhai", r#"Flow("num").read_from("Src.t").rename_fields(#{ a: 42 }).write_to("Src.u").save();"#);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("the new name of \"a\" is a i64, not a string"), "{}", run.stderr);
+
+    let run = env.script("l.rhai", r#"Flow("loop").read_from("Src.t").write_to("Src.t").save();"#);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("writes into t, which it also reads"), "{}", run.stderr);
+
+    let run = env.script(
+        "m.rhai",
+        r#"Flow("merge").read_from("Src.t").rename_fields(#{ a: "b" }).write_to("Src.u").save(); start("merge");"#,
+    );
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("renames \"a\" to \"b\", a field the records already have"), "{}", run.stderr);
+    let copied = query(&src, "SELECT count(*) FROM sqlite_master WHERE name = 'u'");
+    assert_eq!(copied[0][0], "0", "nothing was written");
+}
