@@ -7,6 +7,7 @@
 //! first start: other clients, such as the official Python TapFlow, log in with it.
 //! On start every flow that was running (including after SIGKILL) resumes from its checkpoint.
 
+pub mod failpoint;
 pub mod filter;
 pub mod lookup;
 pub mod processors;

@@ -718,6 +718,7 @@ impl Sink {
             }
         }
         self.conn.write(&self.table, &self.key, &changes)?;
+        super::failpoint::hit("after_batch");
         if let Ok(mut m) = metrics.lock() {
             for c in &changes {
                 m.output[op_index(c)] += 1;
@@ -974,6 +975,7 @@ fn cdc_loop(
             if from != next {
                 checkpoint["positions"][conn_id.as_str()] = next.clone();
                 ctx.store.save_checkpoint(flow_id, checkpoint)?;
+                super::failpoint::hit("after_checkpoint");
                 conn.cdc_ack(flow_id, &next)?;
             }
         }

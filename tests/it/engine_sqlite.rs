@@ -68,8 +68,9 @@ fn sigkill_mid_snapshot_and_mid_cdc_loses_and_duplicates_nothing() {
          INSERT INTO items SELECT i, 'item ' || i, i % 97 FROM c;",
     );
 
-    let mut engine = env.start_engine();
-    env.script(
+    // The failpoint aborts the engine right after the third snapshot batch (5,000 rows each).
+    let mut engine = env.start_engine_with(&[("TAP_FAILPOINT", "after_batch:3")]);
+    let _ = env.script(
         "flow.rhai",
         &format!(
             r#"DataSource("sqlite", "Src", #{{ database: "{}" }}).save();
@@ -79,18 +80,10 @@ fn sigkill_mid_snapshot_and_mid_cdc_loses_and_duplicates_nothing() {
             src.display(),
             dst.display()
         ),
-    )
-    .ok();
-    // Kill while the snapshot is under way.
-    let started = wait_until(Duration::from_secs(60), || {
-        dst.exists()
-            && query(&dst, "SELECT count(*) FROM sqlite_master WHERE name = 'items'")[0][0] == "1"
-            && query(&dst, "SELECT count(*) FROM items")[0][0] != "0"
-    });
-    assert!(started, "the snapshot began");
-    engine.kill();
-    let copied: usize = query(&dst, "SELECT count(*) FROM items")[0][0].parse().expect("count");
-    assert!(copied < 200_000, "killed mid-snapshot ({copied} rows copied)");
+    ); // the engine may die before the start returns
+    assert!(engine.wait_exit(Duration::from_secs(60)), "the failpoint ended the engine mid-snapshot");
+    let copied = query(&dst, "SELECT count(*) FROM items")[0][0].clone();
+    assert_eq!(copied, "15000", "killed right after the third batch");
 
     // Changes while the engine is down are captured by the triggers.
     exec(
@@ -100,6 +93,10 @@ fn sigkill_mid_snapshot_and_mid_cdc_loses_and_duplicates_nothing() {
     let mut engine = env.start_engine();
     let caught_up = wait_until(Duration::from_secs(120), || rows(&src, "items") == rows(&dst, "items"));
     assert!(caught_up, "the target equals the source after a restart mid-snapshot");
+    // Now in CDC: restarted with a failpoint that aborts it after the fifth saved position,
+    // while a writer commits 40 transactions.
+    engine.kill();
+    let mut engine = env.start_engine_with(&[("TAP_FAILPOINT", "after_checkpoint:5")]);
 
     // Kill in the middle of a stream of changes.
     let writer = {
@@ -117,8 +114,7 @@ fn sigkill_mid_snapshot_and_mid_cdc_loses_and_duplicates_nothing() {
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
-    engine.kill();
+    assert!(engine.wait_exit(Duration::from_secs(60)), "the failpoint ended the engine mid-CDC");
     writer.join().expect("writer");
     let _engine = env.start_engine();
     let caught_up = wait_until(Duration::from_secs(120), || rows(&src, "items") == rows(&dst, "items"));

@@ -62,8 +62,14 @@ impl Env {
 
     /// Start the engine in the background (as the shell would) and wait until it answers.
     pub fn start_engine(&self) -> EngineProc {
+        self.start_engine_with(&[])
+    }
+
+    /// The same, with extra environment (a `TAP_FAILPOINT`, say).
+    pub fn start_engine_with(&self, vars: &[(&str, &str)]) -> EngineProc {
         let child = self
             .command()
+            .envs(vars.iter().copied())
             .args(["engine", "--listen", &self.server(), "--data-dir"])
             .arg(self.data_dir())
             .stdout(std::process::Stdio::null())
@@ -124,6 +130,11 @@ pub fn exec(path: &Path, sql: &str) {
 pub struct EngineProc(std::process::Child);
 
 impl EngineProc {
+    /// Wait up to `timeout` for the engine to end by itself (a failpoint); whether it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        wait_until(timeout, || matches!(self.0.try_wait(), Ok(Some(_))))
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         let _ = self.0.kill();

@@ -1,0 +1,39 @@
+//! Runtime failpoints, for tests that must crash the engine at a known moment instead of after
+//! a guessed sleep. `TAP_FAILPOINT=after_batch:3` aborts the engine process right after the
+//! third batch any flow writes to a target; several are separated by commas
+//! (`after_batch:3,after_checkpoint:5`). Unset, every failpoint is one relaxed atomic load.
+//!
+//! Points: `after_batch` (a sink batch is written, its position not yet saved) and
+//! `after_checkpoint` (a CDC position is saved, not yet acknowledged to the source).
+//! The process aborts (no destructors, no flush), as a SIGKILL or a power cut would end it.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+struct Point {
+    name: String,
+    at: u64,
+    seen: AtomicU64,
+}
+
+fn points() -> &'static [Point] {
+    static POINTS: OnceLock<Vec<Point>> = OnceLock::new();
+    POINTS.get_or_init(|| {
+        let spec = std::env::var("TAP_FAILPOINT").unwrap_or_default();
+        spec.split(',')
+            .filter_map(|p| p.trim().split_once(':'))
+            .filter_map(|(name, n)| {
+                Some(Point { name: name.to_string(), at: n.parse().ok()?, seen: AtomicU64::new(0) })
+            })
+            .collect()
+    })
+}
+
+/// Count a pass through the failpoint `name`; abort the process when its count is reached.
+pub fn hit(name: &str) {
+    for p in points().iter().filter(|p| p.name == name) {
+        if p.seen.fetch_add(1, Ordering::SeqCst) + 1 == p.at {
+            std::process::abort();
+        }
+    }
+}
