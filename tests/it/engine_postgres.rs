@@ -222,8 +222,9 @@ fn postgres_sigkill_mid_snapshot_and_mid_cdc_loses_and_duplicates_nothing() {
     let target_rows = || -> i64 {
         pg.psql(&format!("SELECT coalesce((SELECT count(*) FROM {schema}.copy), 0)")).parse().unwrap_or(0)
     };
-    let mut engine = env.start_engine();
-    env.script(
+    // The failpoint aborts the engine right after the fourth snapshot batch (5,000 rows each).
+    let mut engine = env.start_engine_with(&[("TAP_FAILPOINT", "after_batch:4")]);
+    let _ = env.script(
         "flow.rhai",
         &format!(
             r#"{}
@@ -231,17 +232,9 @@ fn postgres_sigkill_mid_snapshot_and_mid_cdc_loses_and_duplicates_nothing() {
                start("pgcrash");"#,
             pg.datasource("P", &schema)
         ),
-    )
-    .ok();
-    let exists = || {
-        pg.psql(&format!(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}' AND table_name = 'copy'"
-        )) == "1"
-    };
-    assert!(wait_until(Duration::from_secs(60), || exists() && target_rows() > 0), "the snapshot began");
-    engine.kill();
-    let copied = target_rows();
-    assert!(copied < 300_000, "killed mid-snapshot ({copied} rows copied)");
+    ); // the engine may die before the start returns
+    assert!(engine.wait_exit(Duration::from_secs(60)), "the failpoint ended the engine mid-snapshot");
+    assert_eq!(target_rows(), 20_000, "killed right after the fourth batch");
     pg.psql(&format!(
         "UPDATE {schema}.items SET qty = qty + 1000 WHERE id % 10 = 0; DELETE FROM {schema}.items WHERE id % 7 = 0;
          INSERT INTO {schema}.items VALUES (500000, 'new', 1);"
@@ -251,6 +244,10 @@ fn postgres_sigkill_mid_snapshot_and_mid_cdc_loses_and_duplicates_nothing() {
         wait_until(Duration::from_secs(180), || digest("items") == digest("copy")),
         "equal after a restart mid-snapshot"
     );
+    // In CDC now: restarted with a failpoint that aborts it after the fifth saved position,
+    // while a writer commits 40 transactions.
+    engine.kill();
+    let mut engine = env.start_engine_with(&[("TAP_FAILPOINT", "after_checkpoint:5")]);
 
     let writer = {
         let url = pg.url.clone();
@@ -271,8 +268,7 @@ fn postgres_sigkill_mid_snapshot_and_mid_cdc_loses_and_duplicates_nothing() {
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(400));
-    engine.kill();
+    assert!(engine.wait_exit(Duration::from_secs(60)), "the failpoint ended the engine mid-CDC");
     writer.join().expect("writer");
     let _engine = env.start_engine();
     assert!(
