@@ -173,6 +173,7 @@ impl Runner {
             Ok(h) => h,
             Err(e) => {
                 let message = format!("cannot start a flow thread: {e}");
+                // The caller gets the error either way; the status says it too when it can.
                 let _ = self.store.update(TASKS, task_id, |d| {
                     d["status"] = json!("schedule_failed");
                     d["errorMessage"] = json!(message);
@@ -216,6 +217,7 @@ impl Runner {
             if !TaskStatus::parse(status).is_active() {
                 continue;
             }
+            // A failed write is retried at the next tick: the status is still active then.
             let message =
                 "the flow's thread ended without recording how (an internal error): start it again, and report this";
             let _ =
@@ -451,7 +453,8 @@ fn run_supervised(ctx: &FlowCtx, task: &Value) -> Ending {
             Err(_) if ctx.stopped() => return stopped(),
             Err(e) if e.is_transient() && failing_since.get_or_insert_with(Instant::now).elapsed() < limit => {
                 ctx.log("WARN", &format!("{e}; retrying in {}s", backoff.as_secs()));
-                // `status` shows why the flow is not moving while it retries.
+                // `status` shows why the flow is not moving while it retries (informational: a
+                // failed write changes no state, and the retry goes on).
                 let _ = ctx.store.update(TASKS, &ctx.task_id, |d| d["retrying"] = json!(format!("retrying: {e}")));
                 let until = Instant::now() + backoff;
                 while Instant::now() < until && !ctx.stopped() {

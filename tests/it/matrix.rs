@@ -101,12 +101,7 @@ impl Ctx {
                 "SELECT string_agg(column_name || ':' || data_type, ';' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_schema = '{}' AND table_name = '{table}'",
                 self.tag
             ));
-            let cols: Vec<(String, String)> = cols
-                .split(';')
-                .filter_map(|c| c.split_once(':'))
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .filter(|(n, _)| COLUMNS.contains(&n.as_str()) || n == key)
-                .collect();
+            let cols = columns(&cols, key);
             let select: Vec<String> = cols.iter().map(|(n, _)| format!("coalesce(\"{n}\"::text, 'NULL')")).collect();
             let out = pgc.psql(&format!(
                 "SET TimeZone = 'UTC'; SELECT {} FROM {}.\"{table}\" ORDER BY \"{key}\"",
@@ -114,14 +109,7 @@ impl Ctx {
                 self.tag
             ));
             for line in out.lines().filter(|l| !l.is_empty() && *l != "SET") {
-                let values: Vec<&str> = line.split('\u{1f}').collect();
-                let id = cols.iter().position(|(n, _)| n == key).map(|i| values[i].to_string()).unwrap_or_default();
-                for ((n, ty), v) in cols.iter().zip(&values) {
-                    if n != key {
-                        let v = if *v == "NULL" { "null".to_string() } else { format!("{ty}:{v}") };
-                        put("postgres", id.clone(), n, v);
-                    }
-                }
+                row_cells(line, &cols, key, &mut |row, col, v| put("postgres", row, col, v));
             }
         }
         // MySQL: the column type and the value as the client prints it (bytes in hex).
@@ -134,12 +122,7 @@ impl Ctx {
             ),
         );
         if cols != "NULL" && !cols.is_empty() {
-            let cols: Vec<(String, String)> = cols
-                .split(';')
-                .filter_map(|c| c.split_once(':'))
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .filter(|(n, _)| COLUMNS.contains(&n.as_str()) || n == key)
-                .collect();
+            let cols = columns(&cols, key);
             let select: Vec<String> = cols
                 .iter()
                 .map(|(n, ty)| {
@@ -155,14 +138,7 @@ impl Ctx {
                 &format!("SELECT CONCAT_WS(CHAR(31), {}) FROM `{table}` ORDER BY `{key}`", select.join(", ")),
             );
             for line in out.lines().filter(|l| !l.is_empty()) {
-                let values: Vec<&str> = line.split('\u{1f}').collect();
-                let id = cols.iter().position(|(n, _)| n == key).map(|i| values[i].to_string()).unwrap_or_default();
-                for ((n, ty), v) in cols.iter().zip(&values) {
-                    if n != key {
-                        let v = if *v == "NULL" { "null".to_string() } else { format!("{ty}:{v}") };
-                        put("mysql", id.clone(), n, v);
-                    }
-                }
+                row_cells(line, &cols, key, &mut |row, col, v| put("mysql", row, col, v));
             }
         }
         // MongoDB: the BSON type and value of every field.
@@ -180,6 +156,27 @@ impl Ctx {
             }
         }
         cells
+    }
+}
+
+/// `name:type;name:type…` from information_schema, kept to the key and the matrix's columns.
+fn columns(text: &str, key: &str) -> Vec<(String, String)> {
+    text.split(';')
+        .filter_map(|c| c.split_once(':'))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .filter(|(n, _)| COLUMNS.contains(&n.as_str()) || n == key)
+        .collect()
+}
+
+/// One row printed by a SQL client, values separated by U+001F, as cells `type:value`.
+fn row_cells(line: &str, cols: &[(String, String)], key: &str, put: &mut dyn FnMut(String, &str, String)) {
+    let values: Vec<&str> = line.split('\u{1f}').collect();
+    let id = cols.iter().position(|(n, _)| n == key).map(|i| values[i].to_string()).unwrap_or_default();
+    for ((n, ty), v) in cols.iter().zip(&values) {
+        if n != key {
+            let v = if *v == "NULL" { "null".to_string() } else { format!("{ty}:{v}") };
+            put(id.clone(), n, v);
+        }
     }
 }
 
