@@ -40,6 +40,25 @@ impl Blocking {
     }
 }
 
+/// Hand the batches `next` reads (inside a runtime) to `emit` (outside it), until a batch
+/// comes back shorter than `batch`: the snapshot loop of every async connector.
+pub fn pump<T>(
+    batch: usize,
+    mut next: impl FnMut() -> Result<Vec<T>>,
+    emit: &mut dyn FnMut(Vec<T>) -> Result<()>,
+) -> Result<()> {
+    loop {
+        let rows = next()?;
+        let last = rows.len() < batch;
+        if !rows.is_empty() {
+            emit(rows)?;
+        }
+        if last {
+            return Ok(());
+        }
+    }
+}
+
 thread_local! {
     /// Whether this thread is inside some connector's `run` (tokio's own check would also
     /// refuse the blocking threads the engine's server hands connector calls to).

@@ -207,26 +207,30 @@ impl Runner {
     /// (a thread that died without recording why): it goes to `error`, saying so. Called by
     /// the engine's watchdog; flows stopped by shutdown are not in the map and are left alone.
     pub fn reconcile(&self) {
-        let finished: Vec<String> = match self.flows.lock() {
-            Ok(f) => f.iter().filter(|(_, r)| r.handle.is_finished()).map(|(id, _)| id.clone()).collect(),
-            Err(_) => return,
-        };
+        // The whole pass holds the map's lock, so a `start` cannot slip a new thread (and its
+        // `scheduling`) in between reading a finished entry and writing `error` for it.
+        let Ok(mut flows) = self.flows.lock() else { return };
+        let finished: Vec<String> =
+            flows.iter().filter(|(_, r)| r.handle.is_finished()).map(|(id, _)| id.clone()).collect();
         for id in finished {
             let Ok(Some(doc)) = self.store.get(TASKS, &id) else { continue };
             let status = doc.get("status").and_then(Value::as_str).unwrap_or("");
-            if !TaskStatus::parse(status).is_active() {
-                continue;
+            if TaskStatus::parse(status).is_active() {
+                let message = "the flow's thread ended without recording how (an internal error): start it again, and report this";
+                let record = doc.get("taskRecordId").and_then(Value::as_str).unwrap_or("");
+                let _ = self.store.log(&id, record, "ERROR", message);
+                let written = self.store.update(TASKS, &id, |d| {
+                    d["status"] = json!("error");
+                    d["errorMessage"] = json!(message);
+                    d["stopTime"] = json!(iso_now());
+                });
+                if written.is_err() {
+                    continue; // kept, and tried again at the next tick
+                }
             }
-            // A failed write is retried at the next tick: the status is still active then.
-            let message =
-                "the flow's thread ended without recording how (an internal error): start it again, and report this";
-            let _ =
-                self.store.log(&id, doc.get("taskRecordId").and_then(Value::as_str).unwrap_or(""), "ERROR", message);
-            let _ = self.store.update(TASKS, &id, |d| {
-                d["status"] = json!("error");
-                d["errorMessage"] = json!(message);
-                d["stopTime"] = json!(iso_now());
-            });
+            // Its status is final: the entry goes (its metrics were saved as it ended), so the
+            // watchdog's work follows the flows that run, not every flow that ever ran.
+            flows.remove(&id);
         }
     }
 

@@ -135,6 +135,11 @@ pub fn value_text(v: &serde_json::Value) -> String {
 /// A zoned timestamp (`YYYY-MM-DD HH:MM:SS[.f]` with `+HH:MM`, `+HH`, `+HHMM` or `Z`, a `T`
 /// also accepted) as the same instant in UTC; `None` when the text is not one.
 pub fn zoned_to_utc(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    // The shortest zoned form, `YYYY-MM-DD HH:MM:SSZ`, has 20 characters: naive timestamps
+    // and dates skip the parsing.
+    if s.trim().len() < 20 {
+        return None;
+    }
     let t = s.trim().replacen(' ', "T", 1);
     if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(&t) {
         return Some(dt.with_timezone(&chrono::Utc));
@@ -151,10 +156,8 @@ pub fn zoned_to_utc(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 /// README's type tables: timestamptz into a MySQL DATETIME), others are kept as they are.
 pub fn naive_text(s: &str) -> String {
     match zoned_to_utc(s) {
-        Some(dt) if s.len() > 19 && s[19..].contains(['+', '-', 'Z']) => {
-            dt.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string()
-        }
-        _ => s.to_string(),
+        Some(dt) => dt.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string(),
+        None => s.to_string(),
     }
 }
 

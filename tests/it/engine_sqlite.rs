@@ -1,7 +1,7 @@
 //! The embedded engine with SQLite: the quickstart end to end, and crash safety (SIGKILL
 //! mid-snapshot and mid-CDC, then the target equals the source with nothing lost or duplicated).
 
-use crate::harness::{Env, exec, query, wait_until};
+use crate::harness::{Env, exec, query, sqlite_src_dst, wait_until};
 use std::time::Duration;
 
 #[test]
@@ -72,14 +72,8 @@ fn sigkill_mid_snapshot_and_mid_cdc_loses_and_duplicates_nothing() {
     let mut engine = env.start_engine_with(&[("TAP_FAILPOINT", "after_batch:3")]);
     let _ = env.script(
         "flow.rhai",
-        &format!(
-            r#"DataSource("sqlite", "Src", #{{ database: "{}" }}).save();
-               DataSource("sqlite", "Dst", #{{ database: "{}" }}).save();
-               Flow("crash").read_from("Src.items").write_to("Dst.items").save();
-               start("crash");"#,
-            src.display(),
-            dst.display()
-        ),
+        &(sqlite_src_dst(&src, &dst)
+            + r#"Flow("crash").read_from("Src.items").write_to("Dst.items").save(); start("crash");"#),
     ); // the engine may die before the start returns
     assert!(engine.wait_exit(Duration::from_secs(60)), "the failpoint ended the engine mid-snapshot");
     let copied = query(&dst, "SELECT count(*) FROM items")[0][0].clone();

@@ -120,6 +120,15 @@ pub fn query(path: &Path, sql: &str) -> Vec<Vec<String>> {
     out
 }
 
+/// The two SQLite connections most engine tests use: `Src` and `Dst`, one script line each.
+pub fn sqlite_src_dst(src: &Path, dst: &Path) -> String {
+    format!(
+        "DataSource(\"sqlite\", \"Src\", #{{ database: \"{}\" }}).save();\nDataSource(\"sqlite\", \"Dst\", #{{ database: \"{}\" }}).save();\n",
+        src.display(),
+        dst.display()
+    )
+}
+
 pub fn exec(path: &Path, sql: &str) {
     let conn = rusqlite::Connection::open(path).expect("open sqlite");
     conn.busy_timeout(Duration::from_secs(10)).expect("busy timeout");

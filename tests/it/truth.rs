@@ -3,7 +3,7 @@
 //! cannot be reached keeps the flow out of `running`, with the reason in `status` and in the
 //! error of the `start` that waited for it.
 
-use crate::harness::{Env, exec, query, wait_until};
+use crate::harness::{Env, exec, query, sqlite_src_dst, wait_until};
 use std::time::Duration;
 
 #[test]
@@ -17,18 +17,13 @@ fn a_record_without_its_key_stops_the_flow_and_never_reaches_the_target() {
          WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 100) INSERT INTO t SELECT 'k' || i, i FROM c;",
     );
     // The function nulls the key of some records only (every 7th), as a buggy function would.
-    let script = format!(
-        r#"DataSource("sqlite", "Src", #{{ database: "{}" }}).save();
-DataSource("sqlite", "Dst", #{{ database: "{}" }}).save();
-fn drop_some_keys(record) {{
-    if record.n % 7 == 0 {{ record.id = (); }}
+    let script = sqlite_src_dst(&src, &dst)
+        + r#"fn drop_some_keys(record) {
+    if record.n % 7 == 0 { record.id = (); }
     record
-}}
+}
 Flow("nullkey").read_from("Src.t").rhai(drop_some_keys).write_to("Dst.t").save();
-start("nullkey");"#,
-        src.display(),
-        dst.display()
-    );
+start("nullkey");"#;
     // The start may return before the first batch fails (the flow was running then).
     let _ = env.script("k.rhai", &script);
     let status = || env.tap(&["-c", "status nullkey"]).stdout;
@@ -173,14 +168,7 @@ fn a_crash_after_the_second_snapshot_batch_resumes_exactly() {
          WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 20000) INSERT INTO t SELECT i, 'v' || i FROM c;",
     );
     let mut engine = env.start_engine_with(&[("TAP_FAILPOINT", "after_batch:2")]);
-    let script = format!(
-        r#"DataSource("sqlite", "Src", #{{ database: "{}" }}).save();
-DataSource("sqlite", "Dst", #{{ database: "{}" }}).save();
-Flow("fp").read_from("Src.t").write_to("Dst.t").save();
-start("fp");"#,
-        src.display(),
-        dst.display()
-    );
+    let script = sqlite_src_dst(&src, &dst) + r#"Flow("fp").read_from("Src.t").write_to("Dst.t").save(); start("fp");"#;
     let _ = env.script("fp.rhai", &script); // the engine may die before the start returns
     assert!(engine.wait_exit(Duration::from_secs(30)), "the failpoint ended the engine");
     assert_eq!(query(&dst, "SELECT count(*) FROM t")[0][0], "10000", "two batches, then the crash");

@@ -112,7 +112,7 @@ fn parse_time(s: &str) -> Option<bson::DateTime> {
         return Some(bson::DateTime::from_millis(dt.timestamp_millis()));
     }
     let t = s.replace('T', " ");
-    let t = t.trim_end_matches('Z');
+    let t = t.as_str();
     for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S"] {
         if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(t, fmt) {
             return Some(bson::DateTime::from_millis(dt.and_utc().timestamp_millis()));
@@ -359,24 +359,21 @@ impl Connector for Mongo {
         // Batches are read inside the runtime and handed to `emit` outside it
         // (see `connectors::blocking`).
         let mut cursor = self.rt.run(coll.find(doc! {}).batch_size(batch as u32).into_future())?.map_err(mg_err)?;
-        loop {
-            let rows = self.rt.run(async {
-                let mut buf = Vec::with_capacity(batch);
-                while buf.len() < batch {
-                    let Some(d) = cursor.try_next().await.map_err(mg_err)? else { break };
-                    buf.push(doc_to_record(d));
-                }
-                Ok::<_, Error>(buf)
-            })??;
-            if rows.is_empty() {
-                return Ok(());
-            }
-            let last = rows.len() < batch;
-            emit(rows)?;
-            if last {
-                return Ok(());
-            }
-        }
+        let rt = &self.rt;
+        crate::connectors::blocking::pump(
+            batch,
+            || {
+                rt.run(async {
+                    let mut buf = Vec::with_capacity(batch);
+                    while buf.len() < batch {
+                        let Some(d) = cursor.try_next().await.map_err(mg_err)? else { break };
+                        buf.push(doc_to_record(d));
+                    }
+                    Ok::<_, Error>(buf)
+                })?
+            },
+            emit,
+        )
     }
 
     fn changes(

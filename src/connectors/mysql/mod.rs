@@ -207,6 +207,8 @@ fn to_my(v: &Value, ty: Option<FieldType>) -> My {
         Value::String(s) if ty == Some(FieldType::Bytes) => {
             My::Bytes(unhex(s).unwrap_or_else(|| s.as_bytes().to_vec()))
         }
+        // The type is the target column's (a DATETIME reads back as a timestamp), so any
+        // timestamp text may carry an offset; naive ones skip the parsing (`zoned_to_utc`).
         Value::String(s) if matches!(ty, Some(FieldType::Timestamp | FieldType::TimestampTz)) => {
             My::Bytes(crate::model::naive_text(s).into_bytes())
         }
@@ -895,29 +897,25 @@ impl Mysql {
         // Each batch is read inside the runtime and handed to `emit` outside it (see
         // `connectors::blocking`): `emit` may write into another connector.
         let mut result = rt.run(conn.query_iter(sql))?.map_err(my_err)?;
-        loop {
-            let rows = rt.run(async {
-                let mut buf = Vec::with_capacity(batch);
-                while buf.len() < batch {
-                    let Some(row) = result.next().await.map_err(my_err)? else { break };
-                    let values = row.unwrap();
-                    let mut rec = Record::with_capacity(values.len());
-                    for ((name, ty), v) in types.iter().zip(values) {
-                        rec.insert(name.clone(), to_json(v, Some(*ty)));
+        crate::connectors::blocking::pump(
+            batch,
+            || {
+                rt.run(async {
+                    let mut buf = Vec::with_capacity(batch);
+                    while buf.len() < batch {
+                        let Some(row) = result.next().await.map_err(my_err)? else { break };
+                        let values = row.unwrap();
+                        let mut rec = Record::with_capacity(values.len());
+                        for ((name, ty), v) in types.iter().zip(values) {
+                            rec.insert(name.clone(), to_json(v, Some(*ty)));
+                        }
+                        buf.push(rec);
                     }
-                    buf.push(rec);
-                }
-                Ok::<_, Error>(buf)
-            })??;
-            if rows.is_empty() {
-                break;
-            }
-            let last = rows.len() < batch;
-            emit(rows)?;
-            if last {
-                break;
-            }
-        }
+                    Ok::<_, Error>(buf)
+                })?
+            },
+            emit,
+        )?;
         rt.run(result.drop_result())?.map_err(my_err)
     }
 }
