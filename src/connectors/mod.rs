@@ -40,6 +40,14 @@ impl ExistingData {
     }
 }
 
+/// A unique index of a table: its name, its columns, and whether every column is NOT NULL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UniqueKey {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub not_null: bool,
+}
+
 /// A position in a source's change stream, as the source defines it (saved in checkpoints).
 pub type Position = Value;
 
@@ -49,6 +57,12 @@ pub trait Connector: Send {
     /// User tables (the connector's own bookkeeping tables are hidden).
     fn tables(&mut self) -> Result<Vec<String>>;
     fn schema(&mut self, table: &str) -> Result<Schema>;
+    /// The table's unique indexes that can serve as its key when it has no primary key:
+    /// `(index name, columns, every column NOT NULL)`, plain column indexes only (no
+    /// expressions, no partial indexes), in name order.
+    fn unique_keys(&mut self, _table: &str) -> Result<Vec<UniqueKey>> {
+        Ok(Vec::new())
+    }
     fn count(&mut self, table: &str) -> Result<u64>;
     fn sample(&mut self, table: &str, limit: usize) -> Result<Vec<Record>>;
     /// Up to `limit` rows whose fields equal `filter`'s values (`peek TABLE field=value`).

@@ -3,8 +3,10 @@
 //! third batch any flow writes to a target; several are separated by commas
 //! (`after_batch:3,after_checkpoint:5`). Unset, every failpoint is one relaxed atomic load.
 //!
-//! Points: `after_batch` (a sink batch is written, its position not yet saved) and
-//! `after_checkpoint` (a CDC position is saved, not yet acknowledged to the source).
+//! Points: `after_batch` (a sink batch is written, its position not yet saved; the documents
+//! of a lookup's build too), `after_checkpoint` (a CDC position is saved, not yet acknowledged
+//! to the source) and `after_lookup_copy` (a batch of a lookup's table copy is committed, the
+//! table not yet marked done).
 //! The process aborts (no destructors, no flush), as a SIGKILL or a power cut would end it.
 
 use std::sync::OnceLock;

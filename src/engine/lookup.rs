@@ -62,6 +62,51 @@ fn strs(v: Option<&Value>) -> Vec<String> {
 }
 
 impl Tree {
+    /// Check that every relation names fields its tables have: `fields[i]` are node `i`'s
+    /// table's fields after its processors (`None`: not known before it runs).
+    pub fn check_fields(&self, fields: &[Option<Vec<String>>]) -> Result<()> {
+        for (i, n) in self.nodes.iter().enumerate().skip(1) {
+            let parent = n.parent.unwrap_or(0);
+            let (own, theirs) = (fields.get(i).cloned().flatten(), fields.get(parent).cloned().flatten());
+            let missing =
+                |have: &Option<Vec<String>>, field: &str| have.as_ref().is_some_and(|h| !h.iter().any(|f| f == field));
+            let listed = |have: &Option<Vec<String>>| have.as_ref().map(|h| h.join(", ")).unwrap_or_default();
+            let target = if n.path.is_empty() { "the parent document".to_string() } else { format!("{:?}", n.path) };
+            for (mine, parents) in &n.join {
+                if missing(&own, mine) {
+                    return Err(Error::schema(format!(
+                        "the lookup of {} into {target} joins on {mine:?}, which {} does not have (it has: {}); \
+                         fix the relation: its keys are fields of {}",
+                        n.table,
+                        n.table,
+                        listed(&own),
+                        n.table
+                    )));
+                }
+                if missing(&theirs, parents) {
+                    let p = &self.nodes[parent].table;
+                    return Err(Error::schema(format!(
+                        "the lookup of {} into {target} joins {mine:?} to {parents:?}, which {p} does not have \
+                         (it has: {}); fix the relation: its values are fields of {p}",
+                        n.table,
+                        listed(&theirs)
+                    )));
+                }
+            }
+            for k in &n.array_keys {
+                if missing(&own, k) {
+                    return Err(Error::schema(format!(
+                        "the lookup of {} into {target} keys its array on {k:?}, which {} does not have (it has: {})",
+                        n.table,
+                        n.table,
+                        listed(&own)
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Read `mergeProperties` of a merge node. `main_source` is the DAG node id of the main
     /// table's source (the head's `id` may name the last processor before the merge instead).
     pub fn from_merge_node(merge: &Value, main_source: &str, main_table: &str) -> Result<Self> {

@@ -38,6 +38,11 @@ pub trait Processor {
     fn rename(&self, field: &str) -> Option<String> {
         Some(field.to_string())
     }
+    /// Whether [`Processor::schema`] is exactly the fields of the records it outputs (false
+    /// for user functions, which may add or drop any field).
+    fn known_output(&self) -> bool {
+        true
+    }
 }
 
 /// Build the processor for a DAG node; `None` for nodes that are not processors.
@@ -516,6 +521,9 @@ impl Processor for RhaiFn {
             .map(|(op, table, rec)| self.call(op, table, rec))
             .collect::<Result<Vec<_>>>()?;
         rebuild(events, &mut outputs.into_iter())
+    }
+    fn known_output(&self) -> bool {
+        false
     }
 }
 

@@ -778,12 +778,14 @@ fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
     let key = if plan.sink.key.is_empty() {
         let pk: Vec<String> = schema.primary_key();
         if pk.is_empty() {
-            return Err(Error::schema(format!(
-                "table {} has no primary key and the target sets no key: pass write_to(..., pk) with the key fields",
-                first_table
-            )));
+            let (_, conn, _) =
+                sources.iter_mut().find(|(id, _, _)| *id == first_conn).ok_or_else(|| Error::internal("source"))?;
+            let chain = &plan.sources[0].chain;
+            source_key(conn.as_mut(), &first_table, chain)?
+                .ok_or_else(|| no_key(&plan.sink.table, &first_table, conn.as_mut()))?
+        } else {
+            pk
         }
-        pk
     } else {
         plan.sink.key.clone()
     };
@@ -896,8 +898,167 @@ fn probe(chain: &mut [Box<dyn Processor>], table: &str, fields: &[String]) -> Op
 
 /// Check a flow as it is saved: everything the plan can tell without connecting (node types,
 /// processors and their settings, the DAG's shape, a target that is one of its sources).
+/// A key for a source table without a primary key: its first unique index (by name) whose
+/// columns are all NOT NULL and all survive the processors `chain` (renamed as they rename).
+fn source_key(conn: &mut dyn Connector, table: &str, chain: &[Box<dyn Processor>]) -> Result<Option<Vec<String>>> {
+    for u in conn.unique_keys(table)?.into_iter().filter(|u| u.not_null) {
+        let renamed: Option<Vec<String>> =
+            u.columns.iter().map(|c| chain.iter().try_fold(c.clone(), |f, p| p.rename(&f))).collect();
+        if let Some(key) = renamed {
+            return Ok(Some(key));
+        }
+    }
+    Ok(None)
+}
+
+/// The refusal of a flow whose main table has no key: what it has, and what to do.
+fn no_key(target: &str, table: &str, conn: &mut dyn Connector) -> Error {
+    let nullable: Vec<String> = conn
+        .unique_keys(table)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|u| !u.not_null)
+        .map(|u| format!("{} ({})", u.name, u.columns.join(", ")))
+        .collect();
+    let has = if nullable.is_empty() {
+        String::new()
+    } else {
+        format!(" (its unique indexes {} allow NULLs, which cannot key a row)", nullable.join(", "))
+    };
+    Error::schema(format!(
+        "table {table} has no primary key and no unique index on NOT NULL columns{has}, so a replay would \
+         duplicate its rows: name the key fields as write_to's second argument \
+         (write_to(\"Connection.{target}\", [\"field\"])), or add a primary key to {table}"
+    ))
+}
+
 pub fn validate(task: &Value) -> Result<()> {
     plan(task).map(|_| ())
+}
+
+/// What the sources' schemas decide before anything moves: the main table has a key, renames
+/// do not land on kept fields, lookup relations name fields the tables have. Checked at save
+/// when every source table can be read; otherwise (a server down, a table not created yet)
+/// the same checks run at start.
+pub fn check_sources(store: &Store, task: &Value) -> Result<()> {
+    let mut plan = plan(task)?;
+    let Ok(mut sources) = open_sources(store, &plan) else { return Ok(()) };
+    for s in &plan.sources {
+        if source_mut(&mut sources, &s.connection_id)?.schema(&s.table).is_err() {
+            return Ok(());
+        }
+    }
+    if let Some((merge, _)) = plan.merge.take() {
+        let (mut tree, node_source) = lookup_tree(&plan, &merge)?;
+        lookup_keys(&plan, &mut sources, &mut tree, &node_source)?;
+        return check_relations(&plan, &mut sources, &tree, &node_source);
+    }
+    let s = &plan.sources[0];
+    let conn = source_mut(&mut sources, &s.connection_id)?;
+    let mut schema = conn.schema(&s.table)?;
+    for p in &s.chain {
+        let fields: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
+        p.check(&fields)?;
+        schema = p.schema(schema);
+    }
+    if plan.sink.key.is_empty()
+        && schema.primary_key().is_empty()
+        && source_key(conn.as_mut(), &s.table, &s.chain)?.is_none()
+    {
+        return Err(no_key(&plan.sink.table, &s.table, conn.as_mut()));
+    }
+    Ok(())
+}
+
+/// The lookup tree of a plan's merge node, and for each tree node the index of the plan's
+/// source reading its table.
+fn lookup_tree(plan: &Plan, merge: &Value) -> Result<(super::lookup::Tree, Vec<usize>)> {
+    let child_ids: Vec<String> = {
+        fn ids(v: &Value, out: &mut Vec<String>) {
+            for c in v.get("children").and_then(Value::as_array).into_iter().flatten() {
+                out.push(node_str(c, "id").to_string());
+                ids(c, out);
+            }
+        }
+        let mut out = Vec::new();
+        ids(merge.pointer("/mergeProperties/0").unwrap_or(&Value::Null), &mut out);
+        out
+    };
+    let main_idx = plan
+        .sources
+        .iter()
+        .position(|s| !child_ids.contains(&s.node_id))
+        .ok_or_else(|| Error::config("the lookup has no main table"))?;
+    let (main_source, main_table) = (plan.sources[main_idx].node_id.clone(), plan.sources[main_idx].table.clone());
+    let tree = super::lookup::Tree::from_merge_node(merge, &main_source, &main_table)?;
+    let mut node_source: Vec<usize> = Vec::new();
+    for n in &tree.nodes {
+        let idx = plan.sources.iter().position(|s| s.node_id == n.source_id).ok_or_else(|| {
+            Error::config(format!(
+                "the lookup names node {} ({}), which is not a source of the flow",
+                n.source_id, n.table
+            ))
+        })?;
+        node_source.push(idx);
+    }
+    Ok((tree, node_source))
+}
+
+/// Keys of the lookup's tables: the main table's after the main chain (renames), or its
+/// unique index's, or the sink's if it sets one; a child's primary key, else its join fields.
+fn lookup_keys(
+    plan: &Plan,
+    sources: &mut Sources,
+    tree: &mut super::lookup::Tree,
+    node_source: &[usize],
+) -> Result<()> {
+    for (i, n) in tree.nodes.iter_mut().enumerate() {
+        let s = &plan.sources[node_source[i]];
+        let pk = source_mut(sources, &s.connection_id)?.schema(&s.table)?.primary_key();
+        n.key = if i == 0 {
+            let renamed: Vec<String> =
+                pk.iter().filter_map(|k| s.chain.iter().try_fold(k.clone(), |f, p| p.rename(&f))).collect();
+            if plan.sink.key.is_empty() { renamed } else { plan.sink.key.clone() }
+        } else if pk.is_empty() {
+            n.join.iter().map(|(own, _)| own.clone()).chain(n.array_keys.iter().cloned()).collect()
+        } else {
+            pk
+        };
+    }
+    if tree.nodes[0].key.is_empty() {
+        let s = &plan.sources[node_source[0]];
+        let conn = source_mut(sources, &s.connection_id)?;
+        tree.nodes[0].key = match source_key(conn.as_mut(), &s.table, &s.chain)? {
+            Some(key) => key,
+            None => return Err(no_key(&plan.sink.table, &s.table, conn.as_mut())),
+        };
+    }
+    Ok(())
+}
+
+/// A lookup's relations must name fields its tables have (after their processors), or every
+/// document would embed nulls. Tables behind a user function are not checked: its output is
+/// known only when it runs.
+fn check_relations(
+    plan: &Plan,
+    sources: &mut Sources,
+    tree: &super::lookup::Tree,
+    node_source: &[usize],
+) -> Result<()> {
+    let mut fields: Vec<Option<Vec<String>>> = Vec::new();
+    for &i in node_source {
+        let s = &plan.sources[i];
+        if s.chain.iter().any(|p| !p.known_output()) {
+            fields.push(None);
+            continue;
+        }
+        let mut schema = source_mut(sources, &s.connection_id)?.schema(&s.table)?;
+        for p in &s.chain {
+            schema = p.schema(schema);
+        }
+        fields.push(Some(schema.fields.into_iter().map(|f| f.name).collect()));
+    }
+    tree.check_fields(&fields)
 }
 
 /// Remove the CDC resources a flow holds in its sources (reset, delete), and its lookup copies.
@@ -1028,56 +1189,14 @@ fn source_mut<'a>(sources: &'a mut Sources, conn: &str) -> Result<&'a mut Box<dy
 /// A lookup flow: keep copies of every table, and (re)build the documents changes touch.
 /// See [`super::lookup`] for the model.
 fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
-    use super::lookup::{Lookup, Tree};
+    use super::lookup::Lookup;
     let flow_id = ctx.task_id.clone();
     let (merge, mut post) = plan.merge.take().ok_or_else(|| Error::internal("lookup plan"))?;
-    let child_ids: Vec<String> = {
-        fn ids(v: &Value, out: &mut Vec<String>) {
-            for c in v.get("children").and_then(Value::as_array).into_iter().flatten() {
-                out.push(node_str(c, "id").to_string());
-                ids(c, out);
-            }
-        }
-        let mut out = Vec::new();
-        ids(merge.pointer("/mergeProperties/0").unwrap_or(&Value::Null), &mut out);
-        out
-    };
-    let main_idx = plan
-        .sources
-        .iter()
-        .position(|s| !child_ids.contains(&s.node_id))
-        .ok_or_else(|| Error::config("the lookup has no main table"))?;
-    let (main_source, main_table) = (plan.sources[main_idx].node_id.clone(), plan.sources[main_idx].table.clone());
-    let mut tree = Tree::from_merge_node(&merge, &main_source, &main_table)?;
+    let (mut tree, node_source) = lookup_tree(&plan, &merge)?;
+    let main_table = tree.nodes[0].table.clone();
     let mut sources = open_sources(&ctx.store, &plan)?;
-    // Each tree node ↔ the plan's source node reading its table.
-    let mut node_source: Vec<usize> = Vec::new();
-    for n in &tree.nodes {
-        let idx = plan.sources.iter().position(|s| s.node_id == n.source_id).ok_or_else(|| {
-            Error::config(format!(
-                "the lookup names node {} ({}), which is not a source of the flow",
-                n.source_id, n.table
-            ))
-        })?;
-        node_source.push(idx);
-    }
-    // Keys: the main table's after the main chain (renames), the sink's if it sets one.
-    for (i, n) in tree.nodes.iter_mut().enumerate() {
-        let s = &plan.sources[node_source[i]];
-        let pk = source_mut(&mut sources, &s.connection_id)?.schema(&s.table)?.primary_key();
-        n.key = if i == 0 {
-            let renamed: Vec<String> =
-                pk.iter().filter_map(|k| s.chain.iter().try_fold(k.clone(), |f, p| p.rename(&f))).collect();
-            if plan.sink.key.is_empty() { renamed } else { plan.sink.key.clone() }
-        } else if pk.is_empty() {
-            n.join.iter().map(|(own, _)| own.clone()).chain(n.array_keys.iter().cloned()).collect()
-        } else {
-            pk
-        };
-    }
-    if tree.nodes[0].key.is_empty() {
-        return Err(Error::schema(format!("table {main_table} has no primary key and the target sets none")));
-    }
+    lookup_keys(&plan, &mut sources, &mut tree, &node_source)?;
+    check_relations(&plan, &mut sources, &tree, &node_source)?;
     // The main table's schema (after its processors) types the document's top-level columns.
     let main_schema = {
         let s = &plan.sources[node_source[0]];
@@ -1176,6 +1295,7 @@ fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
                     lookup.put(i, e.change.key_image())?;
                 }
                 lookup.commit()?;
+                super::failpoint::hit("after_lookup_copy");
                 if let Ok(mut m) = ctx.metrics.lock() {
                     m.input[0] += n;
                     m.snapshot_rows += n;

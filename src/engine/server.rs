@@ -630,7 +630,7 @@ fn merge_task(engine: &Engine, id: &str, mut body: Value, confirm: bool) -> Resp
                 c.insert(k.clone(), v.clone());
             }
         }
-        if let Err(e) = runner::validate(&check) {
+        if let Err(e) = runner::validate(&check).and_then(|_| runner::check_sources(&engine.store, &check)) {
             return fail("Task.Invalid", &format!("the flow cannot be saved: {}", e.message));
         }
     }
@@ -678,7 +678,11 @@ async fn patch_task(State(engine): State<Shared>, Path(id): Path<String>, Json(b
 }
 
 async fn confirm_task(State(engine): State<Shared>, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
-    merge_task(&engine, &id, body, true)
+    // A confirmed save reads the sources' schemas (blocking connector calls).
+    match tokio::task::spawn_blocking(move || merge_task(&engine, &id, body, true)).await {
+        Ok(r) => r,
+        Err(e) => fail("SystemError", &format!("saving the flow failed: {e}")),
+    }
 }
 
 fn task_ids(q: &HashMap<String, String>, raw: Option<&str>) -> Vec<String> {

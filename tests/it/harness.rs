@@ -77,7 +77,12 @@ impl Env {
             .spawn()
             .expect("start engine");
         let mut engine = EngineProc(child);
-        let up = wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(self.server()).is_ok());
+        // With a failpoint the engine may end before a test can connect (flows resume at start).
+        let failpoint = vars.iter().any(|(k, _)| *k == "TAP_FAILPOINT");
+        let up = wait_until(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(self.server()).is_ok()
+                || (failpoint && matches!(engine.0.try_wait(), Ok(Some(_))))
+        });
         if !up {
             engine.kill();
             panic!("the engine did not answer on {} within 20 s", self.server());

@@ -1,7 +1,7 @@
 //! Lookups on the embedded engine: the seed tutorial's five-lookup wide table and its changes
 //! (SQLite source and target, documents as JSON columns), and randomized runs of interleaved
-//! changes to all six tables — on SQLite → SQLite, and on MariaDB → MongoDB with SIGKILLs in the
-//! middle of the initial build and of CDC — after which the documents equal a from-scratch
+//! changes to all six tables — on SQLite → SQLite, and on MariaDB → MongoDB killed at failpoints
+//! in the tables' copy and in the documents' build, and SIGKILLed in CDC — after which the documents equal a from-scratch
 //! rebuild of the same data.
 
 use crate::harness::{Env, exec, query, wait_until};
@@ -300,7 +300,7 @@ fn mongo_docs(m: &crate::engine_mongo::Driver) -> Vec<serde_json::Value> {
 }
 
 /// The seed's headline case under stress: the five-lookup flow from MariaDB into MongoDB, the
-/// engine SIGKILLed in the middle of the initial build, random transactions over all six tables
+/// engine killed at failpoints in the copy and in the build of the documents, random transactions over all six tables
 /// while it is down, a restart, more random transactions with another SIGKILL in the middle of
 /// CDC, and in the end the live documents equal a from-scratch build of the same data.
 #[test]
@@ -326,14 +326,19 @@ demo_into("Shop", 6000);"#,
     )
     .ok();
     let total: u64 = my.sql(&db, "SELECT count(*) FROM ecom_orders").parse().expect("count");
-    // Start the build and kill the engine while it writes documents.
-    let started = flow("live", "live_docs", false).replace("f.wait_initial_sync();\n", "");
-    env.script("live.rhai", &started).ok();
-    let count = |m: &crate::engine_mongo::Driver| m.run(m.coll.count_documents(mongodb::bson::doc! {}));
-    let mid_build = wait_until(Duration::from_secs(120), || count(&live) > 0);
+    assert!(total > 2000, "{total} orders");
     engine.kill();
-    let written = count(&live);
-    assert!(mid_build && written < total, "killed mid-build: {written} of {total} documents written");
+    // Start the build on an engine that aborts after the third committed batch of the copies
+    // of the six tables, then on one that aborts after the second batch of 1,000 documents.
+    let started = flow("live", "live_docs", false).replace("f.wait_initial_sync();\n", "");
+    let count = |m: &crate::engine_mongo::Driver| m.run(m.coll.count_documents(mongodb::bson::doc! {}));
+    let mut engine = env.start_engine_with(&[("TAP_FAILPOINT", "after_lookup_copy:3")]);
+    let _ = env.script("live.rhai", &started); // the engine may die before the start returns
+    assert!(engine.wait_exit(Duration::from_secs(120)), "the failpoint ended the engine while copying the tables");
+    assert_eq!(count(&live), 0, "no document is written before every table is copied");
+    let mut engine = env.start_engine_with(&[("TAP_FAILPOINT", "after_batch:2")]);
+    assert!(engine.wait_exit(Duration::from_secs(120)), "the failpoint ended the engine while building documents");
+    assert_eq!(count(&live), 2000, "killed after the second batch of documents");
 
     let col = |sql: &str| my.sql(&db, sql).lines().map(str::to_string).collect::<Vec<_>>();
     let ids = [

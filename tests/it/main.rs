@@ -1,6 +1,8 @@
 //! The one integration test binary: the real `tap` binary against the real embedded engine and
 //! real database servers (started by `scripts/test`).
 
+mod big_txn;
+mod campaign;
 mod cli;
 mod cluster;
 mod engine_mongo;
@@ -8,6 +10,7 @@ mod engine_mysql;
 mod engine_postgres;
 mod engine_sqlite;
 mod harness;
+mod keys;
 mod lookup;
 mod matrix;
 mod pty;

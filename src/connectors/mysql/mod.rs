@@ -2,8 +2,11 @@
 //! also serves MySQL 8.
 //!
 //! Source: the snapshot reads each table in a `START TRANSACTION WITH CONSISTENT SNAPSHOT`; CDC
-//! reads the binlog as a replica (ROW events, full row images) and hands out whole transactions
-//! only (up to their XID). A position is the binlog file and offset plus the GTID state at that
+//! reads the binlog as a replica (ROW events, full row images). A position is the binlog file and
+//! offset plus the GTID state after the last whole transaction handed out; a transaction larger
+//! than a batch is handed out in batches, each position naming how many of its changes are done
+//! (`skip`), so memory follows the batch size and a restart re-reads the transaction from its
+//! start and skips what the target already has. The GTID state is that at the position's
 //! point (MariaDB `domain-server-seq` list, or MySQL's executed GTID set, see [`gtid`]); a
 //! stream resumes by GTID whenever the position has one, so it survives purged or renamed
 //! binlog files and a failover to another server of the topology, else by file and offset. Before CDC starts the server is checked
@@ -17,7 +20,7 @@
 
 pub mod gtid;
 
-use crate::connectors::{Connector, ExistingData, Position, config_string, hex, unhex};
+use crate::connectors::{Connector, ExistingData, Position, UniqueKey, config_string, hex, unhex};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 use futures_util::StreamExt;
@@ -37,8 +40,17 @@ pub struct Mysql {
     database: String,
     schemas: HashMap<String, Schema>,
     stream: Option<BinlogStream>,
-    /// Events of the transaction being read, not yet committed.
+    /// Events of the transaction being read, not yet handed out.
     pending: Vec<Event>,
+    /// The position after the last whole transaction handed out: where the transaction being
+    /// read starts.
+    txn_base: Position,
+    /// Changes of the transaction being read already handed out (in earlier batches, or before
+    /// a restart), and how many of them are still to be skipped after a restart.
+    txn_done: u64,
+    txn_skip: u64,
+    /// After a restart inside a transaction: its GTID, checked against the one that arrives.
+    txn_expect: Option<String>,
     /// Where the binlog stream stands: the file being read.
     file: String,
     /// MariaDB (GTIDs `domain-server-seq`) rather than MySQL (GTID sets).
@@ -261,6 +273,10 @@ impl Mysql {
             schemas: HashMap::new(),
             stream: None,
             pending: Vec::new(),
+            txn_base: Value::Null,
+            txn_done: 0,
+            txn_skip: 0,
+            txn_expect: None,
             file: String::new(),
         })
     }
@@ -381,6 +397,30 @@ impl Connector for Mysql {
             })
             .collect();
         Ok(Schema { table: table.to_string(), fields })
+    }
+
+    fn unique_keys(&mut self, table: &str) -> Result<Vec<UniqueKey>> {
+        self.schema(table)?;
+        let (db, t) = (self.database.replace('\'', "''"), table.replace('\'', "''"));
+        // A functional key part (MySQL 8) has no column name.
+        let rows: Vec<(String, Option<String>, String)> = self.rows(&format!(
+            "SELECT index_name, column_name, nullable FROM information_schema.statistics
+             WHERE table_schema = '{db}' AND table_name = '{t}' AND non_unique = 0 AND index_name <> 'PRIMARY'
+             ORDER BY index_name, seq_in_index"
+        ))?;
+        let mut out: Vec<(UniqueKey, bool)> = Vec::new();
+        for (name, column, nullable) in rows {
+            if out.last().is_none_or(|(k, _)| k.name != name) {
+                out.push((UniqueKey { name: name.clone(), columns: Vec::new(), not_null: true }, true));
+            }
+            let (key, usable) = out.last_mut().expect("pushed");
+            match column {
+                Some(c) => key.columns.push(c),
+                None => *usable = false,
+            }
+            key.not_null &= nullable != "YES";
+        }
+        Ok(out.into_iter().filter(|(_, usable)| *usable).map(|(k, _)| k).collect())
     }
 
     fn count(&mut self, table: &str) -> Result<u64> {
@@ -518,6 +558,7 @@ impl Connector for Mysql {
                 if let Some((domain, seq, standalone)) = gtid::mariadb_gtid_event(event.data()) {
                     let server = event.header().server_id();
                     self.pending_gtid = Some(PendingGtid::MariaDb { domain, server, seq, standalone });
+                    self.check_resumed_txn()?;
                 }
                 continue;
             }
@@ -533,6 +574,7 @@ impl Connector for Mysql {
                         None => uuid,
                     };
                     self.pending_gtid = Some(PendingGtid::Mysql { source, gno: g.gno() });
+                    self.check_resumed_txn()?;
                 }
                 Some(EventData::XidEvent(_)) => {
                     out.append(&mut self.pending);
@@ -578,6 +620,7 @@ impl Connector for Mysql {
                     };
                     let name = names.entry(table.clone()).or_insert_with(|| Arc::from(table.as_str())).clone();
                     let ts = i64::from(event.header().timestamp()) * 1000;
+                    let mut handed_out = false;
                     for (before, after) in images {
                         let before = before.map(|b| self.image(&table, b)).transpose()?;
                         let after = after.map(|a| self.image(&table, a)).transpose()?;
@@ -587,7 +630,24 @@ impl Connector for Mysql {
                             (_, before, Some(after)) => Change::Update { before, after },
                             _ => continue,
                         };
+                        if self.txn_skip > 0 {
+                            // Already in the target before the restart.
+                            self.txn_skip -= 1;
+                            self.txn_done += 1;
+                            continue;
+                        }
+                        if self.pending.len() >= max {
+                            // A transaction larger than a batch: hand out a batch of it, with
+                            // the transaction's start and how much of it is done.
+                            self.txn_done += self.pending.len() as u64;
+                            out.append(&mut self.pending);
+                            handed_out = true;
+                        }
                         self.pending.push(Event { table: name.clone(), change, ts_ms: ts });
+                    }
+                    if handed_out {
+                        position = self.inside_txn();
+                        break;
                     }
                 }
                 _ => {}
@@ -847,6 +907,15 @@ impl Mysql {
         self.file = file;
         self.pending.clear();
         self.pending_gtid = None;
+        let mut base = from.clone();
+        self.txn_skip = 0;
+        self.txn_expect = None;
+        if let Some(o) = base.as_object_mut() {
+            self.txn_skip = o.remove("skip").and_then(|v| v.as_u64()).unwrap_or(0);
+            self.txn_expect = o.remove("txn").and_then(|v| v.as_str().map(str::to_string));
+        }
+        self.txn_base = base;
+        self.txn_done = 0;
         // MySQL without a GTID state to start from cannot build a complete set: do not track.
         self.gtid = (mariadb || !state.is_empty()).then_some(state);
         Ok(())
@@ -862,7 +931,48 @@ impl Mysql {
             }
         }
         let gtid = self.gtid.as_ref().map(Gtid::to_string).unwrap_or_default();
-        position(&self.file, log_pos, &gtid)
+        self.txn_base = position(&self.file, log_pos, &gtid);
+        self.txn_done = 0;
+        self.txn_skip = 0;
+        self.txn_expect = None;
+        self.txn_base.clone()
+    }
+
+    /// The position inside the transaction being read: its start, how many of its changes are
+    /// handed out, and its GTID when there is one (checked on resume).
+    fn inside_txn(&self) -> Position {
+        let mut p = self.txn_base.clone();
+        if let Some(o) = p.as_object_mut() {
+            o.insert("skip".into(), json!(self.txn_done));
+            if let Some(g) = self.pending_gtid_text() {
+                o.insert("txn".into(), json!(g));
+            }
+        }
+        p
+    }
+
+    fn pending_gtid_text(&self) -> Option<String> {
+        match self.pending_gtid.as_ref()? {
+            PendingGtid::MariaDb { domain, server, seq, .. } => Some(format!("{domain}-{server}-{seq}")),
+            PendingGtid::Mysql { source, gno } => Some(format!("{source}:{gno}")),
+        }
+    }
+
+    /// Resumed inside a transaction: the first transaction read must be that one, or skipping
+    /// its first changes would lose another's.
+    fn check_resumed_txn(&mut self) -> Result<()> {
+        if let Some(expected) = self.txn_expect.take()
+            && self.txn_skip > 0
+            && let Some(got) = self.pending_gtid_text()
+            && got != expected
+        {
+            return Err(Error::data(format!(
+                "the MySQL binlog resumed at transaction {got}, not at {expected} (whose first {} changes \
+                 the target already has); reset the flow to take a new snapshot",
+                self.txn_skip
+            )));
+        }
+        Ok(())
     }
 
     fn snapshot_query(

@@ -3,8 +3,12 @@
 //! Source: the snapshot reads each table inside one `REPEATABLE READ` transaction through a
 //! cursor, `FETCH`ing batches; CDC streams `pgoutput` from a replication slot and a publication
 //! the connector creates per flow (`tap_<flow id>`) and drops on `cdc_release` (reset, delete).
-//! A position is an LSN: the end of the last transaction handed out. Only whole transactions are
-//! handed out, and the slot is advanced (`cdc_ack`) only after the runner saved the position.
+//! A position is an LSN: the end of the last whole transaction handed out, and the slot is
+//! advanced (`cdc_ack`) only to such an LSN, after the runner saved the position. A transaction
+//! larger than a batch is handed out in batches: their positions add the transaction's commit
+//! LSN and how many of its changes are done (`txn`, `skip`), so memory follows the batch size;
+//! after a restart the server sends the transaction again and its first `skip` changes are
+//! skipped.
 //!
 //! Target: tables created from the flow's output schema, with a primary key on the flow's key;
 //! a batch is applied in one transaction as runs of set-based statements: upserts through
@@ -15,7 +19,7 @@
 
 mod pgoutput;
 
-use crate::connectors::{Connector, ExistingData, Position, config_string};
+use crate::connectors::{Connector, ExistingData, Position, UniqueKey, config_string};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 use serde_json::{Value, json};
@@ -38,9 +42,16 @@ pub struct Postgres {
 struct Replication {
     client: pgwire_replication::ReplicationClient,
     decoder: pgoutput::Decoder,
-    /// Events of the transaction being received, not yet complete.
+    /// Events of the transaction being received, not yet handed out.
     pending: Vec<Event>,
     slot: String,
+    /// The transaction being received: its commit LSN and time, how many of its changes were
+    /// handed out (in earlier batches or before a restart), and how many are still to skip.
+    txn: Option<(String, i64)>,
+    txn_done: u64,
+    txn_skip: u64,
+    /// After a restart inside a transaction: its commit LSN, to check the one that arrives.
+    txn_expect: Option<String>,
 }
 
 pub fn quote(ident: &str) -> String {
@@ -147,6 +158,33 @@ impl Postgres {
         let s = self.schema(table)?;
         self.schemas.insert(table.to_string(), s.clone());
         Ok(s)
+    }
+
+    /// CDC needs the key of updated and deleted rows in the WAL: a primary key (the default
+    /// replica identity), a replica identity index, or FULL. Without one PostgreSQL would also
+    /// refuse the table's updates once it is published, so the flow is refused instead, with
+    /// the statement that fixes it.
+    fn require_replica_identity(&mut self, table: &str) -> Result<()> {
+        let rows = self.query(
+            "SELECT c.relreplident::text, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+            &[&self.schema, &table],
+        )?;
+        let Some(row) = rows.first() else { return Ok(()) };
+        let (identity, has_pk): (String, bool) = (row.get(0), row.get(1));
+        if identity == "f" || identity == "i" || (identity == "d" && has_pk) {
+            return Ok(());
+        }
+        let q = self.qualified(table);
+        let fix = match self.unique_keys(table)?.into_iter().find(|u| u.not_null) {
+            Some(u) => format!("ALTER TABLE {q} REPLICA IDENTITY USING INDEX {}", quote(&u.name)),
+            None => format!("ALTER TABLE {q} REPLICA IDENTITY FULL"),
+        };
+        let why = if identity == "n" { "its replica identity is NOTHING" } else { "it has no primary key" };
+        Err(Error::config(format!(
+            "PostgreSQL table {table}: {why}, so its updates and deletes carry no key for CDC (and PostgreSQL \
+             refuses them once the table is published); run `{fix};` and start the flow again"
+        )))
     }
 
     fn require_table(&mut self, table: &str) -> Result<()> {
@@ -320,6 +358,24 @@ impl Connector for Postgres {
         Ok(Schema { table: table.to_string(), fields })
     }
 
+    fn unique_keys(&mut self, table: &str) -> Result<Vec<UniqueKey>> {
+        self.require_table(table)?;
+        let rows = self.query(
+            "SELECT ic.relname::text, array_agg(a.attname::text ORDER BY k.ord), bool_and(a.attnotnull)
+             FROM pg_index i
+             JOIN pg_class c ON c.oid = i.indrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_class ic ON ic.oid = i.indexrelid
+             CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+             WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique AND NOT i.indisprimary
+               AND i.indpred IS NULL AND i.indexprs IS NULL
+             GROUP BY ic.relname ORDER BY ic.relname",
+            &[&self.schema, &table],
+        )?;
+        Ok(rows.iter().map(|r| UniqueKey { name: r.get(0), columns: r.get(1), not_null: r.get(2) }).collect())
+    }
+
     fn count(&mut self, table: &str) -> Result<u64> {
         self.require_table(table)?;
         let rows = self.query(&format!("SELECT count(*) FROM {}", self.qualified(table)), &[])?;
@@ -376,6 +432,7 @@ impl Connector for Postgres {
         let list: Vec<String> = tables.iter().map(|t| self.qualified(t)).collect();
         for t in tables {
             self.require_table(t)?;
+            self.require_replica_identity(t)?;
         }
         let exists = !self.query("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])?.is_empty();
         if exists {
@@ -439,6 +496,7 @@ impl Connector for Postgres {
         wait: Duration,
     ) -> Result<(Vec<Event>, Position)> {
         let from_lsn = from.get("lsn").and_then(Value::as_str).unwrap_or("0/0").to_string();
+        let committed = from_lsn.clone();
         if self.repl.is_none() {
             let slot = slot_name(flow_id);
             let start = pgwire_replication::Lsn::parse(&from_lsn)
@@ -458,11 +516,20 @@ impl Connector for Postgres {
                 .rt
                 .run(pgwire_replication::ReplicationClient::connect(cfg))?
                 .map_err(|e| Error::unavailable(format!("PostgreSQL replication from slot {slot}: {e}")))?;
-            self.repl = Some(Replication { client, decoder: pgoutput::Decoder::default(), pending: Vec::new(), slot });
+            self.repl = Some(Replication {
+                client,
+                decoder: pgoutput::Decoder::default(),
+                pending: Vec::new(),
+                slot,
+                txn: None,
+                txn_done: 0,
+                txn_skip: from.get("skip").and_then(Value::as_u64).unwrap_or(0),
+                txn_expect: from.get("txn").and_then(Value::as_str).map(str::to_string),
+            });
         }
         let deadline = Instant::now() + wait;
         let mut out: Vec<Event> = Vec::new();
-        let mut position = from_lsn;
+        let mut position = if from.is_object() { from.clone() } else { json!({"lsn": from_lsn}) };
         let schema_name = self.schema.clone();
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -485,18 +552,49 @@ impl Connector for Postgres {
             use pgwire_replication::ReplicationEvent as E;
             match ev {
                 E::XLogData { data, .. } => {
-                    if let Some(ev) = repl.decoder.decode(&data, &schema_name)? {
+                    if let Some(mut ev) = repl.decoder.decode(&data, &schema_name)? {
+                        if repl.txn_skip > 0 {
+                            // Already in the target before the restart.
+                            repl.txn_skip -= 1;
+                            repl.txn_done += 1;
+                            continue;
+                        }
+                        ev.ts_ms = repl.txn.as_ref().map_or(0, |t| t.1);
+                        if repl.pending.len() >= max {
+                            // A transaction larger than a batch: hand out a batch of it (this
+                            // change waits for the next), with the position inside it.
+                            repl.txn_done += repl.pending.len() as u64;
+                            out.append(&mut repl.pending);
+                            repl.pending.push(ev);
+                            let base = position.get("lsn").and_then(Value::as_str).unwrap_or(&committed).to_string();
+                            let commit = repl.txn.as_ref().map(|t| t.0.clone()).unwrap_or_default();
+                            position = json!({"lsn": base, "txn": commit, "skip": repl.txn_done});
+                            break;
+                        }
                         repl.pending.push(ev);
                     }
                 }
-                E::Begin { .. } => repl.pending.clear(),
-                E::Commit { end_lsn, commit_time_micros, .. } => {
-                    let ts = commit_time_micros / 1000 + 946_684_800_000;
-                    for mut e in repl.pending.drain(..) {
-                        e.ts_ms = ts;
-                        out.push(e);
+                E::Begin { final_lsn, commit_time_micros, .. } => {
+                    let commit = final_lsn.to_string();
+                    if let Some(expected) = repl.txn_expect.take()
+                        && repl.txn_skip > 0
+                        && expected != commit
+                    {
+                        return Err(Error::data(format!(
+                            "PostgreSQL replication resumed at the transaction committed at {commit}, not at \
+                             {expected} (whose first {} changes the target already has); reset the flow",
+                            repl.txn_skip
+                        )));
                     }
-                    position = end_lsn.to_string();
+                    repl.pending.clear();
+                    repl.txn = Some((commit, commit_time_micros / 1000 + 946_684_800_000));
+                }
+                E::Commit { end_lsn, .. } => {
+                    out.append(&mut repl.pending);
+                    repl.txn = None;
+                    repl.txn_done = 0;
+                    repl.txn_skip = 0;
+                    position = json!({"lsn": end_lsn.to_string()});
                     if out.len() >= max {
                         break;
                     }
@@ -507,8 +605,7 @@ impl Connector for Postgres {
                 break;
             }
         }
-        // Schemas decide types for booleans and JSON already decoded by the decoder.
-        Ok((out, json!({"lsn": position})))
+        Ok((out, position))
     }
 
     fn cdc_ack(&mut self, _flow_id: &str, position: &Position) -> Result<()> {

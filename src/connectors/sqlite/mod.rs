@@ -11,7 +11,7 @@
 //! and deletes in one transaction per batch. Nested values (objects, arrays) are stored as JSON
 //! text. Fields that appear later (a user function adding one) become new columns.
 
-use crate::connectors::{Connector, ExistingData, Position, config_str, hex, unhex};
+use crate::connectors::{Connector, ExistingData, Position, UniqueKey, config_str, hex, unhex};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
@@ -259,6 +259,30 @@ impl Connector for Sqlite {
             })?
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Schema { table: table.to_string(), fields })
+    }
+
+    fn unique_keys(&mut self, table: &str) -> Result<Vec<UniqueKey>> {
+        let schema = self.schema(table)?;
+        let mut st = self.conn.prepare(&format!("PRAGMA index_list({})", quote(table)))?;
+        // (seq, name, unique, origin, partial)
+        let indexes: Vec<(String, i64, i64)> = st
+            .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(4)?)))?
+            .collect::<std::result::Result<_, _>>()?;
+        let mut out = Vec::new();
+        for (name, unique, partial) in indexes {
+            if unique == 0 || partial != 0 {
+                continue;
+            }
+            let mut st = self.conn.prepare(&format!("PRAGMA index_info({})", quote(&name)))?;
+            let cols: Vec<Option<String>> =
+                st.query_map([], |r| r.get::<_, Option<String>>(2))?.collect::<std::result::Result<_, _>>()?;
+            // An expression column has no name.
+            let Some(columns) = cols.into_iter().collect::<Option<Vec<String>>>() else { continue };
+            let not_null = columns.iter().all(|c| schema.field(c).is_some_and(|f| !f.nullable));
+            out.push(UniqueKey { name, columns, not_null });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     fn count(&mut self, table: &str) -> Result<u64> {
