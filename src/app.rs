@@ -26,7 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     let session = Arc::new(connect(cli.profile.as_deref(), out)?);
     match cli.sub {
-        Some(Sub::Demo { rows, into }) => demo(&session, rows, into.as_deref()),
+        Some(Sub::Demo { rows, into, force }) => demo(&session, rows, into.as_deref(), force),
         _ => {
             if let Some(file) = cli.file {
                 run_file(&session, &file)
@@ -177,10 +177,10 @@ fn print_status(st: &crate::engine::EngineStatus, out: Output) {
     );
 }
 
-fn demo(session: &Session, rows: usize, into: Option<&str>) -> Result<()> {
+fn demo(session: &Session, rows: usize, into: Option<&str>, force: bool) -> Result<()> {
     match into {
-        None => script::demo(session, rows).map(|_| ()),
-        Some(conn) => script::demo_into(session, conn, rows),
+        None => script::demo(session, rows, force).map(|_| ()),
+        Some(conn) => script::demo_into(session, conn, rows, force),
     }
 }
 

@@ -52,6 +52,9 @@ pub enum Sub {
         /// A saved connection to fill instead of the default SQLite file.
         #[arg(long, value_name = "CONNECTION")]
         into: Option<String>,
+        /// Replace the sample tables even when flows use them (their change capture goes too).
+        #[arg(long)]
+        force: bool,
     },
     /// Print a shell completion script.
     Completions {

@@ -71,7 +71,9 @@ pub trait Connector: Send {
     fn execute(&mut self, statement: &str) -> Result<u64>;
 
     /// Install whatever CDC needs for `tables` (triggers, slot, publication) for the flow `flow_id`.
-    fn cdc_prepare(&mut self, flow_id: &str, tables: &[String]) -> Result<()>;
+    /// `resume`: the flow resumes from a saved position, so what captured its changes must
+    /// still be there (a slot or triggers made anew would have missed the changes since).
+    fn cdc_prepare(&mut self, flow_id: &str, tables: &[String], resume: bool) -> Result<()>;
     /// The current end of the change stream. Taken before the snapshot reads.
     fn cdc_position(&mut self, flow_id: &str) -> Result<Position>;
     /// Read a whole table in batches of `batch` rows, calling `emit` for each batch.
@@ -91,6 +93,11 @@ pub trait Connector: Send {
     fn cdc_ack(&mut self, flow_id: &str, position: &Position) -> Result<()>;
     /// Remove the CDC resources of `flow_id` (reset, delete).
     fn cdc_release(&mut self, flow_id: &str) -> Result<()>;
+    /// What the connector changed that the flow's log should say (a database's journal mode
+    /// switched, say), since the last call.
+    fn take_notices(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Create or check the target table. `key` are the fields upserts and deletes match on.
     fn prepare_target(&mut self, table: &str, schema: &Schema, key: &[String], existing: ExistingData) -> Result<()>;

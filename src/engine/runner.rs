@@ -308,6 +308,13 @@ impl FlowCtx {
     }
 
     /// The initial sync is done: the checkpoint moves to CDC and the metrics say so.
+    /// Log what a connector changed on the flow's behalf (a journal mode switched).
+    fn notices(&self, conn: &mut dyn Connector) {
+        for n in conn.take_notices() {
+            self.log("INFO", &n);
+        }
+    }
+
     fn snapshot_done(&self, checkpoint: &mut Value, message: &str) -> Result<()> {
         checkpoint["phase"] = json!("cdc");
         self.store.save_checkpoint(&self.task_id, checkpoint)?;
@@ -661,6 +668,25 @@ struct Sink {
 }
 
 impl Sink {
+    /// Whether the target table exists now.
+    fn table_present(&mut self) -> Result<bool> {
+        Ok(self.conn.tables()?.contains(&self.table))
+    }
+
+    /// Resuming in CDC: a target table that existed when the snapshot ended must exist still
+    /// (while the flow runs, writing into a dropped table fails, or — MongoDB — is refused by
+    /// the connector).
+    fn check_resumed(&mut self, checkpoint: &Value) -> Result<()> {
+        if checkpoint["phase"] == "cdc" && checkpoint["targetTable"] == true && !self.table_present()? {
+            return Err(Error::not_found(format!(
+                "flow {}: the target table {} (node {:?}) is gone although the flow copied into it; going \
+                 on would leave it holding only the changes from now on, so the flow stops: reset it to copy again",
+                self.flow, self.table, self.node
+            )));
+        }
+        Ok(())
+    }
+
     fn ensure_ready(&mut self, first: Option<&Change>) -> Result<()> {
         if self.ready {
             return Ok(());
@@ -806,6 +832,7 @@ fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
     }
 
     let mut checkpoint = start_checkpoint(ctx, &plan, &mut sources, &mut sink)?;
+    sink.check_resumed(&checkpoint)?;
 
     if checkpoint["phase"] == "snapshot" {
         ctx.set_status("running", json!({"syncStatus": "SNAPSHOT"}));
@@ -845,6 +872,7 @@ fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
                 }
                 sink.write(events, &ctx.metrics)
             })?;
+            ctx.notices(conn.as_mut());
             sink.ensure_ready(None)?;
             if let Some(done) = checkpoint["snapshotDone"].as_array_mut() {
                 done.push(json!(s.node_id));
@@ -855,6 +883,7 @@ fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
             }
             ctx.log("INFO", &format!("Initial sync of table {} done", s.table));
         }
+        checkpoint["targetTable"] = json!(sink.table_present()?);
         ctx.snapshot_done(&mut checkpoint, "Initial sync completed")?;
     }
     if let Some(outcome) = ctx.complete_or_cdc(plan.cdc)? {
@@ -1122,6 +1151,7 @@ fn cdc_loop(
         for (conn_id, conn, tables) in sources.iter_mut() {
             let from: Position = checkpoint["positions"].get(conn_id.as_str()).cloned().unwrap_or(Value::Null);
             let (events, next) = conn.changes(flow_id, tables, &from, CDC_BATCH, wait)?;
+            ctx.notices(conn.as_mut());
             if events.is_empty() {
                 if let Ok(mut m) = ctx.metrics.lock() {
                     m.replicate_lag = 0;
@@ -1164,7 +1194,8 @@ fn start_checkpoint(ctx: &FlowCtx, plan: &Plan, sources: &mut Sources, sink: &mu
         sink.existing = ExistingData::Keep;
         if plan.cdc {
             for (_, conn, tables) in sources.iter_mut() {
-                conn.cdc_prepare(flow_id, tables)?;
+                conn.cdc_prepare(flow_id, tables, true)?;
+                ctx.notices(conn.as_mut());
             }
         }
         return Ok(checkpoint);
@@ -1172,7 +1203,8 @@ fn start_checkpoint(ctx: &FlowCtx, plan: &Plan, sources: &mut Sources, sink: &mu
     let mut positions = serde_json::Map::new();
     if plan.cdc {
         for (id, conn, tables) in sources.iter_mut() {
-            conn.cdc_prepare(flow_id, tables)?;
+            conn.cdc_prepare(flow_id, tables, false)?;
+            ctx.notices(conn.as_mut());
             positions.insert(id.clone(), conn.cdc_position(flow_id)?);
         }
     }
@@ -1238,6 +1270,7 @@ fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
         m.tables = plan.sources.len() as u64;
     }
     let mut checkpoint = start_checkpoint(ctx, &plan, &mut sources, &mut sink)?;
+    sink.check_resumed(&checkpoint)?;
 
     // Rebuild the documents of main rows (key text, and the row when the caller has it already)
     // and write them.
@@ -1303,6 +1336,7 @@ fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
                 }
                 Ok(())
             })?;
+            ctx.notices(conn.as_mut());
             if let Some(done) = checkpoint["snapshotDone"].as_array_mut() {
                 done.push(json!(node_id));
             }
@@ -1323,6 +1357,7 @@ fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
         if let Ok(mut m) = ctx.metrics.lock() {
             m.snapshot_tables = plan.sources.len() as u64;
         }
+        checkpoint["targetTable"] = json!(sink.table_present()?);
         ctx.snapshot_done(&mut checkpoint, "Initial sync completed: documents built")?;
     }
     if let Some(outcome) = ctx.complete_or_cdc(plan.cdc)? {

@@ -973,6 +973,55 @@ async fn with_connector<T: Send + 'static>(
         .map_err(|e| Error::internal(format!("worker failed: {e}")))?
 }
 
+/// The flows (by name) that run or would resume with a node on one of the sample tables: in
+/// connection `conn`, or with none in the SQLite file `path` (through any connection naming
+/// that file).
+fn demo_users(engine: &Engine, conn: Option<&str>, path: &str) -> crate::error::Result<Vec<String>> {
+    let ids: Vec<String> = match conn {
+        Some(id) => vec![id.to_string()],
+        None => {
+            let canonical = |p: &str| std::fs::canonicalize(p).unwrap_or_else(|_| std::path::PathBuf::from(p));
+            let demo = canonical(path);
+            engine
+                .store
+                .list(CONNECTIONS)?
+                .into_iter()
+                .filter(|c| {
+                    c.get("database_type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("sqlite"))
+                        && c.pointer("/config/database").and_then(Value::as_str).is_some_and(|d| canonical(d) == demo)
+                })
+                .filter_map(|c| c.get("id").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        }
+    };
+    let mut flows = Vec::new();
+    for task in engine.store.list(TASKS)? {
+        if task.get("is_deleted").and_then(Value::as_bool) == Some(true) {
+            continue;
+        }
+        let uses = task.pointer("/dag/nodes").and_then(Value::as_array).into_iter().flatten().any(|n| {
+            n.get("connectionId").and_then(Value::as_str).is_some_and(|c| ids.iter().any(|i| i == c))
+                && n.get("tableName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| crate::connectors::sample::TABLES.contains(&t))
+        });
+        // Only a flow that runs or would resume (it has a checkpoint) depends on the tables'
+        // change capture; a new or reset flow starts with a fresh snapshot anyway.
+        let id = task.get("id").and_then(Value::as_str).unwrap_or_default();
+        let active = matches!(
+            task.get("status").and_then(Value::as_str),
+            Some("running" | "scheduling" | "wait_run" | "stopping")
+        );
+        if uses
+            && (active || engine.store.checkpoint(id)?.is_some())
+            && let Some(name) = task.get("name").and_then(Value::as_str)
+        {
+            flows.push(name.to_string());
+        }
+    }
+    Ok(flows)
+}
+
 async fn proxy_call(State(engine): State<Shared>, Json(body): Json<Value>) -> Response {
     let class = body.get("className").and_then(Value::as_str).unwrap_or("");
     let method = body.get("method").and_then(Value::as_str).unwrap_or("");
@@ -1009,15 +1058,51 @@ async fn proxy_call(State(engine): State<Shared>, Json(body): Json<Value>) -> Re
             }
         }
         ("TapDemoService", "generate") => {
-            // Ours: the seed's sample tables in a connection (`tap demo --into`).
+            // Ours: the seed's sample tables in a connection (`tap demo --into`), or with no
+            // connection in the data dir's `demo.sqlite` (`tap demo`). Tables a flow uses are
+            // not replaced (that would drop them under it) unless the third argument is true.
             let conn = arg(0);
             let rows = args.get(1).and_then(Value::as_u64).unwrap_or(1000).max(1) as usize;
-            let id = conn.clone();
-            let made = with_connector(&engine, conn, move |c| crate::connectors::sample::generate(c, rows, 42)).await;
+            let force = args.get(2).and_then(Value::as_bool).unwrap_or(false);
+            let path = engine.store.dir().join("demo.sqlite").to_string_lossy().into_owned();
+            if !force {
+                match demo_users(&engine, (!conn.is_empty()).then_some(conn.as_str()), &path) {
+                    Ok(flows) if !flows.is_empty() => {
+                        return fail(
+                            "Demo.InUse",
+                            &format!(
+                                "the sample tables in {} are used by flow{} {}: replacing them would drop the tables \
+                                 under {} (and their change capture); stop and delete {}, or pass --force \
+                                 (demo(rows, true) in a script)",
+                                if conn.is_empty() { path.as_str() } else { "this connection" },
+                                if flows.len() == 1 { "" } else { "s" },
+                                flows.join(", "),
+                                if flows.len() == 1 { "it" } else { "them" },
+                                if flows.len() == 1 { "that flow" } else { "those flows" },
+                            ),
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => return fail("500", &e.message),
+                }
+            }
+            let made = if conn.is_empty() {
+                let p = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut c = crate::connectors::sqlite::Sqlite::open_path(&p)?;
+                    crate::connectors::sample::generate(&mut c, rows, 42)
+                })
+                .await
+                .map_err(|e| Error::internal(format!("worker failed: {e}")))
+                .and_then(|r| r)
+            } else {
+                with_connector(&engine, conn.clone(), move |c| crate::connectors::sample::generate(c, rows, 42)).await
+            };
             match made {
+                Ok(made) if conn.is_empty() => ok(json!({"tables": made.tables, "path": path})),
                 Ok(made) => {
                     // Make the new tables visible (`show tables`, read_from) right away.
-                    test_and_load_schema(engine.clone(), id);
+                    test_and_load_schema(engine.clone(), conn);
                     ok(json!({"tables": made.tables}))
                 }
                 Err(e) => fail("500", &e.message),

@@ -484,14 +484,24 @@ fn register_verbs(engine: &mut Engine, session: &Arc<Session>) {
         Ok(s.client.sql(id, statement).map_err(raise)? as i64)
     });
     // demo(): the seed's sample tables in a SQLite file; returns its path.
+    // Tables a flow uses are not replaced unless `force` is true.
     let s = session.clone();
-    engine.register_fn("demo", move || -> RhaiResult<String> { demo(&s, 1000).map_err(raise) });
+    engine.register_fn("demo", move || -> RhaiResult<String> { demo(&s, 1000, false).map_err(raise) });
     let s = session.clone();
-    engine
-        .register_fn("demo", move |rows: i64| -> RhaiResult<String> { demo(&s, rows.max(1) as usize).map_err(raise) });
+    engine.register_fn("demo", move |rows: i64| -> RhaiResult<String> {
+        demo(&s, rows.max(1) as usize, false).map_err(raise)
+    });
+    let s = session.clone();
+    engine.register_fn("demo", move |rows: i64, force: bool| -> RhaiResult<String> {
+        demo(&s, rows.max(1) as usize, force).map_err(raise)
+    });
     let s = session.clone();
     engine.register_fn("demo_into", move |conn: &str, rows: i64| -> RhaiResult<()> {
-        demo_into(&s, conn, rows.max(1) as usize).map_err(raise)
+        demo_into(&s, conn, rows.max(1) as usize, false).map_err(raise)
+    });
+    let s = session.clone();
+    engine.register_fn("demo_into", move |conn: &str, rows: i64, force: bool| -> RhaiResult<()> {
+        demo_into(&s, conn, rows.max(1) as usize, force).map_err(raise)
     });
     // env("NAME"): an environment variable, or "" (scripts read their servers from it).
     engine.register_fn("env", |name: &str| std::env::var(name).unwrap_or_default());
@@ -501,11 +511,18 @@ fn register_verbs(engine: &mut Engine, session: &Arc<Session>) {
     });
 }
 
-/// Create the sample database for the session: a SQLite file beside the engine's data.
-pub fn demo(session: &Session, rows: usize) -> Result<String> {
-    let dir = if session.is_embedded() { session.profile.data_dir() } else { std::env::current_dir()? };
-    crate::engine::create_dir_private(&dir)?;
-    let path = dir.join("demo.sqlite");
+/// Create the sample database for the session: a SQLite file in the engine's data dir (made
+/// by the engine, which refuses to replace tables its flows use unless `force`), or in the
+/// current directory when the session talks to a cluster.
+pub fn demo(session: &Session, rows: usize, force: bool) -> Result<String> {
+    if session.is_embedded() {
+        let body = json!({"className": "TapDemoService", "method": "generate", "args": [Value::Null, rows, force]});
+        let data = session.client.post("/proxy/call", &body)?;
+        let path = data.get("path").and_then(Value::as_str).unwrap_or_default().to_string();
+        session.out.text(&format!("sample data in {path}: {}", demo_summary(&data)));
+        return Ok(path);
+    }
+    let path = std::env::current_dir()?.join("demo.sqlite");
     let path_text = path.to_string_lossy().into_owned();
     let mut conn = crate::connectors::sqlite::Sqlite::open_path(&path_text)?;
     let made = crate::connectors::sample::generate(&mut conn, rows, 42)?;
@@ -514,11 +531,21 @@ pub fn demo(session: &Session, rows: usize) -> Result<String> {
     Ok(path_text)
 }
 
+/// `table rows, …` of a TapDemoService answer.
+fn demo_summary(data: &Value) -> String {
+    let tables: Vec<String> = data
+        .get("tables")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|t| format!("{} {}", t[0].as_str().unwrap_or(""), t[1])).collect())
+        .unwrap_or_default();
+    tables.join(", ")
+}
+
 /// Fill a saved connection with the sample tables, through the embedded engine.
-pub fn demo_into(session: &Session, conn: &str, rows: usize) -> Result<()> {
+pub fn demo_into(session: &Session, conn: &str, rows: usize, force: bool) -> Result<()> {
     let doc = resolve::connection(session, conn)?;
     let id = doc.get("id").and_then(Value::as_str).unwrap_or("").to_string();
-    let body = json!({"className": "TapDemoService", "method": "generate", "args": [id, rows]});
+    let body = json!({"className": "TapDemoService", "method": "generate", "args": [id, rows, force]});
     let data = session.client.post("/proxy/call", &body).map_err(|e| {
         if e.message.contains("does not serve") {
             Error::unsupported("demo into a connection works with the embedded engine only")
@@ -527,12 +554,7 @@ pub fn demo_into(session: &Session, conn: &str, rows: usize) -> Result<()> {
         }
     })?;
     datasource::wait_loaded(session, &id, Duration::from_secs(120))?;
-    let summary: Vec<String> = data
-        .get("tables")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().map(|t| format!("{} {}", t[0].as_str().unwrap_or(""), t[1])).collect())
-        .unwrap_or_default();
-    session.out.either(&format!("sample data in {conn}: {}", summary.join(", ")), &data);
+    session.out.either(&format!("sample data in {conn}: {}", demo_summary(&data)), &data);
     Ok(())
 }
 

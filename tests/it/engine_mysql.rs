@@ -180,7 +180,7 @@ fn binlog_cdc_resumes_by_gtid_when_the_file_is_gone() {
     let tables = vec!["t".to_string()];
     let flow = "gtid-test";
     let mut c = tap::connectors::open("Mysql", &config).expect("connect");
-    c.cdc_prepare(flow, &tables).expect("cdc checks pass");
+    c.cdc_prepare(flow, &tables, false).expect("cdc checks pass");
     let p0 = c.cdc_position(flow).expect("position");
     assert!(p0["gtid"].as_str().is_some_and(|g| !g.is_empty()), "MariaDB positions carry a GTID: {p0}");
 
@@ -219,6 +219,8 @@ fn binlog_cdc_resumes_by_gtid_when_the_file_is_gone() {
     let mut c3 = tap::connectors::open("Mysql", &config).expect("connect");
     let no_gtid = json!({"file": "no-such-binlog.000999", "pos": 4});
     let err = c3.changes(flow, &tables, &no_gtid, 100, Duration::from_millis(500));
-    assert!(err.is_err(), "file+offset alone cannot resume from a missing file");
+    let err = err.expect_err("file+offset alone cannot resume from a missing file");
+    assert!(err.message.contains("the binlog was purged past it"), "{}", err.message);
+    assert_eq!(err.kind, tap::error::ErrorKind::NotFound, "a lost position is not retried");
     my.sql("mysql", &format!("DROP DATABASE {db}"));
 }

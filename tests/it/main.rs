@@ -17,3 +17,4 @@ mod pty;
 mod tapflow;
 mod transcripts;
 mod truth;
+mod underneath;

@@ -38,6 +38,8 @@ pub struct Mongo {
     masked_uri: String,
     types: HashMap<String, HashMap<String, FieldType>>,
     stream: Option<ChangeStream<ChangeStreamEvent<Document>>>,
+    /// Target collections this connector has written to (so they exist, until dropped).
+    written: std::collections::HashSet<String>,
 }
 
 /// A resume token as JSON for a checkpoint, and back.
@@ -240,6 +242,7 @@ impl Mongo {
             masked_uri: masked,
             types: HashMap::new(),
             stream: None,
+            written: std::collections::HashSet::new(),
         })
     }
 
@@ -325,7 +328,7 @@ impl Connector for Mongo {
         Err(Error::unsupported("sql() runs SQL; MongoDB connections do not take it"))
     }
 
-    fn cdc_prepare(&mut self, _flow_id: &str, _tables: &[String]) -> Result<()> {
+    fn cdc_prepare(&mut self, _flow_id: &str, _tables: &[String], _resume: bool) -> Result<()> {
         if !self.replica {
             return Err(Error::config(format!(
                 "MongoDB CDC reads change streams, which need a replica set or a sharded cluster; {} is a standalone server (start it with --replSet and run rs.initiate(), or use .full_sync() for a snapshot only)",
@@ -386,10 +389,12 @@ impl Connector for Mongo {
     ) -> Result<(Vec<Event>, Position)> {
         if self.stream.is_none() {
             let token = from.get("token").map(token_from_json).transpose()?;
-            let stage = doc! {"$match": {
-                "ns.coll": {"$in": tables},
-                "operationType": {"$in": ["insert", "update", "replace", "delete"]},
-            }};
+            // Row changes, and what ends the collection under the flow (drop, rename, the whole
+            // database dropped), which stops the flow.
+            let stage = doc! {"$match": {"$or": [
+                {"ns.coll": {"$in": tables}, "operationType": {"$in": ["insert", "update", "replace", "delete", "drop", "rename"]}},
+                {"operationType": "dropDatabase"},
+            ]}};
             let db = self.client.database(&self.database);
             let watch = db
                 .watch()
@@ -409,10 +414,22 @@ impl Connector for Mongo {
         let mut out = Vec::new();
         let mut names: HashMap<String, std::sync::Arc<str>> = HashMap::new();
         let cs = self.stream.as_mut().ok_or_else(|| Error::internal("change stream"))?;
+        let mut ended: Option<String> = None;
         let result = self.rt.run(async {
             loop {
                 match cs.next_if_any().await? {
                     Some(ev) => {
+                        let what = match ev.operation_type {
+                            OperationType::Drop => Some("was dropped"),
+                            OperationType::Rename => Some("was renamed"),
+                            OperationType::DropDatabase => Some("was dropped with its database"),
+                            _ => None,
+                        };
+                        if let Some(what) = what {
+                            let coll = ev.ns.and_then(|n| n.coll).unwrap_or_else(|| tables.join(", "));
+                            ended = Some(format!("{coll} {what}"));
+                            break;
+                        }
                         if let Some(e) = to_event(ev, &mut names) {
                             out.push(e);
                         }
@@ -429,6 +446,13 @@ impl Connector for Mongo {
         if let Err(e) = result {
             self.stream = None;
             return Err(mg_err(e));
+        }
+        if let Some(what) = ended {
+            self.stream = None;
+            return Err(Error::not_found(format!(
+                "MongoDB source collection {}.{what}, so its changes are no longer seen; reset the flow to copy it again",
+                self.database
+            )));
         }
         let position = match cs.resume_token() {
             Some(t) => serde_json::json!({ "token": token_to_json(&t)? }),
@@ -518,6 +542,28 @@ impl Connector for Mongo {
         if models.is_empty() {
             return Ok(());
         }
+        // Upserts recreate a dropped collection without a word, holding only the changes from
+        // then on: a collection written before must still be there.
+        if self.written.contains(table) {
+            let names = self
+                .rt
+                .run(
+                    self.client
+                        .database(&self.database)
+                        .list_collection_names()
+                        .filter(doc! {"name": table})
+                        .into_future(),
+                )?
+                .map_err(mg_err)?;
+            if names.is_empty() {
+                return Err(Error::not_found(format!(
+                    "MongoDB collection {}.{table} was dropped while the flow wrote to it; its upserts would \
+                     recreate it holding only the changes from now on, so the flow stops: reset it to copy again",
+                    self.database
+                )));
+            }
+        }
+        self.written.insert(table.to_string());
         if self.bulk {
             self.rt.run(self.client.bulk_write(models).ordered(false).into_future())?.map_err(mg_err)?;
             return Ok(());

@@ -452,7 +452,7 @@ impl Connector for Mysql {
         .map_err(my_err)
     }
 
-    fn cdc_prepare(&mut self, _flow_id: &str, tables: &[String]) -> Result<()> {
+    fn cdc_prepare(&mut self, _flow_id: &str, tables: &[String], _resume: bool) -> Result<()> {
         let mut missing = Vec::new();
         let log_bin = self.variable("log_bin")?;
         if !log_bin.eq_ignore_ascii_case("ON") && log_bin != "1" {
@@ -549,6 +549,11 @@ impl Connector for Mysql {
                 }
                 Ok(Some(Err(e))) => {
                     self.stream = None;
+                    if let mysql_async::Error::Server(s) = &e
+                        && s.code == 1236
+                    {
+                        return Err(binlog_gone(from, &s.message));
+                    }
                     return Err(my_err(e));
                 }
                 Ok(Some(Ok(ev))) => ev,
@@ -586,6 +591,27 @@ impl Connector for Mysql {
                 Some(EventData::QueryEvent(q)) if q.query_raw() == b"COMMIT" => {
                     out.append(&mut self.pending);
                     position = self.committed(log_pos);
+                }
+                Some(EventData::QueryEvent(q))
+                    if q.query_raw() != b"BEGIN"
+                        && let Some((table, change)) = ddl_of(&q.query(), &q.schema(), &database, tables) =>
+                {
+                    match change {
+                        Ddl::AddColumn => {
+                            // Rows from here on carry the new column: decode them by the new schema.
+                            self.schemas.remove(&table);
+                        }
+                        Ddl::Other(what) => {
+                            return Err(Error::unsupported(format!(
+                                "MySQL source {database}: table {table} {what} (`{}`); the flow follows added \
+                                 columns only, so it stops: reset it to copy the table again",
+                                short(&q.query(), 120)
+                            )));
+                        }
+                    }
+                    if self.pending.is_empty() {
+                        position = self.committed(log_pos);
+                    }
                 }
                 Some(EventData::QueryEvent(q)) if q.query_raw() != b"BEGIN" && self.pending.is_empty() => {
                     // A statement that is its own transaction (DDL): it moves the position.
@@ -840,6 +866,103 @@ impl Connector for Mysql {
 }
 
 /// A string as an SQL literal.
+/// What a DDL statement does to one of the flow's tables.
+#[derive(Debug, PartialEq)]
+enum Ddl {
+    /// `ALTER TABLE … ADD [COLUMN] …` (only additions of columns).
+    AddColumn,
+    /// Anything else that changes or removes the table's rows or columns, described.
+    Other(&'static str),
+}
+
+/// The flow's table a statement (run with default database `default_db`) changes, and how;
+/// `None` for statements that do not touch `tables` of `database` or leave them as they are
+/// (indexes, comments, other tables).
+fn ddl_of(sql: &str, default_db: &str, database: &str, tables: &[String]) -> Option<(String, Ddl)> {
+    let mut text = sql.trim();
+    // Leading comments (/* … */, MySQL writes some), then the words, lower-cased.
+    while let Some(rest) = text.strip_prefix("/*") {
+        text = rest.split_once("*/").map(|(_, r)| r.trim_start()).unwrap_or("");
+    }
+    let lower = text.to_ascii_lowercase();
+    let words: Vec<&str> =
+        lower.split(|c: char| c.is_whitespace() || c == ',' || c == ';').filter(|w| !w.is_empty()).collect();
+    let ours = |name: &str| -> Option<String> {
+        let name = name.trim_matches('(');
+        let (db, t) = match name.split_once('.') {
+            Some((d, t)) => (d.trim_matches('`').to_string(), t.trim_matches('`')),
+            None => (default_db.to_ascii_lowercase(), name.trim_matches('`')),
+        };
+        (db == database.to_ascii_lowercase()).then(|| tables.iter().find(|x| x.to_ascii_lowercase() == t).cloned())?
+    };
+    match words.as_slice() {
+        ["alter", "table", rest @ ..] | ["alter", "ignore", "table", rest @ ..] => {
+            let (name, clauses) = rest.split_first()?;
+            let table = ours(name)?;
+            let body = clauses.join(" ");
+            let harmless = [
+                "add index",
+                "add key",
+                "add unique",
+                "add fulltext",
+                "add spatial",
+                "add constraint",
+                "add primary",
+                "add foreign",
+                "comment",
+            ];
+            let changes = [
+                "drop",
+                "change",
+                "modify",
+                "rename",
+                "convert",
+                "alter",
+                "engine",
+                "partition",
+                "order by",
+                "character set",
+                "charset",
+                "force",
+            ];
+            if changes.iter().any(|c| body.split(' ').any(|w| w == *c) || body.starts_with(c)) {
+                return Some((table, Ddl::Other("was altered beyond added columns")));
+            }
+            if harmless.iter().any(|h| body.starts_with(h)) && !body.contains("add column") {
+                return None;
+            }
+            body.starts_with("add").then_some((table, Ddl::AddColumn))
+        }
+        ["drop", "table", rest @ ..] | ["drop", "temporary", "table", rest @ ..] => {
+            let names = rest.strip_prefix(&["if", "exists"]).unwrap_or(rest);
+            names.iter().find_map(|n| ours(n)).map(|t| (t, Ddl::Other("was dropped")))
+        }
+        ["truncate", "table", name, ..] | ["truncate", name, ..] => {
+            ours(name).map(|t| (t, Ddl::Other("was truncated")))
+        }
+        ["rename", "table", rest @ ..] => {
+            // RENAME TABLE a TO b, c TO d: the names before each TO.
+            rest.chunks(3).find_map(|c| ours(c[0])).map(|t| (t, Ddl::Other("was renamed")))
+        }
+        _ => None,
+    }
+}
+
+/// ER_MASTER_FATAL_ERROR_READING_BINLOG (1236): the server no longer has the binlog at the
+/// flow's position.
+fn binlog_gone(from: &Position, message: &str) -> Error {
+    Error::not_found(format!(
+        "MySQL cannot send the binlog from the flow's position {from}: {message} (1236); the binlog was \
+         purged past it, and the changes since with it: reset the flow to copy again"
+    ))
+}
+
+/// At most `n` characters of `s`.
+fn short(s: &str, n: usize) -> String {
+    let t: String = s.chars().take(n).collect();
+    if t.len() < s.len() { format!("{t}…") } else { t }
+}
+
 fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
@@ -894,6 +1017,7 @@ impl Mysql {
                 BinlogStreamRequest::new(id).with_filename(file.as_bytes()).with_pos(pos)
             };
             let stream = conn.get_binlog_stream(request).await.map_err(|e| match e {
+                mysql_async::Error::Server(s) if s.code == 1236 && !by_gtid => binlog_gone(from, &s.message),
                 mysql_async::Error::Server(s) if by_gtid => Error::data(format!(
                     "MySQL cannot resume the binlog at GTID {state}: {} ({}); reset the flow to take a new snapshot",
                     s.message, s.code
@@ -1033,6 +1157,31 @@ impl Mysql {
 #[cfg(test)]
 mod class_tests {
     use super::*;
+
+    #[test]
+    fn ddl_on_the_flows_tables_is_recognised() {
+        let t = vec!["items".to_string(), "Orders".to_string()];
+        let d = |sql: &str| ddl_of(sql, "shop", "shop", &t);
+        assert_eq!(d("ALTER TABLE items ADD COLUMN note TEXT"), Some(("items".into(), Ddl::AddColumn)));
+        assert_eq!(d("alter table `shop`.`items` add note int, add other int"), Some(("items".into(), Ddl::AddColumn)));
+        assert_eq!(d("/* x */ ALTER TABLE orders ADD COLUMN n INT"), Some(("Orders".into(), Ddl::AddColumn)));
+        assert_eq!(d("ALTER TABLE items ADD INDEX i (name)"), None);
+        assert_eq!(
+            d("ALTER TABLE items DROP COLUMN name"),
+            Some(("items".into(), Ddl::Other("was altered beyond added columns")))
+        );
+        assert_eq!(
+            d("ALTER TABLE items MODIFY name TEXT"),
+            Some(("items".into(), Ddl::Other("was altered beyond added columns")))
+        );
+        assert_eq!(d("DROP TABLE IF EXISTS `other`, items"), Some(("items".into(), Ddl::Other("was dropped"))));
+        assert_eq!(d("TRUNCATE items"), Some(("items".into(), Ddl::Other("was truncated"))));
+        assert_eq!(d("RENAME TABLE a TO b, items TO old_items"), Some(("items".into(), Ddl::Other("was renamed"))));
+        assert_eq!(d("ALTER TABLE other ADD COLUMN x INT"), None);
+        assert_eq!(ddl_of("DROP TABLE items", "elsewhere", "shop", &t), None);
+        assert_eq!(d("CREATE TABLE items2 (id INT)"), None);
+        assert_eq!(d("INSERT INTO items VALUES (1)"), None);
+    }
 
     #[test]
     fn server_codes_are_classified_once() {

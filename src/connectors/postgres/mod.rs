@@ -37,6 +37,8 @@ pub struct Postgres {
     schema: String,
     schemas: HashMap<String, Schema>,
     repl: Option<Replication>,
+    /// When the flow's slot and publication were last checked (every few seconds of CDC).
+    checked: Option<Instant>,
 }
 
 struct Replication {
@@ -132,7 +134,19 @@ impl Postgres {
                     _ => Error::unavailable(message),
                 }
             })?;
-        Ok(Self { rt, client, host, port, user, password, database, schema, schemas: HashMap::new(), repl: None })
+        Ok(Self {
+            rt,
+            client,
+            host,
+            port,
+            user,
+            password,
+            database,
+            schema,
+            schemas: HashMap::new(),
+            repl: None,
+            checked: None,
+        })
     }
 
     fn qualified(&self, table: &str) -> String {
@@ -185,6 +199,50 @@ impl Postgres {
             "PostgreSQL table {table}: {why}, so its updates and deletes carry no key for CDC (and PostgreSQL \
              refuses them once the table is published); run `{fix};` and start the flow again"
         )))
+    }
+
+    /// The flow's replication slot and publication exist and every table is still published:
+    /// a table dropped (or dropped and recreated) leaves the publication, and a slot dropped
+    /// outside tap takes the changes since with it — either way changes would stop arriving
+    /// without a word, so the flow stops instead.
+    fn require_capture(&mut self, flow_id: &str, tables: &[String]) -> Result<()> {
+        let name = slot_name(flow_id);
+        if self.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&name])?.is_empty() {
+            return Err(Error::not_found(format!(
+                "PostgreSQL replication slot {name} of this flow is gone (dropped outside tap), and the \
+                 changes it held with it; reset the flow to copy again"
+            )));
+        }
+        if self.query("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])?.is_empty() {
+            return Err(Error::not_found(format!(
+                "PostgreSQL publication {name} of this flow is gone (dropped outside tap); reset the flow to copy again"
+            )));
+        }
+        let published: Vec<String> = self
+            .query(
+                "SELECT tablename::text FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2",
+                &[&name, &self.schema],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for t in tables {
+            if !published.contains(t) {
+                let exists = !self
+                    .query(
+                        "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
+                        &[&self.schema, t],
+                    )?
+                    .is_empty();
+                let what = if exists { "was dropped and recreated" } else { "was dropped" };
+                return Err(Error::not_found(format!(
+                    "PostgreSQL source {}.{}: table {t} {what}, which took it out of the flow's publication \
+                     {name}, so its changes are no longer seen; reset the flow to copy it again",
+                    self.database, self.schema
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn require_table(&mut self, table: &str) -> Result<()> {
@@ -420,7 +478,7 @@ impl Connector for Postgres {
             .sum())
     }
 
-    fn cdc_prepare(&mut self, flow_id: &str, tables: &[String]) -> Result<()> {
+    fn cdc_prepare(&mut self, flow_id: &str, tables: &[String], resume: bool) -> Result<()> {
         let name = slot_name(flow_id);
         let level = self.query("SHOW wal_level", &[])?.first().map(|r| r.get::<_, String>(0)).unwrap_or_default();
         if level != "logical" {
@@ -433,6 +491,11 @@ impl Connector for Postgres {
         for t in tables {
             self.require_table(t)?;
             self.require_replica_identity(t)?;
+        }
+        if resume {
+            // A slot or publication made anew, or a table published again, would have missed
+            // the changes since: what captured them must all still be there.
+            self.require_capture(flow_id, tables)?;
         }
         let exists = !self.query("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])?.is_empty();
         if exists {
@@ -490,11 +553,15 @@ impl Connector for Postgres {
     fn changes(
         &mut self,
         flow_id: &str,
-        _tables: &[String],
+        tables: &[String],
         from: &Position,
         max: usize,
         wait: Duration,
     ) -> Result<(Vec<Event>, Position)> {
+        if self.repl.is_none() || self.checked.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+            self.require_capture(flow_id, tables)?;
+            self.checked = Some(Instant::now());
+        }
         let from_lsn = from.get("lsn").and_then(Value::as_str).unwrap_or("0/0").to_string();
         let committed = from_lsn.clone();
         if self.repl.is_none() {

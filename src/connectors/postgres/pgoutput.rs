@@ -1,5 +1,7 @@
 //! A `pgoutput` (protocol version 1) decoder: Relation, Insert, Update and Delete messages into
-//! change events; Begin/Commit arrive as separate replication events.
+//! change events; Begin/Commit arrive as separate replication events. A relation sent again
+//! with columns dropped, renamed or retyped, and a Truncate of a table of the flow's schema, are
+//! errors: the flow cannot follow them.
 //!
 //! Values come as text and are typed by the column's type OID: booleans, integers, floats and
 //! numerics become JSON numbers/booleans, JSON columns JSON, bytea plain hex, the rest strings.
@@ -126,6 +128,24 @@ impl Decoder {
                     let _typmod = c.u32()?;
                     columns.push((col, oid));
                 }
+                // A relation sent again after DDL: added columns are followed, others are not.
+                if let Some(old) = self.relations.get(&id)
+                    && old.schema == schema
+                {
+                    let changed: Vec<&str> = old
+                        .columns
+                        .iter()
+                        .filter(|(c, oid)| !columns.iter().any(|(n, o)| n == c && o == oid))
+                        .map(|(c, _)| c.as_str())
+                        .collect();
+                    if !changed.is_empty() {
+                        return Err(Error::unsupported(format!(
+                            "PostgreSQL source table {ns}.{name}: column(s) {} were dropped, renamed or retyped; \
+                             the flow follows added columns only, so it stops: reset it to copy the table again",
+                            changed.join(", ")
+                        )));
+                    }
+                }
                 self.relations.insert(id, Relation { schema: ns, table: Arc::from(name.as_str()), columns });
                 Ok(None)
             }
@@ -178,8 +198,81 @@ impl Decoder {
                     ts_ms: 0,
                 }))
             }
-            // Begin/Commit come as their own replication events; Origin, Type, Truncate, Message: no rows.
+            b'T' => {
+                // TRUNCATE of published tables: the target would keep every row.
+                let n = c.u32()? as usize;
+                let _options = c.u8()?;
+                for _ in 0..n {
+                    if let Some(rel) = self.relations.get(&c.u32()?)
+                        && rel.schema == schema
+                    {
+                        return Err(Error::unsupported(format!(
+                            "PostgreSQL source table {}.{} was truncated; the flow stops (the target would keep \
+                             every row): reset it to copy the table again",
+                            rel.schema, rel.table
+                        )));
+                    }
+                }
+                Ok(None)
+            }
+            // Begin/Commit come as their own replication events; Origin, Type, Message: no rows.
             _ => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Relation message as pgoutput sends it: id, namespace, name, identity, columns.
+    fn relation(id: u32, columns: &[(&str, u32)]) -> Vec<u8> {
+        let mut m = vec![b'R'];
+        m.extend(id.to_be_bytes());
+        m.extend(b"public\0items\0");
+        m.push(b'd');
+        m.extend((columns.len() as u16).to_be_bytes());
+        for (name, oid) in columns {
+            m.push(0);
+            m.extend(name.as_bytes());
+            m.push(0);
+            m.extend(oid.to_be_bytes());
+            m.extend((-1i32).to_be_bytes());
+        }
+        m
+    }
+
+    #[test]
+    fn added_columns_are_followed_and_other_ddl_stops() {
+        let mut d = Decoder::default();
+        assert!(d.decode(&relation(7, &[("id", 23), ("v", 25)]), "public").expect("first").is_none());
+        // The same relation with a column added (ALTER TABLE … ADD COLUMN): followed.
+        assert!(d.decode(&relation(7, &[("id", 23), ("v", 25), ("n", 23)]), "public").is_ok());
+        // A column renamed, dropped or retyped: refused, naming it.
+        let err = d.decode(&relation(7, &[("id", 23), ("w", 25), ("n", 23)]), "public").unwrap_err();
+        assert!(err.message.contains("column(s) v were dropped, renamed or retyped"), "{}", err.message);
+        let mut d = Decoder::default();
+        d.decode(&relation(7, &[("id", 23), ("v", 25)]), "public").expect("first");
+        let err = d.decode(&relation(7, &[("id", 20), ("v", 25)]), "public").unwrap_err();
+        assert!(err.message.contains("column(s) id"), "{}", err.message);
+        // Another schema's relations are not the flow's.
+        assert!(d.decode(&relation(7, &[("x", 25)]), "other").is_ok());
+    }
+
+    #[test]
+    fn a_truncate_of_a_flow_table_stops() {
+        let mut d = Decoder::default();
+        d.decode(&relation(7, &[("id", 23)]), "public").expect("relation");
+        let mut t = vec![b'T'];
+        t.extend(1u32.to_be_bytes());
+        t.push(0);
+        t.extend(7u32.to_be_bytes());
+        let err = d.decode(&t, "public").unwrap_err();
+        assert!(err.message.contains("public.items was truncated"), "{}", err.message);
+        let mut unknown = vec![b'T'];
+        unknown.extend(1u32.to_be_bytes());
+        unknown.push(0);
+        unknown.extend(9u32.to_be_bytes());
+        assert!(d.decode(&unknown, "public").expect("not ours").is_none());
     }
 }

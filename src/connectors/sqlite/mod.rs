@@ -1,6 +1,7 @@
 //! SQLite connector: the embedded default, needing no server.
 //!
-//! Source: snapshot inside one read transaction (WAL mode, so writers are not blocked); CDC
+//! Source: snapshot inside one read transaction (the database switched to WAL mode first, and
+//! the flow's log says so, so writers are not blocked); CDC
 //! through triggers the connector installs on each source table, which append the row images as
 //! JSON to a change log it owns (`_tap_changes`). A position is the log's `seq`. Each flow's
 //! acknowledged position is kept in `_tap_consumers`, and log rows every consumer has passed are
@@ -34,10 +35,104 @@ pub struct Sqlite {
     schemas: HashMap<String, Schema>,
     /// Target columns already present, per table.
     target_columns: HashMap<String, Vec<String>>,
+    /// The database file's (device, inode) when opened (":memory:" has none).
+    file: Option<(u64, u64)>,
+    /// Opened read-only: the file cannot be written by this process.
+    read_only: bool,
+    /// What the flow's log should say (a journal mode switched).
+    notices: Vec<String>,
+    /// Source tables' columns as their triggers capture them, and the database's schema
+    /// version when they were last compared (a change makes CDC look again).
+    captured: HashMap<String, Vec<String>>,
+    schema_version: i64,
 }
 
 pub fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// Install (or re-install) the CDC triggers of `table`, capturing its current columns; returns
+/// those columns.
+fn arm_table(conn: &Connection, table: &str, path: &str) -> Result<Vec<String>> {
+    let schema = {
+        let mut st = conn.prepare(&format!("PRAGMA table_info({})", quote(table)))?;
+        st.query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
+            .collect::<std::result::Result<Vec<_>, _>>()?
+    };
+    if schema.is_empty() {
+        return Err(Error::not_found(format!("table {table} does not exist in SQLite database {path}")));
+    }
+    let image = |prefix: &str| -> String {
+        let parts: Vec<String> = schema
+            .iter()
+            .map(|(name, declared)| {
+                let col = format!("{prefix}.{}", quote(name));
+                let expr = if field_type(declared) == FieldType::Bytes {
+                    // hex(NULL) is '': a NULL must stay NULL, not become empty bytes.
+                    format!("CASE WHEN {col} IS NULL THEN NULL ELSE lower(hex({col})) END")
+                } else {
+                    col
+                };
+                format!("{}, {expr}", literal(name))
+            })
+            .collect();
+        format!("json_object({})", parts.join(", "))
+    };
+    let now = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+    let t = literal(table);
+    for (op, when, before, after) in [
+        ("i", "INSERT", "NULL".to_string(), image("NEW")),
+        ("u", "UPDATE", image("OLD"), image("NEW")),
+        ("d", "DELETE", image("OLD"), "NULL".to_string()),
+    ] {
+        let name = quote(&format!("_tap_{op}_{table}"));
+        // Recreated every time, so columns added since the last start are captured.
+        conn.execute_batch(&format!(
+            "DROP TRIGGER IF EXISTS {name};
+             CREATE TRIGGER {name} AFTER {when} ON {} BEGIN
+               INSERT INTO {CHANGE_LOG}(tbl, op, before, after, ts) VALUES ({t}, '{op}', {before}, {after}, {now});
+             END;",
+            quote(table)
+        ))?;
+    }
+    Ok(schema.into_iter().map(|(name, _)| name).collect())
+}
+
+/// A row image logged before the triggers captured columns added since: those columns from the
+/// row as the table holds it now, found by the table's primary key (a later change to the row is
+/// in the log too, so the target ends as the source). Without a primary key they stay absent.
+fn fill_added(conn: &Connection, table: &str, schema: &Schema, rec: &mut Record) -> Result<()> {
+    let key = schema.primary_key();
+    if key.is_empty() || key.iter().any(|k| !rec.contains_key(k)) {
+        return Ok(());
+    }
+    let missing: Vec<&Field> = schema.fields.iter().filter(|f| !rec.contains_key(&f.name)).collect();
+    let cond: Vec<String> = key.iter().enumerate().map(|(i, k)| format!("{} = ?{}", quote(k), i + 1)).collect();
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {}",
+        missing.iter().map(|f| quote(&f.name)).collect::<Vec<_>>().join(", "),
+        quote(table),
+        cond.join(" AND ")
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    let params = key.iter().map(|k| bind_value(&rec[k.as_str()], schema.field(k).map(|f| f.ty)));
+    let mut rows = st.query(params_from_iter(params))?;
+    let values: Vec<Value> = match rows.next()? {
+        Some(row) => {
+            (0..missing.len()).map(|i| Ok(read_value(row.get_ref(i)?, Some(missing[i].ty)))).collect::<Result<_>>()?
+        }
+        None => vec![Value::Null; missing.len()],
+    };
+    for (f, v) in missing.into_iter().zip(values) {
+        rec.insert(f.name.clone(), v);
+    }
+    Ok(())
+}
+
+/// The device and inode of a file, if it exists.
+fn file_id(path: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn literal(s: &str) -> String {
@@ -62,21 +157,83 @@ impl Sqlite {
                 parent.display()
             )));
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| Error::config(format!("cannot open SQLite database {path}: {e}")))?;
+        // A file this process may not write (permissions, an immutable flag) is opened read-only:
+        // SQLite is then never asked to create or map its journal files, and writes fail with
+        // an error instead of a signal.
+        let exists = std::path::Path::new(path).exists();
+        let read_only = exists && std::fs::OpenOptions::new().write(true).open(path).is_err();
+        let flags = if read_only {
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        };
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| Error::config(format!("cannot open SQLite database {path}: {e}")))?;
         conn.busy_timeout(Duration::from_secs(10))?;
-        // WAL lets the snapshot read while the application keeps writing.
-        let _: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !exists {
+            // A database this connector creates is its own: WAL, for speed and for readers.
+            let _: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        }
         conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
         conn.set_prepared_statement_cache_capacity(64);
-        Ok(Self { path: path.to_string(), conn, schemas: HashMap::new(), target_columns: HashMap::new() })
+        let file = file_id(path);
+        Ok(Self {
+            path: path.to_string(),
+            conn,
+            schemas: HashMap::new(),
+            target_columns: HashMap::new(),
+            file,
+            read_only,
+            notices: Vec::new(),
+            captured: HashMap::new(),
+            schema_version: -1,
+        })
     }
 
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The database file is still the one opened: deleted or replaced, writes would go to an
+    /// unlinked file that nobody reads.
+    fn require_same_file(&self) -> Result<()> {
+        if self.file.is_some() && file_id(&self.path) != self.file {
+            return Err(Error::not_found(format!(
+                "SQLite database {} was deleted or replaced while the flow wrote to it; the flow stops \
+                 (reset it to copy again into a new file)",
+                self.path
+            )));
+        }
+        Ok(())
+    }
+
+    /// Put the database in WAL mode, so a flow reads it while applications keep writing (a
+    /// rollback journal would block their writes for a whole snapshot). Done only for a flow
+    /// that reads the database; the flow's log says so, and the mode stays (it is the file's).
+    fn ensure_wal(&mut self, why: &str) -> Result<()> {
+        if self.read_only {
+            return Err(Error::config(format!(
+                "SQLite database {} is read-only for the engine (its permissions or an immutable flag): {why}",
+                self.path
+            )));
+        }
+        let mode: String = self.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        if mode.eq_ignore_ascii_case("wal") {
+            return Ok(());
+        }
+        let now: String = self.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !now.eq_ignore_ascii_case("wal") {
+            return Err(Error::config(format!(
+                "SQLite database {} stays in journal mode {now}: it cannot be switched to WAL ({why})",
+                self.path
+            )));
+        }
+        self.notices.push(format!(
+            "SQLite database {} switched from journal mode {mode} to WAL, so the flow can read it while \
+             applications write (the file keeps WAL mode)",
+            self.path
+        ));
+        Ok(())
     }
 
     fn table_exists(&self, table: &str) -> Result<bool> {
@@ -98,6 +255,71 @@ impl Sqlite {
             self.path,
             if tables.is_empty() { "no tables".to_string() } else { tables.join(", ") }
         )))
+    }
+
+    /// The CDC triggers of `tables` are all there: a table dropped or replaced (by `tap demo
+    /// --force`, say) loses them, and its changes would go uncaptured while the flow ran on.
+    fn require_capture(&self, tables: &[String]) -> Result<()> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1 AND name IN (?2, ?3, ?4)",
+        )?;
+        for t in tables {
+            let n: i64 = st.query_row(
+                rusqlite::params![t, format!("_tap_i_{t}"), format!("_tap_u_{t}"), format!("_tap_d_{t}")],
+                |r| r.get(0),
+            )?;
+            if n < 3 {
+                let what = if self.table_exists(t)? { "was replaced" } else { "was dropped" };
+                return Err(Error::not_found(format!(
+                    "SQLite source {}: table {t} {what}, and its change capture (triggers) with it, so its \
+                     changes are no longer seen; reset the flow to copy it again",
+                    self.path
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Follow columns added to a source table: when the database's schema changed, re-arm the
+    /// triggers of a table that gained columns (rows from then on carry them; rows logged before
+    /// get them from the table as it is, see [`fill_added`]). Columns dropped or renamed cannot
+    /// be followed: the flow stops.
+    fn follow_schema(&mut self, tables: &[String]) -> Result<()> {
+        let version: i64 = self.conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        if version == self.schema_version {
+            return Ok(());
+        }
+        for t in tables {
+            let Some(captured) = self.captured.get(t).cloned() else { continue };
+            let current: Vec<String> = {
+                let mut st = self.conn.prepare(&format!("PRAGMA table_info({})", quote(t)))?;
+                st.query_map([], |r| r.get::<_, String>(1))?.collect::<std::result::Result<_, _>>()?
+            };
+            if current == captured {
+                continue;
+            }
+            let gone: Vec<&String> = captured.iter().filter(|c| !current.contains(c)).collect();
+            if !gone.is_empty() {
+                return Err(Error::unsupported(format!(
+                    "SQLite source {}: column(s) {} of table {t} were dropped or renamed; the flow follows \
+                     added columns only, so it stops: reset it to copy the table again",
+                    self.path,
+                    gone.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+            let added: Vec<&String> = current.iter().filter(|c| !captured.contains(c)).collect();
+            let tx = self.conn.transaction()?;
+            arm_table(&tx, t, &self.path)?;
+            tx.commit()?;
+            self.notices.push(format!(
+                "SQLite source table {t} gained column(s) {}: captured from now on",
+                added.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+            self.captured.insert(t.clone(), current);
+            self.schemas.remove(t);
+        }
+        self.schema_version = self.conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        Ok(())
     }
 
     fn cached_schema(&mut self, table: &str) -> Result<&Schema> {
@@ -325,58 +547,30 @@ impl Connector for Sqlite {
         Ok(self.conn.total_changes().saturating_sub(before))
     }
 
-    fn cdc_prepare(&mut self, flow_id: &str, tables: &[String]) -> Result<()> {
+    fn cdc_prepare(&mut self, flow_id: &str, tables: &[String], resume: bool) -> Result<()> {
+        self.ensure_wal("change capture writes triggers and a change log into it")?;
         self.ensure_change_log()?;
+        if resume {
+            // Triggers made anew would have missed the changes since the table lost them.
+            self.require_capture(tables)?;
+        }
         let tx = self.conn.transaction()?;
+        let mut captured = HashMap::new();
         for table in tables {
-            let schema = {
-                let mut st = tx.prepare(&format!("PRAGMA table_info({})", quote(table)))?;
-                st.query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
-                    .collect::<std::result::Result<Vec<_>, _>>()?
-            };
-            if schema.is_empty() {
-                return Err(Error::not_found(format!("table {table} does not exist in SQLite database {}", self.path)));
-            }
-            let image = |prefix: &str| -> String {
-                let parts: Vec<String> = schema
-                    .iter()
-                    .map(|(name, declared)| {
-                        let col = format!("{prefix}.{}", quote(name));
-                        let expr = if field_type(declared) == FieldType::Bytes {
-                            // hex(NULL) is '': a NULL must stay NULL, not become empty bytes.
-                            format!("CASE WHEN {col} IS NULL THEN NULL ELSE lower(hex({col})) END")
-                        } else {
-                            col
-                        };
-                        format!("{}, {expr}", literal(name))
-                    })
-                    .collect();
-                format!("json_object({})", parts.join(", "))
-            };
-            let now = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
-            let t = literal(table);
-            for (op, when, before, after) in [
-                ("i", "INSERT", "NULL".to_string(), image("NEW")),
-                ("u", "UPDATE", image("OLD"), image("NEW")),
-                ("d", "DELETE", image("OLD"), "NULL".to_string()),
-            ] {
-                let name = quote(&format!("_tap_{op}_{table}"));
-                // Recreated every time, so columns added since the last start are captured.
-                tx.execute_batch(&format!(
-                    "DROP TRIGGER IF EXISTS {name};
-                     CREATE TRIGGER {name} AFTER {when} ON {} BEGIN
-                       INSERT INTO {CHANGE_LOG}(tbl, op, before, after, ts) VALUES ({t}, '{op}', {before}, {after}, {now});
-                     END;",
-                    quote(table)
-                ))?;
-            }
+            let cols = arm_table(&tx, table, &self.path)?;
+            captured.insert(table.clone(), cols);
         }
         tx.execute(
             &format!("INSERT INTO {CONSUMERS}(flow, seq) VALUES (?1, (SELECT coalesce(max(seq), 0) FROM {CHANGE_LOG})) ON CONFLICT(flow) DO NOTHING"),
             [flow_id],
         )?;
         tx.commit()?;
+        self.captured.extend(captured);
         Ok(())
+    }
+
+    fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
     }
 
     fn cdc_position(&mut self, _flow_id: &str) -> Result<Position> {
@@ -387,6 +581,10 @@ impl Connector for Sqlite {
     }
 
     fn snapshot(&mut self, table: &str, batch: usize, emit: &mut dyn FnMut(Vec<Record>) -> Result<()>) -> Result<()> {
+        // Read-only, nobody writes it through this process: a plain read does.
+        if !self.read_only {
+            self.ensure_wal("a snapshot reads it")?;
+        }
         let schema = self.schema(table)?;
         let types: Vec<Option<FieldType>> = schema.fields.iter().map(|f| Some(f.ty)).collect();
         let names: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
@@ -423,6 +621,8 @@ impl Connector for Sqlite {
         max: usize,
         wait: Duration,
     ) -> Result<(Vec<Event>, Position)> {
+        self.require_capture(tables)?;
+        self.follow_schema(tables)?;
         let mut seq = from.get("seq").and_then(Value::as_i64).unwrap_or(0);
         let deadline = Instant::now() + wait;
         let filter: Vec<String> = tables.iter().map(|t| literal(t)).collect();
@@ -458,12 +658,18 @@ impl Connector for Sqlite {
                 let schema = &schemas[&tbl];
                 let image =
                     |raw: Option<String>| -> Result<Record> { decode_image(raw.as_deref().unwrap_or("{}"), schema) };
-                let change = match op.as_str() {
+                let mut change = match op.as_str() {
                     "i" => Change::Insert { after: image(after)? },
                     "u" => Change::Update { before: Some(image(before)?), after: image(after)? },
                     "d" => Change::Delete { before: image(before)? },
                     other => return Err(Error::internal(format!("unknown op {other} in {CHANGE_LOG}"))),
                 };
+                if let Change::Insert { after } | Change::Update { after, .. } = &mut change
+                    && schema.fields.iter().any(|f| !after.contains_key(&f.name))
+                {
+                    // Logged before its triggers captured a column added since: read it now.
+                    fill_added(&self.conn, &tbl, schema, after)?;
+                }
                 let table = names.entry(tbl.clone()).or_insert_with(|| Arc::from(tbl.as_str())).clone();
                 events.push(Event { table, change, ts_ms: ts });
             }
@@ -556,6 +762,7 @@ impl Connector for Sqlite {
         if key.is_empty() {
             return Err(Error::schema(format!("target table {table} has no key to write by")));
         }
+        self.require_same_file()?;
         if !self.target_columns.contains_key(table) {
             let cols = self.schema(table)?.fields.into_iter().map(|f| f.name).collect();
             self.target_columns.insert(table.to_string(), cols);
@@ -681,7 +888,7 @@ mod tests {
                      INSERT INTO t VALUES (1, 'a', 1, '{\"x\":1}', x'0aff'), (2, 'b', 0, NULL, NULL);",
         )
         .expect("seed");
-        src.cdc_prepare("f1", &["t".into()]).expect("prepare");
+        src.cdc_prepare("f1", &["t".into()], false).expect("prepare");
         let pos = src.cdc_position("f1").expect("pos");
         let mut rows = Vec::new();
         src.snapshot("t", 1, &mut |b| {
