@@ -107,10 +107,7 @@ fn a_100k_row_postgres_transaction_arrives_whole_and_resumes_after_a_kill_inside
          CREATE TABLE {schema}.items (id int PRIMARY KEY, name text, qty int);
          INSERT INTO {schema}.items SELECT i, 'item ' || i, i % 97 FROM generate_series(1, 10) i;"
     ));
-    let datasource = format!(
-        r#"DataSource("postgres", "S", #{{ host: "{}", port: {}, database: "{}", schema: "{schema}", user: "{}", password: "{}" }}).save();"#,
-        pg.host, pg.port, pg.database, pg.user, pg.password
-    );
+    let datasource = pg.datasource("S", &schema);
     let commit_big = || {
         pg.psql(&format!(
             "BEGIN;

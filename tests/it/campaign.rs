@@ -41,13 +41,7 @@ impl Pair {
                 r#"DataSource("sqlite", "{name}", #{{ database: "{}" }}).save();"#,
                 self.env.path(file).display()
             ),
-            "postgres" => {
-                let p = pg();
-                format!(
-                    r#"DataSource("postgres", "{name}", #{{ host: "{}", port: {}, database: "{}", schema: "{tag}", user: "{}", password: "{}" }}).save();"#,
-                    p.host, p.port, p.database, p.user, p.password
-                )
-            }
+            "postgres" => pg().datasource(name, tag),
             "mysql" => {
                 let m = my();
                 format!(

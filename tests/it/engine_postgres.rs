@@ -44,7 +44,8 @@ impl Pg {
         assert!(out.status.success(), "psql failed for {sql}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
-    fn datasource(&self, name: &str, schema: &str) -> String {
+    /// A script line saving a DataSource `name` for schema `schema` of the test server.
+    pub fn datasource(&self, name: &str, schema: &str) -> String {
         format!(
             r#"DataSource("postgres", "{name}", #{{ host: "{}", port: {}, database: "{}", schema: "{schema}", user: "{}", password: "{}" }}).save();"#,
             self.host, self.port, self.database, self.user, self.password

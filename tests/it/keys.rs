@@ -140,15 +140,11 @@ fn a_postgres_table_without_a_primary_key_needs_its_replica_identity_and_then_re
     let dst = env.path("dst.sqlite");
     let _engine = env.start_engine();
     let script = format!(
-        r#"DataSource("postgres", "P", #{{ host: "{}", port: {}, database: "{}", schema: "{schema}", user: "{}", password: "{}" }}).save();
+        r#"{}
 DataSource("sqlite", "Lite", #{{ database: "{}" }}).save();
 Flow("pguniq").read_from("P.t").write_to("Lite.t").save();
 start("pguniq");"#,
-        pg.host,
-        pg.port,
-        pg.database,
-        pg.user,
-        pg.password,
+        pg.datasource("P", &schema),
         dst.display()
     );
     let run = env.script("p.rhai", &script);

@@ -16,6 +16,26 @@ fn status(env: &Env, flow: &str) -> String {
     env.tap(&["-c", &format!("status {flow}")]).stdout
 }
 
+/// A script: the source connection's line, a SQLite target `Dst` at `dst`, and the flow `flow`
+/// from `source` (`Conn.table`) into the same table name, started and through its snapshot.
+fn into_sqlite(datasource: &str, source: &str, flow: &str, dst: &std::path::Path) -> String {
+    let table = source.split_once('.').map_or(source, |(_, t)| t);
+    format!(
+        r#"{datasource}
+DataSource("sqlite", "Dst", #{{ database: "{}" }}).save();
+Flow("{flow}").read_from("{source}").write_to("Dst.{table}").save();
+start("{flow}");
+Flow("{flow}").wait_initial_sync();"#,
+        dst.display()
+    )
+}
+
+/// `sql`'s rows from the SQLite file `dst` once its table `t` has the column `n`, else none.
+fn rows_once_added(dst: &std::path::Path, sql: &str) -> Vec<Vec<String>> {
+    let cols = query(dst, "SELECT count(*) FROM pragma_table_info('t') WHERE name = 'n'");
+    if cols[0][0] == "0" { Vec::new() } else { query(dst, sql) }
+}
+
 /// Wait for `flow` to be in `error` with `cause` in its status.
 #[track_caller]
 fn wait_error(env: &Env, flow: &str, cause: &str) {
@@ -81,10 +101,7 @@ fn a_column_added_to_a_sqlite_source_reaches_the_target_and_a_dropped_one_stops_
     );
     exec(&src, "UPDATE t SET n = 20 WHERE id = 2; INSERT INTO t VALUES (4, 'd', 40);");
     let want = query(&src, "SELECT id, v, n FROM t ORDER BY id");
-    let got = || {
-        let cols = query(&dst, "SELECT count(*) FROM pragma_table_info('t') WHERE name = 'n'");
-        if cols[0][0] == "0" { Vec::new() } else { query(&dst, "SELECT id, v, n FROM t ORDER BY id") }
-    };
+    let got = || rows_once_added(&dst, "SELECT id, v, n FROM t ORDER BY id");
     assert!(wait_until(Duration::from_secs(30), || got() == want), "{:?} != {want:?}", got());
     let logs = || env.tap(&["-c", "logs addcol"]).stdout;
     assert!(wait_until(Duration::from_secs(10), || logs().contains("gained column(s) n")), "{}", logs());
@@ -189,16 +206,8 @@ fn a_dropped_mongodb_source_collection_stops_the_flow() {
     );
     let _engine = env.start_engine();
     let dst = env.path("dst.sqlite");
-    let script = format!(
-        r#"DataSource("mongodb", "M", #{{ uri: "{}" }}).save();
-DataSource("sqlite", "Dst", #{{ database: "{}" }}).save();
-Flow("mgsrc").read_from("M.items").write_to("Dst.items").save();
-start("mgsrc");
-Flow("mgsrc").wait_initial_sync();"#,
-        mongo_uri(&db),
-        dst.display()
-    );
-    env.script("m.rhai", &script).ok();
+    let datasource = format!(r#"DataSource("mongodb", "M", #{{ uri: "{}" }}).save();"#, mongo_uri(&db));
+    env.script("m.rhai", &into_sqlite(&datasource, "M.items", "mgsrc", &dst)).ok();
     d.run(d.coll.drop());
     wait_error(&env, "mgsrc", "collection it_undersrc");
     assert!(status(&env, "mgsrc").contains("items was dropped"), "{}", status(&env, "mgsrc"));
@@ -217,29 +226,13 @@ fn a_postgres_source_follows_an_added_column_and_stops_when_its_table_is_dropped
     ));
     let _engine = env.start_engine();
     let dst = env.path("dst.sqlite");
-    let script = format!(
-        r#"DataSource("postgres", "P", #{{ host: "{}", port: {}, database: "{}", schema: "{schema}", user: "{}", password: "{}" }}).save();
-DataSource("sqlite", "Dst", #{{ database: "{}" }}).save();
-Flow("pgdrop").read_from("P.t").write_to("Dst.t").save();
-start("pgdrop");
-Flow("pgdrop").wait_initial_sync();"#,
-        pg.host,
-        pg.port,
-        pg.database,
-        pg.user,
-        pg.password,
-        dst.display()
-    );
-    env.script("p.rhai", &script).ok();
+    env.script("p.rhai", &into_sqlite(&pg.datasource("P", &schema), "P.t", "pgdrop", &dst)).ok();
     // An added column arrives with the rows that use it (pgoutput sends the new relation).
     pg.psql(&format!(
         "ALTER TABLE {schema}.t ADD COLUMN n int; INSERT INTO {schema}.t VALUES (2, 'b', 20); UPDATE {schema}.t SET n = 10 WHERE id = 1;"
     ));
     let want = vec![vec!["1", "a", "10"], vec!["2", "b", "20"]];
-    let got = || {
-        let cols = query(&dst, "SELECT count(*) FROM pragma_table_info('t') WHERE name = 'n'");
-        if cols[0][0] == "0" { Vec::new() } else { query(&dst, "SELECT id, v, n FROM t ORDER BY id") }
-    };
+    let got = || rows_once_added(&dst, "SELECT id, v, n FROM t ORDER BY id");
     assert!(wait_until(Duration::from_secs(30), || got() == want), "{:?} / {}", got(), status(&env, "pgdrop"));
     pg.psql(&format!("DROP TABLE {schema}.t; CREATE TABLE {schema}.t (id int PRIMARY KEY, v text)"));
     wait_error(&env, "pgdrop", "table t was dropped and recreated");
@@ -258,20 +251,7 @@ fn a_postgres_truncate_or_a_dropped_replication_slot_stops_the_flow() {
     ));
     let mut engine = env.start_engine();
     let dst = env.path("dst.sqlite");
-    let script = format!(
-        r#"DataSource("postgres", "P", #{{ host: "{}", port: {}, database: "{}", schema: "{schema}", user: "{}", password: "{}" }}).save();
-DataSource("sqlite", "Dst", #{{ database: "{}" }}).save();
-Flow("pgslot").read_from("P.t").write_to("Dst.t").save();
-start("pgslot");
-Flow("pgslot").wait_initial_sync();"#,
-        pg.host,
-        pg.port,
-        pg.database,
-        pg.user,
-        pg.password,
-        dst.display()
-    );
-    env.script("p.rhai", &script).ok();
+    env.script("p.rhai", &into_sqlite(&pg.datasource("P", &schema), "P.t", "pgslot", &dst)).ok();
     pg.psql(&format!("TRUNCATE {schema}.t"));
     wait_error(&env, "pgslot", "was truncated");
     // Copied afresh, then the slot is dropped while the engine is down.
@@ -307,26 +287,14 @@ fn mysql_ddl_in_the_binlog_is_followed_or_stops_the_flow() {
     my.sql(&db, "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO t VALUES (1, 'a');");
     let _engine = env.start_engine();
     let dst = env.path("dst.sqlite");
-    let script = format!(
-        r#"{}
-DataSource("sqlite", "Dst", #{{ database: "{}" }}).save();
-Flow("myddl").read_from("My.t").write_to("Dst.t").save();
-start("myddl");
-Flow("myddl").wait_initial_sync();"#,
-        my.datasource("My", &db, &my.user, &my.password),
-        dst.display()
-    );
-    env.script("m.rhai", &script).ok();
+    env.script("m.rhai", &into_sqlite(&my.datasource("My", &db, &my.user, &my.password), "My.t", "myddl", &dst)).ok();
     // An added column reaches the target with the rows that use it, as do rows around it.
     my.sql(
         &db,
         "INSERT INTO t VALUES (2, 'b'); ALTER TABLE t ADD COLUMN n INT AFTER id; INSERT INTO t VALUES (3, 30, 'c'); UPDATE t SET n = 10 WHERE id = 1;",
     );
     let want = vec![vec!["1", "10", "a"], vec!["2", "NULL", "b"], vec!["3", "30", "c"]];
-    let got = || {
-        let cols = query(&dst, "SELECT count(*) FROM pragma_table_info('t') WHERE name = 'n'");
-        if cols[0][0] == "0" { Vec::new() } else { query(&dst, "SELECT id, n, v FROM t ORDER BY id") }
-    };
+    let got = || rows_once_added(&dst, "SELECT id, n, v FROM t ORDER BY id");
     assert!(wait_until(Duration::from_secs(30), || got() == want), "{:?} / {}", got(), status(&env, "myddl"));
     // Other DDL on the table stops the flow, naming it.
     my.sql(&db, "TRUNCATE TABLE t");
