@@ -178,6 +178,7 @@ fn print_status(st: &crate::engine::EngineStatus, out: Output) {
 }
 
 fn demo(session: &Session, rows: usize, into: Option<&str>, force: bool) -> Result<()> {
+    let rows = script::bounded("--rows", rows.try_into().unwrap_or(i64::MAX), 1, script::MAX_DEMO_ROWS)? as usize;
     match into {
         None => script::demo(session, rows, force).map(|_| ()),
         Some(conn) => script::demo_into(session, conn, rows, force),

@@ -7,6 +7,17 @@
 
 use serde_json::Value;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once stdout could not be written (a closed pipe, `tap … | head -1`): the rest of the
+/// output is discarded, the work goes on, and the exit code stays the work's.
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+
+/// A line on stderr if it can take it: a closed or full stderr is never a reason to stop (or
+/// to panic, as `eprintln!` would).
+fn to_stderr(s: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{s}");
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Output {
@@ -18,11 +29,15 @@ impl Output {
         Self { json }
     }
 
-    /// A line of normal output. A closed pipe ends the program quietly (exit 0).
+    /// A line of normal output. Once stdout is closed the rest is discarded quietly: the
+    /// work goes on and decides the exit code.
     pub fn line(&self, s: &str) {
+        if STDOUT_GONE.load(Ordering::Relaxed) {
+            return;
+        }
         let mut out = std::io::stdout().lock();
-        if writeln!(out, "{s}").is_err() {
-            std::process::exit(0);
+        if writeln!(out, "{s}").and_then(|_| out.flush()).is_err() {
+            STDOUT_GONE.store(true, Ordering::Relaxed);
         }
     }
 
@@ -75,52 +90,21 @@ impl Output {
     }
 
     pub fn warn(&self, s: &str) {
-        eprintln!("warning: {s}");
+        to_stderr(&format!("warning: {s}"));
     }
 
     pub fn notice(&self, s: &str) {
-        eprintln!("{s}");
+        to_stderr(s);
     }
 
     pub fn error(&self, s: &str) {
-        eprintln!("error: {s}");
+        to_stderr(&format!("error: {s}"));
     }
 }
 
-/// Replace the password in a URI (`mongodb://user:secret@host`) with `******`.
-pub fn mask_uri(uri: &str) -> String {
-    let Some(scheme_end) = uri.find("://") else { return uri.to_string() };
-    let rest = &uri[scheme_end + 3..];
-    let Some(at) = rest.rfind('@') else { return uri.to_string() };
-    let creds = &rest[..at];
-    match creds.split_once(':') {
-        Some((user, _)) => format!("{}://{}:******@{}", &uri[..scheme_end], user, &rest[at + 1..]),
-        None => uri.to_string(),
-    }
-}
-
-/// Mask every secret-looking key (password, secret, access code/key) and URI credentials.
+/// Mask every secret of a document before it is shown (see [`crate::connectors::secrets`]).
 pub fn mask_secrets(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m.iter_mut() {
-                let key = k.to_ascii_lowercase();
-                let secret =
-                    key.contains("password") || key.contains("secret") || key == "sk" || key.contains("access_code");
-                if secret && !x.is_null() {
-                    *x = Value::String("******".into());
-                } else if key == "uri"
-                    && let Some(s) = x.as_str()
-                {
-                    *x = Value::String(mask_uri(s));
-                } else {
-                    mask_secrets(x);
-                }
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(mask_secrets),
-        _ => {}
-    }
+    crate::connectors::secrets::mask(v);
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod mongodb;
 pub mod mysql;
 pub mod postgres;
 pub mod sample;
+pub mod secrets;
 pub mod sqlite;
 
 use crate::error::{Error, Result};
@@ -115,6 +116,8 @@ pub struct ConnectorInfo {
     pub config: &'static [(&'static str, &'static str, bool, &'static str)],
     pub source: bool,
     pub target: bool,
+    /// Config keys holding secrets (masked wherever a config is shown; see [`secrets`]).
+    pub secrets: &'static [&'static str],
 }
 
 pub const CONNECTORS: &[ConnectorInfo] = &[
@@ -124,6 +127,7 @@ pub const CONNECTORS: &[ConnectorInfo] = &[
         config: &[("database", "string", true, "path of the database file (created if missing)")],
         source: true,
         target: true,
+        secrets: &[],
     },
     ConnectorInfo {
         name: "PostgreSQL",
@@ -139,6 +143,7 @@ pub const CONNECTORS: &[ConnectorInfo] = &[
         ],
         source: true,
         target: true,
+        secrets: &["password"],
     },
     ConnectorInfo {
         name: "Mysql",
@@ -152,6 +157,7 @@ pub const CONNECTORS: &[ConnectorInfo] = &[
         ],
         source: true,
         target: true,
+        secrets: &["password"],
     },
     ConnectorInfo {
         name: "MongoDB",
@@ -165,6 +171,8 @@ pub const CONNECTORS: &[ConnectorInfo] = &[
         ],
         source: true,
         target: true,
+        // The uri's userinfo password: masked inside the text, not the whole uri.
+        secrets: &["password"],
     },
 ];
 

@@ -247,8 +247,13 @@ fn json_path(field: &str) -> String {
 impl Lookup {
     /// Open (or create) the copies for flow `flow_id` under `dir`.
     pub fn open(dir: &Path, flow_id: &str, tree: Tree) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::config(format!("cannot create {}: {e}", dir.display())))?;
-        let db = Connection::open(dir.join(format!("{flow_id}.db")))?;
+        if !super::safe_id(flow_id) {
+            return Err(Error::internal(format!("flow id {flow_id:?} cannot name a file")));
+        }
+        super::create_dir_private(dir)?;
+        let path = dir.join(format!("{flow_id}.db"));
+        super::create_private(&path)?;
+        let db = Connection::open(&path)?;
         // A page cache big enough for the copies' hot pages (bounded: 64 MiB), and reads
         // through a memory map rather than a read() per page.
         db.execute_batch(
@@ -305,6 +310,9 @@ impl Lookup {
     }
 
     pub fn remove_files(dir: &Path, flow_id: &str) {
+        if !super::safe_id(flow_id) {
+            return;
+        }
         for suffix in ["db", "db-wal", "db-shm"] {
             let _ = std::fs::remove_file(dir.join(format!("{flow_id}.{suffix}")));
         }

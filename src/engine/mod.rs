@@ -3,8 +3,12 @@
 //! background for the embedded profile when nothing answers.
 //!
 //! The data dir holds `engine.db` (the store), `engine.log`, `engine.json` (address and pid of
-//! the running engine, for `status` and `stop`) and `access_code` (mode 0600), generated on
-//! first start: other clients, such as the official Python TapFlow, log in with it.
+//! the running engine), `engine.lock` (held for the engine's life: one engine per data dir, and
+//! the proof of which process `stop` may signal) and `access_code`, generated on first start:
+//! other clients, such as the official Python TapFlow, log in with it. Every file the engine
+//! creates is 0600 ([`create_private`]; SQLite gives a database's journals its mode), a directory
+//! it creates is 0700, and a data dir it is given that other users may read or enter is refused,
+//! as PostgreSQL refuses its data directory.
 //! On start every flow that was running (including after SIGKILL) resumes from its checkpoint.
 
 pub mod failpoint;
@@ -49,6 +53,12 @@ pub fn new_id() -> String {
     format!("{secs:08x}{:016x}", r)
 }
 
+/// Whether `id` may name a document, and so a file of the data dir (a flow's lookup copies):
+/// TapData's 24 hex digits, or letters, digits, `-` and `_`, at most 64 — never a path.
+pub fn safe_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// Write a file only the owner can read (secrets).
 pub fn write_private(path: &Path, contents: &str) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -63,6 +73,17 @@ pub fn write_private(path: &Path, contents: &str) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(())
+}
+
+/// Create `path` empty with mode 0600 if it does not exist, so that what is then written into it
+/// (a SQLite database, and its journals, which take the database's mode) is the owner's alone.
+pub fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::config(format!("cannot create {}: {e}", path.display()))),
+    }
 }
 
 /// The access code of the engine in `data_dir`, generated on first use.
@@ -80,12 +101,92 @@ pub fn access_code(data_dir: &Path) -> Result<String> {
     Ok(code)
 }
 
+/// Refuse a data dir that other users may read or enter: the store in it holds connection
+/// passwords and tokens. Its mode is the user's to change, not tap's.
+fn require_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)
+        .map_err(|e| Error::config(format!("cannot read data dir {}: {e}", dir.display())))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(Error::config(format!(
+            "data dir {} is open to other users (mode {:o}), and its store holds connection passwords and \
+             tokens: run `chmod 700 {}` (tap changes the mode only of a directory it creates)",
+            dir.display(),
+            mode & 0o777,
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Files of the data dir from before modes were enforced: made the owner's alone.
+fn tighten_files(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let path = e.path();
+        let mode = if path.is_dir() { 0o700 } else { 0o600 };
+        if path.is_dir() && path.file_name().is_some_and(|n| n == "lookup") {
+            tighten_files(&path);
+        }
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+    }
+}
+
+/// Hold the data dir's lock for the engine's life: a second engine on the same data dir is
+/// refused, naming the process that holds it.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("engine.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::config(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = lock_holder(dir).map(|p| format!(" (pid {p})")).unwrap_or_default();
+            Err(Error::config(format!(
+                "another engine{holder} runs on data dir {}: one engine per data dir (`tap engine stop` stops it, \
+                 or give this one another --data-dir)",
+                dir.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::config(format!("cannot lock {}: {e}", path.display()))),
+    }
+}
+
+/// The process holding the data dir's lock, from the kernel's list of locks (`/proc/locks`):
+/// the only pid `stop` signals, so a stale `engine.json` can never name another process.
+pub fn lock_holder(dir: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir.join("engine.lock")).ok()?;
+    let dev = meta.dev();
+    let (major, minor) =
+        (((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff), ((dev >> 12) & 0xffff_ff00) | (dev & 0xff));
+    let want = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|l| {
+        // "1: FLOCK  ADVISORY  WRITE 2296 00:2a:1234 0 EOF"
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&want.as_str())).then(|| f.get(4)?.parse().ok())?
+    })
+}
+
+/// Create `dir` (and missing parents) as the owner's alone (0700); an existing one is left as it is.
 pub fn create_dir_private(dir: &Path) -> Result<()> {
     if !dir.exists() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::config(format!("cannot create data dir {}: {e}", dir.display())))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::config(format!("cannot create directory {}: {e}", dir.display())))?;
     }
     Ok(())
 }
@@ -118,7 +219,8 @@ pub fn status(data_dir: &Path, default_listen: &str) -> Result<EngineStatus> {
         .as_ref()
         .and_then(|v| v.get("address").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_else(|| default_listen.to_string());
-    let pid = saved.as_ref().and_then(|v| v.get("pid").and_then(Value::as_u64)).map(|p| p as u32);
+    // The pid is the lock's holder: a pid in a stale engine.json proves nothing.
+    let pid = lock_holder(data_dir);
     let state = if answers(&address) { "running" } else { "stopped" };
     Ok(EngineStatus {
         address,
@@ -136,7 +238,12 @@ pub fn stop(data_dir: &Path, default_listen: &str) -> Result<EngineStatus> {
         return Ok(st);
     }
     let pid = st.pid.ok_or_else(|| {
-        Error::unavailable(format!("an engine answers at {} but {} has no pid for it", st.address, data_dir.display()))
+        Error::unavailable(format!(
+            "something answers at {} but no engine holds data dir {}: not signalling anything (is it another \
+             data dir's engine, or another program?)",
+            st.address,
+            data_dir.display()
+        ))
     })?;
     let ok = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -166,18 +273,27 @@ pub fn stop(data_dir: &Path, default_listen: &str) -> Result<EngineStatus> {
 
 /// Run the engine in the foreground until SIGTERM or Ctrl-C.
 pub fn run(listen: &str, data_dir: &Path) -> Result<()> {
+    let given = data_dir.exists();
     create_dir_private(data_dir)?;
+    if given {
+        require_private_dir(data_dir)?;
+    }
+    let _lock = lock_data_dir(data_dir)?;
+    tighten_files(data_dir);
     let code = access_code(data_dir)?;
     let store = Arc::new(Store::open(data_dir)?);
     let runner = runner::Runner::new(store.clone());
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("engine.log")).ok();
+    let log = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(data_dir.join("engine.log")).ok()
+    };
     let user_id = {
         let path = data_dir.join("user_id");
         match std::fs::read_to_string(&path) {
             Ok(u) if !u.trim().is_empty() => u.trim().to_string(),
             _ => {
                 let u = new_id();
-                std::fs::write(&path, &u)?;
+                write_private(&path, &u)?;
                 u
             }
         }
@@ -201,9 +317,20 @@ pub fn run(listen: &str, data_dir: &Path) -> Result<()> {
                 "cannot listen on {listen}: {e} — is another engine running? `tap engine status` tells"
             ))
         })?;
-        let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| listen.to_string());
-        std::fs::write(state_file(data_dir), json!({"address": address, "pid": std::process::id()}).to_string())?;
+        let local = listener.local_addr().ok();
+        let address = local.map(|a| a.to_string()).unwrap_or_else(|| listen.to_string());
+        write_private(&state_file(data_dir), &json!({"address": address, "pid": std::process::id()}).to_string())?;
         engine.log(&format!("engine listening on {address}, data dir {}", data_dir.display()));
+        eprintln_or_ignore(&format!("tap engine: listening on {address}, data dir {}", data_dir.display()));
+        if local.is_some_and(|a| !a.ip().is_loopback()) {
+            let warning = format!(
+                "tap engine: WARNING: {address} is reachable from other machines. The API is plain HTTP (the \
+                 token travels in clear, in URLs), and whoever holds a token runs SQL against every saved \
+                 connection and user functions on this machine. Listen on 127.0.0.1 unless this network is yours."
+            );
+            engine.log(&warning);
+            eprintln_or_ignore(&warning);
+        }
         resume(&engine);
         // The watchdog: a task whose thread died without recording it goes to `error`.
         let watched = runner.clone();
@@ -246,6 +373,11 @@ pub fn run(listen: &str, data_dir: &Path) -> Result<()> {
     }
     engine.log("engine stopped");
     Ok(())
+}
+
+/// A line on stderr, if stderr can take it (a closed or full stderr is no reason to stop).
+fn eprintln_or_ignore(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Restart flows that were running when the engine last stopped (cleanly or not).

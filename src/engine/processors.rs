@@ -6,7 +6,7 @@
 //! | `field_add_del_processor`  | removes (`REMOVE`) or adds (`CREATE`) fields                      |
 //! | `row_filter_processor`     | keeps or drops rows by a JavaScript boolean `expression`          |
 //! | `js_processor`             | TapData's `function process(record)` in QuickJS, a batch per call |
-//! | `rhai_processor`           | ours: `fn process(record)` in a sandboxed Rhai engine              |
+//! | `rhai_processor`           | ours: `fn <entry>(record)` in a sandboxed Rhai engine, a time limit per batch |
 //! | `union_processor`          | passes events through (several sources feed one stream)          |
 //! | `table_rename_processor`   | renames the tables events belong to (prefix, suffix, a mapping)   |
 //! | `python_processor`         | refused at start: the embedded engine cannot run Python           |
@@ -43,6 +43,8 @@ pub trait Processor {
     fn known_output(&self) -> bool {
         true
     }
+    /// The flow's stop flag: a processor running user code interrupts it when the flag is set.
+    fn watch(&mut self, _stop: Arc<std::sync::atomic::AtomicBool>) {}
 }
 
 /// Build the processor for a DAG node; `None` for nodes that are not processors.
@@ -70,7 +72,9 @@ pub fn build(node: &Value) -> Result<Option<Box<dyn Processor>>> {
         }
         "rhai_processor" => {
             let script = node.get("script").and_then(Value::as_str).unwrap_or("");
-            Box::new(RhaiFn::new(script, name)?)
+            // `entry` (ours since functions may call each other); `process` in older nodes.
+            let entry = node.get("entry").and_then(Value::as_str).unwrap_or("process");
+            Box::new(RhaiFn::with_limit(script, name, entry, rhai_batch_limit())?)
         }
         "union_processor" => Box::new(PassThrough),
         "table_rename_processor" => Box::new(TableRename::from_node(node)),
@@ -450,12 +454,51 @@ impl Processor for Js {
 /// itself has no file or network access.
 pub struct RhaiFn {
     name: String,
+    /// The function that takes the record.
+    entry: String,
     engine: rhai::Engine,
     ast: rhai::AST,
+    /// When the batch being processed must end (ms since the epoch), checked by the engine's
+    /// progress hook; the flow's stop flag, once the runner gives it.
+    deadline: Arc<AtomicI64>,
+    stop: Arc<std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>>,
+    limit: std::time::Duration,
+}
+
+/// The longest one batch may spend in a Rhai user function, unless the engine's environment sets
+/// `TAP_UDF_BATCH_SECONDS` (1 to 86,400).
+pub const RHAI_BATCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn rhai_batch_limit() -> std::time::Duration {
+    std::env::var("TAP_UDF_BATCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| (1..=86_400).contains(s))
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(RHAI_BATCH_LIMIT)
+}
+
+/// `import` in a user function: refused, so a function reads no file of the host.
+struct NoImports;
+
+impl rhai::ModuleResolver for NoImports {
+    fn resolve(
+        &self,
+        _: &rhai::Engine,
+        _: Option<&str>,
+        path: &str,
+        pos: rhai::Position,
+    ) -> std::result::Result<rhai::Shared<rhai::Module>, Box<rhai::EvalAltResult>> {
+        Err(Box::new(rhai::EvalAltResult::ErrorRuntime(
+            format!("import {path:?} is refused: a user function runs sandboxed, with no access to files").into(),
+            pos,
+        )))
+    }
 }
 
 pub fn sandboxed_rhai() -> rhai::Engine {
     let mut engine = rhai::Engine::new();
+    engine.set_module_resolver(NoImports);
     engine.set_max_operations(5_000_000);
     engine.set_max_call_levels(64);
     engine.set_max_expr_depths(128, 64);
@@ -470,14 +513,29 @@ pub fn sandboxed_rhai() -> rhai::Engine {
 
 impl RhaiFn {
     pub fn new(script: &str, name: &str) -> Result<Self> {
-        let engine = sandboxed_rhai();
+        Self::with_limit(script, name, "process", RHAI_BATCH_LIMIT)
+    }
+
+    /// The function `entry(record)` of `script`, with a time limit per batch of `limit`.
+    pub fn with_limit(script: &str, name: &str, entry: &str, limit: std::time::Duration) -> Result<Self> {
+        let mut engine = sandboxed_rhai();
+        let deadline = Arc::new(AtomicI64::new(i64::MAX));
+        let stop: Arc<std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>> = Arc::default();
+        let (d, s) = (deadline.clone(), stop.clone());
+        engine.on_progress(move |ops| {
+            // The clock is read every 1,024 operations; the stop flag every time (one load).
+            if s.get().is_some_and(|f| f.load(Ordering::Relaxed)) {
+                return Some("the flow is stopping".into());
+            }
+            (ops % 1024 == 0 && crate::model::now_ms() > d.load(Ordering::Relaxed)).then(|| "time limit".into())
+        });
         let ast = engine
             .compile(script)
             .map_err(|e| Error::data(format!("Rhai function in node {name:?} does not compile: {e}")))?;
-        if !ast.iter_functions().any(|f| f.name == "process" && f.params.len() == 1) {
-            return Err(Error::data(format!("Rhai node {name:?} must define fn process(record)")));
+        if !ast.iter_functions().any(|f| f.name == entry && f.params.len() == 1) {
+            return Err(Error::data(format!("Rhai node {name:?} must define fn {entry}(record)")));
         }
-        Ok(Self { name: name.to_string(), engine, ast })
+        Ok(Self { name: name.to_string(), entry: entry.to_string(), engine, ast, deadline, stop, limit })
     }
 
     fn call(&self, op: &str, table: &str, rec: &Record) -> Result<Option<Record>> {
@@ -485,10 +543,20 @@ impl RhaiFn {
         let mut scope = rhai::Scope::new();
         scope.push_constant("op", op.to_string());
         scope.push_constant("table", table.to_string());
-        let out: rhai::Dynamic = self
-            .engine
-            .call_fn(&mut scope, &self.ast, "process", (input,))
-            .map_err(|e| Error::data(format!("Rhai function in node {:?} failed: {e}", self.name)))?;
+        let out: rhai::Dynamic =
+            self.engine.call_fn(&mut scope, &self.ast, &self.entry, (input,)).map_err(|e| match *e {
+                rhai::EvalAltResult::ErrorTerminated(why, _) if why.to_string() == "time limit" => {
+                    Error::data(format!(
+                        "Rhai function in node {:?} ran past its time limit of {:.1} s for one batch",
+                        self.name,
+                        self.limit.as_secs_f64()
+                    ))
+                }
+                rhai::EvalAltResult::ErrorTerminated(..) => {
+                    Error::internal(format!("Rhai function in node {:?} interrupted: the flow is stopping", self.name))
+                }
+                e => Error::data(format!("Rhai function in node {:?} failed: {e}", self.name)),
+            })?;
         if out.is_unit() {
             return Ok(None);
         }
@@ -515,7 +583,13 @@ impl RhaiFn {
 }
 
 impl Processor for RhaiFn {
+    fn watch(&mut self, stop: Arc<std::sync::atomic::AtomicBool>) {
+        let _ = self.stop.set(stop);
+    }
+
     fn process(&mut self, events: Vec<Event>) -> Result<Vec<Event>> {
+        let limit_ms = i64::try_from(self.limit.as_millis()).unwrap_or(i64::MAX);
+        self.deadline.store(crate::model::now_ms().saturating_add(limit_ms), Ordering::Relaxed);
         let outputs = inputs(&events)
             .into_iter()
             .map(|(op, table, rec)| self.call(op, table, rec))
@@ -571,6 +645,52 @@ mod tests {
         let mut spin = RhaiFn::new("fn process(record) { loop {} }", "R").expect("compile");
         let err = spin.process(vec![ev(Change::Insert { after: rec(json!({})) })]).expect_err("limited");
         assert_eq!(err.kind, crate::error::ErrorKind::Data);
+    }
+
+    /// 200 records each costing about a million operations: a batch far longer than 100 ms.
+    fn slow_batch() -> (RhaiFn, Vec<Event>) {
+        let f = RhaiFn::with_limit(
+            "fn slow(record) { let i = 0; while i < 300000 { i += 1; } record }",
+            "R",
+            "slow",
+            std::time::Duration::from_millis(100),
+        )
+        .expect("compile");
+        (f, (0..200).map(|i| ev(Change::Insert { after: rec(json!({"id": i})) })).collect())
+    }
+
+    #[test]
+    fn a_rhai_batch_past_its_time_limit_says_which_limit_and_its_value() {
+        let (mut f, batch) = slow_batch();
+        let err = f.process(batch).expect_err("limited");
+        assert!(err.message.contains("ran past its time limit of 0.1 s for one batch"), "{}", err.message);
+    }
+
+    #[test]
+    fn stop_interrupts_a_batch_in_a_rhai_function() {
+        let (mut f, batch) = slow_batch();
+        f.limit = std::time::Duration::from_secs(3600);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        f.watch(stop.clone());
+        let flag = stop.clone();
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            flag.store(true, Ordering::SeqCst);
+        });
+        let err = f.process(batch).expect_err("interrupted");
+        setter.join().expect("setter");
+        assert!(err.message.contains("interrupted: the flow is stopping"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_rhai_function_calls_the_other_functions_of_its_script_and_itself() {
+        let script = "fn fact(n) { if n <= 1 { 1 } else { n * fact(n - 1) } }
+                      fn label(r) { `item-${r.id}` }
+                      fn enrich(record) { record.f = fact(record.id); record.label = label(record); record }";
+        let mut f = RhaiFn::with_limit(script, "R", "enrich", RHAI_BATCH_LIMIT).expect("compile");
+        let out = f.process(vec![ev(Change::Insert { after: rec(json!({"id": 5})) })]).expect("run");
+        assert_eq!(out[0].change.key_image()["f"], json!(120));
+        assert_eq!(out[0].change.key_image()["label"], json!("item-5"));
     }
 
     #[test]

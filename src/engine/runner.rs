@@ -764,6 +764,13 @@ impl Sink {
 
 fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
     let mut plan = plan(task)?;
+    // User functions watch the flow's stop flag, so `stop` interrupts a batch in them.
+    for p in plan.sources.iter_mut().flat_map(|s| s.chain.iter_mut()) {
+        p.watch(ctx.stop.clone());
+    }
+    if let Some((_, post)) = plan.merge.as_mut() {
+        post.iter_mut().for_each(|p| p.watch(ctx.stop.clone()));
+    }
     if plan.merge.is_some() {
         return run_lookup(ctx, plan);
     }

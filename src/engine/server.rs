@@ -162,7 +162,7 @@ async fn generate_token(State(engine): State<Shared>, req: Request) -> Response 
         return fail("AccessCode.No.User", "can not find user by this accessCode");
     }
     let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    tri!(engine.store.add_token(&token));
+    tri!(engine.store.add_token(&token, TOKEN_TTL_MS));
     let now = iso_now();
     ok(json!({"id": token, "ttl": TOKEN_TTL_MS / 1000, "created": now, "userId": engine.user_id,
               "last_updated": now, "authType": "access_code"}))
@@ -231,17 +231,8 @@ async fn database_types() -> Response {
 
 /// A connection as the API shows it: secrets masked, as TapData does for non-engine clients.
 fn public_connection(mut doc: Value) -> Value {
-    if let Some(cfg) = doc.get_mut("config").and_then(Value::as_object_mut) {
-        for (k, v) in cfg.iter_mut() {
-            let key = k.to_ascii_lowercase();
-            if key.contains("password") || key == "sk" || key.contains("secret") {
-                *v = Value::Null;
-            } else if key == "uri"
-                && let Some(s) = v.as_str()
-            {
-                *v = json!(crate::output::mask_uri(s));
-            }
-        }
+    if let Some(cfg) = doc.get_mut("config") {
+        connectors::secrets::mask(cfg);
     }
     doc
 }
@@ -316,10 +307,16 @@ async fn patch_connection(State(engine): State<Shared>, Path(id): Path<String>, 
     update_connection(engine, id, body)
 }
 
-fn update_connection(engine: Shared, id: String, body: Value) -> Response {
+fn update_connection(engine: Shared, id: String, mut body: Value) -> Response {
     let Some(old) = tri!(engine.store.get(CONNECTIONS, &id)) else {
         return fail("Datasource.NotFound", &format!("Data source not found: {id}"));
     };
+    // Values sent back masked, as they were read, mean "unchanged".
+    if let (Some(cfg), Some(old_cfg)) = (body.get_mut("config"), old.get("config"))
+        && let Err(e) = connectors::secrets::unmask(cfg, old_cfg)
+    {
+        return fail("IllegalArgument", &e.message);
+    }
     if let Some(name) = body.get("name").and_then(Value::as_str)
         && let Some(other) = tri!(engine.store.find_by_name(CONNECTIONS, name))
         && other.get("id") != Some(&json!(id))
@@ -341,10 +338,8 @@ fn update_connection(engine: Shared, id: String, body: Value) -> Response {
                 (d.get_mut("config").and_then(Value::as_object_mut), old_config.as_object())
             {
                 for (k, v) in old_cfg {
-                    let secret = k.to_ascii_lowercase().contains("password") || k == "uri";
-                    let blank = cfg
-                        .get(k)
-                        .is_none_or(|x| x.is_null() || x == "" || x.as_str().is_some_and(|s| s.contains("******")));
+                    let secret = connectors::secrets::is_secret_key(k) || k == "uri";
+                    let blank = cfg.get(k).is_none_or(|x| x.is_null() || x == "");
                     if secret && blank {
                         cfg.insert(k.clone(), v.clone());
                     }
@@ -395,7 +390,8 @@ pub fn test_and_load_schema(engine: Shared, id: String) {
         doc["status"] = json!("testing");
         doc["loadFieldsStatus"] = json!("loading");
     });
-    std::thread::spawn(move || {
+    // On the runtime's pool of blocking threads: a save costs no thread of its own.
+    tokio::task::spawn_blocking(move || {
         let result = load_schema(&engine.store, &id);
         let _ = engine.store.update(CONNECTIONS, &id, |doc| match &result {
             Ok(tables) => {
@@ -606,6 +602,14 @@ async fn create_task(State(engine): State<Shared>, Json(mut body): Json<Value>) 
 }
 
 fn merge_task(engine: &Engine, id: &str, mut body: Value, confirm: bool) -> Response {
+    if !super::safe_id(id) {
+        return fail(
+            "Task.IllegalId",
+            &format!(
+                "task id {id:?} is not an id: ids are 24 hex digits (or letters, digits, '-' and '_', at most 64)"
+            ),
+        );
+    }
     hoist_settings(&mut body);
     if let Some(name) = body.get("name").and_then(Value::as_str)
         && let Some(other) = tri!(engine.store.find_by_name(TASKS, name))
@@ -1062,7 +1066,14 @@ async fn proxy_call(State(engine): State<Shared>, Json(body): Json<Value>) -> Re
             // connection in the data dir's `demo.sqlite` (`tap demo`). Tables a flow uses are
             // not replaced (that would drop them under it) unless the third argument is true.
             let conn = arg(0);
-            let rows = args.get(1).and_then(Value::as_u64).unwrap_or(1000).max(1) as usize;
+            let rows = args.get(1).and_then(Value::as_u64).unwrap_or(1000);
+            if !(1..=crate::script::MAX_DEMO_ROWS as u64).contains(&rows) {
+                return fail(
+                    "IllegalArgument",
+                    &format!("the number of orders must be from 1 to {}, not {rows}", crate::script::MAX_DEMO_ROWS),
+                );
+            }
+            let rows = rows as usize;
             let force = args.get(2).and_then(Value::as_bool).unwrap_or(false);
             let path = engine.store.dir().join("demo.sqlite").to_string_lossy().into_owned();
             if !force {

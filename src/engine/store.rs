@@ -25,6 +25,7 @@ pub struct Store {
 impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join("engine.db");
+        super::create_private(&path)?;
         let conn = Connection::open(&path)
             .map_err(|e| Error::config(format!("cannot open the engine store {}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -244,11 +245,18 @@ impl Store {
         })
     }
 
-    pub fn add_token(&self, token: &str) -> Result<()> {
+    /// Keep a new token; tokens older than `ttl_ms` go at the same time (every `tap -c` makes one).
+    pub fn add_token(&self, token: &str, ttl_ms: i64) -> Result<()> {
         self.with(|c| {
+            c.execute("DELETE FROM tokens WHERE created < ?1", params![now_ms() - ttl_ms])?;
             c.execute("INSERT OR REPLACE INTO tokens(token, created) VALUES (?1, ?2)", params![token, now_ms()])?;
             Ok(())
         })
+    }
+
+    /// How many tokens are kept.
+    pub fn token_count(&self) -> Result<u64> {
+        self.with(|c| Ok(c.query_row("SELECT count(*) FROM tokens", [], |r| r.get::<_, i64>(0))?.max(0) as u64))
     }
 
     /// Whether `token` was issued within `ttl_ms`.
@@ -258,5 +266,27 @@ impl Store {
                 c.query_row("SELECT created FROM tokens WHERE token = ?1", [token], |r| r.get(0)).optional()?;
             Ok(created.is_some_and(|t| now_ms() - t < ttl_ms))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn old_tokens_are_pruned_when_a_new_one_is_kept() {
+        let dir = std::env::temp_dir().join(format!("tap-store-tokens-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let store = super::Store::open(&dir).expect("store");
+        let day = 24 * 3600 * 1000;
+        for t in ["a", "b", "c"] {
+            store.add_token(t, day).expect("token");
+        }
+        assert_eq!(store.token_count().expect("count"), 3);
+        // With a TTL of -1 ms every earlier token is past it: only the new one stays.
+        store.add_token("d", -1).expect("token");
+        assert_eq!(store.token_count().expect("count"), 1);
+        assert!(store.token_valid("d", day).expect("valid"));
+        assert!(!store.token_valid("a", day).expect("valid"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -307,8 +307,15 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
         engine.register_fn("rhai", move |ctx: NativeCallContext, f: &mut Flow, func: FnPtr| -> RhaiResult<Flow> {
             let src = function_source(&sess, &ctx, &func).map_err(raise)?;
             let name = func.fn_name().to_string();
-            flow::add_step(&sess, f, "rhai", nodes::rhai(&src), format!(".rhai({name})"), "custom function added")
-                .map_err(raise)?;
+            flow::add_step(
+                &sess,
+                f,
+                "rhai",
+                nodes::rhai(&src, &name),
+                format!(".rhai({name})"),
+                "custom function added",
+            )
+            .map_err(raise)?;
             f.with(|s| s.uses_rhai = true);
             Ok(f.clone())
         });
@@ -355,7 +362,8 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
     let s = session.clone();
     engine.register_fn("wait_initial_sync", move |f: &mut Flow, secs: i64| -> RhaiResult<Flow> {
         let id = flow::id_of(&s, f).map_err(raise)?;
-        flow::wait_initial_sync(&s, &id, Duration::from_secs(secs.max(1) as u64)).map_err(raise)?;
+        let secs = bounded("wait_initial_sync's timeout (seconds)", secs, 1, MAX_WAIT_SECS).map_err(raise)?;
+        flow::wait_initial_sync(&s, &id, Duration::from_secs(secs as u64)).map_err(raise)?;
         Ok(f.clone())
     });
     let s = session.clone();
@@ -380,7 +388,9 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
     });
 }
 
-/// The source of a script function, for `.rhai(f)`: its definition as written, renamed `process`.
+/// The source of a script function, for `.rhai(f)`: every function of the session's scripts
+/// as written (the latest definition of each name and arity), so `f` may call the others and
+/// itself; the node names `f` as its entry.
 fn function_source(session: &Session, ctx: &NativeCallContext, func: &FnPtr) -> Result<String> {
     if !func.curry().is_empty() {
         return Err(Error::usage(
@@ -390,22 +400,37 @@ fn function_source(session: &Session, ctx: &NativeCallContext, func: &FnPtr) -> 
     let name = func.fn_name();
     let chunks = session.chunks.lock().map_err(|_| Error::internal("chunks lock"))?;
     let _ = ctx;
+    let mut found = false;
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    let mut defs: Vec<String> = Vec::new();
     for (src, ast) in chunks.iter().rev() {
         for def in ast.iter_fn_def() {
-            if def.name.as_str() != name {
+            let key = (def.name.to_string(), def.params.len());
+            if seen.contains(&key) {
                 continue;
             }
-            if def.params.len() != 1 {
-                return Err(Error::usage(format!("function {name} must take one parameter, the record")));
+            if def.name.as_str() == name {
+                if def.params.len() != 1 {
+                    return Err(Error::usage(format!("function {name} must take one parameter, the record")));
+                }
+                found = true;
             }
             let (start, end) = (def.body.start_position(), def.body.end_position());
             let text = slice(src, start, end).ok_or_else(|| {
-                Error::usage(format!("cannot find the source of {name}: write it with a {{ … }} body"))
+                Error::usage(format!("cannot find the source of {}: write it with a {{ … }} body", def.name))
             })?;
-            return Ok(format!("fn process({}) {text}", def.params[0]));
+            let params: Vec<&str> = def.params.iter().map(|p| p.as_str()).collect();
+            defs.push(format!("fn {}({}) {text}", def.name, params.join(", ")));
+            seen.push(key);
         }
     }
-    Err(Error::not_found(format!("no script function named {name}: define it with `fn {name}(record) {{ … }}` first")))
+    if !found {
+        return Err(Error::not_found(format!(
+            "no script function named {name}: define it with `fn {name}(record) {{ … }}` first"
+        )));
+    }
+    defs.reverse();
+    Ok(defs.join("\n"))
 }
 
 /// The text from `start` to `end` inclusive (1-based lines and columns).
@@ -489,26 +514,55 @@ fn register_verbs(engine: &mut Engine, session: &Arc<Session>) {
     engine.register_fn("demo", move || -> RhaiResult<String> { demo(&s, 1000, false).map_err(raise) });
     let s = session.clone();
     engine.register_fn("demo", move |rows: i64| -> RhaiResult<String> {
-        demo(&s, rows.max(1) as usize, false).map_err(raise)
+        demo(&s, demo_rows(rows).map_err(raise)?, false).map_err(raise)
     });
     let s = session.clone();
     engine.register_fn("demo", move |rows: i64, force: bool| -> RhaiResult<String> {
-        demo(&s, rows.max(1) as usize, force).map_err(raise)
+        demo(&s, demo_rows(rows).map_err(raise)?, force).map_err(raise)
     });
     let s = session.clone();
     engine.register_fn("demo_into", move |conn: &str, rows: i64| -> RhaiResult<()> {
-        demo_into(&s, conn, rows.max(1) as usize, false).map_err(raise)
+        demo_into(&s, conn, demo_rows(rows).map_err(raise)?, false).map_err(raise)
     });
     let s = session.clone();
     engine.register_fn("demo_into", move |conn: &str, rows: i64, force: bool| -> RhaiResult<()> {
-        demo_into(&s, conn, rows.max(1) as usize, force).map_err(raise)
+        demo_into(&s, conn, demo_rows(rows).map_err(raise)?, force).map_err(raise)
     });
     // env("NAME"): an environment variable, or "" (scripts read their servers from it).
     engine.register_fn("env", |name: &str| std::env::var(name).unwrap_or_default());
     let s = session.clone();
     engine.register_fn("sleep", move |secs: f64| -> RhaiResult<()> {
-        s.sleep(Duration::from_secs_f64(secs.max(0.0))).map_err(raise)
+        if !(0.0..=MAX_WAIT_SECS as f64).contains(&secs) {
+            return Err(raise(Error::usage(format!(
+                "sleep({secs}): seconds must be from 0 to {MAX_WAIT_SECS} (a day)"
+            ))));
+        }
+        s.sleep(Duration::from_secs_f64(secs)).map_err(raise)
     });
+    let s = session.clone();
+    engine.register_fn("sleep", move |secs: i64| -> RhaiResult<()> {
+        let secs = bounded("sleep's seconds", secs, 0, MAX_WAIT_SECS).map_err(raise)?;
+        s.sleep(Duration::from_secs(secs as u64)).map_err(raise)
+    });
+}
+
+/// The longest a script waits in one call (`sleep`, `wait_initial_sync`): a day.
+pub const MAX_WAIT_SECS: i64 = 86_400;
+
+/// The most orders `demo` makes (the other tables scale with them).
+pub const MAX_DEMO_ROWS: i64 = 10_000_000;
+
+/// `value` when it is within `min..=max`, else a usage error naming `what` and the bounds.
+pub fn bounded(what: &str, value: i64, min: i64, max: i64) -> Result<i64> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Error::usage(format!("{what} must be from {min} to {max}, not {value}")))
+    }
+}
+
+fn demo_rows(rows: i64) -> Result<usize> {
+    bounded("demo's number of orders", rows, 1, MAX_DEMO_ROWS).map(|r| r as usize)
 }
 
 /// Create the sample database for the session: a SQLite file in the engine's data dir (made

@@ -140,10 +140,11 @@ pub fn python(script: &str) -> Value {
            "isTransformed": false, "name": "Python", "elementType": "Node", "disabled": false, "id": new_node_id()})
 }
 
-/// Ours: a Rhai function, run sandboxed by the embedded engine only.
-pub fn rhai(script: &str) -> Value {
-    json!({"script": script, "type": "rhai_processor", "catalog": "processor", "name": "Rhai", "elementType": "Node",
-           "disabled": false, "isTransformed": false, "id": new_node_id()})
+/// Ours: a Rhai function, run sandboxed by the embedded engine only: `script` holds the
+/// functions, `entry` names the one that takes the record.
+pub fn rhai(script: &str, entry: &str) -> Value {
+    json!({"script": script, "entry": entry, "type": "rhai_processor", "catalog": "processor", "name": "Rhai",
+           "elementType": "Node", "disabled": false, "isTransformed": false, "id": new_node_id()})
 }
 
 /// `add_fields([[name, type, js_expr], …])` (§8.4).

@@ -92,7 +92,10 @@ pub fn ensure_engine(server: &str, data_dir: &std::path::Path, out: &Output) -> 
     }
     let exe = std::env::current_exe().map_err(|e| Error::internal(format!("cannot find the tap executable: {e}")))?;
     crate::engine::create_dir_private(data_dir)?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("engine.out"))?;
+    let log = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(data_dir.join("engine.out"))?
+    };
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("engine").arg("--listen").arg(server).arg("--data-dir").arg(data_dir);
     cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);

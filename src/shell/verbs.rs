@@ -240,6 +240,9 @@ pub fn run(session: &Session, verb: &Verb, args: &[String], confirm: Confirm<'_>
     }
 }
 
+/// The most records or lines one verb shows (`peek -n`, `logs -n`).
+const MAX_N: usize = 10_000;
+
 fn take_n(args: &[String], default: usize) -> Result<(usize, Vec<String>)> {
     let mut n = default;
     let mut rest = Vec::new();
@@ -248,6 +251,9 @@ fn take_n(args: &[String], default: usize) -> Result<(usize, Vec<String>)> {
         if args[i] == "-n" {
             let v = args.get(i + 1).ok_or_else(|| Error::usage("-n needs a number"))?;
             n = v.parse().map_err(|_| Error::usage(format!("-n needs a number, not {v:?}")))?;
+            if !(1..=MAX_N).contains(&n) {
+                return Err(Error::usage(format!("-n must be from 1 to {MAX_N}, not {n}")));
+            }
             i += 2;
         } else {
             rest.push(args[i].clone());

@@ -219,7 +219,7 @@ impl Mongo {
                 Error::config("MongoDB connection needs a database: in the uri (mongodb://host/db) or as \"database\"")
             })?;
         let rt = crate::connectors::blocking::Blocking::new()?;
-        let masked = crate::output::mask_uri(&uri);
+        let masked = crate::connectors::secrets::mask_text(&uri);
         let client = rt.run(async {
             let mut opts = mongodb::options::ClientOptions::parse(&uri).await?;
             opts.server_selection_timeout = Some(Duration::from_secs(10));

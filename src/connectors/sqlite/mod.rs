@@ -129,6 +129,48 @@ fn fill_added(conn: &Connection, table: &str, schema: &Schema, rec: &mut Record)
     Ok(())
 }
 
+/// Pragmas `sql()` may run: they read or tune this database and touch no other file.
+const SAFE_PRAGMAS: &[&str] = &[
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_list",
+    "index_info",
+    "index_xinfo",
+    "foreign_key_list",
+    "foreign_key_check",
+    "integrity_check",
+    "quick_check",
+    "database_list",
+    "collation_list",
+    "function_list",
+    "pragma_list",
+    "compile_options",
+    "user_version",
+    "application_id",
+    "schema_version",
+    "data_version",
+    "page_count",
+    "page_size",
+    "freelist_count",
+    "max_page_count",
+    "encoding",
+    "foreign_keys",
+    "journal_mode",
+    "synchronous",
+    "busy_timeout",
+    "cache_size",
+    "wal_checkpoint",
+    "optimize",
+    "analysis_limit",
+    "auto_vacuum",
+    "incremental_vacuum",
+    "recursive_triggers",
+    "case_sensitive_like",
+    "defer_foreign_keys",
+    "ignore_check_constraints",
+];
+
 /// The device and inode of a file, if it exists.
 fn file_id(path: &str) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -161,6 +203,10 @@ impl Sqlite {
         // SQLite is then never asked to create or map its journal files, and writes fail with
         // an error instead of a signal.
         let exists = std::path::Path::new(path).exists();
+        if !exists {
+            // A database this connector creates is its user's alone (its journals take its mode).
+            crate::engine::create_private(std::path::Path::new(path))?;
+        }
         let read_only = exists && std::fs::OpenOptions::new().write(true).open(path).is_err();
         let flags = if read_only {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -541,9 +587,62 @@ impl Connector for Sqlite {
         Ok(out)
     }
 
+    /// A statement from `sql()`: under an authorizer that keeps it to this database file (no
+    /// ATTACH, DETACH or VACUUM INTO — attaching is also limited to none — no pragma outside a
+    /// read-mostly list, no extension loading).
     fn execute(&mut self, statement: &str) -> Result<u64> {
+        use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+        use rusqlite::limits::Limit;
+        let refused: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let seen = refused.clone();
+        self.conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+            let why = match ctx.action {
+                AuthAction::Attach { filename } => Some(format!("ATTACH {filename:?}")),
+                AuthAction::Detach { database_name } => Some(format!("DETACH {database_name}")),
+                AuthAction::Pragma { pragma_name, .. }
+                    if !SAFE_PRAGMAS.contains(&pragma_name.to_ascii_lowercase().as_str()) =>
+                {
+                    Some(format!("PRAGMA {pragma_name}"))
+                }
+                AuthAction::Function { function_name } if function_name.eq_ignore_ascii_case("load_extension") => {
+                    Some("load_extension()".to_string())
+                }
+                _ => None,
+            };
+            match why {
+                Some(w) => {
+                    if let Ok(mut r) = seen.lock() {
+                        r.get_or_insert(w);
+                    }
+                    Authorization::Deny
+                }
+                None => Authorization::Allow,
+            }
+        }))?;
+        let attached = self.conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
         let before = self.conn.total_changes();
-        self.conn.execute_batch(statement)?;
+        let result = self.conn.execute_batch(statement);
+        self.conn.authorizer(None::<fn(AuthContext<'_>) -> Authorization>)?;
+        self.conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, attached)?;
+        if let Err(e) = result {
+            let what = refused.lock().ok().and_then(|r| r.clone()).map(|w| match w.strip_prefix("ATTACH ") {
+                // VACUUM INTO attaches its output file.
+                Some(file) if statement.to_ascii_lowercase().contains("vacuum") => format!("VACUUM INTO {file}"),
+                _ => w,
+            });
+            let text = e.to_string();
+            return Err(match what {
+                Some(w) => Error::auth(format!(
+                    "{w} is refused: statements run through tap stay inside the connection's database {}",
+                    self.path
+                )),
+                None if text.contains("too many attached databases") => Error::auth(format!(
+                    "VACUUM INTO and ATTACH are refused: statements run through tap stay inside the connection's database {}",
+                    self.path
+                )),
+                None => e.into(),
+            });
+        }
         Ok(self.conn.total_changes().saturating_sub(before))
     }
 
