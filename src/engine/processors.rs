@@ -354,14 +354,15 @@ function __tap_batch(input) {
 }
 "#;
 
-/// Per-batch time limit for user JavaScript, so a runaway loop cannot hang a flow.
-const JS_BATCH_LIMIT_MS: i64 = 60_000;
-
 pub struct Js {
     name: String,
     _runtime: rquickjs::Runtime,
     context: rquickjs::Context,
+    /// As for [`RhaiFn`]: the batch's deadline, the flow's stop flag, the limit per batch
+    /// (the same as Rhai's, `TAP_UDF_BATCH_SECONDS`).
     deadline: Arc<AtomicI64>,
+    stop: Arc<std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>>,
+    limit: std::time::Duration,
 }
 
 fn js_error(ctx: &rquickjs::Ctx<'_>, e: rquickjs::Error) -> String {
@@ -382,8 +383,11 @@ impl Js {
         let runtime = rquickjs::Runtime::new().map_err(|e| Error::internal(format!("JavaScript runtime: {e}")))?;
         runtime.set_memory_limit(256 << 20);
         let deadline = Arc::new(AtomicI64::new(i64::MAX));
-        let d = deadline.clone();
-        runtime.set_interrupt_handler(Some(Box::new(move || crate::model::now_ms() > d.load(Ordering::Relaxed))));
+        let stop: Arc<std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>> = Arc::default();
+        let (d, s) = (deadline.clone(), stop.clone());
+        runtime.set_interrupt_handler(Some(Box::new(move || {
+            s.get().is_some_and(|f| f.load(Ordering::Relaxed)) || crate::model::now_ms() > d.load(Ordering::Relaxed)
+        })));
         let context =
             rquickjs::Context::full(&runtime).map_err(|e| Error::internal(format!("JavaScript context: {e}")))?;
         let script = if script.contains("function process") {
@@ -405,18 +409,31 @@ impl Js {
             })?;
             Ok(())
         })?;
-        Ok(Self { name: name.to_string(), _runtime: runtime, context, deadline })
+        Ok(Self { name: name.to_string(), _runtime: runtime, context, deadline, stop, limit: rhai_batch_limit() })
     }
 
     /// Run `process` over records; `None` where it returned null.
     pub fn call(&mut self, items: &[(&str, &str, &Record)]) -> Result<Vec<Option<Record>>> {
         let input = serde_json::to_string(items)?;
-        self.deadline.store(crate::model::now_ms() + JS_BATCH_LIMIT_MS, Ordering::Relaxed);
+        let limit_ms = i64::try_from(self.limit.as_millis()).unwrap_or(i64::MAX);
+        self.deadline.store(crate::model::now_ms().saturating_add(limit_ms), Ordering::Relaxed);
         let name = &self.name;
+        let (deadline, stop, limit) = (&self.deadline, &self.stop, self.limit);
         let output: String = self.context.with(|ctx| -> Result<String> {
             let f: rquickjs::Function = ctx.globals().get("__tap_batch").map_err(|e| Error::internal(e.to_string()))?;
-            f.call((input,))
-                .map_err(|e| Error::data(format!("JavaScript in node {name:?} failed: {}", js_error(&ctx, e))))
+            f.call((input,)).map_err(|e| {
+                // An interrupt is the stop flag or the limit: say which, not a bare "interrupted".
+                if stop.get().is_some_and(|f| f.load(Ordering::Relaxed)) {
+                    Error::internal(format!("JavaScript in node {name:?} interrupted: the flow is stopping"))
+                } else if crate::model::now_ms() > deadline.load(Ordering::Relaxed) {
+                    Error::data(format!(
+                        "JavaScript in node {name:?} ran past its time limit of {:.1} s for one batch",
+                        limit.as_secs_f64()
+                    ))
+                } else {
+                    Error::data(format!("JavaScript in node {name:?} failed: {}", js_error(&ctx, e)))
+                }
+            })
         })?;
         self.deadline.store(i64::MAX, Ordering::Relaxed);
         let values: Vec<Value> = serde_json::from_str(&output)?;
@@ -438,6 +455,10 @@ impl Js {
 }
 
 impl Processor for Js {
+    fn watch(&mut self, stop: Arc<std::sync::atomic::AtomicBool>) {
+        let _ = self.stop.set(stop);
+    }
+
     fn process(&mut self, events: Vec<Event>) -> Result<Vec<Event>> {
         if events.is_empty() {
             return Ok(events);
@@ -678,6 +699,25 @@ mod tests {
             flag.store(true, Ordering::SeqCst);
         });
         let err = f.process(batch).expect_err("interrupted");
+        setter.join().expect("setter");
+        assert!(err.message.contains("interrupted: the flow is stopping"), "{}", err.message);
+    }
+
+    #[test]
+    fn javascript_past_its_time_limit_or_stopped_says_which() {
+        let mut js = Js::new("function process(record) { while (true) {} }", "J").expect("compile");
+        js.limit = std::time::Duration::from_millis(100);
+        let err = js.process(vec![ev(Change::Insert { after: rec(json!({})) })]).expect_err("limited");
+        assert!(err.message.contains("ran past its time limit of 0.1 s for one batch"), "{}", err.message);
+        let mut js = Js::new("function process(record) { while (true) {} }", "J").expect("compile");
+        js.limit = std::time::Duration::from_secs(3600);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        js.watch(stop.clone());
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            stop.store(true, Ordering::SeqCst);
+        });
+        let err = js.process(vec![ev(Change::Insert { after: rec(json!({})) })]).expect_err("interrupted");
         setter.join().expect("setter");
         assert!(err.message.contains("interrupted: the flow is stopping"), "{}", err.message);
     }
