@@ -186,6 +186,14 @@ fn demo(session: &Session, rows: usize, into: Option<&str>, force: bool) -> Resu
 }
 
 fn run_file(session: &Arc<Session>, file: &std::path::Path) -> Result<()> {
+    if file.extension().is_some_and(|e| e == "py") {
+        return Err(Error::usage(format!(
+            "{}: tap runs Rhai scripts, not Python. TapFlow's Python translates line for line: \
+             `Flow(\"name\").read_from(\"Conn.table\")…`, `let` for variables, `#{{ key: value }}` for dicts, \
+             `fn f(record) {{ … }}` for functions (see the README, \"Using it\")",
+            file.display()
+        )));
+    }
     let text =
         std::fs::read_to_string(file).map_err(|e| Error::usage(format!("cannot read {}: {e}", file.display())))?;
     run_source(session, &text, &file.display().to_string())

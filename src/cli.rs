@@ -7,9 +7,13 @@ use std::path::PathBuf;
 #[command(
     name = "tap",
     version,
+    disable_version_flag = true,
     about = "Programmable real-time data pipelines: a TapFlow-compatible shell, a TapData client and an embedded CDC engine"
 )]
 pub struct Cli {
+    /// Print the version (-V works too).
+    #[arg(short = 'v', long = "version", visible_short_alias = 'V', action = clap::ArgAction::Version)]
+    pub version: Option<bool>,
     /// Run a Rhai script file (every shell verb is a function there).
     #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with = "command")]
     pub file: Option<PathBuf>,

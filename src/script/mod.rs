@@ -613,6 +613,50 @@ pub fn demo_into(session: &Session, conn: &str, rows: usize, force: bool) -> Res
 }
 
 /// Evaluate one chunk of Rhai in `scope`, keeping its functions in `lib` for later chunks.
+/// A `\` that ends a line outside a string continues the line, as in TapFlow's README chains:
+/// it becomes a space (the newline stays, so positions in errors stay true).
+pub fn join_continued_lines(source: &str) -> std::borrow::Cow<'_, str> {
+    if !source.contains('\\') {
+        return std::borrow::Cow::Borrowed(source);
+    }
+    let chars: Vec<char> = source.chars().collect();
+    let mut out = String::with_capacity(source.len());
+    let mut quote: Option<char> = None;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match quote {
+            Some(q) => {
+                out.push(c);
+                if c == '\\' && i + 1 < chars.len() {
+                    out.push(chars[i + 1]);
+                    i += 1;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '"' || c == '`' || c == '\'' => {
+                quote = Some(c);
+                out.push(c);
+            }
+            None if c == '\\' => {
+                let mut j = i + 1;
+                while j < chars.len() && (chars[j] == ' ' || chars[j] == '\t' || chars[j] == '\r') {
+                    j += 1;
+                }
+                if j == chars.len() || chars[j] == '\n' {
+                    out.push(' ');
+                } else {
+                    out.push(c);
+                }
+            }
+            None => out.push(c),
+        }
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 pub fn eval_chunk(
     engine: &Engine,
     session: &Session,
@@ -621,6 +665,8 @@ pub fn eval_chunk(
     source: &str,
     origin: &str,
 ) -> Result<Dynamic> {
+    let source = join_continued_lines(source);
+    let source = source.as_ref();
     let ast = engine.compile_with_scope(scope, source).map_err(|e| {
         let pos = e.position();
         Error::usage(format!(
@@ -637,4 +683,18 @@ pub fn eval_chunk(
     let result = engine.eval_ast_with_scope::<Dynamic>(scope, lib);
     lib.clear_statements();
     result.map_err(|e| from_rhai(&e, origin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trailing_backslash_continues_the_line_outside_strings() {
+        let chain = "Flow(\"f\") \\\n    .read_from(\"A.t\") \\  \n    .write_to(\"B.t\")";
+        assert_eq!(join_continued_lines(chain), "Flow(\"f\")  \n    .read_from(\"A.t\")    \n    .write_to(\"B.t\")");
+        // Inside a string, and before other characters, a backslash stays.
+        assert_eq!(join_continued_lines("let s = \"a\\\nb\";"), "let s = \"a\\\nb\";");
+        assert_eq!(join_continued_lines("x \\ y"), "x \\ y");
+    }
 }

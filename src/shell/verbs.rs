@@ -109,6 +109,13 @@ pub const VERBS: &[Verb] = &[
         examples: &["delete quickstart -y"],
     },
     Verb {
+        name: "copy",
+        aliases: &[],
+        usage: "copy FLOW",
+        summary: "copy a flow, as TapData does (the copy is named FLOW - Copy and is not started)",
+        examples: &["copy quickstart"],
+    },
+    Verb {
         name: "help",
         aliases: &["h"],
         usage: "help [VERB|CONNECTOR]",

@@ -6,9 +6,39 @@ use std::io::{Read, Write};
 #[test]
 fn version_prints_and_exits_zero() {
     let env = Env::new("version");
-    let run = env.tap(&["--version"]);
+    for flag in ["--version", "-v", "-V"] {
+        let run = env.tap(&[flag]);
+        run.ok();
+        assert!(run.stdout.starts_with("tap "), "{flag}: {}", run.stdout);
+    }
+}
+
+#[test]
+fn readme_chains_with_trailing_backslashes_run_and_python_files_are_pointed_at_rhai() {
+    let env = Env::new("backslash");
+    let _engine = env.start_engine();
+    let (src, dst) = (env.path("src.sqlite"), env.path("dst.sqlite"));
+    crate::harness::exec(&src, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a');");
+    // As TapFlow's README writes chains: one step a line, each line ending in a backslash.
+    let script = crate::harness::sqlite_src_dst(&src, &dst)
+        + "Flow(\"chain\") \\\n    .read_from(\"Src.t\") \\\n    .write_to(\"Dst.t\") \\\n    .save();\nprint(\"saved\");";
+    let run = env.script("chain.rhai", &script);
     run.ok();
-    assert!(run.stdout.starts_with("tap "), "{}", run.stdout);
+    assert!(run.stdout.contains("saved"), "{}", run.stdout);
+    // The same in the shell's line-by-line input (-c with newlines, as pasted).
+    let run =
+        env.tap(&["-c", "Flow(\"chain2\") \\\n  .read_from(\"Src.t\") \\\n  .write_to(\"Dst.t2\") \\\n  .save();"]);
+    run.ok();
+    // `copy` is a verb (it was dead code): TapData's copy, named "- Copy".
+    let run = env.tap(&["-c", "copy chain"]);
+    run.ok();
+    assert!(run.stdout.contains("Copy flow 'chain' to 'chain - Copy' success"), "{}", run.stdout);
+    assert!(env.tap(&["-c", "show flows"]).stdout.contains("chain - Copy"));
+    // A Python file: the error says scripts are Rhai, and how TapFlow's lines translate.
+    std::fs::write(env.path("flow.py"), "from tapflow.lib import *\n").expect("py");
+    let run = env.tap(&["-f", env.path("flow.py").to_str().expect("utf-8")]);
+    assert_eq!(run.code, 2, "a usage error: {run:?}");
+    assert!(run.stderr.contains("tap runs Rhai scripts, not Python"), "{}", run.stderr);
 }
 
 #[test]

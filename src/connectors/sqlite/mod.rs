@@ -16,7 +16,7 @@ use crate::connectors::{Connector, ExistingData, Position, UniqueKey, config_str
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
-use rusqlite::{Connection, OpenFlags, params_from_iter};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,8 +52,15 @@ pub fn quote(ident: &str) -> String {
 }
 
 /// Install (or re-install) the CDC triggers of `table`, capturing its current columns; returns
-/// those columns.
-fn arm_table(conn: &Connection, table: &str, path: &str) -> Result<Vec<String>> {
+/// those columns, and those the triggers it replaces did not capture (added since).
+fn arm_table(conn: &Connection, table: &str, path: &str) -> Result<(Vec<String>, Vec<String>)> {
+    let before: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?1",
+            [format!("_tap_i_{table}")],
+            |r| r.get(0),
+        )
+        .optional()?;
     let schema = {
         let mut st = conn.prepare(&format!("PRAGMA table_info({})", quote(table)))?;
         st.query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
@@ -95,7 +102,12 @@ fn arm_table(conn: &Connection, table: &str, path: &str) -> Result<Vec<String>> 
             quote(table)
         ))?;
     }
-    Ok(schema.into_iter().map(|(name, _)| name).collect())
+    let columns: Vec<String> = schema.into_iter().map(|(name, _)| name).collect();
+    let added = match before {
+        Some(sql) => columns.iter().filter(|c| !sql.contains(&format!("{}, ", literal(c)))).cloned().collect(),
+        None => Vec::new(),
+    };
+    Ok((columns, added))
 }
 
 /// A row image logged before the triggers captured columns added since: those columns from the
@@ -354,7 +366,7 @@ impl Sqlite {
                 )));
             }
             let added: Vec<&String> = current.iter().filter(|c| !captured.contains(c)).collect();
-            let tx = self.conn.transaction()?;
+            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             arm_table(&tx, t, &self.path)?;
             tx.commit()?;
             self.notices.push(format!(
@@ -653,10 +665,19 @@ impl Connector for Sqlite {
             // Triggers made anew would have missed the changes since the table lost them.
             self.require_capture(tables)?;
         }
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: the write lock is taken up front (through the busy timeout), never by
+        // upgrading a read, which SQLite refuses at once when another connection writes.
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut captured = HashMap::new();
+        let mut gained = Vec::new();
         for table in tables {
-            let cols = arm_table(&tx, table, &self.path)?;
+            let (cols, added) = arm_table(&tx, table, &self.path)?;
+            if !added.is_empty() {
+                gained.push(format!(
+                    "SQLite source table {table} gained column(s) {}: captured from now on",
+                    added.join(", ")
+                ));
+            }
             captured.insert(table.clone(), cols);
         }
         tx.execute(
@@ -664,6 +685,7 @@ impl Connector for Sqlite {
             [flow_id],
         )?;
         tx.commit()?;
+        self.notices.extend(gained);
         self.captured.extend(captured);
         Ok(())
     }
