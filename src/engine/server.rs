@@ -390,10 +390,23 @@ pub fn test_and_load_schema(engine: Shared, id: String) {
         doc["status"] = json!("testing");
         doc["loadFieldsStatus"] = json!("loading");
     });
-    // On the runtime's pool of blocking threads: a save costs no thread of its own.
-    tokio::task::spawn_blocking(move || {
-        let result = load_schema(&engine.store, &id);
-        let _ = engine.store.update(CONNECTIONS, &id, |doc| match &result {
+    // At most SCHEMA_LOADS at a time, on the runtime's blocking threads: a burst of saves (to
+    // a server that does not answer, say) costs no thread each, it waits its turn.
+    static LOADS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    let loads = LOADS.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(SCHEMA_LOADS))).clone();
+    tokio::spawn(async move {
+        let Ok(_turn) = loads.acquire_owned().await else { return };
+        let _ = tokio::task::spawn_blocking(move || load_one_schema(&engine, &id)).await;
+    });
+}
+
+/// How many saved connections load their schema at the same time.
+const SCHEMA_LOADS: usize = 4;
+
+fn load_one_schema(engine: &Shared, id: &str) {
+    {
+        let result = load_schema(&engine.store, id);
+        let _ = engine.store.update(CONNECTIONS, id, |doc| match &result {
             Ok(tables) => {
                 doc["status"] = json!("ready");
                 doc["loadFieldsStatus"] = json!("finished");
@@ -414,7 +427,7 @@ pub fn test_and_load_schema(engine: Shared, id: String) {
                     {"show_msg": "Check the connection", "status": "failed", "required": true, "fail_message": e.message}]});
             }
         });
-    });
+    }
 }
 
 fn load_schema(store: &Store, id: &str) -> crate::error::Result<usize> {

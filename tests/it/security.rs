@@ -285,3 +285,36 @@ fn secrets_are_masked_in_api_answers_and_masked_values_sent_back_keep_the_stored
     assert_eq!(stored[0], vec![pg.password.clone(), "sslmode=disable&passwd=extra-secret".to_string()]);
     pg.psql(&format!("DROP SCHEMA {schema} CASCADE"));
 }
+
+#[test]
+fn saving_connections_to_a_silent_server_costs_no_thread_each() {
+    let env = Env::new("sec-threads");
+    let _engine = env.start_engine();
+    // A server that accepts and never answers: each connection test waits for its timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = accepted.clone();
+    std::thread::spawn(move || {
+        for s in silent.incoming().flatten() {
+            keep.lock().expect("lock").push(s);
+        }
+    });
+    let t = token(&env);
+    for i in 0..24 {
+        let body = format!(
+            r#"{{"name": "silent{i}", "database_type": "PostgreSQL", "connection_type": "source_and_target",
+                "config": {{"host": "127.0.0.1", "port": {port}, "database": "d", "schema": "public", "user": "u", "password": "p"}}}}"#
+        );
+        let answer = http(&env, "POST", &format!("/api/Connections?access_token={t}"), &body);
+        assert!(answer.contains("\"code\":\"ok\""), "{answer}");
+    }
+    assert!(wait_until(Duration::from_secs(20), || accepted.lock().expect("lock").len() >= 4), "the loads started");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.data_dir().join("engine.json")).expect("engine.json"))
+            .expect("json");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", state["pid"])).expect("status");
+    let threads: usize =
+        status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).expect("Threads");
+    assert!(threads < 20, "24 saves waiting on a silent server hold {threads} engine threads");
+}
