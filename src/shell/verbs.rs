@@ -69,9 +69,9 @@ pub const VERBS: &[Verb] = &[
     Verb {
         name: "logs",
         aliases: &[],
-        usage: "logs FLOW [-n N] [--level info|warn|error]",
+        usage: "logs FLOW [-n N | limit=N] [--level L | level=L]  (L: debug, info, warn, error)",
         summary: "a flow's recent log lines",
-        examples: &["logs quickstart -n 20 --level warn"],
+        examples: &["logs quickstart -n 20 --level warn", "logs quickstart limit=10 level=warn"],
     },
     Verb {
         name: "monitor",
@@ -199,19 +199,43 @@ pub fn run(session: &Session, verb: &Verb, args: &[String], confirm: Confirm<'_>
         "status" => status(session, need(args, verb)?),
         "stats" => stats(session, need(args, verb)?),
         "logs" => {
-            let (n, rest) = take_n(args, 20)?;
+            let (mut n, rest) = take_n(args, 20)?;
             let mut level = "info".to_string();
-            let mut name = None;
+            let mut name: Option<String> = None;
             let mut i = 0;
             while i < rest.len() {
-                if rest[i] == "--level" {
+                let arg = &rest[i];
+                if arg == "--level" {
                     level =
                         rest.get(i + 1).cloned().ok_or_else(|| Error::usage("--level needs info, warn or error"))?;
                     i += 2;
-                } else {
-                    name = Some(rest[i].clone());
-                    i += 1;
+                    continue;
                 }
+                // TapFlow's spelling: `logs FLOW limit=10 level=warn`.
+                if let Some((key, value)) = arg.split_once('=') {
+                    match key {
+                        "limit" => {
+                            n = value.parse().ok().filter(|v| (1..=MAX_N).contains(v)).ok_or_else(|| {
+                                Error::usage(format!("limit must be from 1 to {MAX_N}, not {value:?}"))
+                            })?;
+                        }
+                        "level" => level = value.to_string(),
+                        other => {
+                            return Err(Error::usage(format!(
+                                "logs takes limit=N and level=debug|info|warn|error, not {other}= (usage: {})",
+                                verb.usage
+                            )));
+                        }
+                    }
+                } else if let Some(first) = &name {
+                    return Err(Error::usage(format!(
+                        "logs takes one flow, not {first:?} and {arg:?} (usage: {})",
+                        verb.usage
+                    )));
+                } else {
+                    name = Some(arg.clone());
+                }
+                i += 1;
             }
             logs(session, &name.ok_or_else(|| Error::usage(format!("usage: {}", verb.usage)))?, n, &level)
         }

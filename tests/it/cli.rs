@@ -122,3 +122,33 @@ fn completions_and_config_list_work_without_a_cluster() {
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("no profile named \"nope\""), "{}", run.stderr);
 }
+
+#[test]
+fn logs_takes_tapflows_key_value_options() {
+    let env = Env::new("logs-kv");
+    let _engine = env.start_engine();
+    let (src, dst) = (env.path("src.sqlite"), env.path("dst.sqlite"));
+    crate::harness::exec(&src, "CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);");
+    let script = crate::harness::sqlite_src_dst(&src, &dst)
+        + r#"Flow("lg").read_from("Src.t").write_to("Dst.t").save();
+start("lg");
+Flow("lg").wait_initial_sync();"#;
+    env.script("l.rhai", &script).ok();
+    // `logs lg limit=2 level=info` (TapFlow's spelling) read "limit=2" as the flow's name.
+    let run = env.tap(&["-c", "logs lg limit=2 level=info"]);
+    run.ok();
+    assert_eq!(run.stdout.lines().count(), 2, "{}", run.stdout);
+    let run = env.tap(&["-c", "logs lg level=error"]);
+    run.ok();
+    assert!(run.stdout.contains("no log lines at level error"), "{}", run.stdout);
+    for (line, says) in [
+        ("logs lg color=red", "logs takes limit=N and level=debug|info|warn|error, not color="),
+        ("logs lg other", "logs takes one flow, not \"lg\" and \"other\""),
+        ("logs lg limit=0", "limit must be from 1 to 10000"),
+        ("logs lg level=loud", "--level must be debug, info, warn or error"),
+    ] {
+        let run = env.tap(&["-c", line]);
+        assert_eq!(run.code, 2, "{line}: {run:?}");
+        assert!(run.stderr.contains(says), "{line}: {}", run.stderr);
+    }
+}
