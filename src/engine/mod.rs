@@ -121,18 +121,23 @@ fn require_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Files of the data dir from before modes were enforced: made the owner's alone.
-fn tighten_files(dir: &Path) {
+/// Files of the data dir from before modes were enforced: made the owner's alone. One that
+/// cannot be (another user's file in the data dir) stops the start, naming it.
+fn tighten_files(dir: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::config(format!("cannot read data dir {}: {e}", dir.display())))?;
     for e in entries.flatten() {
         let path = e.path();
         let mode = if path.is_dir() { 0o700 } else { 0o600 };
         if path.is_dir() && path.file_name().is_some_and(|n| n == "lookup") {
-            tighten_files(&path);
+            tighten_files(&path)?;
         }
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+            Error::config(format!("cannot make {} private to its owner (mode {mode:o}): {e}", path.display()))
+        })?;
     }
+    Ok(())
 }
 
 /// Hold the data dir's lock for the engine's life: a second engine on the same data dir is
@@ -279,7 +284,7 @@ pub fn run(listen: &str, data_dir: &Path) -> Result<()> {
         require_private_dir(data_dir)?;
     }
     let _lock = lock_data_dir(data_dir)?;
-    tighten_files(data_dir);
+    tighten_files(data_dir)?;
     let code = access_code(data_dir)?;
     let store = Arc::new(Store::open(data_dir)?);
     let runner = runner::Runner::new(store.clone());

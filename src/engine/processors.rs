@@ -456,6 +456,7 @@ impl Js {
 
 impl Processor for Js {
     fn watch(&mut self, stop: Arc<std::sync::atomic::AtomicBool>) {
+        // Set once per run; a second call (none today) would keep the first flag.
         let _ = self.stop.set(stop);
     }
 
@@ -605,6 +606,7 @@ impl RhaiFn {
 
 impl Processor for RhaiFn {
     fn watch(&mut self, stop: Arc<std::sync::atomic::AtomicBool>) {
+        // Set once per run; a second call (none today) would keep the first flag.
         let _ = self.stop.set(stop);
     }
 

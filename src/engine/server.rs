@@ -396,7 +396,12 @@ pub fn test_and_load_schema(engine: Shared, id: String) {
     let loads = LOADS.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(SCHEMA_LOADS))).clone();
     tokio::spawn(async move {
         let Ok(_turn) = loads.acquire_owned().await else { return };
-        let _ = tokio::task::spawn_blocking(move || load_one_schema(&engine, &id)).await;
+        let (e2, id2) = (engine.clone(), id.clone());
+        if let Err(e) = tokio::task::spawn_blocking(move || load_one_schema(&e2, &id2)).await {
+            // A load that panicked must not leave the connection "testing" for ever.
+            let failure: crate::error::Result<usize> = Err(Error::internal(format!("loading the schema failed: {e}")));
+            record_schema_load(&engine, &id, &failure);
+        }
     });
 }
 
@@ -404,29 +409,36 @@ pub fn test_and_load_schema(engine: Shared, id: String) {
 const SCHEMA_LOADS: usize = 4;
 
 fn load_one_schema(engine: &Shared, id: &str) {
-    {
-        let result = load_schema(&engine.store, id);
-        let _ = engine.store.update(CONNECTIONS, id, |doc| match &result {
-            Ok(tables) => {
-                doc["status"] = json!("ready");
-                doc["loadFieldsStatus"] = json!("finished");
-                doc["tableCount"] = json!(tables);
-                doc["loadCount"] = json!(tables);
-                doc["loadSchemaTime"] = json!(iso_now());
-                doc["response_body"] = json!({"validate_details": [
-                    {"show_msg": "Check the connection", "status": "passed", "required": true}]});
-                if let Some(o) = doc.as_object_mut() {
-                    o.remove("loadFieldErrMsg");
-                }
+    let result = load_schema(&engine.store, id);
+    record_schema_load(engine, id, &result);
+}
+
+/// The outcome of a schema load, on the connection (a failed write of it is logged: the
+/// connection would otherwise say "testing" for ever).
+fn record_schema_load(engine: &Shared, id: &str, result: &crate::error::Result<usize>) {
+    let written = engine.store.update(CONNECTIONS, id, |doc| match result {
+        Ok(tables) => {
+            doc["status"] = json!("ready");
+            doc["loadFieldsStatus"] = json!("finished");
+            doc["tableCount"] = json!(tables);
+            doc["loadCount"] = json!(tables);
+            doc["loadSchemaTime"] = json!(iso_now());
+            doc["response_body"] = json!({"validate_details": [
+                {"show_msg": "Check the connection", "status": "passed", "required": true}]});
+            if let Some(o) = doc.as_object_mut() {
+                o.remove("loadFieldErrMsg");
             }
-            Err(e) => {
-                doc["status"] = json!("invalid");
-                doc["loadFieldsStatus"] = json!("error");
-                doc["loadFieldErrMsg"] = json!(e.message);
-                doc["response_body"] = json!({"validate_details": [
-                    {"show_msg": "Check the connection", "status": "failed", "required": true, "fail_message": e.message}]});
-            }
-        });
+        }
+        Err(e) => {
+            doc["status"] = json!("invalid");
+            doc["loadFieldsStatus"] = json!("error");
+            doc["loadFieldErrMsg"] = json!(e.message);
+            doc["response_body"] = json!({"validate_details": [
+                {"show_msg": "Check the connection", "status": "failed", "required": true, "fail_message": e.message}]});
+        }
+    });
+    if let Err(e) = written {
+        engine.log(&format!("cannot record the schema load of connection {id}: {}", e.message));
     }
 }
 
