@@ -808,19 +808,10 @@ fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
             })
             .collect();
     }
-    let key = if plan.sink.key.is_empty() {
-        let pk: Vec<String> = schema.primary_key();
-        if pk.is_empty() {
-            let (_, conn, _) =
-                sources.iter_mut().find(|(id, _, _)| *id == first_conn).ok_or_else(|| Error::internal("source"))?;
-            let chain = &plan.sources[0].chain;
-            source_key(conn.as_mut(), &first_table, chain)?
-                .ok_or_else(|| no_key(&plan.sink.table, &first_table, conn.as_mut()))?
-        } else {
-            pk
-        }
-    } else {
-        plan.sink.key.clone()
+    let key = {
+        let (_, conn, _) =
+            sources.iter_mut().find(|(id, _, _)| *id == first_conn).ok_or_else(|| Error::internal("source"))?;
+        plain_key(&plan, conn.as_mut(), &schema)?
     };
     let mut sink = Sink {
         flow: plan.name.clone(),
@@ -997,13 +988,21 @@ pub fn check_sources(store: &Store, task: &Value) -> Result<()> {
         p.check(&fields)?;
         schema = p.schema(schema);
     }
-    if plan.sink.key.is_empty()
-        && schema.primary_key().is_empty()
-        && source_key(conn.as_mut(), &s.table, &s.chain)?.is_none()
-    {
-        return Err(no_key(&plan.sink.table, &s.table, conn.as_mut()));
+    plain_key(&plan, conn.as_mut(), &schema).map(|_| ())
+}
+
+/// The key a plain flow writes by: the target's, else the first source's primary key (`schema`,
+/// after its processors), else its unique index's; none is the refusal that says what to do.
+fn plain_key(plan: &Plan, conn: &mut dyn Connector, schema: &Schema) -> Result<Vec<String>> {
+    if !plan.sink.key.is_empty() {
+        return Ok(plan.sink.key.clone());
     }
-    Ok(())
+    let pk = schema.primary_key();
+    if !pk.is_empty() {
+        return Ok(pk);
+    }
+    let s = &plan.sources[0];
+    source_key(conn, &s.table, &s.chain)?.ok_or_else(|| no_key(&plan.sink.table, &s.table, conn))
 }
 
 /// The lookup tree of a plan's merge node, and for each tree node the index of the plan's
