@@ -333,14 +333,18 @@ fn update_connection(engine: Shared, id: String, mut body: Value) -> Response {
                 }
                 d.insert(k.clone(), v.clone());
             }
-            // Missing or empty secrets keep their stored values, as TapData does.
+            // A re-save merges into the stored config: keys not given keep their stored values,
+            // and so do secrets given empty, as TapData does.
             if let (Some(cfg), Some(old_cfg)) =
                 (d.get_mut("config").and_then(Value::as_object_mut), old_config.as_object())
             {
                 for (k, v) in old_cfg {
                     let secret = connectors::secrets::is_secret_key(k) || k == "uri";
-                    let blank = cfg.get(k).is_none_or(|x| x.is_null() || x == "");
-                    if secret && blank {
+                    let keep = match cfg.get(k) {
+                        None => true,
+                        Some(x) => secret && (x.is_null() || x == ""),
+                    };
+                    if keep {
                         cfg.insert(k.clone(), v.clone());
                     }
                 }

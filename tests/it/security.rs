@@ -318,3 +318,25 @@ fn saving_connections_to_a_silent_server_costs_no_thread_each() {
         status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).expect("Threads");
     assert!(threads < 20, "24 saves waiting on a silent server hold {threads} engine threads");
 }
+
+#[test]
+fn a_datasource_saved_again_with_some_keys_keeps_the_others() {
+    let pg = crate::engine_postgres::pg();
+    let env = Env::new("sec-resave");
+    let _engine = env.start_engine();
+    let schema = format!("it_resave_{}", std::process::id());
+    pg.psql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"));
+    env.script("full.rhai", &pg.datasource("P", &schema)).ok();
+    // Saved again naming one key only: the host, port, user and password stay.
+    env.script("part.rhai", r#"DataSource("postgres", "P", #{ schema: "public" }).save();"#).ok();
+    let stored = crate::harness::query(
+        &env.data_dir().join("engine.db"),
+        "SELECT json_extract(doc, '$.config.host'), json_extract(doc, '$.config.port'), json_extract(doc, '$.config.user'), \
+         json_extract(doc, '$.config.password'), json_extract(doc, '$.config.schema') FROM docs WHERE kind = 'Connections'",
+    );
+    assert_eq!(
+        stored,
+        vec![vec![pg.host.clone(), pg.port.clone(), pg.user.clone(), pg.password.clone(), "public".to_string()]]
+    );
+    pg.psql(&format!("DROP SCHEMA {schema} CASCADE"));
+}
