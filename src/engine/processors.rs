@@ -74,7 +74,7 @@ pub fn build(node: &Value) -> Result<Option<Box<dyn Processor>>> {
             let script = node.get("script").and_then(Value::as_str).unwrap_or("");
             // `entry` (ours since functions may call each other); `process` in older nodes.
             let entry = node.get("entry").and_then(Value::as_str).unwrap_or("process");
-            Box::new(RhaiFn::with_limit(script, name, entry, rhai_batch_limit())?)
+            Box::new(RhaiFn::with_limit(script, name, entry, udf_batch_limit())?)
         }
         "union_processor" => Box::new(PassThrough),
         "table_rename_processor" => Box::new(TableRename::from_node(node)),
@@ -358,11 +358,50 @@ pub struct Js {
     name: String,
     _runtime: rquickjs::Runtime,
     context: rquickjs::Context,
-    /// As for [`RhaiFn`]: the batch's deadline, the flow's stop flag, the limit per batch
-    /// (the same as Rhai's, `TAP_UDF_BATCH_SECONDS`).
+    budget: Budget,
+}
+
+/// What a user function may spend on one batch, and the flow's stop flag, shared with the
+/// interpreter's interrupt hook. Both interpreters (JavaScript, Rhai) run under one.
+#[derive(Clone)]
+struct Budget {
+    /// When the batch being processed must end (ms since the epoch; `i64::MAX` between batches).
     deadline: Arc<AtomicI64>,
+    /// The flow's stop flag, once the runner gives it ([`Processor::watch`]).
     stop: Arc<std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>>,
     limit: std::time::Duration,
+}
+
+impl Budget {
+    fn new(limit: std::time::Duration) -> Self {
+        Budget { deadline: Arc::new(AtomicI64::new(i64::MAX)), stop: Arc::default(), limit }
+    }
+    fn start_batch(&self) {
+        let limit_ms = i64::try_from(self.limit.as_millis()).unwrap_or(i64::MAX);
+        self.deadline.store(crate::model::now_ms().saturating_add(limit_ms), Ordering::Relaxed);
+    }
+    fn end_batch(&self) {
+        self.deadline.store(i64::MAX, Ordering::Relaxed);
+    }
+    fn watch(&self, stop: Arc<std::sync::atomic::AtomicBool>) {
+        // Set once per run; a second call (none today) keeps the first flag.
+        let _ = self.stop.set(stop);
+    }
+    fn stopping(&self) -> bool {
+        self.stop.get().is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+    fn past_deadline(&self) -> bool {
+        crate::model::now_ms() > self.deadline.load(Ordering::Relaxed)
+    }
+    /// The error for a function the hook interrupted (`what` names it): the stop, or the limit
+    /// and its value — never a bare "interrupted".
+    fn interrupted(&self, what: &str) -> Error {
+        if self.stopping() {
+            Error::internal(format!("{what} interrupted: the flow is stopping"))
+        } else {
+            Error::data(format!("{what} ran past its time limit of {:.1} s for one batch", self.limit.as_secs_f64()))
+        }
+    }
 }
 
 fn js_error(ctx: &rquickjs::Ctx<'_>, e: rquickjs::Error) -> String {
@@ -382,12 +421,9 @@ impl Js {
     pub fn new(script: &str, name: &str) -> Result<Self> {
         let runtime = rquickjs::Runtime::new().map_err(|e| Error::internal(format!("JavaScript runtime: {e}")))?;
         runtime.set_memory_limit(256 << 20);
-        let deadline = Arc::new(AtomicI64::new(i64::MAX));
-        let stop: Arc<std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>> = Arc::default();
-        let (d, s) = (deadline.clone(), stop.clone());
-        runtime.set_interrupt_handler(Some(Box::new(move || {
-            s.get().is_some_and(|f| f.load(Ordering::Relaxed)) || crate::model::now_ms() > d.load(Ordering::Relaxed)
-        })));
+        let budget = Budget::new(udf_batch_limit());
+        let hook = budget.clone();
+        runtime.set_interrupt_handler(Some(Box::new(move || hook.stopping() || hook.past_deadline())));
         let context =
             rquickjs::Context::full(&runtime).map_err(|e| Error::internal(format!("JavaScript context: {e}")))?;
         let script = if script.contains("function process") {
@@ -409,33 +445,26 @@ impl Js {
             })?;
             Ok(())
         })?;
-        Ok(Self { name: name.to_string(), _runtime: runtime, context, deadline, stop, limit: rhai_batch_limit() })
+        Ok(Self { name: name.to_string(), _runtime: runtime, context, budget })
     }
 
     /// Run `process` over records; `None` where it returned null.
     pub fn call(&mut self, items: &[(&str, &str, &Record)]) -> Result<Vec<Option<Record>>> {
         let input = serde_json::to_string(items)?;
-        let limit_ms = i64::try_from(self.limit.as_millis()).unwrap_or(i64::MAX);
-        self.deadline.store(crate::model::now_ms().saturating_add(limit_ms), Ordering::Relaxed);
-        let name = &self.name;
-        let (deadline, stop, limit) = (&self.deadline, &self.stop, self.limit);
-        let output: String = self.context.with(|ctx| -> Result<String> {
+        self.budget.start_batch();
+        let (name, budget) = (&self.name, &self.budget);
+        let output = self.context.with(|ctx| -> Result<String> {
             let f: rquickjs::Function = ctx.globals().get("__tap_batch").map_err(|e| Error::internal(e.to_string()))?;
             f.call((input,)).map_err(|e| {
-                // An interrupt is the stop flag or the limit: say which, not a bare "interrupted".
-                if stop.get().is_some_and(|f| f.load(Ordering::Relaxed)) {
-                    Error::internal(format!("JavaScript in node {name:?} interrupted: the flow is stopping"))
-                } else if crate::model::now_ms() > deadline.load(Ordering::Relaxed) {
-                    Error::data(format!(
-                        "JavaScript in node {name:?} ran past its time limit of {:.1} s for one batch",
-                        limit.as_secs_f64()
-                    ))
+                if budget.stopping() || budget.past_deadline() {
+                    budget.interrupted(&format!("JavaScript in node {name:?}"))
                 } else {
                     Error::data(format!("JavaScript in node {name:?} failed: {}", js_error(&ctx, e)))
                 }
             })
-        })?;
-        self.deadline.store(i64::MAX, Ordering::Relaxed);
+        });
+        self.budget.end_batch();
+        let output = output?;
         let values: Vec<Value> = serde_json::from_str(&output)?;
         values
             .into_iter()
@@ -456,8 +485,7 @@ impl Js {
 
 impl Processor for Js {
     fn watch(&mut self, stop: Arc<std::sync::atomic::AtomicBool>) {
-        // Set once per run; a second call (none today) would keep the first flag.
-        let _ = self.stop.set(stop);
+        self.budget.watch(stop);
     }
 
     fn process(&mut self, events: Vec<Event>) -> Result<Vec<Event>> {
@@ -480,24 +508,20 @@ pub struct RhaiFn {
     entry: String,
     engine: rhai::Engine,
     ast: rhai::AST,
-    /// When the batch being processed must end (ms since the epoch), checked by the engine's
-    /// progress hook; the flow's stop flag, once the runner gives it.
-    deadline: Arc<AtomicI64>,
-    stop: Arc<std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>>,
-    limit: std::time::Duration,
+    budget: Budget,
 }
 
-/// The longest one batch may spend in a Rhai user function, unless the engine's environment sets
-/// `TAP_UDF_BATCH_SECONDS` (1 to 86,400).
-pub const RHAI_BATCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The longest one batch may spend in a user function (Rhai or JavaScript), unless the
+/// engine's environment sets `TAP_UDF_BATCH_SECONDS` (1 to 86,400).
+pub const UDF_BATCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-fn rhai_batch_limit() -> std::time::Duration {
+fn udf_batch_limit() -> std::time::Duration {
     std::env::var("TAP_UDF_BATCH_SECONDS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|s| (1..=86_400).contains(s))
         .map(std::time::Duration::from_secs)
-        .unwrap_or(RHAI_BATCH_LIMIT)
+        .unwrap_or(UDF_BATCH_LIMIT)
 }
 
 /// `import` in a user function: refused, so a function reads no file of the host.
@@ -535,21 +559,17 @@ pub fn sandboxed_rhai() -> rhai::Engine {
 
 impl RhaiFn {
     pub fn new(script: &str, name: &str) -> Result<Self> {
-        Self::with_limit(script, name, "process", RHAI_BATCH_LIMIT)
+        Self::with_limit(script, name, "process", UDF_BATCH_LIMIT)
     }
 
     /// The function `entry(record)` of `script`, with a time limit per batch of `limit`.
     pub fn with_limit(script: &str, name: &str, entry: &str, limit: std::time::Duration) -> Result<Self> {
         let mut engine = sandboxed_rhai();
-        let deadline = Arc::new(AtomicI64::new(i64::MAX));
-        let stop: Arc<std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>> = Arc::default();
-        let (d, s) = (deadline.clone(), stop.clone());
+        let budget = Budget::new(limit);
+        let hook = budget.clone();
         engine.on_progress(move |ops| {
-            // The clock is read every 1,024 operations; the stop flag every time (one load).
-            if s.get().is_some_and(|f| f.load(Ordering::Relaxed)) {
-                return Some("the flow is stopping".into());
-            }
-            (ops % 1024 == 0 && crate::model::now_ms() > d.load(Ordering::Relaxed)).then(|| "time limit".into())
+            // The stop flag every operation (one load), the clock every 1,024.
+            (hook.stopping() || (ops % 1024 == 0 && hook.past_deadline())).then(|| "interrupted".into())
         });
         let ast = engine
             .compile(script)
@@ -557,7 +577,7 @@ impl RhaiFn {
         if !ast.iter_functions().any(|f| f.name == entry && f.params.len() == 1) {
             return Err(Error::data(format!("Rhai node {name:?} must define fn {entry}(record)")));
         }
-        Ok(Self { name: name.to_string(), entry: entry.to_string(), engine, ast, deadline, stop, limit })
+        Ok(Self { name: name.to_string(), entry: entry.to_string(), engine, ast, budget })
     }
 
     fn call(&self, op: &str, table: &str, rec: &Record) -> Result<Option<Record>> {
@@ -567,15 +587,8 @@ impl RhaiFn {
         scope.push_constant("table", table.to_string());
         let out: rhai::Dynamic =
             self.engine.call_fn(&mut scope, &self.ast, &self.entry, (input,)).map_err(|e| match *e {
-                rhai::EvalAltResult::ErrorTerminated(why, _) if why.to_string() == "time limit" => {
-                    Error::data(format!(
-                        "Rhai function in node {:?} ran past its time limit of {:.1} s for one batch",
-                        self.name,
-                        self.limit.as_secs_f64()
-                    ))
-                }
                 rhai::EvalAltResult::ErrorTerminated(..) => {
-                    Error::internal(format!("Rhai function in node {:?} interrupted: the flow is stopping", self.name))
+                    self.budget.interrupted(&format!("Rhai function in node {:?}", self.name))
                 }
                 e => Error::data(format!("Rhai function in node {:?} failed: {e}", self.name)),
             })?;
@@ -606,18 +619,15 @@ impl RhaiFn {
 
 impl Processor for RhaiFn {
     fn watch(&mut self, stop: Arc<std::sync::atomic::AtomicBool>) {
-        // Set once per run; a second call (none today) would keep the first flag.
-        let _ = self.stop.set(stop);
+        self.budget.watch(stop);
     }
 
     fn process(&mut self, events: Vec<Event>) -> Result<Vec<Event>> {
-        let limit_ms = i64::try_from(self.limit.as_millis()).unwrap_or(i64::MAX);
-        self.deadline.store(crate::model::now_ms().saturating_add(limit_ms), Ordering::Relaxed);
-        let outputs = inputs(&events)
-            .into_iter()
-            .map(|(op, table, rec)| self.call(op, table, rec))
-            .collect::<Result<Vec<_>>>()?;
-        rebuild(events, &mut outputs.into_iter())
+        self.budget.start_batch();
+        let outputs =
+            inputs(&events).into_iter().map(|(op, table, rec)| self.call(op, table, rec)).collect::<Result<Vec<_>>>();
+        self.budget.end_batch();
+        rebuild(events, &mut outputs?.into_iter())
     }
     fn known_output(&self) -> bool {
         false
@@ -692,7 +702,7 @@ mod tests {
     #[test]
     fn stop_interrupts_a_batch_in_a_rhai_function() {
         let (mut f, batch) = slow_batch();
-        f.limit = std::time::Duration::from_secs(3600);
+        f.budget.limit = std::time::Duration::from_secs(3600);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         f.watch(stop.clone());
         let flag = stop.clone();
@@ -708,11 +718,11 @@ mod tests {
     #[test]
     fn javascript_past_its_time_limit_or_stopped_says_which() {
         let mut js = Js::new("function process(record) { while (true) {} }", "J").expect("compile");
-        js.limit = std::time::Duration::from_millis(100);
+        js.budget.limit = std::time::Duration::from_millis(100);
         let err = js.process(vec![ev(Change::Insert { after: rec(json!({})) })]).expect_err("limited");
         assert!(err.message.contains("ran past its time limit of 0.1 s for one batch"), "{}", err.message);
         let mut js = Js::new("function process(record) { while (true) {} }", "J").expect("compile");
-        js.limit = std::time::Duration::from_secs(3600);
+        js.budget.limit = std::time::Duration::from_secs(3600);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         js.watch(stop.clone());
         let setter = std::thread::spawn(move || {
@@ -729,7 +739,7 @@ mod tests {
         let script = "fn fact(n) { if n <= 1 { 1 } else { n * fact(n - 1) } }
                       fn label(r) { `item-${r.id}` }
                       fn enrich(record) { record.f = fact(record.id); record.label = label(record); record }";
-        let mut f = RhaiFn::with_limit(script, "R", "enrich", RHAI_BATCH_LIMIT).expect("compile");
+        let mut f = RhaiFn::with_limit(script, "R", "enrich", UDF_BATCH_LIMIT).expect("compile");
         let out = f.process(vec![ev(Change::Insert { after: rec(json!({"id": 5})) })]).expect("run");
         assert_eq!(out[0].change.key_image()["f"], json!(120));
         assert_eq!(out[0].change.key_image()["label"], json!("item-5"));
