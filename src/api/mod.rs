@@ -1,4 +1,5 @@
 //! Types of TapData's REST API shared by the client and the engine (DESIGN decision 12).
-//! This starts with the task's status; the documents move here step by step.
+//! `task`: the task status; `dag`: the DAG with the rule for every field of every node type.
 
+pub mod dag;
 pub mod task;

@@ -53,7 +53,7 @@ pub fn build(node: &Value) -> Result<Option<Box<dyn Processor>>> {
     let name = node.get("name").and_then(Value::as_str).unwrap_or(ty);
     Ok(Some(match ty {
         "field_rename_processor" => Box::new(Rename::from_node(node, name)?),
-        "field_add_del_processor" => Box::new(AddDel::from_node(node)),
+        "field_add_del_processor" => Box::new(AddDel::from_node(node, name)?),
         "row_filter_processor" => {
             let expression = node.get("expression").and_then(Value::as_str).unwrap_or("true");
             let discard = node.get("action").and_then(Value::as_str) == Some("discard");
@@ -172,7 +172,12 @@ impl Rename {
     fn from_node(node: &Value, name: &str) -> Result<Self> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         let ops = node.get("operations").and_then(Value::as_array).cloned().unwrap_or_default();
-        for o in ops.iter().filter(|o| o.get("op").and_then(Value::as_str).is_none_or(|op| op == "RENAME")) {
+        for o in &ops {
+            if let Some(op) = o.get("op").filter(|op| op.as_str() != Some("RENAME")) {
+                return Err(Error::unsupported(format!(
+                    "node {name:?}: operation {op} is not a rename (RENAME), which is all a field_rename_processor does here"
+                )));
+            }
             let field = o.get("field").and_then(Value::as_str).unwrap_or_default();
             let to = o.get("operand").cloned().unwrap_or(Value::Null);
             let Some(to) = to.as_str().filter(|t| !t.is_empty() && !field.is_empty()) else {
@@ -241,8 +246,15 @@ pub struct AddDel {
 }
 
 impl AddDel {
-    fn from_node(node: &Value) -> Self {
+    fn from_node(node: &Value, name: &str) -> Result<Self> {
         let ops = node.get("operations").and_then(Value::as_array).cloned().unwrap_or_default();
+        if let Some(op) =
+            ops.iter().filter_map(|o| o.get("op")).find(|op| !matches!(op.as_str(), Some("REMOVE" | "CREATE")))
+        {
+            return Err(Error::unsupported(format!(
+                "node {name:?}: operation {op} is neither REMOVE nor CREATE, the two a field_add_del_processor does here"
+            )));
+        }
         let field = |o: &Value| o.get("field").and_then(Value::as_str).map(str::to_string);
         let op = |o: &Value| o.get("op").and_then(Value::as_str).unwrap_or("").to_string();
         let operand_true = |o: &Value| o.get("operand").is_none_or(|v| v == &Value::Bool(true) || v == "true");
@@ -250,7 +262,7 @@ impl AddDel {
         let create = ops.iter().filter(|o| op(o) == "CREATE").filter_map(field).collect();
         let keep_only = (node.get("deleteAllFields") == Some(&Value::Bool(true)))
             .then(|| ops.iter().filter(|o| !(op(o) == "REMOVE" && operand_true(o))).filter_map(field).collect());
-        Self { remove, create, keep_only }
+        Ok(Self { remove, create, keep_only })
     }
 
     fn apply(&self, mut rec: Record) -> Record {

@@ -23,6 +23,7 @@
 
 use super::processors::{self, Processor};
 use super::store::{CONNECTIONS, METADATA, Store, TASKS};
+use crate::api::dag::{Dag, Node};
 use crate::api::task::TaskStatus;
 use crate::connectors::{self, Connector, ExistingData, Position};
 use crate::error::{Error, Result};
@@ -516,101 +517,72 @@ fn node_str<'a>(node: &'a Value, key: &str) -> &'a str {
 }
 
 fn plan(task: &Value) -> Result<Plan> {
-    let dag = task.get("dag").ok_or_else(|| Error::config("the flow has no DAG: add read_from and write_to"))?;
-    let nodes: Vec<&Value> = dag.get("nodes").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
-    let edges: Vec<(&str, &str)> = dag
-        .get("edges")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().map(|e| (node_str(e, "source"), node_str(e, "target"))).collect())
-        .unwrap_or_default();
-    let by_id: HashMap<&str, &Value> = nodes.iter().map(|n| (node_str(n, "id"), *n)).collect();
-    let has_in = |id: &str| edges.iter().any(|(_, t)| *t == id);
-    let has_out = |id: &str| edges.iter().any(|(s, _)| *s == id);
-    let is_data = |n: &Value| matches!(node_str(n, "type"), "table" | "database");
-
-    let merges: Vec<&Value> =
-        nodes.iter().copied().filter(|n| node_str(n, "type") == "merge_table_processor").collect();
+    let dag = Dag::parse(task).map_err(|r| Error::unsupported(r.message))?;
+    let merges: Vec<&Node> = dag.nodes.iter().filter(|n| n.ty == "merge_table_processor").collect();
     if merges.len() > 1 {
         return Err(Error::unsupported("the embedded engine runs flows with one lookup (merge) node"));
     }
-    let merge_id = merges.first().map(|m| node_str(m, "id").to_string());
-    if nodes.iter().any(|n| node_str(n, "type") == "database") {
-        return Err(Error::unsupported(
-            "database-level (migrate) flows are not run by the embedded engine yet: read_from and write_to a table",
-        ));
-    }
-    let sinks: Vec<&Value> = nodes
-        .iter()
-        .copied()
-        .filter(|n| is_data(n) && has_in(node_str(n, "id")) && !has_out(node_str(n, "id")))
-        .collect();
+    let merge_id = merges.first().map(|m| m.id.clone());
+    let sinks: Vec<&Node> =
+        dag.nodes.iter().filter(|n| n.table.is_some() && dag.has_in(&n.id) && !dag.has_out(&n.id)).collect();
     let sink = match sinks.as_slice() {
         [one] => *one,
         [] => return Err(Error::config("the flow has no target: add .write_to(\"Connection.table\")")),
         _ => return Err(Error::unsupported("the embedded engine runs flows with one target")),
     };
+    let sink_table = sink.table.clone().unwrap_or_default();
     let mut sources = Vec::new();
-    for n in nodes.iter().filter(|n| is_data(n) && !has_in(node_str(n, "id"))) {
+    for n in dag.sources() {
         let mut chain = Vec::new();
-        let mut cur = node_str(n, "id");
+        let mut cur = n.id.as_str();
         let mut steps = 0;
         loop {
-            let next: Vec<&str> = edges.iter().filter(|(s, _)| *s == cur).map(|(_, t)| *t).collect();
+            let next = dag.next(cur);
             let [next] = next.as_slice() else {
                 return Err(Error::config(format!(
                     "node {:?} should lead to exactly one next node, it leads to {}",
-                    node_str(n, "name"),
+                    n.name,
                     next.len()
                 )));
             };
-            if *next == node_str(sink, "id") || Some(*next) == merge_id.as_deref() {
+            if *next == sink.id || Some(*next) == merge_id.as_deref() {
                 break;
             }
-            let node = by_id.get(next).ok_or_else(|| Error::config(format!("edge to unknown node {next}")))?;
-            if let Some(p) = processors::build(node)? {
+            let node = dag.node(next).ok_or_else(|| Error::config(format!("edge to unknown node {next}")))?;
+            if let Some(p) = processors::build(&node.doc)? {
                 chain.push(p);
             }
             cur = next;
             steps += 1;
-            if steps > nodes.len() {
+            if steps > dag.nodes.len() {
                 return Err(Error::config("the flow's DAG has a cycle"));
             }
         }
-        sources.push(SourceNode {
-            node_id: node_str(n, "id").to_string(),
-            connection_id: node_str(n, "connectionId").to_string(),
-            table: node_str(n, "tableName").to_string(),
-            chain,
-        });
+        let t = n.table.clone().unwrap_or_default();
+        sources.push(SourceNode { node_id: n.id.clone(), connection_id: t.connection_id, table: t.table_name, chain });
     }
     if sources.is_empty() {
         return Err(Error::config("the flow has no source: add .read_from(\"Connection.table\")"));
     }
     // Writing into a table the flow reads would feed its own changes back to it forever.
-    if let Some(s) = sources
-        .iter()
-        .find(|s| s.connection_id == node_str(sink, "connectionId") && s.table == node_str(sink, "tableName"))
+    if let Some(s) =
+        sources.iter().find(|s| s.connection_id == sink_table.connection_id && s.table == sink_table.table_name)
     {
         return Err(Error::config(format!(
             "the flow writes into {}, which it also reads: its own writes would come back as changes forever; write_to another table",
             s.table
         )));
     }
-    let key: Vec<String> = sink
-        .get("updateConditionFields")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
-        .unwrap_or_default();
-    let sync = task.get("type").or_else(|| dag.get("type")).and_then(Value::as_str).unwrap_or("initial_sync+cdc");
+    let sync = crate::api::dag::task_type(task);
     Ok(Plan {
         name: task.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
         sources,
         sink: SinkNode {
-            name: node_str(sink, "name").to_string(),
-            connection_id: node_str(sink, "connectionId").to_string(),
-            table: node_str(sink, "tableName").to_string(),
-            key,
-            existing: ExistingData::from_tapdata(sink.get("existDataProcessMode").and_then(Value::as_str)),
+            name: sink.name.clone(),
+            connection_id: sink_table.connection_id,
+            table: sink_table.table_name,
+            key: sink_table.update_condition_fields,
+            existing: ExistingData::from_tapdata(sink_table.exist_data_process_mode.as_deref()),
         },
         snapshot: sync.contains("initial_sync"),
         cdc: sync.contains("cdc"),
@@ -618,24 +590,24 @@ fn plan(task: &Value) -> Result<Plan> {
             Some(id) => {
                 let mut post = Vec::new();
                 let mut cur = id.clone();
-                while cur != node_str(sink, "id") {
-                    let next = edges
-                        .iter()
-                        .find(|(s, _)| *s == cur)
-                        .map(|(_, t)| t.to_string())
+                while cur != sink.id {
+                    let next = dag
+                        .next(&cur)
+                        .first()
+                        .map(|t| t.to_string())
                         .ok_or_else(|| Error::config("the lookup (merge) node does not lead to the target"))?;
-                    if next != node_str(sink, "id")
-                        && let Some(node) = by_id.get(next.as_str())
-                        && let Some(p) = processors::build(node)?
+                    if next != sink.id
+                        && let Some(node) = dag.node(&next)
+                        && let Some(p) = processors::build(&node.doc)?
                     {
                         post.push(p);
                     }
                     cur = next;
-                    if post.len() > nodes.len() {
+                    if post.len() > dag.nodes.len() {
                         return Err(Error::config("the flow's DAG has a cycle"));
                     }
                 }
-                let node = by_id.get(id.as_str()).map(|v| (*v).clone()).unwrap_or(Value::Null);
+                let node = dag.node(&id).map(|n| n.doc.clone()).unwrap_or(Value::Null);
                 Some((node, post))
             }
             None => None,

@@ -212,6 +212,13 @@ pub fn rename_key(flow: &Flow, pairs: &[(String, String)]) {
 
 /// `lookup(table, #{path, type, relation, arrayKeys})` → `merge_table_processor` (§8.5).
 pub fn lookup(session: &Session, flow: &Flow, sig: &str, opts: &rhai::Map) -> Result<()> {
+    const OPTIONS: [&str; 4] = ["path", "type", "relation", "arrayKeys"];
+    if let Some(k) = opts.keys().find(|k| !OPTIONS.contains(&k.as_str())) {
+        return Err(Error::unsupported(format!(
+            "lookup: option {k} is not supported yet (it takes {}); read the table in its own flow to filter or reshape it",
+            OPTIONS.join(", ")
+        )));
+    }
     let get = |k: &str| opts.get(k).map(|v| v.to_string());
     let path = get("path").unwrap_or_default();
     let ty = get("type").unwrap_or_else(|| "object".into());
