@@ -31,6 +31,30 @@ pub enum ErrorKind {
     Internal,
 }
 
+impl ErrorKind {
+    const ALL: [(ErrorKind, &'static str); 10] = [
+        (ErrorKind::Usage, "usage"),
+        (ErrorKind::Config, "config"),
+        (ErrorKind::Auth, "auth"),
+        (ErrorKind::Unavailable, "unavailable"),
+        (ErrorKind::NotFound, "not_found"),
+        (ErrorKind::Schema, "schema"),
+        (ErrorKind::Data, "data"),
+        (ErrorKind::Unsupported, "unsupported"),
+        (ErrorKind::Remote, "remote"),
+        (ErrorKind::Internal, "internal"),
+    ];
+
+    /// The kind as a word, as the engine's envelope carries it (`kind`).
+    pub fn as_str(self) -> &'static str {
+        Self::ALL.iter().find(|(k, _)| *k == self).map(|(_, s)| *s).unwrap_or("internal")
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(_, w)| *w == s).map(|(k, _)| *k)
+    }
+}
+
 /// The error: a kind and a message for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {

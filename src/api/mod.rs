@@ -2,4 +2,5 @@
 //! `task`: the task status; `dag`: the DAG with the rule for every field of every node type.
 
 pub mod dag;
+pub mod envelope;
 pub mod task;

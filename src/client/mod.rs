@@ -14,6 +14,7 @@
 
 pub mod sign;
 
+use crate::api::envelope::Envelope;
 use crate::error::{Error, ErrorKind, Result};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
@@ -26,12 +27,8 @@ pub enum Auth {
     Cloud { access_key: String, secret_key: String },
 }
 
-/// A server's error answer: its `code` and `message`.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    pub code: String,
-    pub message: String,
-}
+/// A server's error answer: its envelope (`code`, `message`, and the engine's `kind`).
+pub type ApiError = Box<Envelope>;
 
 #[derive(Debug, Default, Clone)]
 struct Session {
@@ -111,9 +108,9 @@ impl Client {
             "AccessCode.No.User" | "AccessCode.Is.Null" => Error::auth(format!(
                 "the access code was refused by {} ({}): check it with `tap config`",
                 self.base_url(),
-                e.message
+                e.message.unwrap_or_default()
             )),
-            _ => Error::remote(format!("login failed: {}: {}", e.code, e.message)),
+            _ => e.error("").context("login failed"),
         })?;
         let token =
             data.get("id").and_then(Value::as_str).ok_or_else(|| self.not_tapdata("no token in the login answer"))?;
@@ -222,7 +219,7 @@ impl Client {
     /// A request whose envelope must say `ok`; returns `data` (`null` when absent).
     pub fn call(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<Value> {
         let env = self.send(method, path, query, body, true)?;
-        checked(env).map_err(|e| Error::remote(format!("{}: {} ({path})", e.code, e.message)))
+        checked(env).map_err(|e| e.error(path))
     }
 
     /// A request returning the server's error as a value, for callers that handle codes.
@@ -432,7 +429,7 @@ impl Client {
     pub fn sql(&self, conn_id: &str, statement: &str) -> Result<u64> {
         let body = json!({"className": "TapSqlService", "method": "execute", "args": [conn_id, statement]});
         let data = self.post("/proxy/call", &body).map_err(|e| {
-            if e.kind == ErrorKind::Remote && e.message.contains("does not serve") {
+            if e.kind == ErrorKind::Unsupported {
                 Error::unsupported("sql() works with the embedded engine only")
             } else {
                 e
@@ -463,16 +460,14 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// `data` of an `ok` envelope, or the server's code and message.
+/// `data` of an `ok` envelope, or the server's error envelope.
 pub fn checked(env: Value) -> std::result::Result<Value, ApiError> {
-    let code = env.get("code").and_then(Value::as_str).unwrap_or("");
-    if code == "ok" {
-        Ok(env.get("data").cloned().unwrap_or(Value::Null))
-    } else {
-        Err(ApiError {
-            code: code.to_string(),
-            message: env.get("message").and_then(Value::as_str).unwrap_or("").to_string(),
-        })
+    match serde_json::from_value::<Envelope>(env) {
+        Ok(e) if e.is_ok() => Ok(e.data.unwrap_or(Value::Null)),
+        Ok(e) => Err(Box::new(e)),
+        Err(e) => {
+            Err(Box::new(Envelope::fail("BadEnvelope", &format!("the server's answer is not an envelope: {e}"), None)))
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use super::processors;
 use super::runner::{self, iso_now};
 use super::store::{CONNECTIONS, METADATA, Store, TASKS};
 use super::{Engine, new_id};
+use crate::api::envelope::Envelope;
 use crate::connectors;
 use crate::error::{Error, ErrorKind};
 use crate::model::{Change, Event, now_ms};
@@ -32,27 +33,50 @@ type Params = Query<HashMap<String, String>>;
 /// Token lifetime: TapData's access-code tokens live 14 days.
 const TOKEN_TTL_MS: i64 = 14 * 24 * 3600 * 1000;
 
-fn envelope(code: &str, data: Option<Value>, message: Option<&str>) -> Value {
-    let mut v = json!({"reqId": uuid::Uuid::new_v4().to_string(), "ts": now_ms(), "code": code});
-    if let Some(d) = data {
-        v["data"] = d;
-    }
-    if let Some(m) = message {
-        v["message"] = json!(m);
-    }
-    v
-}
-
 fn ok(data: Value) -> Response {
-    Json(envelope("ok", Some(data), None)).into_response()
+    Json(Envelope::ok(Some(data))).into_response()
 }
 
 fn ok_empty() -> Response {
-    Json(envelope("ok", None, None)).into_response()
+    Json(Envelope::ok(None)).into_response()
 }
 
+/// An error answer with TapData's code; the client reads it as TapData's (a remote error).
 fn fail(code: &str, message: &str) -> Response {
-    Json(envelope(code, None, Some(message))).into_response()
+    Json(Envelope::fail(code, message, None)).into_response()
+}
+
+/// An error answer that also names its kind, so the client keeps it.
+fn fail_kind(code: &str, message: &str, kind: ErrorKind) -> Response {
+    Json(Envelope::fail(code, message, Some(kind))).into_response()
+}
+
+/// A request body: a JSON object. Whatever else arrives is answered with an envelope: malformed
+/// JSON or another shape 400, a wrong content type 415, a body over the limit 413.
+struct Body(Value);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<Value>::from_request(req, state).await {
+            Ok(Json(v)) if v.is_object() => Ok(Body(v)),
+            Ok(Json(v)) => Err((
+                StatusCode::BAD_REQUEST,
+                fail_kind("IllegalArgument", &format!("the body must be a JSON object, not {v}"), ErrorKind::Usage),
+            )
+                .into_response()),
+            Err(rejection) => {
+                let status = rejection.status();
+                let code = match status {
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+                    StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",
+                    _ => "IllegalArgument",
+                };
+                Err((status, fail_kind(code, &rejection.body_text(), ErrorKind::Usage)).into_response())
+            }
+        }
+    }
 }
 
 fn page(total: usize, items: Vec<Value>) -> Value {
@@ -63,9 +87,10 @@ fn internal(e: Error) -> Response {
     let code = match e.kind {
         ErrorKind::NotFound => "NotFound",
         ErrorKind::Usage | ErrorKind::Config => "IllegalArgument",
+        ErrorKind::Unsupported => "Unsupported",
         _ => "SystemError",
     };
-    fail(code, &e.message)
+    fail_kind(code, &e.message, e.kind)
 }
 
 macro_rules! tri {
@@ -105,9 +130,15 @@ pub fn router(engine: Shared) -> Router {
         .route("/MonitoringLogs/query", post(logs_query))
         .route("/proxy/call", post(proxy_call))
         .route("/proxy/table/count", get(table_count))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(engine.clone(), require_token))
         .with_state(engine);
     Router::new().nest("/api", api).fallback(|| async { (StatusCode::NOT_FOUND, fail("NotFound", "no such route")) })
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    let message = format!("{} is not a method of {}", req.method(), req.uri().path());
+    (StatusCode::METHOD_NOT_ALLOWED, fail_kind("MethodNotAllowed", &message, ErrorKind::Usage)).into_response()
 }
 
 async fn require_token(State(engine): State<Shared>, req: Request, next: Next) -> Response {
@@ -254,11 +285,32 @@ async fn get_connection(State(engine): State<Shared>, Path(id): Path<String>) ->
     }
 }
 
+/// A 400 envelope when one of `fields` is present with another JSON type than it must have.
+fn wrong_shape(body: &Value, fields: &[(&str, &str)]) -> Option<Response> {
+    fields.iter().find_map(|(key, want)| {
+        let v = body.get(*key).filter(|v| !v.is_null())?;
+        let fits = match *want {
+            "a string" => v.is_string(),
+            "an object" => v.is_object(),
+            _ => true,
+        };
+        (!fits).then(|| {
+            let message = format!("field {key} is {v}, it must be {want}");
+            (StatusCode::BAD_REQUEST, fail_kind("IllegalArgument", &message, ErrorKind::Usage)).into_response()
+        })
+    })
+}
+
 fn valid_name(name: &str) -> bool {
     name.chars().next().is_some_and(|c| c.is_alphabetic())
 }
 
-async fn create_connection(State(engine): State<Shared>, Json(mut body): Json<Value>) -> Response {
+async fn create_connection(State(engine): State<Shared>, Body(mut body): Body) -> Response {
+    if let Some(bad) =
+        wrong_shape(&body, &[("name", "a string"), ("database_type", "a string"), ("config", "an object")])
+    {
+        return bad;
+    }
     let name = body.get("name").and_then(Value::as_str).unwrap_or("").to_string();
     if !valid_name(&name) {
         return fail("Datasource.IllegalName", "The name must start with a letter");
@@ -298,16 +350,21 @@ async fn create_connection(State(engine): State<Shared>, Json(mut body): Json<Va
     ok(public_connection(body))
 }
 
-async fn patch_connection_body(State(engine): State<Shared>, Json(body): Json<Value>) -> Response {
+async fn patch_connection_body(State(engine): State<Shared>, Body(body): Body) -> Response {
     let id = body.get("id").and_then(Value::as_str).unwrap_or("").to_string();
     update_connection(engine, id, body)
 }
 
-async fn patch_connection(State(engine): State<Shared>, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
+async fn patch_connection(State(engine): State<Shared>, Path(id): Path<String>, Body(body): Body) -> Response {
     update_connection(engine, id, body)
 }
 
 fn update_connection(engine: Shared, id: String, mut body: Value) -> Response {
+    if let Some(bad) =
+        wrong_shape(&body, &[("name", "a string"), ("database_type", "a string"), ("config", "an object")])
+    {
+        return bad;
+    }
     let Some(old) = tri!(engine.store.get(CONNECTIONS, &id)) else {
         return fail("Datasource.NotFound", &format!("Data source not found: {id}"));
     };
@@ -522,7 +579,7 @@ async fn get_metadata(State(engine): State<Shared>, Path(id): Path<String>) -> R
     }
 }
 
-async fn metadata_v3(State(engine): State<Shared>, Json(body): Json<Value>) -> Response {
+async fn metadata_v3(State(engine): State<Shared>, Body(body): Body) -> Response {
     let docs = tri!(engine.store.list(METADATA));
     let mut out = Map::new();
     for (conn_id, req) in body.as_object().into_iter().flatten() {
@@ -606,7 +663,12 @@ fn hoist_settings(body: &mut Value) {
     }
 }
 
-async fn create_task(State(engine): State<Shared>, Json(mut body): Json<Value>) -> Response {
+const TASK_SHAPE: &[(&str, &str)] = &[("name", "a string"), ("dag", "an object"), ("type", "a string")];
+
+async fn create_task(State(engine): State<Shared>, Body(mut body): Body) -> Response {
+    if let Some(bad) = wrong_shape(&body, TASK_SHAPE) {
+        return bad;
+    }
     let name = body.get("name").and_then(Value::as_str).unwrap_or("").to_string();
     if name.trim().is_empty() {
         return fail("Task.NameIsNull", "Task name cannot be empty");
@@ -631,6 +693,9 @@ async fn create_task(State(engine): State<Shared>, Json(mut body): Json<Value>) 
 }
 
 fn merge_task(engine: &Engine, id: &str, mut body: Value, confirm: bool) -> Response {
+    if let Some(bad) = wrong_shape(&body, TASK_SHAPE) {
+        return bad;
+    }
     if !super::safe_id(id) {
         return fail(
             "Task.IllegalId",
@@ -649,9 +714,9 @@ fn merge_task(engine: &Engine, id: &str, mut body: Value, confirm: bool) -> Resp
     if confirm && let Some(dag) = body.get("dag") {
         let nodes = dag.get("nodes").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
         if nodes == 0 {
-            return Json(json!({"reqId": uuid::Uuid::new_v4().to_string(), "ts": now_ms(), "code": "Task.ListWarnMessage",
-                "message": "List warn message", "data": {"dag": [{"code": "DAG.NotNodes", "msg": "the flow has no nodes"}]}}))
-            .into_response();
+            let mut warn = Envelope::fail("Task.ListWarnMessage", "List warn message", None);
+            warn.data = Some(json!({"dag": [{"code": "DAG.NotNodes", "msg": "the flow has no nodes"}]}));
+            return Json(warn).into_response();
         }
     }
     // A confirmed save is checked as the runner would plan it: what cannot run is refused now,
@@ -701,16 +766,16 @@ fn merge_task(engine: &Engine, id: &str, mut body: Value, confirm: bool) -> Resp
     ok(updated.map(|d| task_view(engine, d)).unwrap_or(Value::Null))
 }
 
-async fn patch_task_body(State(engine): State<Shared>, Json(body): Json<Value>) -> Response {
+async fn patch_task_body(State(engine): State<Shared>, Body(body): Body) -> Response {
     let id = body.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or_else(new_id);
     merge_task(&engine, &id, body, false)
 }
 
-async fn patch_task(State(engine): State<Shared>, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
+async fn patch_task(State(engine): State<Shared>, Path(id): Path<String>, Body(body): Body) -> Response {
     merge_task(&engine, &id, body, false)
 }
 
-async fn confirm_task(State(engine): State<Shared>, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
+async fn confirm_task(State(engine): State<Shared>, Path(id): Path<String>, Body(body): Body) -> Response {
     // A confirmed save reads the sources' schemas (blocking connector calls).
     match tokio::task::spawn_blocking(move || merge_task(&engine, &id, body, true)).await {
         Ok(r) => r,
@@ -927,14 +992,14 @@ fn query_v2(engine: &Engine, body: &Value) -> Result<Value, String> {
     Ok(json!({"samples": samples}))
 }
 
-async fn measurement_query(State(engine): State<Shared>, Json(body): Json<Value>) -> Response {
+async fn measurement_query(State(engine): State<Shared>, Body(body): Body) -> Response {
     match query_v2(&engine, &body) {
         Ok(v) => ok(v),
         Err(e) => fail("SystemError", &e),
     }
 }
 
-async fn measurement_batch(State(engine): State<Shared>, Json(body): Json<Value>) -> Response {
+async fn measurement_batch(State(engine): State<Shared>, Body(body): Body) -> Response {
     let mut out = Map::new();
     for (key, call) in body.as_object().into_iter().flatten() {
         let uri = call.get("uri").and_then(Value::as_str).unwrap_or("");
@@ -971,14 +1036,22 @@ fn logs(engine: &Engine, body: &Value) -> Result<Value, String> {
     let size = body.get("pageSize").and_then(Value::as_u64).unwrap_or(20).max(1) as usize;
     let start = body.get("start").and_then(Value::as_i64).unwrap_or(0) - 5000;
     let end = body.get("end").and_then(Value::as_i64).unwrap_or_else(now_ms) + 10_000;
-    let (total, items) = engine
+    let (total, mut items) = engine
         .store
         .logs(task_id, &levels, start, end, size, (page_no - 1) * size, order == "asc")
         .map_err(|e| e.message)?;
+    // TapData's log items name the task and the node; the engine's messages name their node
+    // in the text, so nodeId and nodeName are empty, as TapData's are for task-level lines.
+    let task_name = engine.store.get(TASKS, task_id).ok().flatten().and_then(|t| t.get("name").cloned());
+    for item in items.iter_mut().filter_map(Value::as_object_mut) {
+        item.insert("taskName".into(), task_name.clone().unwrap_or(Value::Null));
+        item.entry("nodeId").or_insert(json!(""));
+        item.entry("nodeName").or_insert(json!(""));
+    }
     Ok(json!({"total": total, "items": items}))
 }
 
-async fn logs_query(State(engine): State<Shared>, Json(body): Json<Value>) -> Response {
+async fn logs_query(State(engine): State<Shared>, Body(body): Body) -> Response {
     match logs(&engine, &body) {
         Ok(v) => ok(v),
         Err(e) => fail("SystemError", &e),
@@ -1055,7 +1128,7 @@ fn demo_users(engine: &Engine, conn: Option<&str>, path: &str) -> crate::error::
     Ok(flows)
 }
 
-async fn proxy_call(State(engine): State<Shared>, Json(body): Json<Value>) -> Response {
+async fn proxy_call(State(engine): State<Shared>, Body(body): Body) -> Response {
     let class = body.get("className").and_then(Value::as_str).unwrap_or("");
     let method = body.get("method").and_then(Value::as_str).unwrap_or("");
     let args: Vec<Value> = body.get("args").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -1166,7 +1239,11 @@ async fn proxy_call(State(engine): State<Shared>, Json(body): Json<Value>) -> Re
                 Err(e) => fail("SystemError", &format!("preview worker failed: {e}")),
             }
         }
-        _ => fail("SystemError", &format!("the embedded engine does not serve {class}.{method}")),
+        _ => fail_kind(
+            "Unsupported",
+            &format!("the embedded engine does not serve {class}.{method}"),
+            ErrorKind::Unsupported,
+        ),
     }
 }
 

@@ -408,7 +408,7 @@ pub fn save(session: &Session, flow: &Flow) -> Result<String> {
                 .ok_or_else(|| Error::remote("the server created the flow but returned no id"))?,
             Err(e) if e.code == "Task.RepeatName" => existing_id(session, &name)?
                 .ok_or_else(|| Error::remote(format!("flow {name} exists but cannot be found by name")))?,
-            Err(e) => return Err(Error::remote(format!("save failed: {}: {}", e.code, e.message))),
+            Err(e) => return Err(e.error("").context("save failed")),
         },
     };
     if let Some(sink_id) = &sink {

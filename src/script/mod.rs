@@ -601,7 +601,7 @@ pub fn demo_into(session: &Session, conn: &str, rows: usize, force: bool) -> Res
     let id = doc.get("id").and_then(Value::as_str).unwrap_or("").to_string();
     let body = json!({"className": "TapDemoService", "method": "generate", "args": [id, rows, force]});
     let data = session.client.post("/proxy/call", &body).map_err(|e| {
-        if e.message.contains("does not serve") {
+        if e.kind == crate::error::ErrorKind::Unsupported {
             Error::unsupported("demo into a connection works with the embedded engine only")
         } else {
             e.context(format!("demo into {conn}"))

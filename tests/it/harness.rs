@@ -197,3 +197,35 @@ impl Run {
         self
     }
 }
+
+/// One HTTP/1.1 request to the test's engine with a JSON body; the response body.
+pub fn http(env: &Env, method: &str, path: &str, body: &str) -> String {
+    http_full(env, method, path, "application/json", body).1
+}
+
+/// One HTTP/1.1 request with the given content type; the status code and the body.
+pub fn http_full(env: &Env, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(env.server()).expect("connect");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .expect("send");
+    // A server may answer (413) before it has read a large body: a failed write is not the test's concern.
+    let _ = s.write_all(body.as_bytes());
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let out = String::from_utf8_lossy(&raw).into_owned();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(out))
+}
+
+/// A fresh API token of the test's engine, from its access code.
+pub fn token(env: &Env) -> String {
+    let code = std::fs::read_to_string(env.data_dir().join("access_code")).expect("access code");
+    let body = http(env, "POST", "/api/users/generatetoken", &format!(r#"{{"accesscode": "{}"}}"#, code.trim()));
+    let start = body.find("\"id\":\"").expect("token in the answer") + 6;
+    body[start..].split('"').next().expect("token").to_string()
+}

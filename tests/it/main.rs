@@ -21,3 +21,4 @@ mod transcripts;
 mod truth;
 mod udf;
 mod underneath;
+mod wire;

@@ -4,8 +4,8 @@
 //! where it listens and warns off a non-loopback address; one engine per data dir, and `stop`
 //! signals only the process holding its lock.
 
-use crate::harness::{Env, exec, free_port, sqlite_src_dst, wait_until};
-use std::io::{BufRead, Read, Write};
+use crate::harness::{Env, exec, free_port, http, sqlite_src_dst, token, wait_until};
+use std::io::{BufRead, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -64,27 +64,6 @@ f.wait_initial_sync();"#;
     assert!(run.stderr.contains("chmod 700"), "{}", run.stderr);
     assert_eq!(std::fs::metadata(&given).expect("dir").permissions().mode() & 0o777, 0o755);
     assert!(std::fs::read_dir(&given).expect("dir").next().is_none(), "nothing written into it");
-}
-
-/// One HTTP/1.1 request to the engine; the response body.
-fn http(env: &Env, method: &str, path: &str, body: &str) -> String {
-    let mut s = std::net::TcpStream::connect(env.server()).expect("connect");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(out)
-}
-
-fn token(env: &Env) -> String {
-    let code = std::fs::read_to_string(env.data_dir().join("access_code")).expect("access code");
-    let body = http(env, "POST", "/api/users/generatetoken", &format!(r#"{{"accesscode": "{}"}}"#, code.trim()));
-    let start = body.find("\"id\":\"").expect("token in the answer") + 6;
-    body[start..].split('"').next().expect("token").to_string()
 }
 
 #[test]

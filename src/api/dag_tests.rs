@@ -1,0 +1,208 @@
+//! The rules of `dag.rs`, walked.
+
+use super::*;
+use serde_json::json;
+
+fn rules_of(ty: &str) -> Option<&'static NodeRules> {
+    NODE_TYPES.iter().find(|(t, _)| *t == ty).map(|(_, r)| r)
+}
+
+/// Every node type and field the official client emits (`reference/tapflow-client.md`
+/// §8.3–8.7) is handled, refused, or listed as inert: none falls through.
+#[test]
+fn every_field_the_official_client_emits_has_a_rule() {
+    let emitted: &[(&str, &[&str])] = &[
+        (
+            "table",
+            &[
+                "tableNames",
+                "dmlPolicy",
+                "nodeConfig",
+                "isFilter",
+                "attrs",
+                "connectionId",
+                "databaseType",
+                "disabledEvents",
+                "id",
+                "increaseReadSize",
+                "name",
+                "tableName",
+                "type",
+                "node_config",
+                "enableDDL",
+                "ddlConfiguration",
+                "writeStrategy",
+                "initialConcurrent",
+                "initialConcurrentWriteNum",
+                "cdcConcurrent",
+                "cdcConcurrentWriteNum",
+                "updateConditionFields",
+                "existDataProcessMode",
+                "customCommand",
+                "enableCustomCommand",
+                "conditions",
+                "readBatchSize",
+                "writeBatchSize",
+                "writeBatchWaitMs",
+            ],
+        ),
+        ("js_processor", &["attrs", "name", "type", "script", "declareScript", "id"]),
+        (
+            "row_filter_processor",
+            &[
+                "action",
+                "expression",
+                "concurrentNum",
+                "type",
+                "catalog",
+                "isTransformed",
+                "name",
+                "elementType",
+                "disabled",
+                "id",
+            ],
+        ),
+        ("field_rename_processor", &["operations", "catalog", "elementType", "name", "type", "id"]),
+        (
+            "merge_table_processor",
+            &[
+                "type",
+                "processorThreadNum",
+                "name",
+                "mergeProperties",
+                "id",
+                "elementType",
+                "mergeMode",
+                "disable",
+                "isTransformed",
+                "catalog",
+                "attrs",
+            ],
+        ),
+        (
+            "union_processor",
+            &["catalog", "elementType", "name", "type", "concurrentNum", "enableConcurrentProcess", "id"],
+        ),
+        ("table_rename_processor", &["catalog", "elementType", "name", "prefix", "suffix", "type", "tableNames", "id"]),
+    ];
+    for (ty, fields) in emitted {
+        let Some(NodeRules::Runs(rules)) = rules_of(ty) else { panic!("{ty} has no rules") };
+        for f in *fields {
+            assert!(
+                COMMON.iter().chain(rules.iter()).any(|(k, _)| k == f),
+                "field {f} of {ty} is neither handled, refused nor inert"
+            );
+        }
+    }
+    for f in [
+        "syncIndex",
+        "enableSaveDeleteData",
+        "shardCollection",
+        "hashSplit",
+        "maxSplit",
+        "preImage",
+        "enableFillingModifiedData",
+        "skipDeletedEventsOnFilling",
+        "batchReadThreadSize",
+    ] {
+        assert!(NODE_CONFIG.iter().any(|(k, _)| *k == f), "nodeConfig.{f} has no rule");
+    }
+    for f in [
+        "id",
+        "isArray",
+        "joinKeys",
+        "mergeType",
+        "targetPath",
+        "arrayKeys",
+        "children",
+        "tableName",
+        "enableUpdateJoinKeyValue",
+    ] {
+        assert!(MERGE_PROPERTY.iter().any(|(k, _)| *k == f), "mergeProperties.{f} has no rule");
+    }
+    for ty in [
+        "database",
+        "python_processor",
+        "add_date_field_processor",
+        "date_processor",
+        "field_mod_type_filter_processor",
+        "field_mod_type_processor",
+        "unwind_processor",
+    ] {
+        assert!(matches!(rules_of(ty), Some(NodeRules::Refused(_))), "{ty} should be refused with a reason");
+    }
+    // The data-affecting task settings the official client can send (§8.7).
+    for f in [
+        "type",
+        "syncType",
+        "syncPoints",
+        "skipErrorEvent",
+        "isStopOnError",
+        "doubleActive",
+        "shareCdcEnable",
+        "shareCache",
+        "isFilter",
+        "isOpenAutoDDL",
+        "planStartDateFlag",
+        "isSchedule",
+        "crontabExpressionFlag",
+        "crontabExpression",
+        "increHysteresis",
+        "increOperationMode",
+        "autoInspect",
+    ] {
+        assert!(TASK_SETTINGS.iter().any(|(k, _)| *k == f), "task setting {f} has no rule");
+    }
+}
+
+fn task(nodes: Value) -> Value {
+    json!({"name": "f", "dag": {"nodes": nodes, "edges": []}})
+}
+
+fn refusal(t: Value) -> String {
+    Dag::parse(&t).err().map(|r| r.message).unwrap_or_default()
+}
+
+#[test]
+fn data_fields_the_engine_does_not_do_are_refused_by_name() {
+    let src = |extra: Value| {
+        let mut n = json!({"id": "a", "type": "table", "name": "orders", "connectionId": "c", "tableName": "orders"});
+        if let (Some(n), Some(e)) = (n.as_object_mut(), extra.as_object()) {
+            n.extend(e.clone());
+        }
+        task(json!([n]))
+    };
+    assert!(Dag::parse(&src(json!({}))).is_ok());
+    let m = refusal(src(json!({"customCommand": {"command": "executeQuery", "params": {"sql": "SELECT 1"}}})));
+    assert!(m.contains("node \"orders\" (table)") && m.contains("customCommand"), "{m}");
+    let m = refusal(src(json!({"isFilter": true, "conditions": [{"key": "a", "operator": 5, "value": "1"}]})));
+    assert!(m.contains("isFilter") || m.contains("conditions"), "{m}");
+    assert!(refusal(src(json!({"writeStrategy": "appendWrite"}))).contains("writeStrategy"));
+    assert!(refusal(src(json!({"nodeConfig": {"preImage": true}}))).contains("nodeConfig.preImage"));
+    assert!(refusal(src(json!({"bogusField": 1}))).contains("bogusField"));
+    // Defaults the official client always sends are accepted.
+    assert!(
+        Dag::parse(&src(
+            json!({"dmlPolicy": {"insertPolicy": "update_on_exists", "updatePolicy": "ignore_on_nonexists"},
+            "isFilter": false, "disabledEvents": [], "writeStrategy": "updateOrInsert", "enableCustomCommand": false})
+        ))
+        .is_ok()
+    );
+    let m = refusal(task(json!([{"id": "j", "type": "js_processor", "name": "JS", "script": 5}])));
+    assert!(m.contains("node \"JS\" (js_processor): field script is 5, it must be a string"), "{m}");
+    let m = refusal(task(json!([{"id": "u", "type": "unwind_processor", "name": "flat_unwind"}])));
+    assert!(m.contains("flat_unwind") && m.contains("unwind"), "{m}");
+    let m = refusal(task(json!([{"id": "u", "type": "bogus_processor"}])));
+    assert!(m.contains("bogus_processor") && m.contains("table"), "{m}");
+    let mut t = task(json!([]));
+    t["type"] = json!("bogus");
+    assert!(refusal(t).contains("field type is \"bogus\""));
+    let mut t = task(json!([]));
+    t["syncPoints"] = json!([{"dateTime": 1, "pointType": "localTZ"}]);
+    assert!(refusal(t).contains("syncPoints"));
+    let merge = json!([{"id": "m", "type": "merge_table_processor", "mergeProperties": [{"id": "a", "tableName": "t",
+        "children": [{"id": "b", "tableName": "u", "mergeType": "appendWrite"}]}]}]);
+    assert!(refusal(task(merge)).contains("mergeProperties.children.mergeType"));
+    let js = json!([{"id": "j", "type": "js_processor", "script": "", "declareScript": "TapModelDeclare.setPk(tapTable, 'x');\n"}]);
+    assert!(refusal(task(js)).contains("declareScript"));
+}
