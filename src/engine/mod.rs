@@ -13,9 +13,9 @@
 
 pub mod failpoint;
 pub mod filter;
+pub mod flow;
 pub mod lookup;
 pub mod processors;
-pub mod runner;
 pub mod server;
 pub mod store;
 
@@ -30,7 +30,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:3030";
 
 pub struct Engine {
     pub store: Arc<Store>,
-    pub runner: Arc<runner::Runner>,
+    pub runner: Arc<flow::Runner>,
     pub access_code: String,
     pub user_id: String,
     log: Mutex<Option<std::fs::File>>,
@@ -41,7 +41,7 @@ impl Engine {
         if let Ok(mut f) = self.log.lock()
             && let Some(f) = f.as_mut()
         {
-            let _ = writeln!(f, "{} {msg}", runner::iso_now());
+            let _ = writeln!(f, "{} {msg}", flow::iso_now());
         }
     }
 }
@@ -287,7 +287,7 @@ pub fn run(listen: &str, data_dir: &Path) -> Result<()> {
     tighten_files(data_dir)?;
     let code = access_code(data_dir)?;
     let store = Arc::new(Store::open(data_dir)?);
-    let runner = runner::Runner::new(store.clone());
+    let runner = flow::Runner::new(store.clone());
     let log = {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(data_dir.join("engine.log")).ok()

@@ -1,0 +1,251 @@
+use super::*;
+
+pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
+    let mut plan = plan(task)?;
+    // User functions watch the flow's stop flag, so `stop` interrupts a batch in them.
+    for p in plan.sources.iter_mut().flat_map(|s| s.chain.iter_mut()) {
+        p.watch(ctx.stop.clone());
+    }
+    if let Some((_, post)) = plan.merge.as_mut() {
+        post.iter_mut().for_each(|p| p.watch(ctx.stop.clone()));
+    }
+    if plan.merge.is_some() {
+        return run_lookup(ctx, plan);
+    }
+    let mut sources = open_sources(&ctx.store, &plan)?;
+    // The sink key: the node's updateConditionFields, else the first source's primary key.
+    let (first_conn, first_table) = (plan.sources[0].connection_id.clone(), plan.sources[0].table.clone());
+    let mut schema = {
+        let (_, conn, _) =
+            sources.iter_mut().find(|(id, _, _)| *id == first_conn).ok_or_else(|| Error::internal("source"))?;
+        conn.schema(&first_table)?
+    };
+    for p in &plan.sources[0].chain {
+        let fields: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
+        p.check(&fields)?;
+        schema = p.schema(schema);
+    }
+    // Which fields the chain really outputs (user functions may drop or add some): run it once
+    // over a record of nulls; if a function cannot take nulls, keep the derived schema.
+    let source_fields: Vec<String> = {
+        let (_, conn, _) =
+            sources.iter_mut().find(|(id, _, _)| *id == first_conn).ok_or_else(|| Error::internal("source"))?;
+        conn.schema(&first_table)?.fields.into_iter().map(|f| f.name).collect()
+    };
+    if let Some(out) = probe(&mut plan.sources[0].chain, &first_table, &source_fields) {
+        schema.fields = out
+            .keys()
+            .map(|name| {
+                schema.field(name).cloned().unwrap_or(crate::model::Field {
+                    name: name.clone(),
+                    ty: crate::model::FieldType::Text,
+                    data_type: String::new(),
+                    primary_key: false,
+                    nullable: true,
+                })
+            })
+            .collect();
+    }
+    let key = {
+        let (_, conn, _) =
+            sources.iter_mut().find(|(id, _, _)| *id == first_conn).ok_or_else(|| Error::internal("source"))?;
+        plain_key(&plan, conn.as_mut(), &schema)?
+    };
+    let mut sink = Sink {
+        flow: plan.name.clone(),
+        node: plan.sink.name.clone(),
+        conn: open_connection(&ctx.store, &plan.sink.connection_id)?,
+        store: ctx.store.clone(),
+        connection_id: plan.sink.connection_id.clone(),
+        table: plan.sink.table.clone(),
+        key,
+        existing: plan.sink.existing,
+        ready: false,
+        schema,
+    };
+    if let Ok(mut m) = ctx.metrics.lock() {
+        m.tables = plan.sources.len() as u64;
+    }
+
+    let mut checkpoint = start_checkpoint(ctx, &plan, &mut sources, &mut sink)?;
+    sink.check_resumed(&checkpoint)?;
+
+    if checkpoint["phase"] == "snapshot" {
+        ctx.set_status("running", json!({"syncStatus": "SNAPSHOT"}));
+        let started = now_ms();
+        if let Ok(mut m) = ctx.metrics.lock() {
+            m.snapshot_start_at.get_or_insert(started);
+        }
+        ctx.log("INFO", "Initial sync started");
+        for s in &mut plan.sources {
+            let done = checkpoint["snapshotDone"].as_array().is_some_and(|d| d.iter().any(|x| x == s.node_id.as_str()));
+            if done {
+                continue;
+            }
+            let (_, conn, _) = sources
+                .iter_mut()
+                .find(|(id, _, _)| *id == s.connection_id)
+                .ok_or_else(|| Error::internal("source"))?;
+            let table: Arc<str> = Arc::from(s.table.as_str());
+            let chain = &mut s.chain;
+            let sink = &mut sink;
+            conn.snapshot(&s.table, SNAPSHOT_BATCH, &mut |rows| {
+                if ctx.stopped() {
+                    return Err(Error::internal("flow stopped"));
+                }
+                let n = rows.len() as u64;
+                let mut events: Vec<Event> = rows
+                    .into_iter()
+                    .map(|after| Event { table: table.clone(), change: Change::Insert { after }, ts_ms: 0 })
+                    .collect();
+                for p in chain.iter_mut() {
+                    events = p.process(events)?;
+                }
+                if let Ok(mut m) = ctx.metrics.lock() {
+                    m.input[0] += n;
+                    m.snapshot_rows += n;
+                    m.replicate_lag = now_ms() - started;
+                }
+                sink.write(events, &ctx.metrics)
+            })?;
+            ctx.notices(conn.as_mut());
+            sink.ensure_ready(None)?;
+            if let Some(done) = checkpoint["snapshotDone"].as_array_mut() {
+                done.push(json!(s.node_id));
+            }
+            ctx.store.save_checkpoint(&ctx.task_id, &checkpoint)?;
+            if let Ok(mut m) = ctx.metrics.lock() {
+                m.snapshot_tables += 1;
+            }
+            ctx.log("INFO", &format!("Initial sync of table {} done", s.table));
+        }
+        checkpoint["targetTable"] = json!(sink.table_present()?);
+        ctx.snapshot_done(&mut checkpoint, "Initial sync completed")?;
+    }
+    if let Some(outcome) = ctx.complete_or_cdc(plan.cdc)? {
+        return Ok(outcome);
+    }
+    cdc_loop(ctx, &mut sources, &mut checkpoint, |conn_id, events| {
+        // Route each event to the chain of the source node reading its table.
+        let mut out = Vec::with_capacity(events.len());
+        let mut by_table: Vec<(String, Vec<Event>)> = Vec::new();
+        for e in events {
+            match by_table.last_mut() {
+                Some((t, v)) if **t == *e.table => v.push(e),
+                _ => by_table.push((e.table.to_string(), vec![e])),
+            }
+        }
+        for (table, mut batch) in by_table {
+            if let Some(node) = plan.sources.iter_mut().find(|s| s.connection_id == *conn_id && s.table == table) {
+                for p in node.chain.iter_mut() {
+                    batch = p.process(batch)?;
+                }
+                out.extend(batch);
+            }
+        }
+        sink.write(out, &ctx.metrics)?;
+        Ok(())
+    })
+}
+
+/// Open one connector per distinct source connection, with the tables read from each.
+pub(super) type Sources = Vec<(String, Box<dyn Connector>, Vec<String>)>;
+
+pub(super) fn open_sources(store: &Store, plan: &Plan) -> Result<Sources> {
+    let mut sources: Sources = Vec::new();
+    for s in &plan.sources {
+        if !sources.iter().any(|(id, _, _)| *id == s.connection_id) {
+            sources.push((s.connection_id.clone(), open_connection(store, &s.connection_id)?, Vec::new()));
+        }
+        if let Some(entry) = sources.iter_mut().find(|(id, _, _)| *id == s.connection_id)
+            && !entry.2.contains(&s.table)
+        {
+            entry.2.push(s.table.clone());
+        }
+    }
+    Ok(sources)
+}
+
+/// The CDC loop shared by every flow: poll each source connection after its saved position,
+/// hand the events to `apply` (which writes them), then save the position and acknowledge it
+/// to the source — in that order, so a position is saved only after its events are written.
+pub(super) fn cdc_loop(
+    ctx: &FlowCtx,
+    sources: &mut Sources,
+    checkpoint: &mut Value,
+    mut apply: impl FnMut(&str, Vec<Event>) -> Result<()>,
+) -> Result<Outcome> {
+    ctx.log("INFO", "Incremental sync (CDC) started");
+    let flow_id = &ctx.task_id;
+    let wait = Duration::from_millis((200 / sources.len().max(1)) as u64);
+    let mut last_save = Instant::now();
+    while !ctx.stopped() {
+        for (conn_id, conn, tables) in sources.iter_mut() {
+            let from: Position = checkpoint["positions"].get(conn_id.as_str()).cloned().unwrap_or(Value::Null);
+            let (events, next) = conn.changes(flow_id, tables, &from, CDC_BATCH, wait)?;
+            ctx.notices(conn.as_mut());
+            if events.is_empty() {
+                if let Ok(mut m) = ctx.metrics.lock() {
+                    m.replicate_lag = 0;
+                    m.tick();
+                }
+            } else {
+                let newest = events.iter().map(|e| e.ts_ms).max().unwrap_or(0);
+                if let Ok(mut m) = ctx.metrics.lock() {
+                    for e in &events {
+                        m.input[op_index(&e.change)] += 1;
+                    }
+                }
+                apply(conn_id, events)?;
+                if let Ok(mut m) = ctx.metrics.lock() {
+                    m.current_event_ts = Some(newest);
+                    m.replicate_lag = (now_ms() - newest).max(0);
+                }
+            }
+            if from != next {
+                checkpoint["positions"][conn_id.as_str()] = next.clone();
+                ctx.store.save_checkpoint(flow_id, checkpoint)?;
+                crate::engine::failpoint::hit("after_checkpoint");
+                conn.cdc_ack(flow_id, &next)?;
+            }
+        }
+        if last_save.elapsed() > Duration::from_secs(2) {
+            ctx.save_metrics();
+            last_save = Instant::now();
+        }
+    }
+    Ok(Outcome::Stopped)
+}
+
+/// The flow's checkpoint, or — on a fresh run — a new one holding each source's CDC position,
+/// taken before anything is read. CDC is prepared either way; existing target data is handled
+/// (kept, removed or dropped) on a fresh run only.
+pub(super) fn start_checkpoint(ctx: &FlowCtx, plan: &Plan, sources: &mut Sources, sink: &mut Sink) -> Result<Value> {
+    let flow_id = &ctx.task_id;
+    if let Some(checkpoint) = ctx.store.checkpoint(flow_id)? {
+        sink.existing = ExistingData::Keep;
+        if plan.cdc {
+            for (_, conn, tables) in sources.iter_mut() {
+                conn.cdc_prepare(flow_id, tables, true)?;
+                ctx.notices(conn.as_mut());
+            }
+        }
+        return Ok(checkpoint);
+    }
+    let mut positions = serde_json::Map::new();
+    if plan.cdc {
+        for (id, conn, tables) in sources.iter_mut() {
+            conn.cdc_prepare(flow_id, tables, false)?;
+            ctx.notices(conn.as_mut());
+            positions.insert(id.clone(), conn.cdc_position(flow_id)?);
+        }
+    }
+    let checkpoint =
+        json!({"phase": if plan.snapshot { "snapshot" } else { "cdc" }, "positions": positions, "snapshotDone": []});
+    ctx.store.save_checkpoint(flow_id, &checkpoint)?;
+    Ok(checkpoint)
+}
+
+pub(super) fn source_mut<'a>(sources: &'a mut Sources, conn: &str) -> Result<&'a mut Box<dyn Connector>> {
+    sources.iter_mut().find(|(id, _, _)| id == conn).map(|(_, c, _)| c).ok_or_else(|| Error::internal("source"))
+}

@@ -1,0 +1,120 @@
+use super::*;
+
+pub(super) fn open_connection(store: &Store, id: &str) -> Result<Box<dyn Connector>> {
+    let doc = store
+        .get(CONNECTIONS, id)?
+        .ok_or_else(|| Error::not_found(format!("the flow uses connection {id}, which no longer exists")))?;
+    let ty = doc.get("database_type").and_then(Value::as_str).unwrap_or("");
+    let name = doc.get("name").and_then(Value::as_str).unwrap_or(id);
+    connectors::open(ty, doc.get("config").unwrap_or(&Value::Null)).map_err(|e| e.context(format!("connection {name}")))
+}
+
+/// The sink side: prepares the target lazily, from the first records it sees.
+pub(super) struct Sink {
+    /// The flow's and the target node's names, for errors.
+    pub(super) flow: String,
+    pub(super) node: String,
+    pub(super) conn: Box<dyn Connector>,
+    pub(super) store: Arc<Store>,
+    pub(super) connection_id: String,
+    pub(super) table: String,
+    pub(super) key: Vec<String>,
+    pub(super) existing: ExistingData,
+    pub(super) ready: bool,
+    pub(super) schema: Schema,
+}
+
+impl Sink {
+    /// Whether the target table exists now.
+    pub(super) fn table_present(&mut self) -> Result<bool> {
+        Ok(self.conn.tables()?.contains(&self.table))
+    }
+
+    /// Resuming in CDC: a target table that existed when the snapshot ended must exist still
+    /// (while the flow runs, writing into a dropped table fails, or — MongoDB — is refused by
+    /// the connector).
+    pub(super) fn check_resumed(&mut self, checkpoint: &Value) -> Result<()> {
+        if checkpoint["phase"] == "cdc" && checkpoint["targetTable"] == true && !self.table_present()? {
+            return Err(Error::not_found(format!(
+                "flow {}: the target table {} (node {:?}) is gone although the flow copied into it; going \
+                 on would leave it holding only the changes from now on, so the flow stops: reset it to copy again",
+                self.flow, self.table, self.node
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) fn ensure_ready(&mut self, first: Option<&Change>) -> Result<()> {
+        if self.ready {
+            return Ok(());
+        }
+        let mut schema = self.schema.clone();
+        if let Some(c) = first {
+            // The first output record decides the columns; the source schema decides their types.
+            let rec = c.key_image();
+            let mut fields = Vec::with_capacity(rec.len());
+            for (name, v) in rec {
+                fields.push(schema.field(name).cloned().unwrap_or(crate::model::Field {
+                    name: name.clone(),
+                    ty: crate::model::FieldType::of_value(v),
+                    data_type: String::new(),
+                    primary_key: false,
+                    nullable: true,
+                }));
+            }
+            schema.fields = fields;
+        }
+        for f in &mut schema.fields {
+            f.primary_key = self.key.contains(&f.name);
+        }
+        self.conn.prepare_target(&self.table, &schema, &self.key, self.existing)?;
+        self.ready = true;
+        // Make the new table visible to `show tables`, `peek` and `count` right away.
+        if let Ok(Some(doc)) = self.store.get(CONNECTIONS, &self.connection_id) {
+            let name = doc.get("name").and_then(Value::as_str).unwrap_or("");
+            let ty = doc.get("database_type").and_then(Value::as_str).unwrap_or("");
+            let created = self.conn.schema(&self.table)?;
+            self.store.put(METADATA, &crate::api::metadata::metadata_doc(&self.connection_id, name, ty, &created))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn write(&mut self, events: Vec<Event>, metrics: &Mutex<Metrics>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let changes: Vec<Change> = events.into_iter().map(|e| e.change).collect();
+        self.ensure_ready(changes.first())?;
+        // Every record must carry its whole key: a null or missing key would write a row no
+        // later change can find (and duplicate on replay), so the flow stops instead.
+        for c in &changes {
+            let image = c.key_image();
+            if let Some(bad) = self.key.iter().find(|k| image.get(k.as_str()).is_none_or(Value::is_null)) {
+                let what = if image.contains_key(bad.as_str()) { "null" } else { "missing" };
+                let mut shown = Value::Object(image.clone()).to_string();
+                if shown.len() > 300 {
+                    let cut = (0..=300).rev().find(|&i| shown.is_char_boundary(i)).unwrap_or(0);
+                    shown.truncate(cut);
+                    shown.push('…');
+                }
+                return Err(Error::data(format!(
+                    "flow {}: a record reaching target node {:?} ({}) has its key field {bad:?} {what}; \
+                     records must keep their key through the processors (fields: {}) — record: {shown}",
+                    self.flow,
+                    self.node,
+                    self.table,
+                    image.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        self.conn.write(&self.table, &self.key, &changes)?;
+        crate::engine::failpoint::hit("after_batch");
+        if let Ok(mut m) = metrics.lock() {
+            for c in &changes {
+                m.output[op_index(c)] += 1;
+            }
+            m.tick();
+        }
+        Ok(())
+    }
+}
