@@ -2,11 +2,13 @@
 //! a single line, or a subcommand.
 
 use crate::cli::{Cli, ConfigAction, EngineAction, Sub};
+use crate::commands as verbs;
+use crate::commands::session::Session;
 use crate::config::{self, Kind, Profile, Source};
 use crate::error::{Error, Result};
 use crate::output::Output;
-use crate::script::{self, session::Session};
-use crate::shell::{repl, verbs};
+use crate::script;
+use crate::shell::repl;
 use std::io::IsTerminal;
 use std::sync::Arc;
 

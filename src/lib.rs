@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod commands;
 pub mod config;
 pub mod connectors;
 pub mod engine;

@@ -3,6 +3,9 @@
 //! data. Written through the [`Connector`] sink interface, so it lands in any connector that can
 //! be a target (SQLite, PostgreSQL, MySQL).
 
+/// The most orders `demo` makes (the other tables scale with them).
+pub const MAX_DEMO_ROWS: i64 = 10_000_000;
+
 use crate::connectors::{Connector, ExistingData};
 use crate::error::Result;
 use crate::model::{Change, Field, FieldType, Record, Schema};

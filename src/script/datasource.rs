@@ -1,7 +1,7 @@
 //! `DataSource`: a connection definition, saved as TapData's connection document (§7.3 of the
 //! client reference). Saving an existing name updates it, so scripts are idempotent.
 
-use super::session::Session;
+use crate::commands::session::Session;
 use crate::error::{Error, Result};
 use reqwest::Method;
 use serde_json::{Map, Value, json};

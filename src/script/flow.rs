@@ -5,8 +5,9 @@
 //! or — when a flow of that name exists — replaces its DAG, so re-running a script is idempotent.
 
 use super::nodes;
-use super::resolve;
-use super::session::Session;
+use crate::commands::resolve;
+use crate::commands::session::Session;
+use crate::commands::tasks::{last_error, wait_status};
 use crate::error::{Error, Result};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -473,49 +474,6 @@ pub fn start(session: &Session, flow: &Flow) -> Result<()> {
     wait_status(session, &id, &["running", "complete"], Duration::from_secs(60))?;
     session.out.text(&format!("flow {} started", flow.name()));
     Ok(())
-}
-
-/// Poll until the flow reaches one of `wanted`; an `error` status fails with the flow's error.
-pub fn wait_status(session: &Session, id: &str, wanted: &[&str], timeout: Duration) -> Result<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let task = session.client.task(id)?.ok_or_else(|| Error::not_found(format!("flow {id} vanished")))?;
-        let status = task.get("status").and_then(Value::as_str).unwrap_or("").to_string();
-        if wanted.contains(&status.as_str()) {
-            return Ok(status);
-        }
-        if status == "error" {
-            let why = last_error(session, &task);
-            return Err(Error::data(format!(
-                "flow {} failed: {why}",
-                task.get("name").and_then(Value::as_str).unwrap_or(id)
-            )));
-        }
-        if Instant::now() > deadline {
-            let why = match task.get("retrying").and_then(Value::as_str) {
-                Some(r) => format!(" ({r})"),
-                None => String::new(),
-            };
-            let name = task.get("name").and_then(Value::as_str).unwrap_or(id);
-            return Err(Error::unavailable(format!("flow {name} is still {status} after {}s{why}", timeout.as_secs())));
-        }
-        session.sleep(Duration::from_millis(200))?;
-    }
-}
-
-/// The flow's last error: `errorMessage` on our engine, else the newest ERROR log.
-pub fn last_error(session: &Session, task: &Value) -> String {
-    if let Some(m) = task.get("errorMessage").and_then(Value::as_str) {
-        return m.to_string();
-    }
-    let id = task.get("id").and_then(Value::as_str).unwrap_or("");
-    let rid = task.get("taskRecordId").and_then(Value::as_str).unwrap_or("");
-    session
-        .client
-        .task_logs(id, rid, &["ERROR"], 1)
-        .ok()
-        .and_then(|l| l.first().and_then(|x| x.get("message").and_then(Value::as_str).map(str::to_string)))
-        .unwrap_or_else(|| "see `logs` for details".into())
 }
 
 /// Wait until the initial sync is done (CDC phase reached, or complete).

@@ -8,16 +8,15 @@
 pub mod datasource;
 pub mod flow;
 pub mod nodes;
-pub mod resolve;
-pub mod session;
 
+use crate::commands as verbs;
+use crate::commands::resolve;
+use crate::commands::session::Session;
 use crate::error::{Error, Result};
-use crate::shell::verbs;
 use datasource::DataSource;
 use flow::Flow;
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position};
 use serde_json::{Value, json};
-use session::Session;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -549,8 +548,7 @@ fn register_verbs(engine: &mut Engine, session: &Arc<Session>) {
 /// The longest a script waits in one call (`sleep`, `wait_initial_sync`): a day.
 pub const MAX_WAIT_SECS: i64 = 86_400;
 
-/// The most orders `demo` makes (the other tables scale with them).
-pub const MAX_DEMO_ROWS: i64 = 10_000_000;
+pub use crate::connectors::sample::MAX_DEMO_ROWS;
 
 /// `value` when it is within `min..=max`, else a usage error naming `what` and the bounds.
 pub fn bounded(what: &str, value: i64, min: i64, max: i64) -> Result<i64> {

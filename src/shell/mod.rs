@@ -1,4 +1,3 @@
 //! The interactive shell and the verbs it parses before Rhai sees a line.
 
 pub mod repl;
-pub mod verbs;

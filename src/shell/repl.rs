@@ -3,9 +3,10 @@
 //! One Rhai scope lives across lines. Ctrl-C clears the input, or cancels the running line;
 //! Ctrl-D exits.
 
-use super::verbs;
+use crate::commands as verbs;
+use crate::commands::session::Session;
 use crate::error::Result;
-use crate::script::{self, session::Session};
+use crate::script;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -181,10 +182,10 @@ pub fn run(session: Arc<Session>) -> Result<()> {
     watch_ctrl_c(session.clone());
     // Fill the completion caches quietly.
     if let Ok(c) = session.client.connections() {
-        script::resolve::remember_connections(&session, &c);
+        crate::commands::resolve::remember_connections(&session, &c);
     }
     if let Ok(t) = session.client.tasks() {
-        script::resolve::remember_flows(&session, &t);
+        crate::commands::resolve::remember_flows(&session, &t);
     }
     session.out.text(&format!(
         "tap {} — {}. `help` lists verbs; Ctrl-D exits.",

@@ -109,10 +109,13 @@ pub(super) async fn proxy_call(State(engine): State<Shared>, Body(body): Body) -
             // not replaced (that would drop them under it) unless the third argument is true.
             let conn = arg(0);
             let rows = args.get(1).and_then(Value::as_u64).unwrap_or(1000);
-            if !(1..=crate::script::MAX_DEMO_ROWS as u64).contains(&rows) {
+            if !(1..=crate::connectors::sample::MAX_DEMO_ROWS as u64).contains(&rows) {
                 return fail(
                     "IllegalArgument",
-                    &format!("the number of orders must be from 1 to {}, not {rows}", crate::script::MAX_DEMO_ROWS),
+                    &format!(
+                        "the number of orders must be from 1 to {}, not {rows}",
+                        crate::connectors::sample::MAX_DEMO_ROWS
+                    ),
                 );
             }
             let rows = rows as usize;

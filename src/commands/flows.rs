@@ -1,0 +1,150 @@
+use super::*;
+
+/// The status line, as TapFlow prints it.
+pub fn status_line(session: &Session, doc: &Value) -> Result<(String, Value)> {
+    let id = s(doc, "id");
+    let task = session.client.task(id)?.unwrap_or_else(|| doc.clone());
+    let name = s(&task, "name").to_string();
+    let status = s(&task, "status").to_string();
+    let record = s(&task, "taskRecordId");
+    let m = if record.is_empty() { json!({}) } else { session.client.task_metrics(id, record)? };
+    let qps = m.get("outputQps").and_then(Value::as_f64).unwrap_or(0.0);
+    let rows = m.get("snapshotRowTotal").and_then(Value::as_u64).unwrap_or(0);
+    let lag = m.get("replicateLag").and_then(Value::as_i64).unwrap_or(0);
+    let mut line =
+        format!("flow {name} current status is: {status}, qps is: {qps:.1}, total rows: {rows}, delay is: {lag}ms");
+    if status == "error" {
+        line.push_str(&format!("\n  error: {}", flowops::last_error(session, &task)));
+    }
+    let retrying = s(&task, "retrying").to_string();
+    if !retrying.is_empty() && status != "error" {
+        line.push_str(&format!("\n  {retrying}"));
+    }
+    let mut v = json!({"name": name, "status": status, "qps": qps, "total_rows": rows, "delay_ms": lag,
+                   "sync_phase": s(&task, "syncStatus")});
+    if !retrying.is_empty() {
+        v["retrying"] = json!(retrying);
+    }
+    Ok((line, v))
+}
+
+pub fn status(session: &Session, name: &str) -> Result<()> {
+    let doc = resolve::flow(session, name)?;
+    let (line, v) = status_line(session, &doc)?;
+    session.out.either(&line, &v);
+    Ok(())
+}
+
+pub fn stats(session: &Session, name: &str) -> Result<()> {
+    let doc = resolve::flow(session, name)?;
+    let record = s(&doc, "taskRecordId").to_string();
+    let task = session.client.task(s(&doc, "id"))?.unwrap_or(doc);
+    let record = if record.is_empty() { s(&task, "taskRecordId").to_string() } else { record };
+    if record.is_empty() {
+        return Err(Error::usage(format!("flow {name} has never run: `start {name}` first")));
+    }
+    let m = session.client.task_metrics(s(&task, "id"), &record)?;
+    if session.out.json {
+        session.out.value(&m);
+        return Ok(());
+    }
+    let n = |k: &str| m.get(k).map(|v| v.to_string()).unwrap_or_else(|| "0".into());
+    let rows = vec![
+        vec!["status".into(), s(&task, "status").to_string()],
+        vec!["phase".into(), s(&task, "syncStatus").to_string()],
+        vec![
+            "input insert/update/delete".into(),
+            format!("{} / {} / {}", n("inputInsertTotal"), n("inputUpdateTotal"), n("inputDeleteTotal")),
+        ],
+        vec![
+            "output insert/update/delete".into(),
+            format!("{} / {} / {}", n("outputInsertTotal"), n("outputUpdateTotal"), n("outputDeleteTotal")),
+        ],
+        vec!["snapshot rows".into(), n("snapshotRowTotal")],
+        vec!["qps (in / out)".into(), format!("{} / {}", n("inputQps"), n("outputQps"))],
+        vec!["delay (ms)".into(), n("replicateLag")],
+    ];
+    session.out.table(&["metric", "value"], rows);
+    Ok(())
+}
+
+pub fn logs(session: &Session, name: &str, n: usize, level: &str) -> Result<()> {
+    let doc = resolve::flow(session, name)?;
+    let task = session.client.task(s(&doc, "id"))?.unwrap_or(doc);
+    let levels: &[&str] = match level.to_ascii_lowercase().as_str() {
+        "debug" => &["DEBUG", "INFO", "WARN", "ERROR"],
+        "info" => &["INFO", "WARN", "ERROR"],
+        "warn" => &["WARN", "ERROR"],
+        "error" => &["ERROR"],
+        other => return Err(Error::usage(format!("--level must be debug, info, warn or error, not {other:?}"))),
+    };
+    let mut items = session.client.task_logs(s(&task, "id"), s(&task, "taskRecordId"), levels, n)?;
+    items.reverse();
+    if session.out.json {
+        session.out.value(&json!(items));
+        return Ok(());
+    }
+    if items.is_empty() {
+        session.out.line(&format!("flow {name} has no log lines at level {level} or above"));
+    }
+    for it in items {
+        let ts = it.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
+        let when = chrono::DateTime::from_timestamp_millis(ts)
+            .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        session.out.line(&format!("{when} {:<5} {}", s(&it, "level"), s(&it, "message")));
+    }
+    Ok(())
+}
+
+pub fn monitor(session: &Session, name: &str) -> Result<()> {
+    let doc = resolve::flow(session, name)?;
+    session.out.text("(Ctrl-C stops watching; the flow keeps running)");
+    loop {
+        let (line, v) = status_line(session, &doc)?;
+        session.out.either(&line, &v);
+        if session.sleep(Duration::from_secs(1)).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+pub fn start(session: &Session, name: &str) -> Result<()> {
+    let doc = resolve::flow(session, name)?;
+    let status = s(&doc, "status");
+    if matches!(status, "running" | "scheduling" | "wait_run") {
+        session.out.text(&format!("flow {name} is already {status}"));
+        return Ok(());
+    }
+    session.client.start_task(s(&doc, "id")).map_err(|e| e.context(format!("cannot start flow {name}")))?;
+    flowops::wait_status(session, s(&doc, "id"), &["running", "complete"], Duration::from_secs(60))?;
+    session.out.either(&format!("flow {name} started"), &json!({"flow": name, "status": "running"}));
+    Ok(())
+}
+
+pub fn stop(session: &Session, name: &str) -> Result<()> {
+    let doc = resolve::flow(session, name)?;
+    let status = s(&doc, "status");
+    if !matches!(status, "running" | "scheduling" | "wait_run" | "stopping") {
+        session.out.text(&format!("flow {name} is {status}, not running"));
+        return Ok(());
+    }
+    session.client.stop_task(s(&doc, "id"), false)?;
+    flowops::wait_status(session, s(&doc, "id"), &["stop", "error", "complete"], Duration::from_secs(60))?;
+    session.out.either(&format!("flow {name} stopped"), &json!({"flow": name, "status": "stop"}));
+    Ok(())
+}
+
+pub fn reset(session: &Session, name: &str) -> Result<()> {
+    let doc = resolve::flow(session, name)?;
+    session.client.reset_task(s(&doc, "id")).map_err(|e| e.context(format!("cannot reset flow {name}")))?;
+    session.out.either(&format!("flow {name} reset"), &json!({"flow": name, "reset": true}));
+    Ok(())
+}
+
+pub fn delete(session: &Session, doc: &Value) -> Result<()> {
+    let name = s(doc, "name");
+    session.client.delete_task(s(doc, "id")).map_err(|e| e.context(format!("cannot delete flow {name}")))?;
+    session.out.either(&format!("flow {name} deleted"), &json!({"flow": name, "deleted": true}));
+    Ok(())
+}
