@@ -153,19 +153,19 @@ fn engine(
     match action {
         None => crate::engine::run(&listen, &data_dir),
         Some(EngineAction::Status) => {
-            let st = crate::engine::status(&data_dir, &listen)?;
+            let st = crate::local::status(&data_dir, &listen)?;
             print_status(&st, out);
             Ok(())
         }
         Some(EngineAction::Stop) => {
-            let st = crate::engine::stop(&data_dir, &listen)?;
+            let st = crate::local::stop(&data_dir, &listen)?;
             print_status(&st, out);
             Ok(())
         }
     }
 }
 
-fn print_status(st: &crate::engine::EngineStatus, out: Output) {
+fn print_status(st: &crate::local::EngineStatus, out: Output) {
     let v = serde_json::json!({"address": st.address, "state": st.state, "data_dir": st.data_dir, "access_code": st.access_code});
     out.either(
         &format!(

@@ -155,23 +155,6 @@ impl From<serde_json::Error> for Error {
     }
 }
 
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ffi::ErrorCode;
-        match &e {
-            rusqlite::Error::SqliteFailure(f, _)
-                if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
-            {
-                Error::unavailable(format!("SQLite: {e}"))
-            }
-            rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::CannotOpen => {
-                Error::unavailable(format!("SQLite: {e}"))
-            }
-            _ => Error::data(format!("SQLite: {e}")),
-        }
-    }
-}
-
 /// `bail!(kind, "...")`-style helper used in connectors: `err!(not_found, "no table {t}")`.
 #[macro_export]
 macro_rules! err {

@@ -39,7 +39,7 @@ impl Session {
             Kind::Embedded => {
                 let dir = profile.data_dir();
                 ensure_engine(&server, &dir, &out)?;
-                Auth::AccessCode(crate::engine::access_code(&dir)?)
+                Auth::AccessCode(crate::datadir::access_code(&dir)?)
             }
             Kind::Enterprise => Auth::AccessCode(profile.access_code.clone().unwrap_or_default()),
             Kind::Cloud => Auth::Cloud {
@@ -87,11 +87,11 @@ impl Session {
 
 /// Start `tap engine` in the background when nothing answers at `server`, and wait until it does.
 pub fn ensure_engine(server: &str, data_dir: &std::path::Path, out: &Output) -> Result<()> {
-    if crate::engine::answers(server) {
+    if crate::local::answers(server) {
         return Ok(());
     }
     let exe = std::env::current_exe().map_err(|e| Error::internal(format!("cannot find the tap executable: {e}")))?;
-    crate::engine::create_dir_private(data_dir)?;
+    crate::datadir::create_dir_private(data_dir)?;
     let log = {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(data_dir.join("engine.out"))?
@@ -106,7 +106,7 @@ pub fn ensure_engine(server: &str, data_dir: &std::path::Path, out: &Output) -> 
     out.notice(&format!("started the embedded engine at {server} (data in {})", data_dir.display()));
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if crate::engine::answers(server) {
+        if crate::local::answers(server) {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {

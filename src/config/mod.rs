@@ -56,7 +56,7 @@ impl Profile {
         match (&self.kind, &self.server) {
             (_, Some(s)) => s.clone(),
             (Kind::Cloud, None) => CLOUD_SERVER.to_string(),
-            _ => crate::engine::DEFAULT_LISTEN.to_string(),
+            _ => crate::local::DEFAULT_LISTEN.to_string(),
         }
     }
     pub fn data_dir(&self) -> PathBuf {
@@ -128,7 +128,7 @@ impl File {
         let dir = config_dir();
         std::fs::create_dir_all(&dir).map_err(|e| Error::config(format!("cannot create {}: {e}", dir.display())))?;
         let text = toml::to_string_pretty(self).map_err(|e| Error::internal(e.to_string()))?;
-        crate::engine::write_private(&config_path(), &format!("# tap profiles (holds secrets: mode 0600)\n{text}"))
+        crate::datadir::write_private(&config_path(), &format!("# tap profiles (holds secrets: mode 0600)\n{text}"))
     }
 }
 

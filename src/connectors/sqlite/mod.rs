@@ -217,7 +217,7 @@ impl Sqlite {
         let exists = std::path::Path::new(path).exists();
         if !exists {
             // A database this connector creates is its user's alone (its journals take its mode).
-            crate::engine::create_private(std::path::Path::new(path))?;
+            crate::datadir::create_private(std::path::Path::new(path))?;
         }
         let read_only = exists && std::fs::OpenOptions::new().write(true).open(path).is_err();
         let flags = if read_only {
@@ -987,6 +987,25 @@ fn delete_row(
     let null = Value::Null;
     st.execute(params_from_iter(key.iter().map(|k| bind_value(image.get(k).unwrap_or(&null), types.get(k).copied()))))?;
     Ok(())
+}
+
+/// SQLite's errors, classified once: busy, locked and cannot-open are worth a retry.
+impl From<rusqlite::Error> for crate::error::Error {
+    fn from(e: rusqlite::Error) -> Self {
+        use crate::error::Error;
+        use rusqlite::ffi::ErrorCode;
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
+            {
+                Error::unavailable(format!("SQLite: {e}"))
+            }
+            rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::CannotOpen => {
+                Error::unavailable(format!("SQLite: {e}"))
+            }
+            _ => Error::data(format!("SQLite: {e}")),
+        }
+    }
 }
 
 #[cfg(test)]
