@@ -176,6 +176,66 @@ pub const CONNECTORS: &[ConnectorInfo] = &[
     },
 ];
 
+/// Connection config keys the official client sends for every connector (`lib/params/datasource.py`),
+/// each accepted where it says what the engine does anyway.
+/// (key, whether the engine does what a value says, the values it accepts).
+type GenericKey = (&'static str, fn(&Value) -> bool, &'static str);
+
+const GENERIC_KEYS: &[GenericKey] = &[
+    ("__connectionType", |_| true, ""),
+    ("isUri", |v| v.is_boolean(), "true or false"),
+    ("ssl", |v| v == &Value::Bool(false), "false (the embedded engine connects without TLS)"),
+    ("additionalString", |v| v.as_str() == Some(""), "empty (extra driver parameters are not passed on)"),
+    ("addtionalString", |v| v.as_str() == Some(""), "empty (extra driver parameters are not passed on)"),
+    ("timezone", |v| matches!(v.as_str(), Some("" | "+00:00" | "Z" | "UTC")), "empty or +00:00 (sessions run in UTC)"),
+];
+
+/// Keys some connectors also read under another name.
+const ALIASES: &[(&str, &str)] = &[("username", "user")];
+
+/// A connection config is an object of the keys its connector declares (or their aliases, or
+/// the generic keys the official client sends, at values the engine honours): a misspelled or
+/// unknown key, which would otherwise be ignored, is refused naming it and the keys there are.
+pub fn check_config(info: &ConnectorInfo, config: &Value) -> Result<()> {
+    let obj = match config {
+        Value::Object(o) => o,
+        Value::Null => return Ok(()),
+        other => return Err(Error::config(format!("the {} config is {other}, it must be an object", info.name))),
+    };
+    for (key, value) in obj {
+        if value.is_null() {
+            continue;
+        }
+        let declared = |k: &str| info.config.iter().any(|(name, ..)| *name == k);
+        if declared(key) || ALIASES.iter().any(|(alias, of)| alias == key && declared(of)) {
+            if key == "logPluginName" && value.as_str() != Some("pgoutput") {
+                return Err(Error::config(format!(
+                    "{} config key logPluginName is {value}: the embedded engine decodes with pgoutput only; remove the key",
+                    info.name
+                )));
+            }
+            continue;
+        }
+        if let Some((_, accepts, accepted)) = GENERIC_KEYS.iter().find(|(k, ..)| k == key) {
+            if accepts(value) {
+                continue;
+            }
+            return Err(Error::config(format!(
+                "{} config key {key} is {value}, which the embedded engine does not do (it accepts {accepted}): remove it",
+                info.name
+            )));
+        }
+        let known: Vec<&str> = info.config.iter().map(|(k, ..)| *k).collect();
+        return Err(Error::config(format!(
+            "{} has no config key {key:?} (it has {}): check its spelling, `help {}` lists them",
+            info.name,
+            known.join(", "),
+            info.name.to_ascii_lowercase()
+        )));
+    }
+    Ok(())
+}
+
 /// Find a connector by name, case-insensitively, accepting common aliases.
 pub fn find(name: &str) -> Option<&'static ConnectorInfo> {
     let lower = name.to_ascii_lowercase();
@@ -198,6 +258,7 @@ pub fn open(database_type: &str, config: &Value) -> Result<Box<dyn Connector>> {
             known.join(", ")
         ))
     })?;
+    check_config(info, config)?;
     match info.pdk_id {
         "sqlite" => Ok(Box::new(sqlite::Sqlite::open(config)?)),
         "postgres" => Ok(Box::new(postgres::Postgres::open(config)?)),

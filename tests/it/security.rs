@@ -225,14 +225,9 @@ fn secrets_are_masked_in_api_answers_and_masked_values_sent_back_keep_the_stored
     pg.psql(&format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; CREATE TABLE {schema}.t (id int PRIMARY KEY)"
     ));
-    let ds = pg.datasource("P", &schema).replace(
-        &format!("password: \"{}\" }}", pg.password),
-        &format!(
-            "password: \"{}\", addtionalString: \"sslmode=disable&passwd=extra-secret\", dsn: \"{}:{}@{}:{}/{}\" }}",
-            pg.password, pg.user, pg.password, pg.host, pg.port, pg.database
-        ),
-    );
-    assert!(ds.contains("extra-secret"), "{ds}");
+    // (Option strings and URIs with secrets are refused by the engine's connectors, which do not
+    // read them; their masking is unit-tested in `connectors::secrets`.)
+    let ds = pg.datasource("P", &schema);
     env.script("ds.rhai", &ds).ok();
     let t = token(&env);
     let list = http(&env, "GET", &format!("/api/Connections?access_token={t}"), "");
@@ -244,10 +239,8 @@ fn secrets_are_masked_in_api_answers_and_masked_values_sent_back_keep_the_stored
             .to_string()
     };
     let one = http(&env, "GET", &format!("/api/Connections/{id}?access_token={t}"), "");
-    for (what, secret) in [("password", pg.password.as_str()), ("additional string", "extra-secret")] {
-        assert!(!one.contains(secret) && !list.contains(secret), "the {what} in clear: {one}");
-    }
-    assert!(one.contains("passwd=******") && one.contains(&format!("{}:******@{}", pg.user, pg.host)), "{one}");
+    assert!(!one.contains(&pg.password) && !list.contains(&pg.password), "the password in clear: {one}");
+    assert!(one.contains("\"password\":\"******\""), "{one}");
     // The config sent back as it was read (stars and all): the stored secrets stay.
     let v: serde_json::Value = serde_json::from_str(&one).expect("json");
     let config = v["data"]["config"].clone();
@@ -257,11 +250,9 @@ fn secrets_are_masked_in_api_answers_and_masked_values_sent_back_keep_the_stored
     // (Read from the store: the test server trusts loopback, so a wrong password would still connect.)
     let stored = crate::harness::query(
         &env.data_dir().join("engine.db"),
-        &format!(
-            "SELECT json_extract(doc, '$.config.password'), json_extract(doc, '$.config.addtionalString') FROM docs WHERE id = '{id}'"
-        ),
+        &format!("SELECT json_extract(doc, '$.config.password') FROM docs WHERE id = '{id}'"),
     );
-    assert_eq!(stored[0], vec![pg.password.clone(), "sslmode=disable&passwd=extra-secret".to_string()]);
+    assert_eq!(stored[0], vec![pg.password.clone()]);
     pg.psql(&format!("DROP SCHEMA {schema} CASCADE"));
 }
 

@@ -137,3 +137,38 @@ fn dag_fields_the_engine_would_ignore_are_refused_at_save_by_name() {
     }
     assert_eq!(items[0]["taskName"], "wired");
 }
+
+#[test]
+fn connection_config_keys_the_connector_does_not_read_are_refused_by_name() {
+    let env = Env::new("wire-config");
+    let _engine = env.start_engine();
+    let t = token(&env);
+    let conns = format!("/api/Connections?access_token={t}");
+    let db = env.path("x.sqlite");
+    let save = |ty: &str, config: Value| {
+        envelope(&http(&env, "POST", &conns, &json!({"name": "C", "database_type": ty, "config": config}).to_string()))
+    };
+    let e = save("SQLite", json!({"databse": db}));
+    assert_eq!(e["code"], "Datasource.IllegalConfig", "{e}");
+    let m = e["message"].as_str().unwrap_or_default();
+    assert!(m.contains("\"databse\"") && m.contains("it has database"), "{m}");
+    let e = save(
+        "PostgreSQL",
+        json!({"host": "127.0.0.1", "port": 1, "database": "d", "schema": "public", "user": "u", "logPluginName": "wal2json"}),
+    );
+    assert!(e["message"].as_str().unwrap_or_default().contains("logPluginName"), "{e}");
+    let e = save("Mysql", json!({"host": "127.0.0.1", "port": 1, "database": "d", "user": "u", "ssl": true}));
+    assert!(e["message"].as_str().unwrap_or_default().contains("ssl"), "{e}");
+    // What the official client sends at its defaults is accepted.
+    let e =
+        save("SQLite", json!({"database": db, "__connectionType": "source_and_target", "timezone": "", "ssl": false}));
+    assert_eq!(e["code"], "ok", "{e}");
+    let id = e["data"]["id"].as_str().unwrap_or_default().to_string();
+    let e = envelope(&http(
+        &env,
+        "PATCH",
+        &format!("/api/Connections/{id}?access_token={t}"),
+        &json!({"config": {"path": "y"}}).to_string(),
+    ));
+    assert_eq!(e["code"], "Datasource.IllegalConfig", "a re-save is checked too: {e}");
+}

@@ -66,6 +66,9 @@ pub(super) async fn create_connection(State(engine): State<Shared>, Body(mut bod
             &format!("Data source definition not found: {ty:?}; the embedded engine has: {}", known.join(", ")),
         );
     };
+    if let Err(e) = connectors::check_config(info, body.get("config").unwrap_or(&Value::Null)) {
+        return fail_kind("Datasource.IllegalConfig", &e.message, e.kind);
+    }
     let id = new_id();
     let now = iso_now();
     let submit = body.get("submit").and_then(Value::as_bool).unwrap_or(true);
@@ -117,6 +120,12 @@ pub(super) fn update_connection(engine: Shared, id: String, mut body: Value) -> 
         && let Err(e) = connectors::secrets::unmask(cfg, old_cfg)
     {
         return fail("IllegalArgument", &e.message);
+    }
+    let ty = body.get("database_type").or_else(|| old.get("database_type")).and_then(Value::as_str).unwrap_or("");
+    if let (Some(info), Some(cfg)) = (connectors::find(ty), body.get("config"))
+        && let Err(e) = connectors::check_config(info, cfg)
+    {
+        return fail_kind("Datasource.IllegalConfig", &e.message, e.kind);
     }
     if let Some(name) = body.get("name").and_then(Value::as_str)
         && let Some(other) = tri!(engine.store.find_by_name(CONNECTIONS, name))
