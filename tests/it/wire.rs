@@ -172,3 +172,36 @@ fn connection_config_keys_the_connector_does_not_read_are_refused_by_name() {
     ));
     assert_eq!(e["code"], "Datasource.IllegalConfig", "a re-save is checked too: {e}");
 }
+
+#[test]
+fn a_stored_checkpoint_of_another_shape_stops_the_flow_saying_how_to_start_over() {
+    let env = Env::new("wire-checkpoint");
+    let _engine = env.start_engine();
+    let src = env.path("src.sqlite");
+    let dst = env.path("dst.sqlite");
+    exec(&src, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a');");
+    env.script(
+        "save.rhai",
+        &(sqlite_src_dst(&src, &dst) + r#"Flow("odd").read_from("Src.t").write_to("Dst.t").save();"#),
+    )
+    .ok();
+    let t = token(&env);
+    let tasks = envelope(&http(&env, "GET", &format!("/api/Task?access_token={t}"), ""));
+    let id = tasks["data"]["items"][0]["id"].as_str().expect("id").to_string();
+    // A checkpoint this engine never writes: positions as a list (it used to panic on the first save).
+    exec(
+        &env.data_dir().join("engine.db"),
+        &format!("INSERT INTO checkpoints(task_id, doc) VALUES ('{id}', '{{\"phase\": \"cdc\", \"positions\": [1]}}')"),
+    );
+    let _ = env.tap(&["-c", "start odd"]);
+    let status = || env.tap(&["-c", "status odd"]).stdout;
+    assert!(
+        crate::harness::wait_until(std::time::Duration::from_secs(30), || status()
+            .contains("current status is: error")),
+        "{}",
+        status()
+    );
+    let s = status();
+    assert!(s.contains("stored checkpoint") && s.contains("reset"), "{s}");
+    assert!(!s.contains("panicked"), "{s}");
+}

@@ -235,9 +235,9 @@ impl FlowCtx {
         }
     }
 
-    fn snapshot_done(&self, checkpoint: &mut Value, message: &str) -> Result<()> {
-        checkpoint["phase"] = json!("cdc");
-        self.store.save_checkpoint(&self.task_id, checkpoint)?;
+    fn snapshot_done(&self, checkpoint: &mut Checkpoint, message: &str) -> Result<()> {
+        checkpoint.phase = Phase::Cdc;
+        checkpoint.save(&self.store, &self.task_id)?;
         if let Ok(mut m) = self.metrics.lock() {
             m.snapshot_done_at = Some(now_ms());
             m.replicate_lag = 0;
@@ -404,12 +404,14 @@ fn run_supervised(ctx: &FlowCtx, task: &Value) -> Ending {
     }
 }
 
+mod checkpoint;
 mod metrics;
 mod plan;
 mod run;
 mod sink;
 mod wide;
 
+use checkpoint::{Checkpoint, Phase};
 use plan::*;
 use run::*;
 use sink::*;

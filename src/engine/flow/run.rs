@@ -70,7 +70,7 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
     let mut checkpoint = start_checkpoint(ctx, &plan, &mut sources, &mut sink)?;
     sink.check_resumed(&checkpoint)?;
 
-    if checkpoint["phase"] == "snapshot" {
+    if checkpoint.phase == Phase::Snapshot {
         ctx.set_status("running", json!({"syncStatus": "SNAPSHOT"}));
         let started = now_ms();
         if let Ok(mut m) = ctx.metrics.lock() {
@@ -78,8 +78,7 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
         }
         ctx.log("INFO", "Initial sync started");
         for s in &mut plan.sources {
-            let done = checkpoint["snapshotDone"].as_array().is_some_and(|d| d.iter().any(|x| x == s.node_id.as_str()));
-            if done {
+            if checkpoint.snapshot_done_for(&s.node_id) {
                 continue;
             }
             let (_, conn, _) = sources
@@ -110,16 +109,14 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
             })?;
             ctx.notices(conn.as_mut());
             sink.ensure_ready(None)?;
-            if let Some(done) = checkpoint["snapshotDone"].as_array_mut() {
-                done.push(json!(s.node_id));
-            }
-            ctx.store.save_checkpoint(&ctx.task_id, &checkpoint)?;
+            checkpoint.snapshot_done.push(s.node_id.clone());
+            checkpoint.save(&ctx.store, &ctx.task_id)?;
             if let Ok(mut m) = ctx.metrics.lock() {
                 m.snapshot_tables += 1;
             }
             ctx.log("INFO", &format!("Initial sync of table {} done", s.table));
         }
-        checkpoint["targetTable"] = json!(sink.table_present()?);
+        checkpoint.target_table = Some(sink.table_present()?);
         ctx.snapshot_done(&mut checkpoint, "Initial sync completed")?;
     }
     if let Some(outcome) = ctx.complete_or_cdc(plan.cdc)? {
@@ -172,7 +169,7 @@ pub(super) fn open_sources(store: &Store, plan: &Plan) -> Result<Sources> {
 pub(super) fn cdc_loop(
     ctx: &FlowCtx,
     sources: &mut Sources,
-    checkpoint: &mut Value,
+    checkpoint: &mut Checkpoint,
     mut apply: impl FnMut(&str, Vec<Event>) -> Result<()>,
 ) -> Result<Outcome> {
     ctx.log("INFO", "Incremental sync (CDC) started");
@@ -181,7 +178,7 @@ pub(super) fn cdc_loop(
     let mut last_save = Instant::now();
     while !ctx.stopped() {
         for (conn_id, conn, tables) in sources.iter_mut() {
-            let from: Position = checkpoint["positions"].get(conn_id.as_str()).cloned().unwrap_or(Value::Null);
+            let from: Position = checkpoint.positions.get(conn_id.as_str()).cloned().unwrap_or(Value::Null);
             let (events, next) = conn.changes(flow_id, tables, &from, CDC_BATCH, wait)?;
             ctx.notices(conn.as_mut());
             if events.is_empty() {
@@ -203,8 +200,8 @@ pub(super) fn cdc_loop(
                 }
             }
             if from != next {
-                checkpoint["positions"][conn_id.as_str()] = next.clone();
-                ctx.store.save_checkpoint(flow_id, checkpoint)?;
+                checkpoint.positions.insert(conn_id.clone(), next.clone());
+                checkpoint.save(&ctx.store, flow_id)?;
                 crate::engine::failpoint::hit("after_checkpoint");
                 conn.cdc_ack(flow_id, &next)?;
             }
@@ -220,9 +217,14 @@ pub(super) fn cdc_loop(
 /// The flow's checkpoint, or — on a fresh run — a new one holding each source's CDC position,
 /// taken before anything is read. CDC is prepared either way; existing target data is handled
 /// (kept, removed or dropped) on a fresh run only.
-pub(super) fn start_checkpoint(ctx: &FlowCtx, plan: &Plan, sources: &mut Sources, sink: &mut Sink) -> Result<Value> {
+pub(super) fn start_checkpoint(
+    ctx: &FlowCtx,
+    plan: &Plan,
+    sources: &mut Sources,
+    sink: &mut Sink,
+) -> Result<Checkpoint> {
     let flow_id = &ctx.task_id;
-    if let Some(checkpoint) = ctx.store.checkpoint(flow_id)? {
+    if let Some(checkpoint) = Checkpoint::load(&ctx.store, flow_id)? {
         sink.existing = ExistingData::Keep;
         if plan.cdc {
             for (_, conn, tables) in sources.iter_mut() {
@@ -240,9 +242,8 @@ pub(super) fn start_checkpoint(ctx: &FlowCtx, plan: &Plan, sources: &mut Sources
             positions.insert(id.clone(), conn.cdc_position(flow_id)?);
         }
     }
-    let checkpoint =
-        json!({"phase": if plan.snapshot { "snapshot" } else { "cdc" }, "positions": positions, "snapshotDone": []});
-    ctx.store.save_checkpoint(flow_id, &checkpoint)?;
+    let checkpoint = Checkpoint::new(plan.snapshot, positions);
+    checkpoint.save(&ctx.store, flow_id)?;
     Ok(checkpoint)
 }
 

@@ -33,8 +33,8 @@ impl Sink {
     /// Resuming in CDC: a target table that existed when the snapshot ended must exist still
     /// (while the flow runs, writing into a dropped table fails, or — MongoDB — is refused by
     /// the connector).
-    pub(super) fn check_resumed(&mut self, checkpoint: &Value) -> Result<()> {
-        if checkpoint["phase"] == "cdc" && checkpoint["targetTable"] == true && !self.table_present()? {
+    pub(super) fn check_resumed(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        if checkpoint.phase == Phase::Cdc && checkpoint.target_table == Some(true) && !self.table_present()? {
             return Err(Error::not_found(format!(
                 "flow {}: the target table {} (node {:?}) is gone although the flow copied into it; going \
                  on would leave it holding only the changes from now on, so the flow stops: reset it to copy again",

@@ -168,7 +168,7 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
             sink.write(events, &ctx.metrics)
         };
 
-    if checkpoint["phase"] == "snapshot" {
+    if checkpoint.phase == Phase::Snapshot {
         ctx.set_status("running", json!({"syncStatus": "SNAPSHOT"}));
         let started = now_ms();
         if let Ok(mut m) = ctx.metrics.lock() {
@@ -177,7 +177,7 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
         ctx.log("INFO", "Initial sync started: copying the main and lookup tables");
         for (i, &si) in node_source.iter().enumerate() {
             let node_id = plan.sources[si].node_id.clone();
-            if checkpoint["snapshotDone"].as_array().is_some_and(|d| d.iter().any(|x| x == node_id.as_str())) {
+            if checkpoint.snapshot_done_for(&node_id) {
                 continue;
             }
             let (conn_id, table) = (plan.sources[si].connection_id.clone(), plan.sources[si].table.clone());
@@ -210,10 +210,8 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
                 Ok(())
             })?;
             ctx.notices(conn.as_mut());
-            if let Some(done) = checkpoint["snapshotDone"].as_array_mut() {
-                done.push(json!(node_id));
-            }
-            ctx.store.save_checkpoint(&ctx.task_id, &checkpoint)?;
+            checkpoint.snapshot_done.push(node_id.clone());
+            checkpoint.save(&ctx.store, &ctx.task_id)?;
             ctx.log("INFO", &format!("Initial sync of table {table} done"));
         }
         // Build every document from the copies.
@@ -230,7 +228,7 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
         if let Ok(mut m) = ctx.metrics.lock() {
             m.snapshot_tables = plan.sources.len() as u64;
         }
-        checkpoint["targetTable"] = json!(sink.table_present()?);
+        checkpoint.target_table = Some(sink.table_present()?);
         ctx.snapshot_done(&mut checkpoint, "Initial sync completed: documents built")?;
     }
     if let Some(outcome) = ctx.complete_or_cdc(plan.cdc)? {
