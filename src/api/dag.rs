@@ -35,8 +35,6 @@ pub enum Ty {
     Bool,
     Array,
     StrList,
-    /// A string, or a list of strings (`tableNames` is either, by task kind).
-    StrOrList,
 }
 
 impl Ty {
@@ -46,7 +44,6 @@ impl Ty {
             Ty::Bool => v.is_boolean(),
             Ty::Array => v.is_array(),
             Ty::StrList => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
-            Ty::StrOrList => v.is_string() || Ty::StrList.holds(v),
         }
     }
 
@@ -56,7 +53,6 @@ impl Ty {
             Ty::Bool => "true or false",
             Ty::Array => "a list",
             Ty::StrList => "a list of strings",
-            Ty::StrOrList => "a string or a list of strings",
         }
     }
 }
@@ -165,7 +161,8 @@ const TABLE: &[(&str, Rule)] = &[
         "existDataProcessMode",
         only(is_exist_mode, "keepData, removeData or dropTable", "use keep_data(), clean_data() or clean_table()"),
     ),
-    ("tableNames", Rule::Honoured(Ty::StrOrList)),
+    // The official client repeats the table here (a string in sync tasks); `tableName` is read.
+    ("tableNames", Rule::Inert),
     ("databaseType", Rule::Inert),
     ("increaseReadSize", Rule::Inert),
     ("readBatchSize", Rule::Inert),
