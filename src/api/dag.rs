@@ -284,7 +284,7 @@ pub const NODE_TYPES: &[(&str, NodeRules)] = &[
     (
         "python_processor",
         NodeRules::Refused(
-            "the embedded engine does not run Python functions yet: use .js(...) or .rhai(...) instead, or run the flow on a TapData cluster",
+            "the embedded engine does not support Python functions yet: use .js(...) or .rhai(...) instead, or run the flow on a TapData cluster",
         ),
     ),
     (
@@ -296,6 +296,23 @@ pub const NODE_TYPES: &[(&str, NodeRules)] = &[
     ("field_mod_type_processor", NodeRules::Refused("convert the values with .js(...) instead")),
     ("unwind_processor", NodeRules::Refused("unwind the arrays with .js(...) or .rhai(...) instead")),
 ];
+
+/// Why the engine does not run nodes of type `ty`: its reason when the type is known and refused,
+/// else that the type is unknown.
+pub fn refused_type(ty: &str) -> String {
+    match NODE_TYPES.iter().find(|(t, _)| *t == ty) {
+        Some((_, NodeRules::Refused(why))) => why.to_string(),
+        Some((_, NodeRules::Runs(_))) => format!("nodes of type {ty} are run"),
+        None => {
+            let known: Vec<&str> =
+                NODE_TYPES.iter().filter(|(_, r)| matches!(r, NodeRules::Runs(_))).map(|(t, _)| *t).collect();
+            format!(
+                "the embedded engine does not run nodes of type {ty} (it runs {}): remove the node, or run the flow on a TapData cluster",
+                known.join(", ")
+            )
+        }
+    }
+}
 
 /// Task settings (top level or inside `dag`) that change what data moves, with their rules.
 /// Other task keys are the server's state or scheduling and display hints, and inert.
@@ -310,7 +327,7 @@ pub const TASK_SETTINGS: &[(&str, Rule)] = &[
         "skipErrorEvent",
         only(is_no_skip, "errorMode Disable", "remove it: a record that cannot be written stops the flow"),
     ),
-    ("isStopOnError", only(|v| v.is_null() || is_true(v), "true", "remove it: an error stops the flow")),
+    ("isStopOnError", only(is_true, "true", "remove it: an error stops the flow")),
     ("doubleActive", only(is_false, "false", LATER)),
     ("shareCdcEnable", only(is_false, "false", LATER)),
     ("shareCache", only(is_false, "false", LATER)),
@@ -450,19 +467,8 @@ impl Node {
                 });
             }
         };
-        let rules = match NODE_TYPES.iter().find(|(t, _)| *t == ty) {
-            Some((_, NodeRules::Runs(rules))) => *rules,
-            Some((_, NodeRules::Refused(why))) => return Err(Refusal { message: format!("{what}: {why}") }),
-            None => {
-                let known: Vec<&str> =
-                    NODE_TYPES.iter().filter(|(_, r)| matches!(r, NodeRules::Runs(_))).map(|(t, _)| *t).collect();
-                return Err(Refusal {
-                    message: format!(
-                        "{what}: the embedded engine does not run nodes of type {ty} (it runs {}): remove the node, or run the flow on a TapData cluster",
-                        known.join(", ")
-                    ),
-                });
-            }
+        let Some((_, NodeRules::Runs(rules))) = NODE_TYPES.iter().find(|(t, _)| *t == ty) else {
+            return Err(Refusal { message: format!("{what}: {}", refused_type(&ty)) });
         };
         check_fields(&what, "", obj, &[COMMON, rules], false)?;
         if ty == "merge_table_processor" {

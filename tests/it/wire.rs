@@ -120,6 +120,12 @@ fn dag_fields_the_engine_would_ignore_are_refused_at_save_by_name() {
     let patched =
         envelope(&http(&env, "PATCH", &format!("/api/Task/{id}?access_token={t}"), &json!({"dag": dag}).to_string()));
     assert_eq!(patched["code"], "ok", "a draft may hold anything: {patched}");
+    // A preview runs what a start would: it refuses the field rather than preview without it.
+    let task_doc = json!({"id": id, "name": "wired", "dag": dag}).to_string();
+    let call = json!({"className": "TaskPreviewService", "method": "preview", "args": [task_doc, null, 1]});
+    let preview = envelope(&http(&env, "POST", &format!("/api/proxy/call?access_token={t}"), &call.to_string()));
+    assert_eq!(preview["data"]["code"], 422, "{preview}");
+    assert!(preview["data"]["errorMsg"].as_str().unwrap_or_default().contains("conditions"), "{preview}");
     let run = env.tap(&["-c", "start wired"]);
     assert_ne!(run.code, 0, "{}", run.stdout);
     assert!(format!("{}{}", run.stdout, run.stderr).contains("conditions"), "{run:?}");

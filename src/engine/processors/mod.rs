@@ -9,7 +9,9 @@
 //! | `rhai_processor`           | ours: `fn <entry>(record)` in a sandboxed Rhai engine, a time limit per batch |
 //! | `union_processor`          | passes events through (several sources feed one stream)          |
 //! | `table_rename_processor`   | renames the tables events belong to (prefix, suffix, a mapping)   |
-//! | `python_processor`         | refused at start: the embedded engine cannot run Python           |
+//!
+//! Node types the engine does not run (Python functions among them) are refused by the DAG's
+//! rules (`api::dag`) before any processor is built.
 //!
 //! Every processor sees both images of an update, so a renamed or filtered key stays consistent
 //! between the row written and the row deleted. Rules for a function `f` (JS, Rhai, filter):
@@ -65,9 +67,8 @@ pub fn build(node: &Value) -> Result<Option<Box<dyn Processor>>> {
             Box::new(Js::new(&script, name)?)
         }
         "js_processor" | "standard_js_processor" => {
+            // `declareScript` is checked by the DAG's rules (`api::dag`): only added fields pass.
             let script = node.get("script").and_then(Value::as_str).unwrap_or("");
-            let declare = node.get("declareScript").and_then(Value::as_str).unwrap_or("");
-            let _ = declare; // model declarations only matter to TapData's schema deduction
             Box::new(Js::new(script, name)?)
         }
         "rhai_processor" => {
@@ -78,16 +79,11 @@ pub fn build(node: &Value) -> Result<Option<Box<dyn Processor>>> {
         }
         "union_processor" => Box::new(PassThrough),
         "table_rename_processor" => Box::new(TableRename::from_node(node)),
-        "python_processor" => {
-            return Err(Error::unsupported(format!(
-                "node {name:?} is a Python function (python_processor), which the embedded engine does not support: \
-                 use .js(...) or .rhai(...) instead, or run the flow on a TapData cluster"
-            )));
-        }
-        "table" | "database" | "merge_table_processor" => return Ok(None),
+        "table" | "merge_table_processor" => return Ok(None),
         other => {
             return Err(Error::unsupported(format!(
-                "node {name:?} has type {other}, which the embedded engine does not run"
+                "node {name:?} ({other}): {}",
+                crate::api::dag::refused_type(other)
             )));
         }
     }))

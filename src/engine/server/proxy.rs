@@ -197,6 +197,11 @@ pub(super) async fn proxy_call(State(engine): State<Shared>, Body(body): Body) -
 pub(super) fn preview_task(store: &Store, task: &Value, only: Option<&[String]>, rows: usize) -> Value {
     let started = now_ms();
     let task_id = task.get("id").and_then(Value::as_str).unwrap_or_default();
+    // A preview runs what a start would: a field the engine would refuse is refused here too,
+    // rather than previewed as if it were not there.
+    if let Err(r) = crate::api::dag::Dag::parse(task) {
+        return json!({"taskId": task_id, "code": 422, "errorMsg": r.message});
+    }
     let nodes: Vec<&Value> =
         task.pointer("/dag/nodes").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
     let edges: Vec<(&str, &str)> = task
