@@ -51,18 +51,7 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
             sources.iter_mut().find(|(id, _, _)| *id == first_conn).ok_or_else(|| Error::internal("source"))?;
         plain_key(&plan, conn.as_mut(), &schema)?
     };
-    let mut sink = Sink {
-        flow: plan.name.clone(),
-        node: plan.sink.name.clone(),
-        conn: open_connection(&ctx.store, &plan.sink.connection_id)?,
-        store: ctx.store.clone(),
-        connection_id: plan.sink.connection_id.clone(),
-        table: plan.sink.table.clone(),
-        key,
-        existing: plan.sink.existing,
-        ready: false,
-        schema,
-    };
+    let mut sink = Sink::open(ctx, &plan, key, schema)?;
     if let Ok(mut m) = ctx.metrics.lock() {
         m.tables = plan.sources.len() as u64;
     }

@@ -25,6 +25,22 @@ pub(super) struct Sink {
 }
 
 impl Sink {
+    /// The plan's target, not prepared yet: it is created or checked from the first records.
+    pub(super) fn open(ctx: &FlowCtx, plan: &Plan, key: Vec<String>, schema: Schema) -> Result<Self> {
+        Ok(Sink {
+            flow: plan.name.clone(),
+            node: plan.sink.name.clone(),
+            conn: open_connection(&ctx.store, &plan.sink.connection_id)?,
+            store: ctx.store.clone(),
+            connection_id: plan.sink.connection_id.clone(),
+            table: plan.sink.table.clone(),
+            key,
+            existing: plan.sink.existing,
+            ready: false,
+            schema,
+        })
+    }
+
     /// Whether the target table exists now.
     pub(super) fn table_present(&mut self) -> Result<bool> {
         Ok(self.conn.tables()?.contains(&self.table))

@@ -127,18 +127,7 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
     let dir = ctx.store.dir().join("lookup");
     let key = tree.nodes[0].key.clone();
     let lookup = Lookup::open(&dir, &flow_id, tree)?;
-    let mut sink = Sink {
-        flow: plan.name.clone(),
-        node: plan.sink.name.clone(),
-        conn: open_connection(&ctx.store, &plan.sink.connection_id)?,
-        store: ctx.store.clone(),
-        connection_id: plan.sink.connection_id.clone(),
-        table: plan.sink.table.clone(),
-        key,
-        existing: plan.sink.existing,
-        ready: false,
-        schema: main_schema,
-    };
+    let mut sink = Sink::open(ctx, &plan, key, main_schema)?;
     if let Ok(mut m) = ctx.metrics.lock() {
         m.tables = plan.sources.len() as u64;
     }

@@ -54,10 +54,8 @@ pub(super) fn demo_users(engine: &Engine, conn: Option<&str>, path: &str) -> cra
         // Only a flow that runs or would resume (it has a checkpoint) depends on the tables'
         // change capture; a new or reset flow starts with a fresh snapshot anyway.
         let id = task.get("id").and_then(Value::as_str).unwrap_or_default();
-        let active = matches!(
-            task.get("status").and_then(Value::as_str),
-            Some("running" | "scheduling" | "wait_run" | "stopping")
-        );
+        let active =
+            crate::api::task::TaskStatus::parse(task.get("status").and_then(Value::as_str).unwrap_or("")).is_active();
         if uses
             && (active || engine.store.checkpoint(id)?.is_some())
             && let Some(name) = task.get("name").and_then(Value::as_str)

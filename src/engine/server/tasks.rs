@@ -1,4 +1,5 @@
 use super::*;
+use crate::api::task::TaskStatus;
 
 pub(super) fn task_view(engine: &Engine, mut doc: Value) -> Value {
     let id = doc.get("id").and_then(Value::as_str).unwrap_or("").to_string();
@@ -229,7 +230,7 @@ pub(super) async fn batch_stop(State(engine): State<Shared>, Query(q): Params, r
             continue;
         };
         let status = status_of(&doc);
-        if !matches!(status.as_str(), "running" | "scheduling" | "wait_run" | "stopping") {
+        if !TaskStatus::parse(&status).is_active() {
             out.push(item(&id, "Transition.Not.Supported", Some(&format!("The task is {status}, not running"))));
             continue;
         }
@@ -247,23 +248,27 @@ pub(super) async fn release_sources(engine: &Shared, doc: &Value) -> crate::erro
         .map_err(|e| Error::internal(format!("worker failed: {e}")))?
 }
 
+/// Reset and delete: the task must exist and not run; its sources' CDC resources are released.
+/// The batch item saying why not, otherwise.
+async fn release_stopped(engine: &Shared, id: &str, invalid: &str) -> Result<(), Value> {
+    let doc = match engine.store.get(TASKS, id) {
+        Ok(Some(doc)) => doc,
+        Ok(None) => return Err(item(id, "Task.NotFound", Some("Task not found"))),
+        Err(e) => return Err(item(id, "SystemError", Some(&e.message))),
+    };
+    let status = status_of(&doc);
+    if engine.runner.is_running(id) || TaskStatus::parse(&status).is_active() {
+        return Err(item(id, invalid, Some(&format!("The task is {status}: stop it first"))));
+    }
+    release_sources(engine, &doc).await.map_err(|e| item(id, "SystemError", Some(&e.message)))
+}
+
 pub(super) async fn batch_renew(State(engine): State<Shared>, Query(q): Params, req: Request) -> Response {
     let ids = task_ids(&q, req.uri().query());
     let mut out = Vec::new();
     for id in ids {
-        let Some(doc) = tri!(engine.store.get(TASKS, &id)) else {
-            out.push(item(&id, "Task.NotFound", Some("Task not found")));
-            continue;
-        };
-        let status = status_of(&doc);
-        if engine.runner.is_running(&id)
-            || matches!(status.as_str(), "running" | "scheduling" | "stopping" | "wait_run")
-        {
-            out.push(item(&id, "Task.ResetStatusInvalid", Some(&format!("The task is {status}: stop it first"))));
-            continue;
-        }
-        if let Err(e) = release_sources(&engine, &doc).await {
-            out.push(item(&id, "SystemError", Some(&e.message)));
+        if let Err(refused) = release_stopped(&engine, &id, "Task.ResetStatusInvalid").await {
+            out.push(refused);
             continue;
         }
         tri!(engine.store.delete_checkpoint(&id));
@@ -283,19 +288,8 @@ pub(super) async fn batch_delete(State(engine): State<Shared>, Query(q): Params,
     let ids = task_ids(&q, req.uri().query());
     let mut out = Vec::new();
     for id in ids {
-        let Some(doc) = tri!(engine.store.get(TASKS, &id)) else {
-            out.push(item(&id, "Task.NotFound", Some("Task not found")));
-            continue;
-        };
-        let status = status_of(&doc);
-        if engine.runner.is_running(&id)
-            || matches!(status.as_str(), "running" | "scheduling" | "stopping" | "wait_run")
-        {
-            out.push(item(&id, "Task.DeleteStatusInvalid", Some(&format!("The task is {status}: stop it first"))));
-            continue;
-        }
-        if let Err(e) = release_sources(&engine, &doc).await {
-            out.push(item(&id, "SystemError", Some(&e.message)));
+        if let Err(refused) = release_stopped(&engine, &id, "Task.DeleteStatusInvalid").await {
+            out.push(refused);
             continue;
         }
         tri!(engine.store.delete(TASKS, &id));
