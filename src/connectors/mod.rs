@@ -15,6 +15,7 @@ pub mod mysql;
 pub mod postgres;
 pub mod sample;
 pub mod secrets;
+pub mod sql;
 pub mod sqlite;
 
 use crate::error::{Error, Result};

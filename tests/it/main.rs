@@ -5,6 +5,7 @@ mod big_txn;
 mod campaign;
 mod cli;
 mod cluster;
+mod conformance;
 mod engine_mongo;
 mod engine_mysql;
 mod engine_postgres;

@@ -20,6 +20,7 @@
 
 pub mod gtid;
 
+use crate::connectors::sql::{self, Run, SqlTarget, Written};
 use crate::connectors::{Connector, ExistingData, Position, UniqueKey, config_string, hex, unhex};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
@@ -39,6 +40,8 @@ pub struct Mysql {
     opts: Opts,
     database: String,
     schemas: HashMap<String, Schema>,
+    /// The columns each target table's flow writes.
+    written: Written,
     stream: Option<BinlogStream>,
     /// Events of the transaction being read, not yet handed out.
     pending: Vec<Event>,
@@ -271,6 +274,7 @@ impl Mysql {
             opts,
             database,
             schemas: HashMap::new(),
+            written: Written::default(),
             stream: None,
             pending: Vec::new(),
             txn_base: Value::Null,
@@ -291,10 +295,6 @@ impl Mysql {
         let rt = &self.rt;
         let conn = self.conn.as_mut().ok_or_else(|| Error::internal("MySQL connection"))?;
         rt.run(conn.exec_drop(sql, params))?.map_err(my_err)
-    }
-
-    fn qualified(&self, table: &str) -> String {
-        format!("{}.{}", quote(&self.database), quote(table))
     }
 
     fn cached_schema(&mut self, table: &str) -> Result<Schema> {
@@ -700,155 +700,60 @@ impl Connector for Mysql {
     }
 
     fn prepare_target(&mut self, table: &str, schema: &Schema, key: &[String], existing: ExistingData) -> Result<()> {
-        let q = self.qualified(table);
-        if existing == ExistingData::Drop {
-            self.exec(&format!("DROP TABLE IF EXISTS {q}"), Vec::new())?;
-        }
-        self.schemas.remove(table);
-        let missing = !self.tables()?.iter().any(|t| t == table);
-        if missing {
-            let mut cols: Vec<String> = schema
-                .fields
-                .iter()
-                .map(|f| format!("{} {}", quote(&f.name), column_type(f, key.contains(&f.name))))
-                .collect();
-            for k in key {
-                if schema.field(k).is_none() {
-                    cols.push(format!("{} VARCHAR(255)", quote(k)));
-                }
-            }
-            if !key.is_empty() {
-                cols.push(format!("PRIMARY KEY ({})", key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ")));
-            }
-            self.exec(&format!("CREATE TABLE {q} ({}) DEFAULT CHARSET=utf8mb4", cols.join(", ")), Vec::new())?;
-        } else {
-            if existing == ExistingData::Remove {
-                self.exec(&format!("DELETE FROM {q}"), Vec::new())?;
-            }
-            let present: Vec<String> = self.schema(table)?.fields.into_iter().map(|f| f.name).collect();
-            for f in schema.fields.iter().filter(|f| !present.contains(&f.name)) {
-                self.exec(
-                    &format!("ALTER TABLE {q} ADD COLUMN {} {}", quote(&f.name), column_type(f, false)),
-                    Vec::new(),
-                )?;
-            }
-        }
-        self.schemas.remove(table);
-        Ok(())
+        sql::prepare(self, table, schema, key, existing)
     }
 
     fn write(&mut self, table: &str, key: &[String], changes: &[Change]) -> Result<()> {
         if key.is_empty() {
             return Err(Error::schema(format!("target table {table} has no key to write by")));
         }
-        let mut schema = self.cached_schema(table)?;
-        let mut added = false;
-        for c in changes {
-            if let Change::Insert { after } | Change::Update { after, .. } = c {
-                for (k, v) in after {
-                    if schema.field(k).is_none() {
-                        let f = Field {
-                            name: k.clone(),
-                            ty: FieldType::of_value(v),
-                            data_type: String::new(),
-                            primary_key: false,
-                            nullable: true,
-                        };
-                        self.exec(
-                            &format!(
-                                "ALTER TABLE {} ADD COLUMN {} {}",
-                                self.qualified(table),
-                                quote(k),
-                                column_type(&f, false)
-                            ),
-                            Vec::new(),
-                        )?;
-                        schema.fields.push(f);
-                        added = true;
-                    }
-                }
-            }
-        }
-        if added {
-            self.schemas.remove(table);
-            schema = self.cached_schema(table)?;
-        }
-        let types: HashMap<&str, FieldType> = schema.fields.iter().map(|f| (f.name.as_str(), f.ty)).collect();
+        let cols = sql::columns(self, table, key, changes)?;
+        let ty = |name: &str| cols.iter().find(|(c, _)| c == name).map(|(_, t)| *t);
         let q = self.qualified(table);
         let key_cols = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+        let col_list = cols.iter().map(|(c, _)| quote(c)).collect::<Vec<_>>().join(", ");
+        let updates: Vec<String> = cols
+            .iter()
+            .filter(|(c, _)| !key.contains(c))
+            .map(|(c, _)| format!("{0} = VALUES({0})", quote(c)))
+            .collect();
+        let on_dup = if updates.is_empty() { format!("{0} = {0}", quote(&key[0])) } else { updates.join(", ") };
+        let per = (60_000 / cols.len().max(1)).clamp(1, 1000);
         let mut statements: Vec<(String, Vec<My>)> = Vec::new();
-        // Runs of upserts and deletes, in order.
-        let mut i = 0;
-        while i < changes.len() {
-            let is_delete = |c: &Change| matches!(c, Change::Delete { .. });
-            let start = i;
-            while i < changes.len() && is_delete(&changes[i]) == is_delete(&changes[start]) {
-                i += 1;
-            }
-            let run = &changes[start..i];
-            if is_delete(&changes[start]) {
-                for chunk in run.chunks(1000) {
-                    let mut params = Vec::new();
-                    let tuples: Vec<String> = chunk
-                        .iter()
-                        .map(|c| {
-                            let img = c.key_image();
+        for run in sql::plan(changes, key) {
+            match run {
+                Run::Delete(images) => {
+                    for chunk in images.chunks(1000) {
+                        let mut params = Vec::with_capacity(chunk.len() * key.len());
+                        for img in chunk {
                             for k in key {
-                                params.push(to_my(img.get(k).unwrap_or(&Value::Null), types.get(k.as_str()).copied()));
+                                params.push(to_my(img.get(k).unwrap_or(&Value::Null), ty(k)));
                             }
-                            format!("({})", vec!["?"; key.len()].join(", "))
-                        })
-                        .collect();
-                    statements.push((format!("DELETE FROM {q} WHERE ({key_cols}) IN ({})", tuples.join(", ")), params));
-                }
-            } else {
-                // A key change deletes the old row first.
-                for c in run {
-                    if let Change::Update { before: Some(b), after } = c
-                        && key.iter().any(|k| b.get(k) != after.get(k))
-                    {
-                        let params = key
-                            .iter()
-                            .map(|k| to_my(b.get(k).unwrap_or(&Value::Null), types.get(k.as_str()).copied()))
-                            .collect();
+                        }
+                        let tuple = format!("({})", vec!["?"; key.len()].join(", "));
                         statements.push((
-                            format!("DELETE FROM {q} WHERE ({key_cols}) IN (({}))", vec!["?"; key.len()].join(", ")),
+                            format!("DELETE FROM {q} WHERE ({key_cols}) IN ({})", vec![tuple; chunk.len()].join(", ")),
                             params,
                         ));
                     }
                 }
-                let mut cols: Vec<&str> = Vec::new();
-                for c in run {
-                    for k in c.key_image().keys() {
-                        if types.contains_key(k.as_str()) && !cols.contains(&k.as_str()) {
-                            cols.push(k.as_str());
+                Run::Upsert(images) => {
+                    for chunk in images.chunks(per) {
+                        let mut params = Vec::with_capacity(chunk.len() * cols.len());
+                        for img in chunk {
+                            for (c, t) in &cols {
+                                params.push(to_my(img.get(c).unwrap_or(&Value::Null), Some(*t)));
+                            }
                         }
+                        let row = format!("({})", vec!["?"; cols.len()].join(", "));
+                        statements.push((
+                            format!(
+                                "INSERT INTO {q} ({col_list}) VALUES {} ON DUPLICATE KEY UPDATE {on_dup}",
+                                vec![row; chunk.len()].join(", ")
+                            ),
+                            params,
+                        ));
                     }
-                }
-                let per = (60_000 / cols.len().max(1)).clamp(1, 1000);
-                let col_list = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-                let updates: Vec<String> = cols
-                    .iter()
-                    .filter(|c| !key.iter().any(|k| k == *c))
-                    .map(|c| format!("{0} = VALUES({0})", quote(c)))
-                    .collect();
-                let on_dup = if updates.is_empty() { format!("{0} = {0}", quote(&key[0])) } else { updates.join(", ") };
-                for chunk in run.chunks(per) {
-                    let mut params = Vec::with_capacity(chunk.len() * cols.len());
-                    for c in chunk {
-                        let img = c.key_image();
-                        for col in &cols {
-                            params.push(to_my(img.get(*col).unwrap_or(&Value::Null), types.get(col).copied()));
-                        }
-                    }
-                    let row = format!("({})", vec!["?"; cols.len()].join(", "));
-                    statements.push((
-                        format!(
-                            "INSERT INTO {q} ({col_list}) VALUES {} ON DUPLICATE KEY UPDATE {on_dup}",
-                            vec![row; chunk.len()].join(", ")
-                        ),
-                        params,
-                    ));
                 }
             }
         }
@@ -865,7 +770,33 @@ impl Connector for Mysql {
     }
 }
 
-/// A string as an SQL literal.
+impl SqlTarget for Mysql {
+    fn qualified(&self, table: &str) -> String {
+        format!("{}.{}", quote(&self.database), quote(table))
+    }
+    fn quote_name(&self, name: &str) -> String {
+        quote(name)
+    }
+    fn column_type(&self, field: &Field, is_key: bool) -> String {
+        column_type(field, is_key)
+    }
+    fn ddl(&mut self, sql: &str) -> Result<()> {
+        self.exec(sql, Vec::new())
+    }
+    fn create_options(&self) -> &'static str {
+        " DEFAULT CHARSET=utf8mb4"
+    }
+    fn target_schema(&mut self, table: &str) -> Result<Schema> {
+        self.cached_schema(table)
+    }
+    fn forget(&mut self, table: &str) {
+        self.schemas.remove(table);
+    }
+    fn written(&mut self) -> &mut Written {
+        &mut self.written
+    }
+}
+
 /// What a DDL statement does to one of the flow's tables.
 #[derive(Debug, PartialEq)]
 enum Ddl {

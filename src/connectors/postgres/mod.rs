@@ -19,6 +19,7 @@
 
 mod pgoutput;
 
+use crate::connectors::sql::{self, Run, SqlTarget, Written};
 use crate::connectors::{Connector, ExistingData, Position, UniqueKey, config_string};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
@@ -36,6 +37,8 @@ pub struct Postgres {
     database: String,
     schema: String,
     schemas: HashMap<String, Schema>,
+    /// The columns each target table's flow writes.
+    written: Written,
     repl: Option<Replication>,
     /// When the flow's slot and publication were last checked (every few seconds of CDC).
     checked: Option<Instant>,
@@ -144,13 +147,10 @@ impl Postgres {
             database,
             schema,
             schemas: HashMap::new(),
+            written: Written::default(),
             repl: None,
             checked: None,
         })
-    }
-
-    fn qualified(&self, table: &str) -> String {
-        format!("{}.{}", quote(&self.schema), quote(table))
     }
 
     fn query(
@@ -708,173 +708,54 @@ impl Connector for Postgres {
     }
 
     fn prepare_target(&mut self, table: &str, schema: &Schema, key: &[String], existing: ExistingData) -> Result<()> {
-        let q = self.qualified(table);
-        if existing == ExistingData::Drop {
-            self.batch(&format!("DROP TABLE IF EXISTS {q}"))?;
-        }
-        let exists = !self
-            .query(
-                "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
-                &[&self.schema, &table],
-            )?
-            .is_empty();
-        if !exists {
-            let mut cols: Vec<String> =
-                schema.fields.iter().map(|f| format!("{} {}", quote(&f.name), column_type(f))).collect();
-            for k in key {
-                if schema.field(k).is_none() {
-                    cols.push(format!("{} TEXT", quote(k)));
-                }
-            }
-            if !key.is_empty() {
-                cols.push(format!("PRIMARY KEY ({})", key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ")));
-            }
-            self.batch(&format!("CREATE TABLE {q} ({})", cols.join(", ")))?;
-        } else {
-            if existing == ExistingData::Remove {
-                self.batch(&format!("TRUNCATE {q}"))?;
-            }
-            let present: Vec<String> = self.schema(table)?.fields.into_iter().map(|f| f.name).collect();
-            for f in schema.fields.iter().filter(|f| !present.contains(&f.name)) {
-                self.batch(&format!("ALTER TABLE {q} ADD COLUMN {} {}", quote(&f.name), column_type(f)))?;
-            }
-            if !key.is_empty() {
-                let idx = quote(&format!("tap_key_{table}"));
-                self.batch(&format!(
-                    "CREATE UNIQUE INDEX IF NOT EXISTS {idx} ON {q} ({})",
-                    key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ")
-                ))?;
-            }
-        }
-        self.schemas.remove(table);
-        Ok(())
+        sql::prepare(self, table, schema, key, existing)
     }
 
     fn write(&mut self, table: &str, key: &[String], changes: &[Change]) -> Result<()> {
         if key.is_empty() {
             return Err(Error::schema(format!("target table {table} has no key to write by")));
         }
-        let mut schema = self.cached_schema(table)?;
-        // Columns the batch brings that the table lacks become new columns.
-        let mut missing: Vec<(String, FieldType)> = Vec::new();
-        for c in changes {
-            if let Change::Insert { after } | Change::Update { after, .. } = c {
-                for (k, v) in after {
-                    if schema.field(k).is_none() && !missing.iter().any(|(m, _)| m == k) {
-                        missing.push((k.clone(), FieldType::of_value(v)));
-                    }
-                }
-            }
-        }
-        if !missing.is_empty() {
-            let q = self.qualified(table);
-            for (name, ty) in &missing {
-                self.batch(&format!(
-                    "ALTER TABLE {q} ADD COLUMN IF NOT EXISTS {} {}",
-                    quote(name),
-                    declared_type(*ty)
-                ))?;
-            }
-            self.schemas.remove(table);
-            schema = self.cached_schema(table)?;
-        }
-        let types: HashMap<&str, FieldType> = schema.fields.iter().map(|f| (f.name.as_str(), f.ty)).collect();
+        let cols = sql::columns(self, table, key, changes)?;
+        let ty = |name: &str| cols.iter().find(|(c, _)| c == name).map(|(_, t)| *t);
         let q = self.qualified(table);
         let key_list = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
-
-        // Runs of the same kind, in order; within an upsert run the last image of a key wins.
-        enum Run {
-            Upsert(Vec<Record>),
-            Delete(Vec<Record>),
-        }
-        let key_of = |r: &Record| {
-            key.iter().map(|k| r.get(k).map(|v| v.to_string()).unwrap_or_default()).collect::<Vec<_>>().join("\u{1f}")
+        let col_list = cols.iter().map(|(c, _)| quote(c)).collect::<Vec<_>>().join(", ");
+        let updates: Vec<String> = cols
+            .iter()
+            .filter(|(c, _)| !key.contains(c))
+            .map(|(c, _)| format!("{0} = EXCLUDED.{0}", quote(c)))
+            .collect();
+        let conflict =
+            if updates.is_empty() { "DO NOTHING".into() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
+        // Each run is one statement over a JSON array of its images: a column an image lacks
+        // reads NULL.
+        let payload = |images: &[&Record], fields: &mut dyn Iterator<Item = &String>| -> String {
+            let fields: Vec<&String> = fields.collect();
+            let rows: Vec<Value> = images
+                .iter()
+                .map(|r| {
+                    Value::Object(
+                        fields.iter().filter_map(|f| r.get(*f).map(|v| ((*f).clone(), to_pg_json(v, ty(f))))).collect(),
+                    )
+                })
+                .collect();
+            Value::Array(rows).to_string()
         };
-        let mut runs: Vec<Run> = Vec::new();
-        let push = |run_upsert: bool, rec: Record, runs: &mut Vec<Run>| match (runs.last_mut(), run_upsert) {
-            (Some(Run::Upsert(v)), true) | (Some(Run::Delete(v)), false) => v.push(rec),
-            (_, true) => runs.push(Run::Upsert(vec![rec])),
-            (_, false) => runs.push(Run::Delete(vec![rec])),
-        };
-        for c in changes {
-            match c {
-                Change::Insert { after } => push(true, after.clone(), &mut runs),
-                Change::Update { before, after } => {
-                    if let Some(b) = before
-                        && key.iter().any(|k| b.get(k) != after.get(k))
-                    {
-                        push(false, b.clone(), &mut runs);
-                    }
-                    push(true, after.clone(), &mut runs);
-                }
-                Change::Delete { before } => push(false, before.clone(), &mut runs),
-            }
-        }
         let mut statements: Vec<(String, String)> = Vec::new();
-        for run in runs {
+        for run in sql::plan(changes, key) {
             match run {
-                Run::Upsert(rows) => {
-                    let mut last: HashMap<String, usize> = HashMap::new();
-                    for (i, r) in rows.iter().enumerate() {
-                        last.insert(key_of(r), i);
-                    }
-                    let mut cols: Vec<&str> = Vec::new();
-                    let mut payload = Vec::with_capacity(last.len());
-                    for (i, r) in rows.iter().enumerate() {
-                        if last.get(&key_of(r)) != Some(&i) {
-                            continue;
-                        }
-                        for k in r.keys() {
-                            if types.contains_key(k.as_str()) && !cols.contains(&k.as_str()) {
-                                cols.push(k.as_str());
-                            }
-                        }
-                        let obj: serde_json::Map<String, Value> =
-                            r.iter().map(|(k, v)| (k.clone(), to_pg_json(v, types.get(k.as_str()).copied()))).collect();
-                        payload.push(Value::Object(obj));
-                    }
-                    let col_list = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-                    let updates: Vec<String> = cols
-                        .iter()
-                        .filter(|c| !key.iter().any(|k| k == *c))
-                        .map(|c| format!("{0} = EXCLUDED.{0}", quote(c)))
-                        .collect();
-                    let conflict = if updates.is_empty() {
-                        "DO NOTHING".into()
-                    } else {
-                        format!("DO UPDATE SET {}", updates.join(", "))
-                    };
-                    statements.push((
-                        format!(
-                            "INSERT INTO {q} ({col_list}) SELECT {col_list} FROM jsonb_populate_recordset(NULL::{q}, $1::text::jsonb) ON CONFLICT ({key_list}) {conflict}"
-                        ),
-                        Value::Array(payload).to_string(),
-                    ));
-                }
-                Run::Delete(rows) => {
-                    let payload: Vec<Value> = rows
-                        .iter()
-                        .map(|r| {
-                            Value::Object(
-                                key.iter()
-                                    .map(|k| {
-                                        (
-                                            k.clone(),
-                                            to_pg_json(
-                                                r.get(k).unwrap_or(&Value::Null),
-                                                types.get(k.as_str()).copied(),
-                                            ),
-                                        )
-                                    })
-                                    .collect(),
-                            )
-                        })
-                        .collect();
-                    statements.push((
-                        format!("DELETE FROM {q} WHERE ({key_list}) IN (SELECT {key_list} FROM jsonb_populate_recordset(NULL::{q}, $1::text::jsonb))"),
-                        Value::Array(payload).to_string(),
-                    ));
-                }
+                Run::Upsert(images) => statements.push((
+                    format!(
+                        "INSERT INTO {q} ({col_list}) SELECT {col_list} FROM jsonb_populate_recordset(NULL::{q}, $1::text::jsonb) ON CONFLICT ({key_list}) {conflict}"
+                    ),
+                    payload(&images, &mut cols.iter().map(|(c, _)| c)),
+                )),
+                Run::Delete(images) => statements.push((
+                    format!(
+                        "DELETE FROM {q} WHERE ({key_list}) IN (SELECT {key_list} FROM jsonb_populate_recordset(NULL::{q}, $1::text::jsonb))"
+                    ),
+                    payload(&images, &mut key.iter()),
+                )),
             }
         }
         let client = &mut self.client;
@@ -887,6 +768,33 @@ impl Connector for Postgres {
                 tx.commit().await
             })?
             .map_err(pg_err)
+    }
+}
+
+impl SqlTarget for Postgres {
+    fn qualified(&self, table: &str) -> String {
+        format!("{}.{}", quote(&self.schema), quote(table))
+    }
+    fn quote_name(&self, name: &str) -> String {
+        quote(name)
+    }
+    fn column_type(&self, field: &Field, _is_key: bool) -> String {
+        column_type(field)
+    }
+    fn ddl(&mut self, sql: &str) -> Result<()> {
+        self.batch(sql)
+    }
+    fn clear(&mut self, table: &str) -> Result<()> {
+        self.batch(&format!("TRUNCATE {}", self.qualified(table)))
+    }
+    fn target_schema(&mut self, table: &str) -> Result<Schema> {
+        self.cached_schema(table)
+    }
+    fn forget(&mut self, table: &str) {
+        self.schemas.remove(table);
+    }
+    fn written(&mut self) -> &mut Written {
+        &mut self.written
     }
 }
 

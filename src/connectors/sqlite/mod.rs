@@ -12,6 +12,7 @@
 //! and deletes in one transaction per batch. Nested values (objects, arrays) are stored as JSON
 //! text. Fields that appear later (a user function adding one) become new columns.
 
+use crate::connectors::sql::{self, Run, SqlTarget, Written};
 use crate::connectors::{Connector, ExistingData, Position, UniqueKey, config_str, hex, unhex};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
@@ -33,8 +34,8 @@ pub struct Sqlite {
     conn: Connection,
     /// Decoding rules per table, refreshed when a change names a table not seen yet.
     schemas: HashMap<String, Schema>,
-    /// Target columns already present, per table.
-    target_columns: HashMap<String, Vec<String>>,
+    /// The columns each target table's flow writes.
+    written: Written,
     /// The database file's (device, inode) when opened (":memory:" has none).
     file: Option<(u64, u64)>,
     /// Opened read-only: the file cannot be written by this process.
@@ -239,7 +240,7 @@ impl Sqlite {
             path: path.to_string(),
             conn,
             schemas: HashMap::new(),
-            target_columns: HashMap::new(),
+            written: Written::default(),
             file,
             read_only,
             notices: Vec::new(),
@@ -832,51 +833,7 @@ impl Connector for Sqlite {
     }
 
     fn prepare_target(&mut self, table: &str, schema: &Schema, key: &[String], existing: ExistingData) -> Result<()> {
-        if existing == ExistingData::Drop {
-            self.conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(table)))?;
-        }
-        if !self.table_exists(table)? {
-            let mut cols: Vec<String> =
-                schema.fields.iter().map(|f| format!("{} {}", quote(&f.name), declared_type(f.ty))).collect();
-            for k in key {
-                if schema.field(k).is_none() {
-                    cols.push(format!("{} TEXT", quote(k)));
-                }
-            }
-            if !key.is_empty() {
-                let k: Vec<String> = key.iter().map(|k| quote(k)).collect();
-                cols.push(format!("PRIMARY KEY ({})", k.join(", ")));
-            }
-            self.conn.execute_batch(&format!("CREATE TABLE {} ({})", quote(table), cols.join(", ")))?;
-        } else {
-            if existing == ExistingData::Remove {
-                self.conn.execute_batch(&format!("DELETE FROM {}", quote(table)))?;
-            }
-            let present: Vec<String> = self.schema(table)?.fields.into_iter().map(|f| f.name).collect();
-            for f in &schema.fields {
-                if !present.contains(&f.name) {
-                    self.conn.execute_batch(&format!(
-                        "ALTER TABLE {} ADD COLUMN {} {}",
-                        quote(table),
-                        quote(&f.name),
-                        declared_type(f.ty)
-                    ))?;
-                }
-            }
-            if !key.is_empty() {
-                let k: Vec<String> = key.iter().map(|k| quote(k)).collect();
-                self.conn.execute_batch(&format!(
-                    "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})",
-                    quote(&format!("_tap_key_{table}")),
-                    quote(table),
-                    k.join(", ")
-                ))?;
-            }
-        }
-        self.schemas.remove(table);
-        let cols = self.schema(table)?.fields.into_iter().map(|f| f.name).collect();
-        self.target_columns.insert(table.to_string(), cols);
-        Ok(())
+        sql::prepare(self, table, schema, key, existing)
     }
 
     fn write(&mut self, table: &str, key: &[String], changes: &[Change]) -> Result<()> {
@@ -884,88 +841,45 @@ impl Connector for Sqlite {
             return Err(Error::schema(format!("target table {table} has no key to write by")));
         }
         self.require_same_file()?;
-        if !self.target_columns.contains_key(table) {
-            let cols = self.schema(table)?.fields.into_iter().map(|f| f.name).collect();
-            self.target_columns.insert(table.to_string(), cols);
-        }
-        // Columns the batch brings that the table lacks: add them first.
-        let mut missing: Vec<(String, FieldType)> = Vec::new();
-        {
-            let present = &self.target_columns[table];
-            for c in changes {
-                if let Change::Insert { after } | Change::Update { after, .. } = c {
-                    for (k, v) in after {
-                        if !present.contains(k) && !missing.iter().any(|(m, _)| m == k) {
-                            missing.push((k.clone(), FieldType::of_value(v)));
-                        }
-                    }
-                }
-            }
-        }
-        for (name, ty) in &missing {
-            self.conn.execute_batch(&format!(
-                "ALTER TABLE {} ADD COLUMN {} {}",
-                quote(table),
-                quote(name),
-                declared_type(*ty)
-            ))?;
-        }
-        if !missing.is_empty() {
-            self.schemas.remove(table);
-            let cols = self.schema(table)?.fields.into_iter().map(|f| f.name).collect();
-            self.target_columns.insert(table.to_string(), cols);
-        }
-        let types: HashMap<String, FieldType> = {
-            let s = self.cached_schema(table)?;
-            s.fields.iter().map(|f| (f.name.clone(), f.ty)).collect()
-        };
+        let cols = sql::columns(self, table, key, changes)?;
         let qt = quote(table);
+        let names: Vec<String> = cols.iter().map(|(c, _)| quote(c)).collect();
         let key_cols: Vec<String> = key.iter().map(|k| quote(k)).collect();
+        let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+        let updates: Vec<String> =
+            names.iter().filter(|n| !key_cols.contains(n)).map(|n| format!("{n} = excluded.{n}")).collect();
+        let conflict =
+            if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
+        let upsert = format!(
+            "INSERT INTO {qt} ({}) VALUES ({}) ON CONFLICT ({}) {conflict}",
+            names.join(", "),
+            marks.join(", "),
+            key_cols.join(", ")
+        );
+        let cond: Vec<String> = key_cols.iter().enumerate().map(|(i, k)| format!("{k} = ?{}", i + 1)).collect();
+        let delete = format!("DELETE FROM {qt} WHERE {}", cond.join(" AND "));
+        let key_types: Vec<Option<FieldType>> =
+            key.iter().map(|k| cols.iter().find(|(c, _)| c == k).map(|(_, t)| *t)).collect();
+        let null = Value::Null;
         let tx = self.conn.transaction()?;
-        // The upsert statement of the previous row, reused while rows keep the same columns
-        // (nearly always), so a batch builds its SQL once rather than once per row.
-        let mut last: Option<(Vec<String>, String)> = None;
-        for change in changes {
-            match change {
-                Change::Insert { after } | Change::Update { after, .. } => {
-                    // An update that changed the key: remove the old row first.
-                    if let Change::Update { before: Some(before), .. } = change
-                        && key.iter().any(|k| before.get(k).is_some_and(|v| Some(v) != after.get(k)))
-                    {
-                        delete_row(&tx, &qt, &key_cols, key, before, &types)?;
-                    }
-                    let same_shape = last.as_ref().is_some_and(|(cols, _)| {
-                        cols.len() == after.len() && cols.iter().zip(after.keys()).all(|(a, b)| a == b)
-                    });
-                    if !same_shape {
-                        let names: Vec<String> = after.keys().map(|c| quote(c)).collect();
-                        let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
-                        let updates: Vec<String> = names
-                            .iter()
-                            .filter(|n| !key_cols.contains(n))
-                            .map(|n| format!("{n} = excluded.{n}"))
-                            .collect();
-                        let conflict = if updates.is_empty() {
-                            "DO NOTHING".to_string()
-                        } else {
-                            format!("DO UPDATE SET {}", updates.join(", "))
-                        };
-                        let sql = format!(
-                            "INSERT INTO {qt} ({}) VALUES ({}) ON CONFLICT ({}) {conflict}",
-                            names.join(", "),
-                            marks.join(", "),
-                            key_cols.join(", ")
-                        );
-                        last = Some((after.keys().cloned().collect(), sql));
-                    }
-                    if let Some((_, sql)) = &last {
-                        let mut st = tx.prepare_cached(sql)?;
+        for run in sql::plan(changes, key) {
+            match run {
+                Run::Upsert(images) => {
+                    let mut st = tx.prepare_cached(&upsert)?;
+                    for img in images {
                         st.execute(params_from_iter(
-                            after.iter().map(|(c, v)| bind_value(v, types.get(c.as_str()).copied())),
+                            cols.iter().map(|(c, t)| bind_value(img.get(c).unwrap_or(&null), Some(*t))),
                         ))?;
                     }
                 }
-                Change::Delete { before } => delete_row(&tx, &qt, &key_cols, key, before, &types)?,
+                Run::Delete(images) => {
+                    let mut st = tx.prepare_cached(&delete)?;
+                    for img in images {
+                        st.execute(params_from_iter(
+                            key.iter().zip(&key_types).map(|(k, t)| bind_value(img.get(k).unwrap_or(&null), *t)),
+                        ))?;
+                    }
+                }
             }
         }
         tx.commit()?;
@@ -973,20 +887,28 @@ impl Connector for Sqlite {
     }
 }
 
-fn delete_row(
-    tx: &rusqlite::Transaction<'_>,
-    qt: &str,
-    key_cols: &[String],
-    key: &[String],
-    image: &Record,
-    types: &HashMap<String, FieldType>,
-) -> Result<()> {
-    let cond: Vec<String> = key_cols.iter().enumerate().map(|(i, k)| format!("{k} = ?{}", i + 1)).collect();
-    let sql = format!("DELETE FROM {qt} WHERE {}", cond.join(" AND "));
-    let mut st = tx.prepare_cached(&sql)?;
-    let null = Value::Null;
-    st.execute(params_from_iter(key.iter().map(|k| bind_value(image.get(k).unwrap_or(&null), types.get(k).copied()))))?;
-    Ok(())
+impl SqlTarget for Sqlite {
+    fn qualified(&self, table: &str) -> String {
+        quote(table)
+    }
+    fn quote_name(&self, name: &str) -> String {
+        quote(name)
+    }
+    fn column_type(&self, field: &Field, _is_key: bool) -> String {
+        declared_type(field.ty).to_string()
+    }
+    fn ddl(&mut self, sql: &str) -> Result<()> {
+        Ok(self.conn.execute_batch(sql)?)
+    }
+    fn target_schema(&mut self, table: &str) -> Result<Schema> {
+        self.cached_schema(table).cloned()
+    }
+    fn forget(&mut self, table: &str) {
+        self.schemas.remove(table);
+    }
+    fn written(&mut self) -> &mut Written {
+        &mut self.written
+    }
 }
 
 /// SQLite's errors, classified once: busy, locked and cannot-open are worth a retry.

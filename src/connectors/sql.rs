@@ -1,0 +1,271 @@
+//! What every SQL sink does the same way, written once: preparing the target table (create it,
+//! empty it, add columns, give it a key to upsert on), the columns a flow writes, and the plan
+//! of a batch (runs of upserts and deletes, one image per key). Each connector adds only its
+//! dialect: names, column types and the statements of a run.
+//!
+//! The contract (run against every connector by `tests/it/conformance.rs`): a batch ends as if
+//! its changes ran one at a time. An image is the whole row: a column the flow writes that an
+//! image lacks is NULL afterwards (a MongoDB target's document loses the field), while columns
+//! the flow never wrote keep their values.
+
+use super::{Connector, ExistingData};
+use crate::error::Result;
+use crate::model::{Change, Field, FieldType, Record, Schema, value_text};
+use std::collections::{HashMap, HashSet};
+
+/// A SQL connector's dialect, as the shared sink code needs it.
+pub trait SqlTarget: Connector {
+    /// The table's name as statements write it (schema- or database-qualified).
+    fn qualified(&self, table: &str) -> String;
+    /// An identifier quoted.
+    fn quote_name(&self, name: &str) -> String;
+    /// The column type of a target field; `is_key`: the column is part of the key (MySQL cannot
+    /// index an unbounded text).
+    fn column_type(&self, field: &Field, is_key: bool) -> String;
+    /// Run one statement that returns nothing.
+    fn ddl(&mut self, sql: &str) -> Result<()>;
+    /// Remove every row (TapData's `removeData`).
+    fn clear(&mut self, table: &str) -> Result<()> {
+        let q = self.qualified(table);
+        self.ddl(&format!("DELETE FROM {q}"))
+    }
+    /// What follows `CREATE TABLE t (…)`.
+    fn create_options(&self) -> &'static str {
+        ""
+    }
+    /// The table's schema, cached until [`SqlTarget::forget`].
+    fn target_schema(&mut self, table: &str) -> Result<Schema>;
+    /// Drop what is cached about the table (its shape changed).
+    fn forget(&mut self, table: &str);
+    /// The columns each target table's flow writes.
+    fn written(&mut self) -> &mut Written;
+}
+
+/// The columns a flow writes into each target table, in the order they came: the fields of the
+/// schema the target was prepared with, then the fields later images brought.
+#[derive(Debug, Default)]
+pub struct Written(HashMap<String, Vec<String>>);
+
+/// Create or check the target table (the body of [`Connector::prepare_target`]).
+pub fn prepare<T: SqlTarget>(
+    t: &mut T,
+    table: &str,
+    schema: &Schema,
+    key: &[String],
+    existing: ExistingData,
+) -> Result<()> {
+    let q = t.qualified(table);
+    if existing == ExistingData::Drop {
+        t.ddl(&format!("DROP TABLE IF EXISTS {q}"))?;
+    }
+    t.forget(table);
+    if !t.tables()?.iter().any(|n| n == table) {
+        let mut cols: Vec<String> = schema
+            .fields
+            .iter()
+            .map(|f| format!("{} {}", t.quote_name(&f.name), t.column_type(f, key.contains(&f.name))))
+            .collect();
+        for k in key.iter().filter(|k| schema.field(k).is_none()) {
+            cols.push(format!("{} {}", t.quote_name(k), t.column_type(&text_field(k), true)));
+        }
+        if !key.is_empty() {
+            cols.push(format!("PRIMARY KEY ({})", names(t, key)));
+        }
+        t.ddl(&format!("CREATE TABLE {q} ({}){}", cols.join(", "), t.create_options()))?;
+    } else {
+        if existing == ExistingData::Remove {
+            t.clear(table)?;
+        }
+        let present = t.schema(table)?;
+        for f in schema.fields.iter().filter(|f| present.field(&f.name).is_none()) {
+            t.ddl(&format!("ALTER TABLE {q} ADD COLUMN {} {}", t.quote_name(&f.name), t.column_type(f, false)))?;
+        }
+        // Upserts find their row by the key: without a primary or unique key on exactly those
+        // columns every image would add a copy.
+        let wanted: HashSet<&str> = key.iter().map(String::as_str).collect();
+        let same = |cols: &[String]| cols.len() == wanted.len() && cols.iter().all(|c| wanted.contains(c.as_str()));
+        let keyed = same(&present.primary_key()) || t.unique_keys(table)?.iter().any(|u| same(&u.columns));
+        if !key.is_empty() && !keyed {
+            let index = t.quote_name(&format!("tap_key_{table}"));
+            t.ddl(&format!("CREATE UNIQUE INDEX {index} ON {q} ({})", names(t, key)))?;
+        }
+    }
+    t.forget(table);
+    let mut cols: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
+    for k in key {
+        if !cols.contains(k) {
+            cols.push(k.clone());
+        }
+    }
+    t.written().0.insert(table.to_string(), cols);
+    Ok(())
+}
+
+/// Before a batch is written: fields of its images the flow has not written into `table` yet
+/// join the written columns, and the table gets a column for each one it lacks (typed from the
+/// first value). Returns the columns to write, each with its type in the table.
+pub fn columns<T: SqlTarget>(
+    t: &mut T,
+    table: &str,
+    key: &[String],
+    changes: &[Change],
+) -> Result<Vec<(String, FieldType)>> {
+    let mut schema = t.target_schema(table)?;
+    let mut cols = t.written().0.get(table).cloned().unwrap_or_else(|| key.to_vec());
+    let mut added = false;
+    for c in changes {
+        if let Change::Insert { after } | Change::Update { after, .. } = c {
+            for (name, v) in after {
+                if cols.contains(name) {
+                    continue;
+                }
+                if schema.field(name).is_none() {
+                    let f = Field {
+                        name: name.clone(),
+                        ty: FieldType::of_value(v),
+                        data_type: String::new(),
+                        primary_key: false,
+                        nullable: true,
+                    };
+                    let q = t.qualified(table);
+                    t.ddl(&format!("ALTER TABLE {q} ADD COLUMN {} {}", t.quote_name(name), t.column_type(&f, false)))?;
+                    schema.fields.push(f);
+                    added = true;
+                }
+                cols.push(name.clone());
+            }
+        }
+    }
+    if added {
+        t.forget(table);
+        schema = t.target_schema(table)?;
+    }
+    let typed = cols.iter().filter_map(|c| schema.field(c).map(|f| (c.clone(), f.ty))).collect::<Vec<_>>();
+    t.written().0.insert(table.to_string(), cols);
+    Ok(typed)
+}
+
+/// Consecutive changes of one kind, each key once.
+#[derive(Debug, PartialEq)]
+pub enum Run<'a> {
+    /// Whole images to insert or replace by key.
+    Upsert(Vec<&'a Record>),
+    /// Images whose key fields name rows to delete.
+    Delete(Vec<&'a Record>),
+}
+
+/// A batch as runs of upserts and deletes in order. A key change becomes a delete of the old key
+/// then an upsert of the new; within a run only the last image of a key is kept, so one
+/// multi-row statement per run writes each row once (PostgreSQL's ON CONFLICT refuses to touch
+/// a row twice) and ends where the changes one by one would.
+pub fn plan<'a>(changes: &'a [Change], key: &[String]) -> Vec<Run<'a>> {
+    let mut runs: Vec<(bool, Vec<&'a Record>, HashMap<String, usize>)> = Vec::new();
+    let mut push = |upsert: bool, image: &'a Record| {
+        if runs.last().is_none_or(|(u, ..)| *u != upsert) {
+            runs.push((upsert, Vec::new(), HashMap::new()));
+        }
+        let (_, images, at) = runs.last_mut().expect("a run was pushed");
+        let id = key_text(image, key);
+        match at.get(&id) {
+            Some(&i) => images[i] = image,
+            None => {
+                at.insert(id, images.len());
+                images.push(image);
+            }
+        }
+    };
+    for c in changes {
+        match c {
+            Change::Insert { after } => push(true, after),
+            Change::Update { before, after } => {
+                if let Some(b) = before
+                    && key.iter().any(|k| b.get(k).is_some_and(|v| Some(v) != after.get(k)))
+                {
+                    push(false, b);
+                }
+                push(true, after);
+            }
+            Change::Delete { before } => push(false, before),
+        }
+    }
+    runs.into_iter().map(|(upsert, images, _)| if upsert { Run::Upsert(images) } else { Run::Delete(images) }).collect()
+}
+
+/// The key fields of an image as one text (`1\x1fa`), to tell keys apart.
+fn key_text(image: &Record, key: &[String]) -> String {
+    let mut s = String::new();
+    for (i, k) in key.iter().enumerate() {
+        if i > 0 {
+            s.push('\u{1f}');
+        }
+        match image.get(k) {
+            Some(serde_json::Value::String(v)) => {
+                s.push('"');
+                s.push_str(v);
+            }
+            Some(v) => s.push_str(&value_text(v)),
+            None => {}
+        }
+    }
+    s
+}
+
+fn names<T: SqlTarget>(t: &T, cols: &[String]) -> String {
+    cols.iter().map(|c| t.quote_name(c)).collect::<Vec<_>>().join(", ")
+}
+
+fn text_field(name: &str) -> Field {
+    Field { name: name.into(), ty: FieldType::Text, data_type: String::new(), primary_key: true, nullable: false }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rec(v: serde_json::Value) -> Record {
+        v.as_object().cloned().expect("object")
+    }
+
+    fn ids(run: &Run) -> Vec<String> {
+        let (Run::Upsert(v) | Run::Delete(v)) = run;
+        v.iter().map(|r| format!("{}{}", r["id"], r.get("n").map(|n| format!("/{n}")).unwrap_or_default())).collect()
+    }
+
+    #[test]
+    fn a_batch_plans_as_runs_with_each_key_once_and_key_changes_moving_rows() {
+        let key = vec!["id".to_string()];
+        let changes = vec![
+            Change::Insert { after: rec(json!({"id": 1, "n": 1})) },
+            Change::Insert { after: rec(json!({"id": 2, "n": 1})) },
+            Change::Update { before: None, after: rec(json!({"id": 1, "n": 2})) },
+            Change::Insert { after: rec(json!({"id": 3, "n": 1})) },
+            // A key change inside the run: the old row goes before the new one is written,
+            // and after the insert of 3 that precedes it.
+            Change::Update { before: Some(rec(json!({"id": 3}))), after: rec(json!({"id": 4, "n": 1})) },
+            Change::Delete { before: rec(json!({"id": 2})) },
+            Change::Delete { before: rec(json!({"id": 2})) },
+            Change::Insert { after: rec(json!({"id": 2, "n": 3})) },
+        ];
+        let runs = plan(&changes, &key);
+        let shown: Vec<(bool, Vec<String>)> = runs.iter().map(|r| (matches!(r, Run::Upsert(_)), ids(r))).collect();
+        assert_eq!(
+            shown,
+            vec![
+                (true, vec!["1/2".into(), "2/1".into(), "3/1".into()]),
+                (false, vec!["3".into()]),
+                (true, vec!["4/1".into()]),
+                (false, vec!["2".into()]),
+                (true, vec!["2/3".into()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_of_another_type_are_other_keys() {
+        let key = vec!["id".to_string()];
+        let changes =
+            vec![Change::Insert { after: rec(json!({"id": 1})) }, Change::Insert { after: rec(json!({"id": "1"})) }];
+        assert_eq!(ids(&plan(&changes, &key)[0]).len(), 2);
+    }
+}

@@ -1,0 +1,269 @@
+//! The connector contract, run the same way against every connector (SQLite, PostgreSQL 15,
+//! MariaDB 10.11, SecantusDB) through `tap::connectors::open`, below the engine:
+//!
+//! - a sink applies a batch as if its changes ran one by one: an image is the whole row (a
+//!   field the flow wrote before and this image lacks is empty afterwards, as a MongoDB
+//!   document loses it), several images of one key in a batch end at the last, a key change
+//!   moves the row, a field no column holds yet adds the column, and a replayed batch changes
+//!   nothing;
+//! - a table that exists without a key on the flow's key gets one, so upserts find their row;
+//! - a snapshot reads every row in batches no larger than asked;
+//! - CDC returns an insert, an update and a delete made after `cdc_position`, in order.
+
+use crate::engine_mongo::{Driver, mongo_uri};
+use crate::engine_mysql::my;
+use crate::engine_postgres::pg;
+use crate::harness::Env;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use tap::connectors::{self, Connector, ExistingData};
+use tap::model::{Change, Field, FieldType, Record, Schema};
+
+struct Subject {
+    name: &'static str,
+    conn: Box<dyn Connector>,
+    /// What goes before a table's name in the connector's `execute` (`schema.` for
+    /// PostgreSQL); `None`: the connector runs no statements (MongoDB), changes go through `write`.
+    sql_table: Option<String>,
+}
+
+fn rec(v: Value) -> Record {
+    match v {
+        Value::Object(m) => m,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+fn field(name: &str, ty: FieldType, pk: bool) -> Field {
+    Field { name: name.into(), ty, data_type: String::new(), primary_key: pk, nullable: !pk }
+}
+
+fn items_schema(table: &str) -> Schema {
+    Schema {
+        table: table.into(),
+        fields: vec![
+            field("id", FieldType::Integer, true),
+            field("name", FieldType::Text, false),
+            field("note", FieldType::Text, false),
+        ],
+    }
+}
+
+/// The rows of `table` as `id: field=value …` lines, empty fields left out (SQL NULL and an
+/// absent MongoDB field read the same), MongoDB's own `_id` left out.
+fn rows(c: &mut dyn Connector, table: &str) -> Vec<String> {
+    let mut out: Vec<(i64, String)> = c
+        .sample(table, 1000)
+        .expect("sample")
+        .into_iter()
+        .map(|r| {
+            let id = match r.get("id") {
+                Some(Value::Number(n)) => n.as_i64().expect("integer id"),
+                Some(Value::String(s)) => s.parse().expect("numeric id"),
+                other => panic!("row without id: {other:?}"),
+            };
+            let mut cells: Vec<String> = r
+                .iter()
+                .filter(|(k, v)| *k != "_id" && *k != "id" && !v.is_null())
+                .map(|(k, v)| format!("{k}={}", tap::model::value_text(v)))
+                .collect();
+            cells.sort();
+            (id, format!("{id}: {}", cells.join(" ")))
+        })
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, s)| s).collect()
+}
+
+fn sink_contract(s: &mut Subject) {
+    let c = s.conn.as_mut();
+    let key = vec!["id".to_string()];
+    c.prepare_target("items", &items_schema("items"), &key, ExistingData::Drop).expect("prepare_target");
+    let batch = vec![
+        Change::Insert { after: rec(json!({"id": 1, "name": "a", "note": "x"})) },
+        Change::Insert { after: rec(json!({"id": 2, "name": "b", "note": "y"})) },
+        Change::Update {
+            before: Some(rec(json!({"id": 1}))),
+            after: rec(json!({"id": 1, "name": "a2", "note": "x2"})),
+        },
+        // The last image of id 1 has no note: the row ends without one.
+        Change::Update { before: Some(rec(json!({"id": 1}))), after: rec(json!({"id": 1, "name": "a3"})) },
+        Change::Delete { before: rec(json!({"id": 2, "name": "b"})) },
+        Change::Insert { after: rec(json!({"id": 3, "name": "c", "note": "z"})) },
+        // A key change: the row moves from 3 to 4.
+        Change::Update {
+            before: Some(rec(json!({"id": 3, "name": "c"}))),
+            after: rec(json!({"id": 4, "name": "c", "note": "z"})),
+        },
+        // A field no column holds yet.
+        Change::Insert { after: rec(json!({"id": 5, "name": "e", "extra": 7})) },
+    ];
+    let want = vec!["1: name=a3", "4: name=c note=z", "5: extra=7 name=e"];
+    c.write("items", &key, &batch).unwrap_or_else(|e| panic!("{}: write: {e}", s.name));
+    assert_eq!(rows(c, "items"), want, "{}: the batch applied as if one change at a time", s.name);
+    c.write("items", &key, &batch).unwrap_or_else(|e| panic!("{}: replay: {e}", s.name));
+    assert_eq!(rows(c, "items"), want, "{}: a replayed batch changes nothing", s.name);
+    // Later batches: a row that gains the note again, and one whose last image drops `extra`.
+    c.write(
+        "items",
+        &key,
+        &[
+            Change::Update { before: None, after: rec(json!({"id": 1, "name": "a4", "note": "back"})) },
+            Change::Update { before: None, after: rec(json!({"id": 5, "name": "e2"})) },
+        ],
+    )
+    .expect("second batch");
+    assert_eq!(
+        rows(c, "items"),
+        vec!["1: name=a4 note=back", "4: name=c note=z", "5: name=e2"],
+        "{}: later images replace the row",
+        s.name
+    );
+    assert_eq!(c.count("items").expect("count"), 3, "{}", s.name);
+}
+
+/// A target table that exists without a key on the flow's key: preparing it gives it one, so a
+/// second image of a row replaces it rather than adding a copy.
+fn keyless_target_contract(s: &mut Subject) {
+    let Some(prefix) = &s.sql_table else { return };
+    let q = |t: &str| format!("{prefix}{t}");
+    let c = s.conn.as_mut();
+    c.execute(&format!("DROP TABLE IF EXISTS {}", q("plain"))).expect("drop");
+    c.execute(&format!("CREATE TABLE {} (id INTEGER NOT NULL, name VARCHAR(50))", q("plain"))).expect("create");
+    let key = vec!["id".to_string()];
+    c.prepare_target("plain", &items_schema("plain"), &key, ExistingData::Keep).expect("prepare an existing table");
+    // As every start of the flow does again.
+    c.prepare_target("plain", &items_schema("plain"), &key, ExistingData::Keep).expect("prepare it again");
+    c.write("plain", &key, &[Change::Insert { after: rec(json!({"id": 1, "name": "a"})) }]).expect("write");
+    c.write("plain", &key, &[Change::Insert { after: rec(json!({"id": 1, "name": "b"})) }]).expect("write again");
+    assert_eq!(rows(c, "plain"), vec!["1: name=b"], "{}: an upsert into an existing keyless table", s.name);
+}
+
+fn snapshot_contract(s: &mut Subject) {
+    let c = s.conn.as_mut();
+    let mut sizes = Vec::new();
+    let mut ids = Vec::new();
+    c.snapshot("items", 2, &mut |batch| {
+        sizes.push(batch.len());
+        ids.extend(batch.iter().map(|r| tap::model::value_text(&r["id"])));
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{}: snapshot: {e}", s.name));
+    ids.sort();
+    assert_eq!(ids, vec!["1", "4", "5"], "{}: every row once", s.name);
+    assert!(sizes.iter().all(|n| *n <= 2), "{}: batches of at most 2 rows: {sizes:?}", s.name);
+}
+
+fn cdc_contract(s: &mut Subject) {
+    let flow = format!("conformance{}", std::process::id());
+    let tables = vec!["feed".to_string()];
+    // A MongoDB delete event carries the document's `_id` only: that is a collection's key.
+    let idf = if s.sql_table.is_some() { "id" } else { "_id" };
+    let key = vec![idf.to_string()];
+    match &s.sql_table {
+        Some(prefix) => {
+            let q = |t: &str| format!("{prefix}{t}");
+            s.conn.execute(&format!("DROP TABLE IF EXISTS {}", q("feed"))).expect("drop");
+            s.conn
+                .execute(&format!("CREATE TABLE {} (id INTEGER PRIMARY KEY, name VARCHAR(50))", q("feed")))
+                .expect("create");
+        }
+        None => {
+            let schema = Schema { table: "feed".into(), fields: vec![field(idf, FieldType::Integer, true)] };
+            s.conn.prepare_target("feed", &schema, &key, ExistingData::Drop).expect("create the collection");
+        }
+    }
+    s.conn.cdc_prepare(&flow, &tables, false).unwrap_or_else(|e| panic!("{}: cdc_prepare: {e}", s.name));
+    let from = s.conn.cdc_position(&flow).expect("cdc_position");
+    match &s.sql_table {
+        Some(prefix) => {
+            let t = format!("{prefix}feed");
+            for st in [
+                format!("INSERT INTO {t} (id, name) VALUES (1, 'a')"),
+                format!("UPDATE {t} SET name = 'b' WHERE id = 1"),
+                format!("DELETE FROM {t} WHERE id = 1"),
+            ] {
+                s.conn.execute(&st).expect("change");
+            }
+        }
+        None => {
+            for change in [
+                Change::Insert { after: rec(json!({"_id": 1, "name": "a"})) },
+                Change::Update { before: None, after: rec(json!({"_id": 1, "name": "b"})) },
+                Change::Delete { before: rec(json!({"_id": 1})) },
+            ] {
+                s.conn.write("feed", &key, &[change]).expect("change");
+            }
+        }
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut pos = from;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 3 && Instant::now() < deadline {
+        let (events, next) = s
+            .conn
+            .changes(&flow, &tables, &pos, 100, Duration::from_millis(500))
+            .unwrap_or_else(|e| panic!("{}: changes: {e}", s.name));
+        for e in events {
+            assert_eq!(&*e.table, "feed", "{}", s.name);
+            let img = e.change.key_image();
+            let name = img.get("name").filter(|v| !v.is_null()).map(tap::model::value_text).unwrap_or_default();
+            seen.push(format!("{} {} {name}", e.change.op(), tap::model::value_text(&img[idf])).trim().to_string());
+        }
+        pos = next;
+    }
+    s.conn.cdc_ack(&flow, &pos).expect("cdc_ack");
+    s.conn.cdc_release(&flow).expect("cdc_release");
+    assert_eq!(seen.first().map(String::as_str), Some("i 1 a"), "{}: {seen:?}", s.name);
+    assert_eq!(seen.get(1).map(String::as_str), Some("u 1 b"), "{}: {seen:?}", s.name);
+    assert!(seen.get(2).is_some_and(|d| d.starts_with("d 1")), "{}: {seen:?}", s.name);
+    assert_eq!(seen.len(), 3, "{}: {seen:?}", s.name);
+}
+
+fn run(mut s: Subject) {
+    sink_contract(&mut s);
+    keyless_target_contract(&mut s);
+    snapshot_contract(&mut s);
+    cdc_contract(&mut s);
+}
+
+#[test]
+fn conformance_sqlite() {
+    let env = Env::new("conformance-sqlite");
+    let path = env.path("c.sqlite");
+    let conn = connectors::open("SQLite", &json!({"database": path.display().to_string()})).expect("open");
+    run(Subject { name: "SQLite", conn, sql_table: Some(String::new()) });
+}
+
+#[test]
+fn conformance_postgres() {
+    let p = pg();
+    let schema = format!("conf_{}", std::process::id());
+    p.psql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"));
+    let config = json!({"host": p.host, "port": p.port, "database": p.database, "schema": schema,
+                        "user": p.user, "password": p.password});
+    let conn = connectors::open("PostgreSQL", &config).expect("open");
+    run(Subject { name: "PostgreSQL", conn, sql_table: Some(format!("{schema}.")) });
+    p.psql(&format!("DROP SCHEMA {schema} CASCADE"));
+}
+
+#[test]
+fn conformance_mysql() {
+    let m = my();
+    let db = format!("conf_{}", std::process::id());
+    m.sql("mysql", &format!("DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}"));
+    let config = json!({"host": m.host, "port": m.port, "database": db, "user": m.user, "password": m.password});
+    let conn = connectors::open("Mysql", &config).expect("open");
+    run(Subject { name: "MySQL", conn, sql_table: Some(String::new()) });
+    m.sql("mysql", &format!("DROP DATABASE {db}"));
+}
+
+#[test]
+fn conformance_mongodb() {
+    let db = format!("conf_{}", std::process::id());
+    let d = Driver::new(&db, "items");
+    d.run(d.coll.client().database(&db).drop());
+    let conn = connectors::open("MongoDB", &json!({"uri": mongo_uri(&db)})).expect("open");
+    run(Subject { name: "MongoDB", conn, sql_table: None });
+    d.run(d.coll.client().database(&db).drop());
+}
