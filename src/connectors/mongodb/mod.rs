@@ -42,14 +42,25 @@ pub struct Mongo {
     written: std::collections::HashSet<String>,
 }
 
-/// A resume token as JSON for a checkpoint, and back.
-fn token_to_json(t: &ResumeToken) -> Result<Value> {
-    Ok(bson::to_bson(t).map_err(|e| Error::internal(format!("resume token: {e}")))?.into_relaxed_extjson())
+/// A change-stream position as a checkpoint keeps it, `{"token": …}` (the resume token as
+/// relaxed extended JSON), and back: read and written only here.
+fn position_of(t: &ResumeToken) -> Result<Position> {
+    let token = bson::to_bson(t).map_err(|e| Error::internal(format!("resume token: {e}")))?.into_relaxed_extjson();
+    Ok(serde_json::json!({ "token": token }))
 }
 
-fn token_from_json(v: &Value) -> Result<ResumeToken> {
-    let b = Bson::try_from(v.clone()).map_err(|e| Error::data(format!("saved resume token {v}: {e}")))?;
-    bson::from_bson(b).map_err(|e| Error::data(format!("saved resume token {v}: {e}")))
+fn token_of(p: &Position) -> Result<ResumeToken> {
+    let bad = |why: String| {
+        Error::data(format!(
+            "the flow's saved MongoDB position {p} is not a change-stream position ({why}); reset the flow to copy again"
+        ))
+    };
+    let v = match p {
+        Value::Object(o) if o.len() == 1 => o.get("token").ok_or_else(|| bad("no resume token".into()))?,
+        _ => return Err(bad("no resume token".into())),
+    };
+    let b = Bson::try_from(v.clone()).map_err(|e| bad(e.to_string()))?;
+    bson::from_bson(b).map_err(|e| bad(e.to_string()))
 }
 
 fn doc_to_record(d: Document) -> Record {
@@ -349,7 +360,7 @@ impl Connector for Mongo {
             Ok::<_, mongodb::error::Error>(cs.resume_token())
         })?;
         match token.map_err(mg_err)? {
-            Some(t) => Ok(serde_json::json!({ "token": token_to_json(&t)? })),
+            Some(t) => position_of(&t),
             None => Err(Error::unavailable(format!(
                 "MongoDB at {} opened a change stream but gave no resume token",
                 self.masked_uri
@@ -388,7 +399,7 @@ impl Connector for Mongo {
         wait: Duration,
     ) -> Result<(Vec<Event>, Position)> {
         if self.stream.is_none() {
-            let token = from.get("token").map(token_from_json).transpose()?;
+            let token = Some(token_of(from)?);
             // Row changes, and what ends the collection under the flow (drop, rename, the whole
             // database dropped), which stops the flow.
             let stage = doc! {"$match": {"$or": [
@@ -455,7 +466,7 @@ impl Connector for Mongo {
             )));
         }
         let position = match cs.resume_token() {
-            Some(t) => serde_json::json!({ "token": token_to_json(&t)? }),
+            Some(t) => position_of(&t)?,
             None => from.clone(),
         };
         Ok((out, position))

@@ -18,6 +18,8 @@
 //! which is all a keyed target needs.
 
 mod pgoutput;
+mod values;
+mod wal;
 
 use crate::connectors::sql::{self, Run, SqlTarget, Written};
 use crate::connectors::{Connector, ExistingData, Position, UniqueKey, config_string};
@@ -26,6 +28,10 @@ use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+pub use values::{column_type, declared_type, field_type};
+use values::{normalize, to_pg_json};
+use wal::Replication;
+pub use wal::slot_name;
 
 pub struct Postgres {
     rt: crate::connectors::blocking::Blocking,
@@ -42,21 +48,6 @@ pub struct Postgres {
     repl: Option<Replication>,
     /// When the flow's slot and publication were last checked (every few seconds of CDC).
     checked: Option<Instant>,
-}
-
-struct Replication {
-    client: pgwire_replication::ReplicationClient,
-    decoder: pgoutput::Decoder,
-    /// Events of the transaction being received, not yet handed out.
-    pending: Vec<Event>,
-    slot: String,
-    /// The transaction being received: its commit LSN and time, how many of its changes were
-    /// handed out (in earlier batches or before a restart), and how many are still to skip.
-    txn: Option<(String, i64)>,
-    txn_done: u64,
-    txn_skip: u64,
-    /// After a restart inside a transaction: its commit LSN, to check the one that arrives.
-    txn_expect: Option<String>,
 }
 
 pub fn quote(ident: &str) -> String {
@@ -95,12 +86,6 @@ pub fn pg_class(code: &str) -> ErrorKind {
         "42501" => ErrorKind::Auth,
         _ => ErrorKind::Data,
     }
-}
-
-/// Slot and publication names for a flow (lowercase, ≤ 63 bytes, as PostgreSQL wants them).
-pub fn slot_name(flow_id: &str) -> String {
-    let clean: String = flow_id.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase();
-    format!("tap_{}", &clean[..clean.len().min(50)])
 }
 
 impl Postgres {
@@ -174,77 +159,6 @@ impl Postgres {
         Ok(s)
     }
 
-    /// CDC needs the key of updated and deleted rows in the WAL: a primary key (the default
-    /// replica identity), a replica identity index, or FULL. Without one PostgreSQL would also
-    /// refuse the table's updates once it is published, so the flow is refused instead, with
-    /// the statement that fixes it.
-    fn require_replica_identity(&mut self, table: &str) -> Result<()> {
-        let rows = self.query(
-            "SELECT c.relreplident::text, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
-            &[&self.schema, &table],
-        )?;
-        let Some(row) = rows.first() else { return Ok(()) };
-        let (identity, has_pk): (String, bool) = (row.get(0), row.get(1));
-        if identity == "f" || identity == "i" || (identity == "d" && has_pk) {
-            return Ok(());
-        }
-        let q = self.qualified(table);
-        let fix = match self.unique_keys(table)?.into_iter().find(|u| u.not_null) {
-            Some(u) => format!("ALTER TABLE {q} REPLICA IDENTITY USING INDEX {}", quote(&u.name)),
-            None => format!("ALTER TABLE {q} REPLICA IDENTITY FULL"),
-        };
-        let why = if identity == "n" { "its replica identity is NOTHING" } else { "it has no primary key" };
-        Err(Error::config(format!(
-            "PostgreSQL table {table}: {why}, so its updates and deletes carry no key for CDC (and PostgreSQL \
-             refuses them once the table is published); run `{fix};` and start the flow again"
-        )))
-    }
-
-    /// The flow's replication slot and publication exist and every table is still published:
-    /// a table dropped (or dropped and recreated) leaves the publication, and a slot dropped
-    /// outside tap takes the changes since with it — either way changes would stop arriving
-    /// without a word, so the flow stops instead.
-    fn require_capture(&mut self, flow_id: &str, tables: &[String]) -> Result<()> {
-        let name = slot_name(flow_id);
-        if self.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&name])?.is_empty() {
-            return Err(Error::not_found(format!(
-                "PostgreSQL replication slot {name} of this flow is gone (dropped outside tap), and the \
-                 changes it held with it; reset the flow to copy again"
-            )));
-        }
-        if self.query("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])?.is_empty() {
-            return Err(Error::not_found(format!(
-                "PostgreSQL publication {name} of this flow is gone (dropped outside tap); reset the flow to copy again"
-            )));
-        }
-        let published: Vec<String> = self
-            .query(
-                "SELECT tablename::text FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2",
-                &[&name, &self.schema],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        for t in tables {
-            if !published.contains(t) {
-                let exists = !self
-                    .query(
-                        "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
-                        &[&self.schema, t],
-                    )?
-                    .is_empty();
-                let what = if exists { "was dropped and recreated" } else { "was dropped" };
-                return Err(Error::not_found(format!(
-                    "PostgreSQL source {}.{}: table {t} {what}, which took it out of the flow's publication \
-                     {name}, so its changes are no longer seen; reset the flow to copy it again",
-                    self.database, self.schema
-                )));
-            }
-        }
-        Ok(())
-    }
-
     fn require_table(&mut self, table: &str) -> Result<()> {
         let rows = self.query(
             "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
@@ -260,105 +174,6 @@ impl Postgres {
             )));
         }
         Ok(())
-    }
-}
-
-/// Map a PostgreSQL type (information_schema `data_type`, `udt_name`) to a field type.
-pub fn field_type(data_type: &str, udt: &str) -> FieldType {
-    match udt {
-        "int2" | "int4" | "int8" | "oid" => FieldType::Integer,
-        "numeric" => FieldType::Decimal,
-        "float4" | "float8" => FieldType::Float,
-        "bool" => FieldType::Boolean,
-        "bytea" => FieldType::Bytes,
-        "date" => FieldType::Date,
-        "timestamp" => FieldType::Timestamp,
-        "timestamptz" => FieldType::TimestampTz,
-        "json" | "jsonb" => FieldType::Json,
-        _ if data_type == "ARRAY" => FieldType::Json,
-        _ => FieldType::Text,
-    }
-}
-
-pub fn declared_type(ty: FieldType) -> &'static str {
-    match ty {
-        FieldType::Integer => "BIGINT",
-        FieldType::Decimal => "NUMERIC",
-        FieldType::Float => "DOUBLE PRECISION",
-        FieldType::Text => "TEXT",
-        FieldType::Bytes => "BYTEA",
-        FieldType::Boolean => "BOOLEAN",
-        FieldType::Date => "DATE",
-        FieldType::Timestamp => "TIMESTAMP",
-        FieldType::TimestampTz => "TIMESTAMPTZ",
-        FieldType::Json => "JSONB",
-    }
-}
-
-/// The column type for a target field: the source's own type when PostgreSQL has it (so
-/// `numeric(10,2)` and `varchar(32)` survive a copy), else the model type's mapping.
-pub fn column_type(f: &Field) -> String {
-    let t = f.data_type.trim().to_ascii_lowercase();
-    let parameterized = ["numeric(", "decimal(", "character varying(", "varchar(", "character(", "char("];
-    let plain = [
-        "integer",
-        "smallint",
-        "bigint",
-        "real",
-        "double precision",
-        "text",
-        "boolean",
-        "date",
-        "timestamp without time zone",
-        "timestamp with time zone",
-        "jsonb",
-        "json",
-        "bytea",
-        "uuid",
-        "int",
-        "timestamp",
-    ];
-    let fits = match f.ty {
-        FieldType::Decimal => t.starts_with("numeric") || t.starts_with("decimal"),
-        FieldType::Text => parameterized.iter().any(|p| t.starts_with(p)) || t == "text" || t == "uuid",
-        _ => plain.contains(&t.as_str()),
-    };
-    if fits
-        && (parameterized.iter().any(|p| t.starts_with(p) && t.ends_with(')'))
-            || plain.contains(&t.as_str())
-            || t == "numeric")
-    {
-        t
-    } else {
-        declared_type(f.ty).to_string()
-    }
-}
-
-/// Bring a `row_to_json` record to the model's conventions: timestamps with a space, bytes as
-/// plain hex.
-fn normalize(rec: &mut Record, schema: &Schema) {
-    for f in &schema.fields {
-        if let Some(Value::String(s)) = rec.get_mut(&f.name) {
-            match f.ty {
-                FieldType::Timestamp | FieldType::TimestampTz if s.len() > 10 && s.as_bytes()[10] == b'T' => {
-                    s.replace_range(10..11, " ");
-                }
-                FieldType::Bytes => {
-                    if let Some(h) = s.strip_prefix("\\x") {
-                        *s = h.to_string();
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-/// A value for `jsonb_populate_recordset`: bytes get PostgreSQL's hex prefix, nested values stay JSON.
-fn to_pg_json(v: &Value, ty: Option<FieldType>) -> Value {
-    match (v, ty) {
-        (Value::String(s), Some(FieldType::Bytes)) if !s.starts_with("\\x") => json!(format!("\\x{s}")),
-        _ => v.clone(),
     }
 }
 
@@ -479,51 +294,11 @@ impl Connector for Postgres {
     }
 
     fn cdc_prepare(&mut self, flow_id: &str, tables: &[String], resume: bool) -> Result<()> {
-        let name = slot_name(flow_id);
-        let level = self.query("SHOW wal_level", &[])?.first().map(|r| r.get::<_, String>(0)).unwrap_or_default();
-        if level != "logical" {
-            return Err(Error::config(format!(
-                "PostgreSQL at {}:{} has wal_level={level}; CDC needs wal_level=logical (set it in postgresql.conf and restart)",
-                self.host, self.port
-            )));
-        }
-        let list: Vec<String> = tables.iter().map(|t| self.qualified(t)).collect();
-        for t in tables {
-            self.require_table(t)?;
-            self.require_replica_identity(t)?;
-        }
-        if resume {
-            // A slot or publication made anew, or a table published again, would have missed
-            // the changes since: what captured them must all still be there.
-            self.require_capture(flow_id, tables)?;
-        }
-        let exists = !self.query("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])?.is_empty();
-        if exists {
-            self.batch(&format!("ALTER PUBLICATION {} SET TABLE {}", quote(&name), list.join(", ")))?;
-        } else {
-            self.batch(&format!("CREATE PUBLICATION {} FOR TABLE {}", quote(&name), list.join(", ")))?;
-        }
-        let slot = !self.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&name])?.is_empty();
-        if !slot {
-            self.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&name]).map_err(|e| {
-                let hint = if e.message.contains("42501") || e.message.contains("permission") {
-                    " (the user needs the REPLICATION attribute)"
-                } else if e.message.contains("53400") {
-                    " (raise max_replication_slots, or reset/delete flows that no longer run)"
-                } else {
-                    ""
-                };
-                Error::config(format!("cannot create replication slot {name}: {}{hint}", e.message))
-            })?;
-        }
-        Ok(())
+        self.prepare_capture(flow_id, tables, resume)
     }
-
-    fn cdc_position(&mut self, _flow_id: &str) -> Result<Position> {
-        let rows = self.query("SELECT pg_current_wal_lsn()::text", &[])?;
-        Ok(json!({"lsn": rows.first().map(|r| r.get::<_, String>(0)).unwrap_or_else(|| "0/0".into())}))
+    fn cdc_position(&mut self, flow_id: &str) -> Result<Position> {
+        self.wal_position(flow_id)
     }
-
     fn snapshot(&mut self, table: &str, batch: usize, emit: &mut dyn FnMut(Vec<Record>) -> Result<()>) -> Result<()> {
         let schema = self.schema(table)?;
         let q = self.qualified(table);
@@ -558,153 +333,13 @@ impl Connector for Postgres {
         max: usize,
         wait: Duration,
     ) -> Result<(Vec<Event>, Position)> {
-        if self.repl.is_none() || self.checked.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
-            self.require_capture(flow_id, tables)?;
-            self.checked = Some(Instant::now());
-        }
-        let from_lsn = from.get("lsn").and_then(Value::as_str).unwrap_or("0/0").to_string();
-        let committed = from_lsn.clone();
-        if self.repl.is_none() {
-            let slot = slot_name(flow_id);
-            let start = pgwire_replication::Lsn::parse(&from_lsn)
-                .map_err(|e| Error::internal(format!("bad LSN {from_lsn}: {e}")))?;
-            let cfg = pgwire_replication::ReplicationConfig::new(
-                self.host.clone(),
-                self.user.clone(),
-                self.password.clone(),
-                self.database.clone(),
-                slot.clone(),
-                slot.clone(),
-            )
-            .with_port(self.port)
-            .with_tls(pgwire_replication::TlsConfig::disabled())
-            .with_start_lsn(start);
-            let client = self
-                .rt
-                .run(pgwire_replication::ReplicationClient::connect(cfg))?
-                .map_err(|e| Error::unavailable(format!("PostgreSQL replication from slot {slot}: {e}")))?;
-            self.repl = Some(Replication {
-                client,
-                decoder: pgoutput::Decoder::default(),
-                pending: Vec::new(),
-                slot,
-                txn: None,
-                txn_done: 0,
-                txn_skip: from.get("skip").and_then(Value::as_u64).unwrap_or(0),
-                txn_expect: from.get("txn").and_then(Value::as_str).map(str::to_string),
-            });
-        }
-        let deadline = Instant::now() + wait;
-        let mut out: Vec<Event> = Vec::new();
-        let mut position = if from.is_object() { from.clone() } else { json!({"lsn": from_lsn}) };
-        let schema_name = self.schema.clone();
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let repl = self.repl.as_mut().ok_or_else(|| Error::internal("replication"))?;
-            // Once something is ready, only drain what is already there.
-            let timeout = if out.is_empty() { remaining } else { Duration::from_millis(1) };
-            let next = self.rt.run(async { tokio::time::timeout(timeout, repl.client.recv()).await })?;
-            let ev = match next {
-                Err(_) => break,
-                Ok(Err(e)) => {
-                    self.repl = None;
-                    return Err(Error::unavailable(format!("PostgreSQL replication stream: {e}")));
-                }
-                Ok(Ok(None)) => {
-                    self.repl = None;
-                    return Err(Error::unavailable("PostgreSQL replication stream ended"));
-                }
-                Ok(Ok(Some(ev))) => ev,
-            };
-            use pgwire_replication::ReplicationEvent as E;
-            match ev {
-                E::XLogData { data, .. } => {
-                    if let Some(mut ev) = repl.decoder.decode(&data, &schema_name)? {
-                        if repl.txn_skip > 0 {
-                            // Already in the target before the restart.
-                            repl.txn_skip -= 1;
-                            repl.txn_done += 1;
-                            continue;
-                        }
-                        ev.ts_ms = repl.txn.as_ref().map_or(0, |t| t.1);
-                        if repl.pending.len() >= max {
-                            // A transaction larger than a batch: hand out a batch of it (this
-                            // change waits for the next), with the position inside it.
-                            repl.txn_done += repl.pending.len() as u64;
-                            out.append(&mut repl.pending);
-                            repl.pending.push(ev);
-                            let base = position.get("lsn").and_then(Value::as_str).unwrap_or(&committed).to_string();
-                            let commit = repl.txn.as_ref().map(|t| t.0.clone()).unwrap_or_default();
-                            position = json!({"lsn": base, "txn": commit, "skip": repl.txn_done});
-                            break;
-                        }
-                        repl.pending.push(ev);
-                    }
-                }
-                E::Begin { final_lsn, commit_time_micros, .. } => {
-                    let commit = final_lsn.to_string();
-                    if let Some(expected) = repl.txn_expect.take()
-                        && repl.txn_skip > 0
-                        && expected != commit
-                    {
-                        return Err(Error::data(format!(
-                            "PostgreSQL replication resumed at the transaction committed at {commit}, not at \
-                             {expected} (whose first {} changes the target already has); reset the flow",
-                            repl.txn_skip
-                        )));
-                    }
-                    repl.pending.clear();
-                    repl.txn = Some((commit, commit_time_micros / 1000 + 946_684_800_000));
-                }
-                E::Commit { end_lsn, .. } => {
-                    out.append(&mut repl.pending);
-                    repl.txn = None;
-                    repl.txn_done = 0;
-                    repl.txn_skip = 0;
-                    position = json!({"lsn": end_lsn.to_string()});
-                    if out.len() >= max {
-                        break;
-                    }
-                }
-                _ => {}
-            }
-            if Instant::now() >= deadline && !out.is_empty() {
-                break;
-            }
-        }
-        Ok((out, position))
+        self.read_changes(flow_id, tables, from, max, wait)
     }
-
-    fn cdc_ack(&mut self, _flow_id: &str, position: &Position) -> Result<()> {
-        if let (Some(repl), Some(lsn)) = (&self.repl, position.get("lsn").and_then(Value::as_str))
-            && let Ok(lsn) = pgwire_replication::Lsn::parse(lsn)
-        {
-            repl.client.update_applied_lsn(lsn);
-        }
-        Ok(())
+    fn cdc_ack(&mut self, flow_id: &str, position: &Position) -> Result<()> {
+        self.ack(flow_id, position)
     }
-
     fn cdc_release(&mut self, flow_id: &str) -> Result<()> {
-        if let Some(mut r) = self.repl.take() {
-            let _ = self.rt.run(r.client.shutdown())?;
-            let _ = r.slot;
-        }
-        let name = slot_name(flow_id);
-        // The slot may still be held by a stream that is closing: retry briefly.
-        for attempt in 0..20 {
-            let rows = self.query("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&name])?;
-            match rows.first().map(|r| r.get::<_, bool>(0)) {
-                None => break,
-                Some(false) => {
-                    self.query("SELECT pg_drop_replication_slot($1)", &[&name])?;
-                    break;
-                }
-                Some(true) if attempt < 19 => std::thread::sleep(Duration::from_millis(250)),
-                Some(true) => return Err(Error::unavailable(format!("replication slot {name} is still in use"))),
-            }
-        }
-        self.batch(&format!("DROP PUBLICATION IF EXISTS {}", quote(&name)))?;
-        Ok(())
+        self.release_capture(flow_id)
     }
 
     fn prepare_target(&mut self, table: &str, schema: &Schema, key: &[String], existing: ExistingData) -> Result<()> {
