@@ -97,13 +97,27 @@ pub fn logs(session: &Session, name: &str, n: usize, level: &str) -> Result<()> 
     Ok(())
 }
 
-pub fn monitor(session: &Session, name: &str) -> Result<()> {
+/// A status line every second: `readings` of them, or until Ctrl-C; it ends as soon as the flow
+/// is no longer active (stopped, complete, in error), so a script that monitors a flow to its
+/// end returns, and a flow in error makes the command fail with its cause.
+pub fn monitor(session: &Session, name: &str, readings: Option<usize>) -> Result<()> {
     let doc = resolve::flow(session, name)?;
-    session.out.text("(Ctrl-C stops watching; the flow keeps running)");
+    if readings.is_none() {
+        session.out.text("(Ctrl-C stops watching; the flow keeps running)");
+    }
+    let mut n = 0;
     loop {
         let (line, v) = status_line(session, &doc)?;
         session.out.either(&line, &v);
-        if session.sleep(Duration::from_secs(1)).is_err() {
+        n += 1;
+        let status = crate::api::task::TaskStatus::parse(v["status"].as_str().unwrap_or(""));
+        if !status.is_active() {
+            if v["status"] == "error" {
+                return Err(Error::data(format!("flow {name} is in error: {}", flowops::last_error(session, &doc))));
+            }
+            return Ok(());
+        }
+        if readings.is_some_and(|r| n >= r) || session.sleep(Duration::from_secs(1)).is_err() {
             return Ok(());
         }
     }

@@ -48,7 +48,7 @@ pub const VERBS: &[Verb] = &[
         aliases: &[],
         usage: "peek [-n N] [CONNECTION.]TABLE [FIELD=VALUE ...]",
         summary: "show the row count and the first N records (5), or the records matching FIELD=VALUE",
-        examples: &["peek ecom_orders", "peek -n 2 Demo.ecom_orders", "peek orderSingleView order_id=ORD789654"],
+        examples: &["peek ecom_orders", "peek -n 2 Demo.ecom_orders", "peek Local.orders order_id=ORD789654"],
     },
     Verb {
         name: "count",
@@ -81,9 +81,9 @@ pub const VERBS: &[Verb] = &[
     Verb {
         name: "monitor",
         aliases: &[],
-        usage: "monitor FLOW",
-        summary: "a live status line until Ctrl-C",
-        examples: &["monitor quickstart"],
+        usage: "monitor FLOW [-n READINGS]",
+        summary: "a status line every second until Ctrl-C, READINGS lines, or the flow stops",
+        examples: &["monitor quickstart -n 2"],
     },
     Verb {
         name: "start",
@@ -244,7 +244,11 @@ pub fn run(session: &Session, verb: &Verb, args: &[String], confirm: Confirm<'_>
             }
             logs(session, &name.ok_or_else(|| Error::usage(format!("usage: {}", verb.usage)))?, n, &level)
         }
-        "monitor" => monitor(session, need(args, verb)?),
+        "monitor" => {
+            let given = args.iter().any(|a| a == "-n");
+            let (n, rest) = take_n(args, 1)?;
+            monitor(session, need(&rest, verb)?, given.then_some(n))
+        }
         "start" => start(session, need(args, verb)?),
         "stop" => stop(session, need(args, verb)?),
         "reset" => reset(session, need(args, verb)?),

@@ -6,10 +6,12 @@
 //! owns batching, retries, checkpoints and shutdown. Every method is blocking: the runner gives
 //! each flow its own thread, and connectors built on async drivers keep a small runtime inside.
 //!
-//! The registry below is the one list of connectors: the engine serves it as TapData's
-//! `DatabaseTypes`, and `open` builds a connector from a connection's `database_type` + `config`.
+//! The registry below is the one list of connectors, each entry declaring itself (its config
+//! keys, secrets, sides and how to open it): the engine serves it as TapData's `DatabaseTypes`,
+//! `help CONNECTOR` prints it, and [`open`] checks a connection's config against it and connects.
 
 pub mod blocking;
+pub mod config;
 pub mod mongodb;
 pub mod mysql;
 pub mod postgres;
@@ -20,6 +22,7 @@ pub mod sqlite;
 
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Record, Schema};
+pub use config::{Key, Settings};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -113,128 +116,83 @@ pub struct ConnectorInfo {
     /// matches it lower-cased, as the official client does).
     pub name: &'static str,
     pub pdk_id: &'static str,
-    /// Config keys: (key, type, required, description).
-    pub config: &'static [(&'static str, &'static str, bool, &'static str)],
+    /// Its config keys (see [`config`]).
+    pub config: &'static [Key],
     pub source: bool,
     pub target: bool,
     /// Config keys holding secrets (masked wherever a config is shown; see [`secrets`]).
     pub secrets: &'static [&'static str],
+    /// Connect, with the connection's checked config.
+    pub open: fn(&Settings) -> Result<Box<dyn Connector>>,
 }
 
 pub const CONNECTORS: &[ConnectorInfo] = &[
     ConnectorInfo {
         name: "SQLite",
         pdk_id: "sqlite",
-        config: &[("database", "string", true, "path of the database file (created if missing)")],
+        config: &[Key::text("database", "path of the database file (created if missing)").required()],
         source: true,
         target: true,
         secrets: &[],
+        open: |c| Ok(Box::new(sqlite::Sqlite::open(c)?)),
     },
     ConnectorInfo {
         name: "PostgreSQL",
         pdk_id: "postgres",
         config: &[
-            ("host", "string", true, "server host"),
-            ("port", "number", true, "server port (5432)"),
-            ("database", "string", true, "database name"),
-            ("schema", "string", true, "schema (public)"),
-            ("user", "string", true, "user (needs REPLICATION for CDC)"),
-            ("password", "string", false, "password"),
-            ("logPluginName", "string", false, "logical decoding plugin: pgoutput"),
+            Key::text("host", "server host").or("127.0.0.1"),
+            Key::port("port", "5432", "server port"),
+            Key::text("database", "database name").required(),
+            Key::text("schema", "schema").or("public"),
+            Key::text("user", "user (needs REPLICATION for CDC)").required().alias("username"),
+            Key::text("password", "password"),
+            Key::text("logPluginName", "logical decoding plugin: pgoutput")
+                .only(&["pgoutput"], "the embedded engine decodes with pgoutput only; remove the key"),
         ],
         source: true,
         target: true,
         secrets: &["password"],
+        open: |c| Ok(Box::new(postgres::Postgres::open(c)?)),
     },
     ConnectorInfo {
         name: "Mysql",
         pdk_id: "mysql",
         config: &[
-            ("host", "string", true, "server host"),
-            ("port", "number", true, "server port (3306)"),
-            ("database", "string", true, "database name"),
-            ("user", "string", true, "user (also accepted as username; needs REPLICATION SLAVE and CLIENT for CDC)"),
-            ("password", "string", false, "password"),
+            Key::text("host", "server host").or("127.0.0.1"),
+            Key::port("port", "3306", "server port"),
+            Key::text("database", "database name").required(),
+            Key::text("user", "user (needs REPLICATION SLAVE and CLIENT for CDC)").required().alias("username"),
+            Key::text("password", "password"),
         ],
         source: true,
         target: true,
         secrets: &["password"],
+        open: |c| Ok(Box::new(mysql::Mysql::open(c)?)),
     },
     ConnectorInfo {
         name: "MongoDB",
         pdk_id: "mongodb",
         config: &[
-            ("uri", "string", true, "mongodb://user:password@host:port/database"),
-            ("database", "string", false, "database (else the uri's)"),
-            ("host", "string", false, "host:port, instead of uri"),
-            ("user", "string", false, "user, instead of uri"),
-            ("password", "string", false, "password, instead of uri"),
+            Key::text("uri", "mongodb://user:password@host:port/database"),
+            Key::text("database", "database (else the uri's)"),
+            Key::text("host", "host:port, instead of uri").or("127.0.0.1:27017"),
+            Key::text("user", "user, instead of uri").alias("username"),
+            Key::text("password", "password, instead of uri"),
         ],
         source: true,
         target: true,
         // The uri's userinfo password: masked inside the text, not the whole uri.
         secrets: &["password"],
+        open: |c| Ok(Box::new(mongodb::Mongo::open(c)?)),
     },
 ];
 
-/// Connection config keys the official client sends for every connector (`lib/params/datasource.py`),
-/// each accepted where it says what the engine does anyway.
-/// (key, whether the engine does what a value says, the values it accepts).
-type GenericKey = (&'static str, fn(&Value) -> bool, &'static str);
-
-const GENERIC_KEYS: &[GenericKey] = &[
-    ("__connectionType", |_| true, ""),
-    ("isUri", |v| v.is_boolean(), "true or false"),
-    ("ssl", |v| v == &Value::Bool(false), "false (the embedded engine connects without TLS)"),
-    ("additionalString", |v| v.as_str() == Some(""), "empty (extra driver parameters are not passed on)"),
-    ("addtionalString", |v| v.as_str() == Some(""), "empty (extra driver parameters are not passed on)"),
-    ("timezone", |v| matches!(v.as_str(), Some("" | "+00:00" | "Z" | "UTC")), "empty or +00:00 (sessions run in UTC)"),
-];
-
-/// Keys some connectors also read under another name.
-const ALIASES: &[(&str, &str)] = &[("username", "user")];
-
 /// A connection config is an object of the keys its connector declares (or their aliases, or
-/// the generic keys the official client sends, at values the engine honours): a misspelled or
-/// unknown key, which would otherwise be ignored, is refused naming it and the keys there are.
-pub fn check_config(info: &ConnectorInfo, config: &Value) -> Result<()> {
-    let obj = match config {
-        Value::Object(o) => o,
-        Value::Null => return Ok(()),
-        other => return Err(Error::config(format!("the {} config is {other}, it must be an object", info.name))),
-    };
-    for (key, value) in obj {
-        if value.is_null() {
-            continue;
-        }
-        let declared = |k: &str| info.config.iter().any(|(name, ..)| *name == k);
-        if declared(key) || ALIASES.iter().any(|(alias, of)| alias == key && declared(of)) {
-            if key == "logPluginName" && value.as_str() != Some("pgoutput") {
-                return Err(Error::config(format!(
-                    "{} config key logPluginName is {value}: the embedded engine decodes with pgoutput only; remove the key",
-                    info.name
-                )));
-            }
-            continue;
-        }
-        if let Some((_, accepts, accepted)) = GENERIC_KEYS.iter().find(|(k, ..)| k == key) {
-            if accepts(value) {
-                continue;
-            }
-            return Err(Error::config(format!(
-                "{} config key {key} is {value}, which the embedded engine does not do (it accepts {accepted}): remove it",
-                info.name
-            )));
-        }
-        let known: Vec<&str> = info.config.iter().map(|(k, ..)| *k).collect();
-        return Err(Error::config(format!(
-            "{} has no config key {key:?} (it has {}): check its spelling, `help {}` lists them",
-            info.name,
-            known.join(", "),
-            info.name.to_ascii_lowercase()
-        )));
-    }
-    Ok(())
+/// the generic keys the official client sends, at values the engine honours), of their types,
+/// with the required ones: anything else, which would otherwise be ignored or fail later, is
+/// refused naming the key and the keys there are.
+pub fn check_config(info: &'static ConnectorInfo, config: &Value) -> Result<()> {
+    Settings::parse(info, config).map(|_| ())
 }
 
 /// Find a connector by name, case-insensitively, accepting common aliases.
@@ -259,23 +217,7 @@ pub fn open(database_type: &str, config: &Value) -> Result<Box<dyn Connector>> {
             known.join(", ")
         ))
     })?;
-    check_config(info, config)?;
-    match info.pdk_id {
-        "sqlite" => Ok(Box::new(sqlite::Sqlite::open(config)?)),
-        "postgres" => Ok(Box::new(postgres::Postgres::open(config)?)),
-        "mysql" => Ok(Box::new(mysql::Mysql::open(config)?)),
-        "mongodb" => Ok(Box::new(mongodb::Mongo::open(config)?)),
-        other => Err(Error::unsupported(format!("connector {other} is not built in"))),
-    }
-}
-
-/// A config value as text (strings as they are, numbers written out), if present and not empty.
-pub fn config_string(config: &Value, key: &str) -> Option<String> {
-    match config.get(key) {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    }
+    (info.open)(&Settings::parse(info, config)?)
 }
 
 /// Bytes as lowercase hex: how bytes travel in records.
@@ -294,9 +236,4 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
-}
-
-/// Read a string config key.
-pub fn config_str<'a>(config: &'a Value, key: &str) -> Option<&'a str> {
-    config.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
 }

@@ -10,6 +10,7 @@ mod engine_mongo;
 mod engine_mysql;
 mod engine_postgres;
 mod engine_sqlite;
+mod examples;
 mod exits;
 mod harness;
 mod keys;

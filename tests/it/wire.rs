@@ -165,6 +165,14 @@ fn connection_config_keys_the_connector_does_not_read_are_refused_by_name() {
     assert!(e["message"].as_str().unwrap_or_default().contains("logPluginName"), "{e}");
     let e = save("Mysql", json!({"host": "127.0.0.1", "port": 1, "database": "d", "user": "u", "ssl": true}));
     assert!(e["message"].as_str().unwrap_or_default().contains("ssl"), "{e}");
+    // Values of the wrong type and missing required keys are refused at save, not at first use.
+    let e = save("Mysql", json!({"host": "127.0.0.1", "port": "33o6", "database": "d", "user": "u"}));
+    assert!(e["message"].as_str().unwrap_or_default().contains("port from 1 to 65535"), "{e}");
+    let e = save("PostgreSQL", json!({"host": "127.0.0.1", "database": "d", "password": {"x": 1}}));
+    let m = e["message"].as_str().unwrap_or_default();
+    assert!(m.contains("password is a value; it takes text") && !m.contains("\"x\""), "a secret is not shown: {e}");
+    let e = save("PostgreSQL", json!({"host": "127.0.0.1", "database": "d"}));
+    assert!(e["message"].as_str().unwrap_or_default().contains("needs \"user\""), "{e}");
     // What the official client sends at its defaults is accepted.
     let e =
         save("SQLite", json!({"database": db, "__connectionType": "source_and_target", "timezone": "", "ssl": false}));

@@ -14,7 +14,7 @@
 //! resumes where it stopped as long as the oplog still holds that point. Change streams need a
 //! replica set or a sharded cluster; a standalone server is named as the reason CDC cannot run.
 
-use crate::connectors::{Connector, ExistingData, Position, config_str};
+use crate::connectors::{Connector, ExistingData, Position, Settings};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 use futures_util::TryStreamExt;
@@ -205,12 +205,12 @@ fn to_event(ev: ChangeStreamEvent<Document>, names: &mut HashMap<String, std::sy
 }
 
 impl Mongo {
-    pub fn open(config: &Value) -> Result<Self> {
-        let uri = match config_str(config, "uri") {
+    pub fn open(config: &Settings) -> Result<Self> {
+        let uri = match config.get("uri") {
             Some(u) => u.to_string(),
             None => {
-                let host = config_str(config, "host").unwrap_or("127.0.0.1:27017");
-                match (config_str(config, "user"), config_str(config, "password")) {
+                let host = config.value("host");
+                match (config.get("user"), config.get("password")) {
                     (Some(u), Some(p)) => {
                         format!("mongodb://{}:{}@{host}/", urlencoding::encode(u), urlencoding::encode(p))
                     }
@@ -218,7 +218,8 @@ impl Mongo {
                 }
             }
         };
-        let database = config_str(config, "database")
+        let database = config
+            .get("database")
             .map(str::to_string)
             .or_else(|| {
                 let rest = uri.split("://").nth(1)?;

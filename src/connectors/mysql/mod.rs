@@ -23,7 +23,7 @@ pub mod gtid;
 mod values;
 
 use crate::connectors::sql::{self, Run, SqlTarget, Written};
-use crate::connectors::{Connector, ExistingData, Position, UniqueKey, config_string, hex, unhex};
+use crate::connectors::{Connector, ExistingData, Position, Settings, UniqueKey, hex, unhex};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 pub use binlog::BinlogPosition;
@@ -99,18 +99,12 @@ pub fn my_class(code: u16) -> ErrorKind {
 }
 
 impl Mysql {
-    pub fn open(config: &Value) -> Result<Self> {
-        let host = config_string(config, "host").unwrap_or_else(|| "127.0.0.1".into());
-        let port: u16 = config_string(config, "port")
-            .unwrap_or_else(|| "3306".into())
-            .parse()
-            .map_err(|_| Error::config("MySQL port must be a number"))?;
-        let database =
-            config_string(config, "database").ok_or_else(|| Error::config("MySQL connection needs \"database\""))?;
-        let user = config_string(config, "user")
-            .or_else(|| config_string(config, "username"))
-            .ok_or_else(|| Error::config("MySQL connection needs \"user\" (or \"username\")"))?;
-        let password = config_string(config, "password");
+    pub fn open(config: &Settings) -> Result<Self> {
+        let host = config.value("host").to_string();
+        let port = config.port("port");
+        let database = config.value("database").to_string();
+        let user = config.value("user").to_string();
+        let password = config.get("password").map(str::to_string);
         let opts: Opts = OptsBuilder::default()
             .ip_or_hostname(host.clone())
             .tcp_port(port)

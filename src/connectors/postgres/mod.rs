@@ -22,7 +22,7 @@ mod values;
 mod wal;
 
 use crate::connectors::sql::{self, Run, SqlTarget, Written};
-use crate::connectors::{Connector, ExistingData, Position, UniqueKey, config_string};
+use crate::connectors::{Connector, ExistingData, Position, Settings, UniqueKey};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 use serde_json::{Value, json};
@@ -89,19 +89,13 @@ pub fn pg_class(code: &str) -> ErrorKind {
 }
 
 impl Postgres {
-    pub fn open(config: &Value) -> Result<Self> {
-        let host = config_string(config, "host").unwrap_or_else(|| "127.0.0.1".into());
-        let port: u16 = config_string(config, "port")
-            .unwrap_or_else(|| "5432".into())
-            .parse()
-            .map_err(|_| Error::config("PostgreSQL port must be a number"))?;
-        let database = config_string(config, "database")
-            .ok_or_else(|| Error::config("PostgreSQL connection needs \"database\""))?;
-        let user = config_string(config, "user")
-            .or_else(|| config_string(config, "username"))
-            .ok_or_else(|| Error::config("PostgreSQL connection needs \"user\""))?;
-        let password = config_string(config, "password").unwrap_or_default();
-        let schema = config_string(config, "schema").unwrap_or_else(|| "public".into());
+    pub fn open(config: &Settings) -> Result<Self> {
+        let host = config.value("host").to_string();
+        let port = config.port("port");
+        let database = config.value("database").to_string();
+        let user = config.value("user").to_string();
+        let password = config.value("password").to_string();
+        let schema = config.value("schema").to_string();
         let rt = crate::connectors::blocking::Blocking::new()?;
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(&host).port(port).dbname(&database).user(&user).connect_timeout(Duration::from_secs(10));

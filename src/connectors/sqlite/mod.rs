@@ -16,7 +16,7 @@ mod capture;
 mod values;
 
 use crate::connectors::sql::{self, Run, SqlTarget, Written};
-use crate::connectors::{Connector, ExistingData, Position, UniqueKey, config_str, hex, unhex};
+use crate::connectors::{Connector, ExistingData, Position, Settings, UniqueKey, hex, unhex};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
@@ -110,11 +110,8 @@ fn literal(s: &str) -> String {
 }
 
 impl Sqlite {
-    pub fn open(config: &Value) -> Result<Self> {
-        let path = config_str(config, "database")
-            .ok_or_else(|| Error::config("SQLite connection needs \"database\": the path of the database file"))?
-            .to_string();
-        Self::open_path(&path)
+    pub fn open(config: &Settings) -> Result<Self> {
+        Self::open_path(config.value("database"))
     }
 
     pub fn open_path(path: &str) -> Result<Self> {

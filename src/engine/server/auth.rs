@@ -102,11 +102,18 @@ pub(super) async fn database_types() -> Response {
         .iter()
         .map(|c| {
             let mut props = Map::new();
-            for (i, (key, ty, required, desc)) in c.config.iter().enumerate() {
+            for (i, k) in c.config.iter().enumerate() {
+                let mut about = k.about.to_string();
+                if let Some(d) = k.default {
+                    about.push_str(&format!(" ({d})"));
+                }
+                if let Some(a) = k.alias {
+                    about.push_str(&format!("; also accepted as {a}"));
+                }
                 props.insert(
-                    key.to_string(),
-                    json!({"type": ty, "title": key, "required": required, "apiServerKey": key,
-                           "x-index": i + 1, "description": desc}),
+                    k.name.to_string(),
+                    json!({"type": k.kind.schema_type(), "title": k.name, "required": k.required, "apiServerKey": k.name,
+                           "x-index": i + 1, "description": about, "default": k.default}),
                 );
             }
             json!({

@@ -121,6 +121,22 @@ pub(super) fn update_connection(engine: Shared, id: String, mut body: Value) -> 
     {
         return fail("IllegalArgument", &e.message);
     }
+    // A re-save merges into the stored config: keys not given keep their stored values, and so
+    // do secrets given empty, as TapData does. The merged config is what is checked and stored.
+    if let (Some(cfg), Some(old_cfg)) =
+        (body.get_mut("config").and_then(Value::as_object_mut), old.get("config").and_then(Value::as_object))
+    {
+        for (k, v) in old_cfg {
+            let secret = connectors::secrets::is_secret_key(k) || k == "uri";
+            let keep = match cfg.get(k) {
+                None => true,
+                Some(x) => secret && (x.is_null() || x == ""),
+            };
+            if keep {
+                cfg.insert(k.clone(), v.clone());
+            }
+        }
+    }
     let ty = body.get("database_type").or_else(|| old.get("database_type")).and_then(Value::as_str).unwrap_or("");
     if let (Some(info), Some(cfg)) = (connectors::find(ty), body.get("config"))
         && let Err(e) = connectors::check_config(info, cfg)
@@ -135,29 +151,12 @@ pub(super) fn update_connection(engine: Shared, id: String, mut body: Value) -> 
     }
     let submit = body.get("submit").and_then(Value::as_bool).unwrap_or(false) || body.get("config").is_some();
     let updated = tri!(engine.store.update(CONNECTIONS, &id, |doc| {
-        let old_config = old.get("config").cloned().unwrap_or(Value::Null);
         if let (Some(d), Some(b)) = (doc.as_object_mut(), body.as_object()) {
             for (k, v) in b {
                 if k == "id" || k == "pdkHash" || k == "database_type" && v.as_str().is_none() {
                     continue;
                 }
                 d.insert(k.clone(), v.clone());
-            }
-            // A re-save merges into the stored config: keys not given keep their stored values,
-            // and so do secrets given empty, as TapData does.
-            if let (Some(cfg), Some(old_cfg)) =
-                (d.get_mut("config").and_then(Value::as_object_mut), old_config.as_object())
-            {
-                for (k, v) in old_cfg {
-                    let secret = connectors::secrets::is_secret_key(k) || k == "uri";
-                    let keep = match cfg.get(k) {
-                        None => true,
-                        Some(x) => secret && (x.is_null() || x == ""),
-                    };
-                    if keep {
-                        cfg.insert(k.clone(), v.clone());
-                    }
-                }
             }
             d.insert("last_updated".into(), json!(iso_now()));
             if submit {
