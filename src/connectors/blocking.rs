@@ -13,6 +13,7 @@
 use crate::error::{Error, Result};
 use std::cell::Cell;
 use std::future::Future;
+use std::ops::ControlFlow;
 
 pub struct Blocking {
     rt: tokio::runtime::Runtime,
@@ -41,17 +42,18 @@ impl Blocking {
 }
 
 /// Hand the batches `next` reads (inside a runtime) to `emit` (outside it), until a batch
-/// comes back shorter than `batch`: the snapshot loop of every async connector.
+/// comes back shorter than `batch` or `emit` says to stop: the snapshot loop of every async
+/// connector.
 pub fn pump<T>(
     batch: usize,
     mut next: impl FnMut() -> Result<Vec<T>>,
-    emit: &mut dyn FnMut(Vec<T>) -> Result<()>,
+    emit: &mut dyn FnMut(Vec<T>) -> Result<ControlFlow<()>>,
 ) -> Result<()> {
     loop {
         let rows = next()?;
         let last = rows.len() < batch;
-        if !rows.is_empty() {
-            emit(rows)?;
+        if !rows.is_empty() && emit(rows)?.is_break() {
+            return Ok(());
         }
         if last {
             return Ok(());

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::model::{Change, Event, Record, Schema};
 pub use config::{Key, Settings};
 use serde_json::Value;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 /// What a sink does with a target table that already holds data
@@ -45,6 +46,36 @@ impl ExistingData {
     }
 }
 
+/// What a snapshot reads: a whole table, in batches of `batch` rows. A feature that reads less
+/// or otherwise (a filter, a query, a key range) is a field here, which each connector serves or
+/// refuses by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRequest {
+    pub table: String,
+    pub batch: usize,
+}
+
+impl SnapshotRequest {
+    pub fn table(table: &str, batch: usize) -> Self {
+        SnapshotRequest { table: table.to_string(), batch }
+    }
+}
+
+/// The table a sink writes: its name, the fields upserts and deletes match on, and what
+/// preparing it does to the rows it holds. How a sink writes (a write mode) is a field here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub table: String,
+    pub key: Vec<String>,
+    pub existing: ExistingData,
+}
+
+impl Target {
+    pub fn new(table: &str, key: &[String], existing: ExistingData) -> Self {
+        Target { table: table.to_string(), key: key.to_vec(), existing }
+    }
+}
+
 /// A unique index of a table: its name, its columns, and whether every column is NOT NULL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UniqueKey {
@@ -52,6 +83,10 @@ pub struct UniqueKey {
     pub columns: Vec<String>,
     pub not_null: bool,
 }
+
+/// What a snapshot hands each batch to: `Continue` to read on, `Break` to stop reading (the
+/// flow is stopping) — a stop is an outcome, not an error.
+pub type Emit<'a> = dyn FnMut(Vec<Record>) -> Result<ControlFlow<()>> + 'a;
 
 /// A position in a source's change stream, as the source defines it (saved in checkpoints).
 pub type Position = Value;
@@ -81,8 +116,8 @@ pub trait Connector: Send {
     fn cdc_prepare(&mut self, flow_id: &str, tables: &[String], resume: bool) -> Result<()>;
     /// The current end of the change stream. Taken before the snapshot reads.
     fn cdc_position(&mut self, flow_id: &str) -> Result<Position>;
-    /// Read a whole table in batches of `batch` rows, calling `emit` for each batch.
-    fn snapshot(&mut self, table: &str, batch: usize, emit: &mut dyn FnMut(Vec<Record>) -> Result<()>) -> Result<()>;
+    /// Read what `read` asks for in batches, calling `emit` for each batch.
+    fn snapshot(&mut self, read: &SnapshotRequest, emit: &mut Emit<'_>) -> Result<()>;
     /// Changes of `tables` after `from`, at most `max`, waiting up to `wait` for the first one.
     /// Returns the events and the position after the last one returned.
     fn changes(
@@ -104,10 +139,11 @@ pub trait Connector: Send {
         Vec::new()
     }
 
-    /// Create or check the target table. `key` are the fields upserts and deletes match on.
-    fn prepare_target(&mut self, table: &str, schema: &Schema, key: &[String], existing: ExistingData) -> Result<()>;
-    /// Apply changes in order, idempotently: insert/update upsert by `key`, delete by `key`.
-    fn write(&mut self, table: &str, key: &[String], changes: &[Change]) -> Result<()>;
+    /// Create or check the target table, from the flow's output `schema`.
+    fn prepare_target(&mut self, target: &Target, schema: &Schema) -> Result<()>;
+    /// Apply changes as if one by one, idempotently: inserts and updates upsert the whole image
+    /// by the target's key, deletes delete by it (the contract: `connectors/sql.rs`).
+    fn write(&mut self, target: &Target, changes: &[Change]) -> Result<()>;
 }
 
 /// One entry of the connector registry.

@@ -6,7 +6,7 @@
 /// The most orders `demo` makes (the other tables scale with them).
 pub const MAX_DEMO_ROWS: i64 = 10_000_000;
 
-use crate::connectors::{Connector, ExistingData};
+use crate::connectors::{Connector, ExistingData, Target};
 use crate::error::Result;
 use crate::model::{Change, Field, FieldType, Record, Schema};
 use rand::rngs::StdRng;
@@ -148,7 +148,7 @@ pub fn generate(conn: &mut dyn Connector, orders: usize, seed: u64) -> Result<Ge
     let mut rng = StdRng::seed_from_u64(seed);
     let schemas = schemas();
     for s in &schemas {
-        conn.prepare_target(&s.table, s, &s.primary_key(), ExistingData::Drop)?;
+        conn.prepare_target(&Target::new(&s.table, &s.primary_key(), ExistingData::Drop), s)?;
     }
     let n_customers = (orders * 95 / 100).max(1);
     let n_products = (orders / 10).max(50);
@@ -160,7 +160,7 @@ pub fn generate(conn: &mut dyn Connector, orders: usize, seed: u64) -> Result<Ge
         |conn: &mut dyn Connector, table: &str, key: &[String], rows: &mut Vec<Record>, force: bool| -> Result<()> {
             if rows.len() >= batch || (force && !rows.is_empty()) {
                 let changes: Vec<Change> = rows.drain(..).map(|after| Change::Insert { after }).collect();
-                conn.write(table, key, &changes)?;
+                conn.write(&Target::new(table, key, ExistingData::Keep), &changes)?;
             }
             Ok(())
         };

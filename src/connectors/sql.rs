@@ -8,7 +8,7 @@
 //! image lacks is NULL afterwards (a MongoDB target's document loses the field), while columns
 //! the flow never wrote keep their values.
 
-use super::{Connector, ExistingData};
+use super::{Connector, ExistingData, Target};
 use crate::error::Result;
 use crate::model::{Change, Field, FieldType, Record, Schema, value_text};
 use std::collections::{HashMap, HashSet};
@@ -47,13 +47,8 @@ pub trait SqlTarget: Connector {
 pub struct Written(HashMap<String, Vec<String>>);
 
 /// Create or check the target table (the body of [`Connector::prepare_target`]).
-pub fn prepare<T: SqlTarget>(
-    t: &mut T,
-    table: &str,
-    schema: &Schema,
-    key: &[String],
-    existing: ExistingData,
-) -> Result<()> {
+pub fn prepare<T: SqlTarget>(t: &mut T, target: &Target, schema: &Schema) -> Result<()> {
+    let (table, key, existing) = (target.table.as_str(), &target.key[..], target.existing);
     let q = t.qualified(table);
     if existing == ExistingData::Drop {
         t.ddl(&format!("DROP TABLE IF EXISTS {q}"))?;

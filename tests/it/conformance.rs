@@ -16,7 +16,7 @@ use crate::engine_postgres::pg;
 use crate::harness::Env;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use tap::connectors::{self, Connector, ExistingData};
+use tap::connectors::{self, Connector, ExistingData, SnapshotRequest, Target};
 use tap::model::{Change, Field, FieldType, Record, Schema};
 
 struct Subject {
@@ -77,8 +77,8 @@ fn rows(c: &mut dyn Connector, table: &str) -> Vec<String> {
 
 fn sink_contract(s: &mut Subject) {
     let c = s.conn.as_mut();
-    let key = vec!["id".to_string()];
-    c.prepare_target("items", &items_schema("items"), &key, ExistingData::Drop).expect("prepare_target");
+    let items = Target::new("items", &["id".to_string()], ExistingData::Drop);
+    c.prepare_target(&items, &items_schema("items")).expect("prepare_target");
     let batch = vec![
         Change::Insert { after: rec(json!({"id": 1, "name": "a", "note": "x"})) },
         Change::Insert { after: rec(json!({"id": 2, "name": "b", "note": "y"})) },
@@ -99,14 +99,13 @@ fn sink_contract(s: &mut Subject) {
         Change::Insert { after: rec(json!({"id": 5, "name": "e", "extra": 7})) },
     ];
     let want = vec!["1: name=a3", "4: name=c note=z", "5: extra=7 name=e"];
-    c.write("items", &key, &batch).unwrap_or_else(|e| panic!("{}: write: {e}", s.name));
+    c.write(&items, &batch).unwrap_or_else(|e| panic!("{}: write: {e}", s.name));
     assert_eq!(rows(c, "items"), want, "{}: the batch applied as if one change at a time", s.name);
-    c.write("items", &key, &batch).unwrap_or_else(|e| panic!("{}: replay: {e}", s.name));
+    c.write(&items, &batch).unwrap_or_else(|e| panic!("{}: replay: {e}", s.name));
     assert_eq!(rows(c, "items"), want, "{}: a replayed batch changes nothing", s.name);
     // Later batches: a row that gains the note again, and one whose last image drops `extra`.
     c.write(
-        "items",
-        &key,
+        &items,
         &[
             Change::Update { before: None, after: rec(json!({"id": 1, "name": "a4", "note": "back"})) },
             Change::Update { before: None, after: rec(json!({"id": 5, "name": "e2"})) },
@@ -130,12 +129,12 @@ fn keyless_target_contract(s: &mut Subject) {
     let c = s.conn.as_mut();
     c.execute(&format!("DROP TABLE IF EXISTS {}", q("plain"))).expect("drop");
     c.execute(&format!("CREATE TABLE {} (id INTEGER NOT NULL, name VARCHAR(50))", q("plain"))).expect("create");
-    let key = vec!["id".to_string()];
-    c.prepare_target("plain", &items_schema("plain"), &key, ExistingData::Keep).expect("prepare an existing table");
+    let plain = Target::new("plain", &["id".to_string()], ExistingData::Keep);
+    c.prepare_target(&plain, &items_schema("plain")).expect("prepare an existing table");
     // As every start of the flow does again.
-    c.prepare_target("plain", &items_schema("plain"), &key, ExistingData::Keep).expect("prepare it again");
-    c.write("plain", &key, &[Change::Insert { after: rec(json!({"id": 1, "name": "a"})) }]).expect("write");
-    c.write("plain", &key, &[Change::Insert { after: rec(json!({"id": 1, "name": "b"})) }]).expect("write again");
+    c.prepare_target(&plain, &items_schema("plain")).expect("prepare it again");
+    c.write(&plain, &[Change::Insert { after: rec(json!({"id": 1, "name": "a"})) }]).expect("write");
+    c.write(&plain, &[Change::Insert { after: rec(json!({"id": 1, "name": "b"})) }]).expect("write again");
     assert_eq!(rows(c, "plain"), vec!["1: name=b"], "{}: an upsert into an existing keyless table", s.name);
 }
 
@@ -143,15 +142,23 @@ fn snapshot_contract(s: &mut Subject) {
     let c = s.conn.as_mut();
     let mut sizes = Vec::new();
     let mut ids = Vec::new();
-    c.snapshot("items", 2, &mut |batch| {
+    c.snapshot(&SnapshotRequest::table("items", 2), &mut |batch| {
         sizes.push(batch.len());
         ids.extend(batch.iter().map(|r| tap::model::value_text(&r["id"])));
-        Ok(())
+        Ok(std::ops::ControlFlow::Continue(()))
     })
     .unwrap_or_else(|e| panic!("{}: snapshot: {e}", s.name));
     ids.sort();
     assert_eq!(ids, vec!["1", "4", "5"], "{}: every row once", s.name);
     assert!(sizes.iter().all(|n| *n <= 2), "{}: batches of at most 2 rows: {sizes:?}", s.name);
+    // A reader that says stop gets no more batches: a flow stopping mid-snapshot.
+    let mut batches = 0;
+    c.snapshot(&SnapshotRequest::table("items", 1), &mut |_| {
+        batches += 1;
+        Ok(std::ops::ControlFlow::Break(()))
+    })
+    .unwrap_or_else(|e| panic!("{}: a stopped snapshot is not an error: {e}", s.name));
+    assert_eq!(batches, 1, "{}: no batch after a stop", s.name);
 }
 
 fn cdc_contract(s: &mut Subject) {
@@ -159,7 +166,7 @@ fn cdc_contract(s: &mut Subject) {
     let tables = vec!["feed".to_string()];
     // A MongoDB delete event carries the document's `_id` only: that is a collection's key.
     let idf = if s.sql_table.is_some() { "id" } else { "_id" };
-    let key = vec![idf.to_string()];
+    let feed = Target::new("feed", &[idf.to_string()], ExistingData::Drop);
     match &s.sql_table {
         Some(prefix) => {
             let q = |t: &str| format!("{prefix}{t}");
@@ -170,7 +177,7 @@ fn cdc_contract(s: &mut Subject) {
         }
         None => {
             let schema = Schema { table: "feed".into(), fields: vec![field(idf, FieldType::Integer, true)] };
-            s.conn.prepare_target("feed", &schema, &key, ExistingData::Drop).expect("create the collection");
+            s.conn.prepare_target(&feed, &schema).expect("create the collection");
         }
     }
     s.conn.cdc_prepare(&flow, &tables, false).unwrap_or_else(|e| panic!("{}: cdc_prepare: {e}", s.name));
@@ -192,7 +199,7 @@ fn cdc_contract(s: &mut Subject) {
                 Change::Update { before: None, after: rec(json!({"_id": 1, "name": "b"})) },
                 Change::Delete { before: rec(json!({"_id": 1})) },
             ] {
-                s.conn.write("feed", &key, &[change]).expect("change");
+                s.conn.write(&feed, &[change]).expect("change");
             }
         }
     }

@@ -14,7 +14,7 @@
 //! resumes where it stopped as long as the oplog still holds that point. Change streams need a
 //! replica set or a sharded cluster; a standalone server is named as the reason CDC cannot run.
 
-use crate::connectors::{Connector, ExistingData, Position, Settings};
+use crate::connectors::{Connector, Emit, ExistingData, Position, Settings, SnapshotRequest, Target};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 use futures_util::TryStreamExt;
@@ -369,7 +369,8 @@ impl Connector for Mongo {
         }
     }
 
-    fn snapshot(&mut self, table: &str, batch: usize, emit: &mut dyn FnMut(Vec<Record>) -> Result<()>) -> Result<()> {
+    fn snapshot(&mut self, read: &SnapshotRequest, emit: &mut Emit<'_>) -> Result<()> {
+        let (table, batch) = (read.table.as_str(), read.batch);
         let coll = self.coll(table);
         // Batches are read inside the runtime and handed to `emit` outside it
         // (see `connectors::blocking`).
@@ -483,7 +484,8 @@ impl Connector for Mongo {
         Ok(())
     }
 
-    fn prepare_target(&mut self, table: &str, schema: &Schema, key: &[String], existing: ExistingData) -> Result<()> {
+    fn prepare_target(&mut self, target: &Target, schema: &Schema) -> Result<()> {
+        let (table, key, existing) = (target.table.as_str(), &target.key[..], target.existing);
         let coll = self.coll(table);
         match existing {
             ExistingData::Drop => self.rt.run(coll.drop().into_future())?.map_err(mg_err)?,
@@ -509,7 +511,8 @@ impl Connector for Mongo {
         Ok(())
     }
 
-    fn write(&mut self, table: &str, key: &[String], changes: &[Change]) -> Result<()> {
+    fn write(&mut self, target: &Target, changes: &[Change]) -> Result<()> {
+        let (table, key) = (target.table.as_str(), &target.key[..]);
         if key.is_empty() {
             return Err(Error::schema(format!("target collection {table} has no key to write by")));
         }

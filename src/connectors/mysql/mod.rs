@@ -23,7 +23,7 @@ pub mod gtid;
 mod values;
 
 use crate::connectors::sql::{self, Run, SqlTarget, Written};
-use crate::connectors::{Connector, ExistingData, Position, Settings, UniqueKey, hex, unhex};
+use crate::connectors::{Connector, Emit, Position, Settings, SnapshotRequest, Target, UniqueKey, hex, unhex};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 pub use binlog::BinlogPosition;
@@ -261,7 +261,7 @@ impl Connector for Mysql {
         let mut out = Vec::new();
         self.snapshot_query(table, Some((limit, filter)), limit.max(1), &mut |rows| {
             out.extend(rows);
-            Ok(())
+            Ok(std::ops::ControlFlow::Continue(()))
         })?;
         Ok(out)
     }
@@ -284,7 +284,8 @@ impl Connector for Mysql {
         self.binlog_position(flow_id)
     }
 
-    fn snapshot(&mut self, table: &str, batch: usize, emit: &mut dyn FnMut(Vec<Record>) -> Result<()>) -> Result<()> {
+    fn snapshot(&mut self, read: &SnapshotRequest, emit: &mut Emit<'_>) -> Result<()> {
+        let (table, batch) = (read.table.as_str(), read.batch);
         self.exec("START TRANSACTION WITH CONSISTENT SNAPSHOT", Vec::new())
             .or_else(|_| self.exec("START TRANSACTION", Vec::new()))?;
         let result = self.snapshot_query(table, None, batch, emit);
@@ -317,11 +318,12 @@ impl Connector for Mysql {
         Ok(())
     }
 
-    fn prepare_target(&mut self, table: &str, schema: &Schema, key: &[String], existing: ExistingData) -> Result<()> {
-        sql::prepare(self, table, schema, key, existing)
+    fn prepare_target(&mut self, target: &Target, schema: &Schema) -> Result<()> {
+        sql::prepare(self, target, schema)
     }
 
-    fn write(&mut self, table: &str, key: &[String], changes: &[Change]) -> Result<()> {
+    fn write(&mut self, target: &Target, changes: &[Change]) -> Result<()> {
+        let (table, key) = (target.table.as_str(), &target.key[..]);
         if key.is_empty() {
             return Err(Error::schema(format!("target table {table} has no key to write by")));
         }
@@ -424,7 +426,7 @@ impl Mysql {
         table: &str,
         limit: Option<(usize, &Record)>,
         batch: usize,
-        emit: &mut dyn FnMut(Vec<Record>) -> Result<()>,
+        emit: &mut Emit<'_>,
     ) -> Result<()> {
         let schema = self.schema(table)?;
         let cols = schema.fields.iter().map(|f| quote(&f.name)).collect::<Vec<_>>().join(", ");

@@ -22,7 +22,7 @@ mod values;
 mod wal;
 
 use crate::connectors::sql::{self, Run, SqlTarget, Written};
-use crate::connectors::{Connector, ExistingData, Position, Settings, UniqueKey};
+use crate::connectors::{Connector, Emit, Position, Settings, SnapshotRequest, Target, UniqueKey};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 use serde_json::{Value, json};
@@ -293,7 +293,8 @@ impl Connector for Postgres {
     fn cdc_position(&mut self, flow_id: &str) -> Result<Position> {
         self.wal_position(flow_id)
     }
-    fn snapshot(&mut self, table: &str, batch: usize, emit: &mut dyn FnMut(Vec<Record>) -> Result<()>) -> Result<()> {
+    fn snapshot(&mut self, read: &SnapshotRequest, emit: &mut Emit<'_>) -> Result<()> {
+        let (table, batch) = (read.table.as_str(), read.batch);
         let schema = self.schema(table)?;
         let q = self.qualified(table);
         self.batch(&format!(
@@ -311,7 +312,9 @@ impl Connector for Postgres {
                     normalize(&mut rec, &schema);
                     out.push(rec);
                 }
-                emit(out)?;
+                if emit(out)?.is_break() {
+                    return Ok(());
+                }
             }
         })();
         let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
@@ -336,11 +339,12 @@ impl Connector for Postgres {
         self.release_capture(flow_id)
     }
 
-    fn prepare_target(&mut self, table: &str, schema: &Schema, key: &[String], existing: ExistingData) -> Result<()> {
-        sql::prepare(self, table, schema, key, existing)
+    fn prepare_target(&mut self, target: &Target, schema: &Schema) -> Result<()> {
+        sql::prepare(self, target, schema)
     }
 
-    fn write(&mut self, table: &str, key: &[String], changes: &[Change]) -> Result<()> {
+    fn write(&mut self, target: &Target, changes: &[Change]) -> Result<()> {
+        let (table, key) = (target.table.as_str(), &target.key[..]);
         if key.is_empty() {
             return Err(Error::schema(format!("target table {table} has no key to write by")));
         }

@@ -16,7 +16,7 @@ mod capture;
 mod values;
 
 use crate::connectors::sql::{self, Run, SqlTarget, Written};
-use crate::connectors::{Connector, ExistingData, Position, Settings, UniqueKey, hex, unhex};
+use crate::connectors::{Connector, Emit, Position, Settings, SnapshotRequest, Target, UniqueKey, hex, unhex};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
@@ -402,7 +402,8 @@ impl Connector for Sqlite {
         self.log_position(flow_id)
     }
 
-    fn snapshot(&mut self, table: &str, batch: usize, emit: &mut dyn FnMut(Vec<Record>) -> Result<()>) -> Result<()> {
+    fn snapshot(&mut self, read: &SnapshotRequest, emit: &mut Emit<'_>) -> Result<()> {
+        let (table, batch) = (read.table.as_str(), read.batch);
         // Read-only, nobody writes it through this process: a plain read does.
         if !self.read_only {
             self.ensure_wal("a snapshot reads it")?;
@@ -423,12 +424,13 @@ impl Connector for Sqlite {
                     rec.insert(name.clone(), read_value(row.get_ref(i)?, types[i]));
                 }
                 buf.push(rec);
-                if buf.len() >= batch {
-                    emit(std::mem::replace(&mut buf, Vec::with_capacity(batch)))?;
+                if buf.len() >= batch && emit(std::mem::replace(&mut buf, Vec::with_capacity(batch)))?.is_break() {
+                    buf.clear();
+                    break;
                 }
             }
             if !buf.is_empty() {
-                emit(buf)?;
+                let _ = emit(buf)?; // the last batch: nothing follows either way
             }
         }
         tx.commit()?;
@@ -454,11 +456,12 @@ impl Connector for Sqlite {
         self.release_capture(flow_id)
     }
 
-    fn prepare_target(&mut self, table: &str, schema: &Schema, key: &[String], existing: ExistingData) -> Result<()> {
-        sql::prepare(self, table, schema, key, existing)
+    fn prepare_target(&mut self, target: &Target, schema: &Schema) -> Result<()> {
+        sql::prepare(self, target, schema)
     }
 
-    fn write(&mut self, table: &str, key: &[String], changes: &[Change]) -> Result<()> {
+    fn write(&mut self, target: &Target, changes: &[Change]) -> Result<()> {
+        let (table, key) = (target.table.as_str(), &target.key[..]);
         if key.is_empty() {
             return Err(Error::schema(format!("target table {table} has no key to write by")));
         }
@@ -575,9 +578,9 @@ mod tests {
         src.cdc_prepare("f1", &["t".into()], false).expect("prepare");
         let pos = src.cdc_position("f1").expect("pos");
         let mut rows = Vec::new();
-        src.snapshot("t", 1, &mut |b| {
+        src.snapshot(&SnapshotRequest::table("t", 1), &mut |b| {
             rows.extend(b);
-            Ok(())
+            Ok(std::ops::ControlFlow::Continue(()))
         })
         .expect("snapshot");
         assert_eq!(rows.len(), 2);
@@ -596,14 +599,14 @@ mod tests {
         let dst_path = temp_db("dst");
         let mut dst = Sqlite::open_path(&dst_path).expect("open dst");
         let schema = src.schema("t").expect("schema");
-        let key = vec!["id".to_string()];
-        dst.prepare_target("out", &schema, &key, ExistingData::Keep).expect("target");
+        let out = Target::new("out", &["id".to_string()], crate::connectors::ExistingData::Keep);
+        dst.prepare_target(&out, &schema).expect("target");
         let inserts: Vec<Change> = rows.into_iter().map(|after| Change::Insert { after }).collect();
-        dst.write("out", &key, &inserts).expect("write snapshot");
+        dst.write(&out, &inserts).expect("write snapshot");
         let changes: Vec<Change> = events.into_iter().map(|e| e.change).collect();
-        dst.write("out", &key, &changes).expect("write changes");
+        dst.write(&out, &changes).expect("write changes");
         // Replaying the same changes (a restart) changes nothing.
-        dst.write("out", &key, &changes).expect("replay");
+        dst.write(&out, &changes).expect("replay");
         let mut got = dst.sample("out", 10).expect("sample");
         got.sort_by_key(|r| r["id"].as_i64());
         let names: Vec<String> = got.iter().map(|r| r["name"].as_str().unwrap_or("").to_string()).collect();

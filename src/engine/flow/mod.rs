@@ -28,13 +28,14 @@
 
 use crate::api::dag::{Dag, Node};
 use crate::api::task::TaskStatus;
-use crate::connectors::{self, Connector, ExistingData, Position};
+use crate::connectors::{self, Connector, ExistingData, Position, SnapshotRequest, Target};
 use crate::engine::processors::{self, Processor};
 use crate::engine::store::{CONNECTIONS, METADATA, Store, TASKS};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Record, Schema, now_ms};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;

@@ -77,9 +77,9 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
             let table: Arc<str> = Arc::from(s.table.as_str());
             let chain = &mut s.chain;
             let sink = &mut sink;
-            conn.snapshot(&s.table, SNAPSHOT_BATCH, &mut |rows| {
+            conn.snapshot(&SnapshotRequest::table(&s.table, SNAPSHOT_BATCH), &mut |rows| {
                 if ctx.stopped() {
-                    return Err(Error::internal("flow stopped"));
+                    return Ok(ControlFlow::Break(()));
                 }
                 let n = rows.len() as u64;
                 let mut events: Vec<Event> = rows
@@ -94,8 +94,11 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
                     m.snapshot_rows += n;
                     m.replicate_lag = now_ms() - started;
                 }
-                sink.write(events, &ctx.metrics)
+                sink.write(events, &ctx.metrics).map(|_| ControlFlow::Continue(()))
             })?;
+            if ctx.stopped() {
+                return Ok(Outcome::Stopped);
+            }
             ctx.notices(conn.as_mut());
             sink.ensure_ready(None)?;
             checkpoint.snapshot_done.push(s.node_id.clone());
@@ -214,7 +217,7 @@ pub(super) fn start_checkpoint(
 ) -> Result<Checkpoint> {
     let flow_id = &ctx.task_id;
     if let Some(checkpoint) = Checkpoint::load(&ctx.store, flow_id)? {
-        sink.existing = ExistingData::Keep;
+        sink.target.existing = ExistingData::Keep;
         if plan.cdc {
             for (_, conn, tables) in sources.iter_mut() {
                 conn.cdc_prepare(flow_id, tables, true)?;

@@ -17,9 +17,8 @@ pub(super) struct Sink {
     pub(super) conn: Box<dyn Connector>,
     pub(super) store: Arc<Store>,
     pub(super) connection_id: String,
-    pub(super) table: String,
-    pub(super) key: Vec<String>,
-    pub(super) existing: ExistingData,
+    /// The target table, its key, and what preparing it does to the rows it holds.
+    pub(super) target: Target,
     pub(super) ready: bool,
     pub(super) schema: Schema,
 }
@@ -33,9 +32,7 @@ impl Sink {
             conn: open_connection(&ctx.store, &plan.sink.connection_id)?,
             store: ctx.store.clone(),
             connection_id: plan.sink.connection_id.clone(),
-            table: plan.sink.table.clone(),
-            key,
-            existing: plan.sink.existing,
+            target: Target::new(&plan.sink.table, &key, plan.sink.existing),
             ready: false,
             schema,
         })
@@ -43,7 +40,7 @@ impl Sink {
 
     /// Whether the target table exists now.
     pub(super) fn table_present(&mut self) -> Result<bool> {
-        Ok(self.conn.tables()?.contains(&self.table))
+        Ok(self.conn.tables()?.contains(&self.target.table))
     }
 
     /// Resuming in CDC: a target table that existed when the snapshot ended must exist still
@@ -54,7 +51,7 @@ impl Sink {
             return Err(Error::not_found(format!(
                 "flow {}: the target table {} (node {:?}) is gone although the flow copied into it; going \
                  on would leave it holding only the changes from now on, so the flow stops: reset it to copy again",
-                self.flow, self.table, self.node
+                self.flow, self.target.table, self.node
             )));
         }
         Ok(())
@@ -81,15 +78,15 @@ impl Sink {
             schema.fields = fields;
         }
         for f in &mut schema.fields {
-            f.primary_key = self.key.contains(&f.name);
+            f.primary_key = self.target.key.contains(&f.name);
         }
-        self.conn.prepare_target(&self.table, &schema, &self.key, self.existing)?;
+        self.conn.prepare_target(&self.target, &schema)?;
         self.ready = true;
         // Make the new table visible to `show tables`, `peek` and `count` right away.
         if let Ok(Some(doc)) = self.store.get(CONNECTIONS, &self.connection_id) {
             let name = doc.get("name").and_then(Value::as_str).unwrap_or("");
             let ty = doc.get("database_type").and_then(Value::as_str).unwrap_or("");
-            let created = self.conn.schema(&self.table)?;
+            let created = self.conn.schema(&self.target.table)?;
             self.store.put(METADATA, &crate::api::metadata::metadata_doc(&self.connection_id, name, ty, &created))?;
         }
         Ok(())
@@ -105,7 +102,7 @@ impl Sink {
         // later change can find (and duplicate on replay), so the flow stops instead.
         for c in &changes {
             let image = c.key_image();
-            if let Some(bad) = self.key.iter().find(|k| image.get(k.as_str()).is_none_or(Value::is_null)) {
+            if let Some(bad) = self.target.key.iter().find(|k| image.get(k.as_str()).is_none_or(Value::is_null)) {
                 let what = if image.contains_key(bad.as_str()) { "null" } else { "missing" };
                 let mut shown = Value::Object(image.clone()).to_string();
                 if shown.len() > 300 {
@@ -118,12 +115,12 @@ impl Sink {
                      records must keep their key through the processors (fields: {}) — record: {shown}",
                     self.flow,
                     self.node,
-                    self.table,
+                    self.target.table,
                     image.keys().cloned().collect::<Vec<_>>().join(", ")
                 )));
             }
         }
-        self.conn.write(&self.table, &self.key, &changes)?;
+        self.conn.write(&self.target, &changes)?;
         crate::engine::failpoint::hit("after_batch");
         if let Ok(mut m) = metrics.lock() {
             for c in &changes {

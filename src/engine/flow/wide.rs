@@ -173,9 +173,9 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
             let conn = source_mut(&mut sources, &conn_id)?;
             let t: Arc<str> = Arc::from(table.as_str());
             let chain = &mut plan.sources[si].chain;
-            conn.snapshot(&table, SNAPSHOT_BATCH, &mut |rows| {
+            conn.snapshot(&SnapshotRequest::table(&table, SNAPSHOT_BATCH), &mut |rows| {
                 if ctx.stopped() {
-                    return Err(Error::internal("flow stopped"));
+                    return Ok(ControlFlow::Break(()));
                 }
                 let n = rows.len() as u64;
                 let mut events: Vec<Event> = rows
@@ -196,8 +196,11 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
                     m.snapshot_rows += n;
                     m.replicate_lag = now_ms() - started;
                 }
-                Ok(())
+                Ok(ControlFlow::Continue(()))
             })?;
+            if ctx.stopped() {
+                return Ok(Outcome::Stopped);
+            }
             ctx.notices(conn.as_mut());
             checkpoint.snapshot_done.push(node_id.clone());
             checkpoint.save(&ctx.store, &ctx.task_id)?;
