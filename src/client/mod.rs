@@ -15,6 +15,7 @@
 pub mod sign;
 
 use crate::api::envelope::Envelope;
+use crate::api::task::Task;
 use crate::error::{Error, ErrorKind, Result};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
@@ -311,16 +312,16 @@ impl Client {
             .unwrap_or_default())
     }
 
-    pub fn tasks(&self) -> Result<Vec<Value>> {
+    pub fn tasks(&self) -> Result<Vec<Task>> {
         let f = json!({"limit": 10000, "fields": {"syncType": true, "id": true, "name": true, "status": true,
             "last_updated": true, "createTime": true, "user_id": true, "startTime": true, "agentId": true,
             "statuses": true, "type": true, "desc": true, "stats": true}});
-        Ok(items(self.get("/Task", &[("filter", sign::python_json(&f))])?))
+        items(self.get("/Task", &[("filter", sign::python_json(&f))])?).into_iter().map(task_of).collect()
     }
 
-    pub fn task(&self, id: &str) -> Result<Option<Value>> {
+    pub fn task(&self, id: &str) -> Result<Option<Task>> {
         let v = self.get(&format!("/Task/{id}"), &[])?;
-        Ok(if v.is_null() || v.get("id").is_none() { None } else { Some(v) })
+        if v.is_null() || v.get("id").is_none() { Ok(None) } else { task_of(v).map(Some) }
     }
 
     pub fn start_task(&self, id: &str) -> Result<()> {
@@ -346,9 +347,9 @@ impl Client {
     }
 
     /// Preview a task's DAG (T19): rows after each node, without running the task.
-    pub fn preview(&self, task: &Value, rows: usize) -> Result<Value> {
-        let body =
-            json!({"className": "TaskPreviewService", "method": "preview", "args": [task.to_string(), null, rows]});
+    pub fn preview(&self, task: &Task, rows: usize) -> Result<Value> {
+        let doc = serde_json::to_string(task).map_err(|e| Error::internal(format!("task document: {e}")))?;
+        let body = json!({"className": "TaskPreviewService", "method": "preview", "args": [doc, null, rows]});
         self.post("/proxy/call", &body)
     }
 
@@ -461,6 +462,14 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// `data` of an `ok` envelope, or the server's error envelope.
+/// A task document as the typed [`Task`]; one the server sends in another shape is an error
+/// naming it, not a task with empty fields.
+fn task_of(doc: Value) -> Result<Task> {
+    let id = doc.get("id").cloned().unwrap_or(Value::Null);
+    serde_json::from_value(doc)
+        .map_err(|e| Error::remote(format!("the server sent task {id} in a shape tap does not read: {e}")))
+}
+
 pub fn checked(env: Value) -> std::result::Result<Value, ApiError> {
     match serde_json::from_value::<Envelope>(env) {
         Ok(e) if e.is_ok() => Ok(e.data.unwrap_or(Value::Null)),

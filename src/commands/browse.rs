@@ -68,17 +68,13 @@ pub fn show(session: &Session, args: &[String]) -> Result<()> {
             resolve::remember_flows(session, &docs);
             let rows: Vec<Vec<String>> = docs
                 .iter()
-                .filter(|d| like.as_ref().is_none_or(|l| s(d, "name").to_lowercase().contains(&l.to_lowercase())))
+                .filter(|d| like.as_ref().is_none_or(|l| d.name.to_lowercase().contains(&l.to_lowercase())))
                 .map(|d| {
                     vec![
-                        short(s(d, "id")),
-                        s(d, "name").to_string(),
-                        s(d, "status").to_string(),
-                        format!(
-                            "{}/{}",
-                            s(d, "syncType"),
-                            if s(d, "type").is_empty() { "unknown" } else { s(d, "type") }
-                        ),
+                        short(&d.id),
+                        d.name.clone(),
+                        d.status.to_string(),
+                        format!("{}/{}", d.sync_type, if d.kind.is_empty() { "unknown" } else { &d.kind }),
                     ]
                 })
                 .collect();
@@ -113,7 +109,7 @@ pub fn show(session: &Session, args: &[String]) -> Result<()> {
             // `show FLOW` prints a flow's definition, as TapFlow does.
             match resolve::flow(session, other) {
                 Ok(doc) => {
-                    let mut dag = doc.get("dag").cloned().unwrap_or(Value::Null);
+                    let mut dag = doc.extra.get("dag").cloned().unwrap_or(Value::Null);
                     crate::output::mask_secrets(&mut dag);
                     session.out.record(&dag);
                     Ok(())

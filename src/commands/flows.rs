@@ -1,27 +1,26 @@
 use super::*;
 
 /// The status line, as TapFlow prints it.
-pub fn status_line(session: &Session, doc: &Value) -> Result<(String, Value)> {
-    let id = s(doc, "id");
-    let task = session.client.task(id)?.unwrap_or_else(|| doc.clone());
-    let name = s(&task, "name").to_string();
-    let status = s(&task, "status").to_string();
-    let record = s(&task, "taskRecordId");
-    let m = if record.is_empty() { json!({}) } else { session.client.task_metrics(id, record)? };
+pub fn status_line(session: &Session, doc: &Task) -> Result<(String, Value)> {
+    let task = session.client.task(&doc.id)?.unwrap_or_else(|| doc.clone());
+    let name = task.name.clone();
+    let status = task.status.to_string();
+    let m =
+        if task.record_id.is_empty() { json!({}) } else { session.client.task_metrics(&task.id, &task.record_id)? };
     let qps = m.get("outputQps").and_then(Value::as_f64).unwrap_or(0.0);
     let rows = m.get("snapshotRowTotal").and_then(Value::as_u64).unwrap_or(0);
     let lag = m.get("replicateLag").and_then(Value::as_i64).unwrap_or(0);
     let mut line =
         format!("flow {name} current status is: {status}, qps is: {qps:.1}, total rows: {rows}, delay is: {lag}ms");
-    if status == "error" {
+    if task.status == TaskStatus::Error {
         line.push_str(&format!("\n  error: {}", flowops::last_error(session, &task)));
     }
-    let retrying = s(&task, "retrying").to_string();
-    if !retrying.is_empty() && status != "error" {
+    let retrying = task.retrying.clone();
+    if !retrying.is_empty() && task.status != TaskStatus::Error {
         line.push_str(&format!("\n  {retrying}"));
     }
     let mut v = json!({"name": name, "status": status, "qps": qps, "total_rows": rows, "delay_ms": lag,
-                   "sync_phase": s(&task, "syncStatus")});
+                   "sync_phase": task.sync_status});
     if !retrying.is_empty() {
         v["retrying"] = json!(retrying);
     }
@@ -37,21 +36,21 @@ pub fn status(session: &Session, name: &str) -> Result<()> {
 
 pub fn stats(session: &Session, name: &str) -> Result<()> {
     let doc = resolve::flow(session, name)?;
-    let record = s(&doc, "taskRecordId").to_string();
-    let task = session.client.task(s(&doc, "id"))?.unwrap_or(doc);
-    let record = if record.is_empty() { s(&task, "taskRecordId").to_string() } else { record };
+    let record = doc.record_id.clone();
+    let task = session.client.task(&doc.id)?.unwrap_or(doc);
+    let record = if record.is_empty() { task.record_id.clone() } else { record };
     if record.is_empty() {
         return Err(Error::usage(format!("flow {name} has never run: `start {name}` first")));
     }
-    let m = session.client.task_metrics(s(&task, "id"), &record)?;
+    let m = session.client.task_metrics(&task.id, &record)?;
     if session.out.json {
         session.out.value(&m);
         return Ok(());
     }
     let n = |k: &str| m.get(k).map(|v| v.to_string()).unwrap_or_else(|| "0".into());
     let rows = vec![
-        vec!["status".into(), s(&task, "status").to_string()],
-        vec!["phase".into(), s(&task, "syncStatus").to_string()],
+        vec!["status".into(), task.status.to_string()],
+        vec!["phase".into(), task.sync_status.clone()],
         vec![
             "input insert/update/delete".into(),
             format!("{} / {} / {}", n("inputInsertTotal"), n("inputUpdateTotal"), n("inputDeleteTotal")),
@@ -70,7 +69,7 @@ pub fn stats(session: &Session, name: &str) -> Result<()> {
 
 pub fn logs(session: &Session, name: &str, n: usize, level: &str) -> Result<()> {
     let doc = resolve::flow(session, name)?;
-    let task = session.client.task(s(&doc, "id"))?.unwrap_or(doc);
+    let task = session.client.task(&doc.id)?.unwrap_or(doc);
     let levels: &[&str] = match level.to_ascii_lowercase().as_str() {
         "debug" => &["DEBUG", "INFO", "WARN", "ERROR"],
         "info" => &["INFO", "WARN", "ERROR"],
@@ -78,7 +77,7 @@ pub fn logs(session: &Session, name: &str, n: usize, level: &str) -> Result<()> 
         "error" => &["ERROR"],
         other => return Err(Error::usage(format!("--level must be debug, info, warn or error, not {other:?}"))),
     };
-    let mut items = session.client.task_logs(s(&task, "id"), s(&task, "taskRecordId"), levels, n)?;
+    let mut items = session.client.task_logs(&task.id, &task.record_id, levels, n)?;
     items.reverse();
     if session.out.json {
         session.out.value(&json!(items));
@@ -110,9 +109,9 @@ pub fn monitor(session: &Session, name: &str, readings: Option<usize>) -> Result
         let (line, v) = status_line(session, &doc)?;
         session.out.either(&line, &v);
         n += 1;
-        let status = crate::api::task::TaskStatus::parse(v["status"].as_str().unwrap_or(""));
+        let status = TaskStatus::parse(v["status"].as_str().unwrap_or(""));
         if !status.is_active() {
-            if v["status"] == "error" {
+            if status == TaskStatus::Error {
                 return Err(Error::data(format!("flow {name} is in error: {}", flowops::last_error(session, &doc))));
             }
             return Ok(());
@@ -125,40 +124,39 @@ pub fn monitor(session: &Session, name: &str, readings: Option<usize>) -> Result
 
 pub fn start(session: &Session, name: &str) -> Result<()> {
     let doc = resolve::flow(session, name)?;
-    let status = s(&doc, "status");
-    if matches!(status, "running" | "scheduling" | "wait_run") {
-        session.out.text(&format!("flow {name} is already {status}"));
+    if matches!(doc.status, TaskStatus::Running | TaskStatus::Scheduling | TaskStatus::WaitRun) {
+        session.out.text(&format!("flow {name} is already {}", doc.status));
         return Ok(());
     }
-    session.client.start_task(s(&doc, "id")).map_err(|e| e.context(format!("cannot start flow {name}")))?;
-    flowops::wait_status(session, s(&doc, "id"), &["running", "complete"], Duration::from_secs(60))?;
+    session.client.start_task(&doc.id).map_err(|e| e.context(format!("cannot start flow {name}")))?;
+    flowops::wait_status(session, &doc.id, &[TaskStatus::Running, TaskStatus::Complete], Duration::from_secs(60))?;
     session.out.either(&format!("flow {name} started"), &json!({"flow": name, "status": "running"}));
     Ok(())
 }
 
 pub fn stop(session: &Session, name: &str) -> Result<()> {
     let doc = resolve::flow(session, name)?;
-    let status = s(&doc, "status");
-    if !matches!(status, "running" | "scheduling" | "wait_run" | "stopping") {
-        session.out.text(&format!("flow {name} is {status}, not running"));
+    if !doc.status.is_active() {
+        session.out.text(&format!("flow {name} is {}, not running", doc.status));
         return Ok(());
     }
-    session.client.stop_task(s(&doc, "id"), false)?;
-    flowops::wait_status(session, s(&doc, "id"), &["stop", "error", "complete"], Duration::from_secs(60))?;
+    session.client.stop_task(&doc.id, false)?;
+    let ended = [TaskStatus::Stop, TaskStatus::Error, TaskStatus::Complete];
+    flowops::wait_status(session, &doc.id, &ended, Duration::from_secs(60))?;
     session.out.either(&format!("flow {name} stopped"), &json!({"flow": name, "status": "stop"}));
     Ok(())
 }
 
 pub fn reset(session: &Session, name: &str) -> Result<()> {
     let doc = resolve::flow(session, name)?;
-    session.client.reset_task(s(&doc, "id")).map_err(|e| e.context(format!("cannot reset flow {name}")))?;
+    session.client.reset_task(&doc.id).map_err(|e| e.context(format!("cannot reset flow {name}")))?;
     session.out.either(&format!("flow {name} reset"), &json!({"flow": name, "reset": true}));
     Ok(())
 }
 
-pub fn delete(session: &Session, doc: &Value) -> Result<()> {
-    let name = s(doc, "name");
-    session.client.delete_task(s(doc, "id")).map_err(|e| e.context(format!("cannot delete flow {name}")))?;
+pub fn delete(session: &Session, doc: &Task) -> Result<()> {
+    let name = &doc.name;
+    session.client.delete_task(&doc.id).map_err(|e| e.context(format!("cannot delete flow {name}")))?;
     session.out.either(&format!("flow {name} deleted"), &json!({"flow": name, "deleted": true}));
     Ok(())
 }

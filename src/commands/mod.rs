@@ -3,6 +3,7 @@
 //! resolution, and waiting on flows. Each verb documents itself in [`VERBS`]; `help` and
 //! completion are generated from that list. Nothing here imports `shell/` or `script/`.
 
+use crate::api::task::{Task, TaskStatus};
 use crate::error::{Error, Result};
 pub mod resolve;
 pub mod session;
@@ -267,10 +268,10 @@ pub fn run(session: &Session, verb: &Verb, args: &[String], confirm: Confirm<'_>
         }
         "copy" => {
             let doc = resolve::flow(session, need(args, verb)?)?;
-            let copy = session.client.copy_task(s(&doc, "id"))?;
+            let copy = session.client.copy_task(&doc.id)?;
             session.out.either(
-                &format!("Copy flow '{}' to '{}' success", s(&doc, "name"), s(&copy, "name")),
-                &json!({"flow": s(&doc, "name"), "copy": s(&copy, "name")}),
+                &format!("Copy flow '{}' to '{}' success", doc.name, s(&copy, "name")),
+                &json!({"flow": doc.name, "copy": s(&copy, "name")}),
             );
             Ok(())
         }

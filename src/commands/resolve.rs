@@ -3,8 +3,33 @@
 //! exists, never silence.
 
 use super::session::Session;
+use crate::api::task::Task;
 use crate::error::{Error, Result};
 use serde_json::Value;
+
+/// What names resolve among: connection documents and tasks.
+pub trait Named {
+    fn name(&self) -> &str;
+    fn id(&self) -> &str;
+}
+
+impl Named for Value {
+    fn name(&self) -> &str {
+        self.get("name").and_then(Value::as_str).unwrap_or("")
+    }
+    fn id(&self) -> &str {
+        self.get("id").and_then(Value::as_str).unwrap_or("")
+    }
+}
+
+impl Named for Task {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
 
 fn is_short_id(s: &str) -> bool {
     s.len() == 6 && s.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
@@ -15,17 +40,15 @@ fn is_full_id(s: &str) -> bool {
 }
 
 /// Find `sig` among `docs` by name first, then by full or short id.
-pub fn find<'a>(docs: &'a [Value], sig: &str) -> Option<&'a Value> {
-    let name = |d: &Value| d.get("name").and_then(Value::as_str).map(str::to_string);
-    let id = |d: &Value| d.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+pub fn find<'a, T: Named>(docs: &'a [T], sig: &str) -> Option<&'a T> {
     docs.iter()
-        .find(|d| name(d).as_deref() == Some(sig))
-        .or_else(|| if is_full_id(sig) { docs.iter().find(|d| id(d) == sig) } else { None })
-        .or_else(|| if is_short_id(sig) { docs.iter().find(|d| id(d).ends_with(sig)) } else { None })
+        .find(|d| d.name() == sig)
+        .or_else(|| if is_full_id(sig) { docs.iter().find(|d| d.id() == sig) } else { None })
+        .or_else(|| if is_short_id(sig) { docs.iter().find(|d| d.id().ends_with(sig)) } else { None })
 }
 
-fn names(docs: &[Value]) -> String {
-    let mut n: Vec<&str> = docs.iter().filter_map(|d| d.get("name").and_then(Value::as_str)).collect();
+fn names<T: Named>(docs: &[T]) -> String {
+    let mut n: Vec<&str> = docs.iter().map(Named::name).filter(|n| !n.is_empty()).collect();
     n.sort_unstable();
     if n.is_empty() { "none".to_string() } else { n.join(", ") }
 }
@@ -38,7 +61,7 @@ pub fn connection(session: &Session, sig: &str) -> Result<Value> {
     })
 }
 
-pub fn flow(session: &Session, sig: &str) -> Result<Value> {
+pub fn flow(session: &Session, sig: &str) -> Result<Task> {
     let docs = session.client.tasks()?;
     remember_flows(session, &docs);
     find(&docs, sig).cloned().ok_or_else(|| {
@@ -87,9 +110,9 @@ pub fn remember_connections(session: &Session, docs: &[Value]) {
     }
 }
 
-pub fn remember_flows(session: &Session, docs: &[Value]) {
+pub fn remember_flows(session: &Session, docs: &[Task]) {
     if let Ok(mut n) = session.names.lock() {
-        n.flows = docs.iter().filter_map(|d| d.get("name").and_then(Value::as_str).map(str::to_string)).collect();
+        n.flows = docs.iter().map(|d| d.name.clone()).collect();
     }
 }
 

@@ -5,6 +5,7 @@
 //! or — when a flow of that name exists — replaces its DAG, so re-running a script is idempotent.
 
 use super::nodes;
+use crate::api::task::TaskStatus;
 use crate::commands::resolve;
 use crate::commands::session::Session;
 use crate::commands::tasks::{last_error, wait_status};
@@ -357,10 +358,7 @@ pub fn union(session: &Session, flow: &Flow, sig: Option<&str>) -> Result<()> {
 /// Find the id of an existing flow by exact name (T3-like), if any.
 fn existing_id(session: &Session, name: &str) -> Result<Option<String>> {
     let tasks = session.client.tasks()?;
-    Ok(tasks
-        .iter()
-        .find(|t| t.get("name").and_then(Value::as_str) == Some(name))
-        .and_then(|t| t.get("id").and_then(Value::as_str).map(str::to_string)))
+    Ok(tasks.iter().find(|t| t.name == name).map(|t| t.id.clone()))
 }
 
 /// Save: create (T6) or, when the name exists, update (T7); then confirm (T8).
@@ -450,7 +448,7 @@ pub fn id_of(session: &Session, flow: &Flow) -> Result<String> {
     }
     let name = flow.name();
     let doc = resolve::flow(session, &name)?;
-    let id = doc.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+    let id = doc.id;
     flow.with(|s| s.id = Some(id.clone()));
     Ok(id)
 }
@@ -461,9 +459,8 @@ pub fn start(session: &Session, flow: &Flow) -> Result<()> {
     let unsaved = flow.with(|s| !s.nodes.is_empty() && (s.id.is_none() || s.saved_dag.as_ref() != Some(&s.dag())));
     let id = if unsaved { save(session, flow)? } else { id_of(session, flow)? };
     let task = session.client.task(&id)?.ok_or_else(|| Error::not_found(format!("flow {} vanished", flow.name())))?;
-    let status = task.get("status").and_then(Value::as_str).unwrap_or("");
-    if matches!(status, "running" | "scheduling" | "wait_run") {
-        session.out.text(&format!("flow {} is already {status}", flow.name()));
+    if matches!(task.status, TaskStatus::Running | TaskStatus::Scheduling | TaskStatus::WaitRun) {
+        session.out.text(&format!("flow {} is already {}", flow.name(), task.status));
         return Ok(());
     }
     if !session.is_embedded() {
@@ -471,7 +468,7 @@ pub fn start(session: &Session, flow: &Flow) -> Result<()> {
         session.sleep(Duration::from_secs(3))?;
     }
     session.client.start_task(&id).map_err(|e| e.context(format!("cannot start flow {}", flow.name())))?;
-    wait_status(session, &id, &["running", "complete"], Duration::from_secs(60))?;
+    wait_status(session, &id, &[TaskStatus::Running, TaskStatus::Complete], Duration::from_secs(60))?;
     session.out.text(&format!("flow {} started", flow.name()));
     Ok(())
 }
@@ -481,16 +478,14 @@ pub fn wait_initial_sync(session: &Session, id: &str, timeout: Duration) -> Resu
     let deadline = Instant::now() + timeout;
     loop {
         let task = session.client.task(id)?.ok_or_else(|| Error::not_found(format!("flow {id} vanished")))?;
-        let status = task.get("status").and_then(Value::as_str).unwrap_or("");
-        let phase = task.get("syncStatus").and_then(Value::as_str).unwrap_or("");
-        if status == "complete" || (status == "running" && phase == "CDC") {
+        if task.initial_sync_done() {
             return Ok(());
         }
-        if status == "error" {
+        if task.status == TaskStatus::Error {
             return Err(Error::data(format!("flow failed: {}", last_error(session, &task))));
         }
-        if matches!(status, "stop" | "edit" | "wait_start") {
-            return Err(Error::usage(format!("flow is {status}: start it first")));
+        if matches!(task.status, TaskStatus::Stop | TaskStatus::Edit | TaskStatus::WaitStart) {
+            return Err(Error::usage(format!("flow is {}: start it first", task.status)));
         }
         if Instant::now() > deadline {
             return Err(Error::unavailable(format!("the initial sync is not done after {}s", timeout.as_secs())));

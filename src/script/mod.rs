@@ -349,8 +349,8 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
     let s = session.clone();
     engine.register_fn("status", move |f: &mut Flow| -> RhaiResult<String> {
         let id = flow::id_of(&s, f).map_err(raise)?;
-        let task = s.client.task(&id).map_err(raise)?.unwrap_or(Value::Null);
-        Ok(task.get("status").and_then(Value::as_str).unwrap_or("").to_string())
+        let task = s.client.task(&id).map_err(raise)?;
+        Ok(task.map(|t| t.status.to_string()).unwrap_or_default())
     });
     let s = session.clone();
     engine.register_fn("wait_initial_sync", move |f: &mut Flow| -> RhaiResult<Flow> {
