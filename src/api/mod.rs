@@ -1,7 +1,9 @@
 //! Types of TapData's REST API shared by the client and the engine (DESIGN decision 12).
-//! `task`: the task status; `dag`: the DAG with the rule for every field of every node type;
-//! `envelope`: every answer; `metadata`: a table's MetadataInstances document.
+//! `task`: a task and its status; `connection`: a connection; `dag`: the DAG with the rule for
+//! every field of every node type; `envelope`: every answer; `metadata`: a table's
+//! MetadataInstances document.
 
+pub mod connection;
 pub mod dag;
 pub mod envelope;
 pub mod metadata;

@@ -44,7 +44,7 @@ impl Task {
 }
 
 /// A text field that a server may send as null or leave out.
-fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(crate) fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(match Value::deserialize(d)? {
         Value::String(s) => s,
         Value::Null => String::new(),

@@ -14,6 +14,7 @@
 
 pub mod sign;
 
+use crate::api::connection::Connection;
 use crate::api::envelope::Envelope;
 use crate::api::task::Task;
 use crate::error::{Error, ErrorKind, Result};
@@ -272,20 +273,20 @@ impl Client {
             .unwrap_or_default())
     }
 
-    pub fn connections(&self) -> Result<Vec<Value>> {
+    pub fn connections(&self) -> Result<Vec<Connection>> {
         let f = json!({"limit": 10000, "skip": 0, "order": "last_updated DESC", "noSchema": 1,
                        "where": {"createType": {"$ne": "System"}}});
-        Ok(items(self.get("/Connections", &[("filter", sign::python_json(&f))])?))
+        items(self.get("/Connections", &[("filter", sign::python_json(&f))])?).into_iter().map(typed).collect()
     }
 
-    pub fn connection(&self, id: &str) -> Result<Option<Value>> {
+    pub fn connection(&self, id: &str) -> Result<Option<Connection>> {
         let v = self.get(&format!("/Connections/{id}"), &[])?;
-        Ok(if v.is_null() { None } else { Some(v) })
+        if v.is_null() { Ok(None) } else { typed(v).map(Some) }
     }
 
-    pub fn connection_by_name(&self, name: &str) -> Result<Option<Value>> {
+    pub fn connection_by_name(&self, name: &str) -> Result<Option<Connection>> {
         let f = json!({"where": {"name": name}});
-        Ok(items(self.get("/Connections", &[("filter", sign::python_json(&f))])?).into_iter().next())
+        items(self.get("/Connections", &[("filter", sign::python_json(&f))])?).into_iter().next().map(typed).transpose()
     }
 
     pub fn tables(&self, conn_id: &str) -> Result<Vec<Value>> {
@@ -316,12 +317,12 @@ impl Client {
         let f = json!({"limit": 10000, "fields": {"syncType": true, "id": true, "name": true, "status": true,
             "last_updated": true, "createTime": true, "user_id": true, "startTime": true, "agentId": true,
             "statuses": true, "type": true, "desc": true, "stats": true}});
-        items(self.get("/Task", &[("filter", sign::python_json(&f))])?).into_iter().map(task_of).collect()
+        items(self.get("/Task", &[("filter", sign::python_json(&f))])?).into_iter().map(typed).collect()
     }
 
     pub fn task(&self, id: &str) -> Result<Option<Task>> {
         let v = self.get(&format!("/Task/{id}"), &[])?;
-        if v.is_null() || v.get("id").is_none() { Ok(None) } else { task_of(v).map(Some) }
+        if v.is_null() || v.get("id").is_none() { Ok(None) } else { typed(v).map(Some) }
     }
 
     pub fn start_task(&self, id: &str) -> Result<()> {
@@ -461,15 +462,16 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// `data` of an `ok` envelope, or the server's error envelope.
-/// A task document as the typed [`Task`]; one the server sends in another shape is an error
-/// naming it, not a task with empty fields.
-fn task_of(doc: Value) -> Result<Task> {
+/// A document as its typed form ([`Task`], [`Connection`]); one the server sends in another
+/// shape is an error naming it, not a value with empty fields.
+fn typed<T: serde::de::DeserializeOwned>(doc: Value) -> Result<T> {
     let id = doc.get("id").cloned().unwrap_or(Value::Null);
+    let what = std::any::type_name::<T>().rsplit("::").next().unwrap_or("document").to_ascii_lowercase();
     serde_json::from_value(doc)
-        .map_err(|e| Error::remote(format!("the server sent task {id} in a shape tap does not read: {e}")))
+        .map_err(|e| Error::remote(format!("the server sent {what} {id} in a shape tap does not read: {e}")))
 }
 
+/// `data` of an `ok` envelope, or the server's error envelope.
 pub fn checked(env: Value) -> std::result::Result<Value, ApiError> {
     match serde_json::from_value::<Envelope>(env) {
         Ok(e) if e.is_ok() => Ok(e.data.unwrap_or(Value::Null)),

@@ -15,14 +15,14 @@ pub fn show(session: &Session, args: &[String]) -> Result<()> {
             resolve::remember_connections(session, &docs);
             let rows: Vec<Vec<String>> = docs
                 .iter()
-                .filter(|d| like.as_ref().is_none_or(|l| s(d, "name").contains(l.as_str())))
+                .filter(|d| like.as_ref().is_none_or(|l| d.name.contains(l.as_str())))
                 .map(|d| {
                     vec![
-                        short(s(d, "id")),
-                        if s(d, "status").is_empty() { "unknown".into() } else { s(d, "status").to_string() },
-                        s(d, "database_type").to_string(),
-                        s(d, "connection_type").to_string(),
-                        s(d, "name").to_string(),
+                        short(&d.id),
+                        if d.status.is_empty() { "unknown".into() } else { d.status.clone() },
+                        d.database_type.clone(),
+                        d.connection_type.clone(),
+                        d.name.clone(),
                     ]
                 })
                 .collect();
@@ -37,7 +37,7 @@ pub fn show(session: &Session, args: &[String]) -> Result<()> {
             let conn = session
                 .used_connection()
                 .ok_or_else(|| Error::usage("no connection in use: `use NAME` first (`show dbs` lists connections)"))?;
-            let tables = session.client.tables(s(&conn, "id"))?;
+            let tables = session.client.tables(&conn.id)?;
             let mut names: Vec<String> =
                 tables.iter().map(|t| s(t, "original_name").to_string()).filter(|n| !n.is_empty()).collect();
             names.sort();
@@ -51,7 +51,7 @@ pub fn show(session: &Session, args: &[String]) -> Result<()> {
             } else if names.is_empty() {
                 session.out.line(&format!(
                     "connection {} has no tables{}",
-                    s(&conn, "name"),
+                    conn.name,
                     like.map(|l| format!(" like {l}")).unwrap_or_default()
                 ));
             } else {
@@ -124,8 +124,8 @@ pub fn show(session: &Session, args: &[String]) -> Result<()> {
 
 pub fn use_connection(session: &Session, name: &str) -> Result<()> {
     let conn = resolve::connection(session, name)?;
-    let cname = s(&conn, "name").to_string();
-    if let Ok(tables) = session.client.tables(s(&conn, "id"))
+    let cname = conn.name.clone();
+    if let Ok(tables) = session.client.tables(&conn.id)
         && let Ok(mut n) = session.names.lock()
     {
         n.tables = tables.iter().map(|t| s(t, "original_name").to_string()).collect();
@@ -172,7 +172,7 @@ pub fn desc(session: &Session, table: &str) -> Result<()> {
 pub fn peek(session: &Session, table: &str, n: usize) -> Result<()> {
     let (conn, meta) = resolve::table(session, table)?;
     let name = s(&meta, "original_name");
-    let (count, rows) = session.client.peek(s(&conn, "id"), name)?;
+    let (count, rows) = session.client.peek(&conn.id, name)?;
     if session.out.json {
         let rows: Vec<&Value> = rows.iter().take(n).collect();
         session.out.value(&json!({"table": name, "count": count, "records": rows}));
@@ -206,7 +206,7 @@ pub(super) fn parse_filter(words: &[String], verb: &Verb) -> Result<serde_json::
 pub fn peek_where(session: &Session, table: &str, filter: &serde_json::Map<String, Value>, n: usize) -> Result<()> {
     let (conn, meta) = resolve::table(session, table)?;
     let name = s(&meta, "original_name");
-    let rows = session.client.peek_where(s(&conn, "id"), name, filter)?;
+    let rows = session.client.peek_where(&conn.id, name, filter)?;
     if session.out.json {
         let rows: Vec<&Value> = rows.iter().take(n).collect();
         session.out.value(&json!({"table": name, "filter": filter, "records": rows}));
@@ -227,7 +227,7 @@ pub fn peek_where(session: &Session, table: &str, filter: &serde_json::Map<Strin
 pub fn count(session: &Session, table: &str) -> Result<()> {
     let (conn, meta) = resolve::table(session, table)?;
     let name = s(&meta, "original_name");
-    let (count, _) = session.client.peek(s(&conn, "id"), name)?;
+    let (count, _) = session.client.peek(&conn.id, name)?;
     session.out.either(&format!("table {name} has {count} records"), &json!({"table": name, "count": count}));
     Ok(())
 }

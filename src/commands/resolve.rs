@@ -3,6 +3,7 @@
 //! exists, never silence.
 
 use super::session::Session;
+use crate::api::connection::Connection;
 use crate::api::task::Task;
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -19,6 +20,15 @@ impl Named for Value {
     }
     fn id(&self) -> &str {
         self.get("id").and_then(Value::as_str).unwrap_or("")
+    }
+}
+
+impl Named for Connection {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn id(&self) -> &str {
+        &self.id
     }
 }
 
@@ -53,7 +63,7 @@ fn names<T: Named>(docs: &[T]) -> String {
     if n.is_empty() { "none".to_string() } else { n.join(", ") }
 }
 
-pub fn connection(session: &Session, sig: &str) -> Result<Value> {
+pub fn connection(session: &Session, sig: &str) -> Result<Connection> {
     let docs = session.client.connections()?;
     remember_connections(session, &docs);
     find(&docs, sig).cloned().ok_or_else(|| {
@@ -70,7 +80,7 @@ pub fn flow(session: &Session, sig: &str) -> Result<Task> {
 }
 
 /// `table` or `conn.table`; returns (connection, table metadata).
-pub fn table(session: &Session, sig: &str) -> Result<(Value, Value)> {
+pub fn table(session: &Session, sig: &str) -> Result<(Connection, Value)> {
     let (conn, table) = match sig.split_once('.') {
         Some((c, t)) if !c.is_empty() && !t.is_empty() => (connection(session, c)?, t.to_string()),
         _ => {
@@ -82,8 +92,7 @@ pub fn table(session: &Session, sig: &str) -> Result<(Value, Value)> {
             (conn, sig.to_string())
         }
     };
-    let id = conn.get("id").and_then(Value::as_str).unwrap_or("");
-    let tables = session.client.tables(id)?;
+    let tables = session.client.tables(&conn.id)?;
     let found = tables.iter().find(|t| t.get("original_name").and_then(Value::as_str) == Some(table.as_str())).cloned();
     match found {
         Some(t) => Ok((conn, t)),
@@ -91,7 +100,7 @@ pub fn table(session: &Session, sig: &str) -> Result<(Value, Value)> {
             let mut all: Vec<&str> =
                 tables.iter().filter_map(|t| t.get("original_name").and_then(Value::as_str)).collect();
             all.sort_unstable();
-            let cname = conn.get("name").and_then(Value::as_str).unwrap_or("");
+            let cname = &conn.name;
             Err(Error::not_found(format!(
                 "no table {table:?} in connection {cname}; tables: {}",
                 if all.is_empty() {
@@ -104,9 +113,9 @@ pub fn table(session: &Session, sig: &str) -> Result<(Value, Value)> {
     }
 }
 
-pub fn remember_connections(session: &Session, docs: &[Value]) {
+pub fn remember_connections(session: &Session, docs: &[Connection]) {
     if let Ok(mut n) = session.names.lock() {
-        n.connections = docs.iter().filter_map(|d| d.get("name").and_then(Value::as_str).map(str::to_string)).collect();
+        n.connections = docs.iter().map(|d| d.name.clone()).collect();
     }
 }
 

@@ -5,7 +5,6 @@ use crate::client::{Auth, Client};
 use crate::config::{Kind, Profile};
 use crate::error::{Error, Result};
 use crate::output::Output;
-use serde_json::Value;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ pub struct Session {
     pub profile: Profile,
     pub out: Output,
     /// The connection chosen by `use`.
-    pub used: Mutex<Option<Value>>,
+    pub used: Mutex<Option<crate::api::connection::Connection>>,
     /// Source text and AST of every chunk evaluated, newest last.
     pub chunks: Mutex<Vec<(String, rhai::AST)>>,
     /// Set by Ctrl-C while a line runs.
@@ -80,7 +79,7 @@ impl Session {
         Ok(())
     }
 
-    pub fn used_connection(&self) -> Option<Value> {
+    pub fn used_connection(&self) -> Option<crate::api::connection::Connection> {
         self.used.lock().ok().and_then(|u| u.clone())
     }
 }

@@ -173,14 +173,14 @@ pub fn save(session: &Session, ds: &DataSource) -> Result<String> {
     let existing = session.client.connection_by_name(&name)?;
     let id = match existing {
         Some(old) => {
-            let old_type = old.get("database_type").and_then(Value::as_str).unwrap_or("");
+            let old_type = old.database_type.as_str();
             let new_type = doc.get("database_type").and_then(Value::as_str).unwrap_or("");
             if !old_type.eq_ignore_ascii_case(new_type) {
                 return Err(Error::usage(format!(
                     "connection {name} exists with type {old_type}, not {new_type}: choose another name or delete it first"
                 )));
             }
-            let id = old.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+            let id = old.id.clone();
             doc["id"] = json!(id);
             session.client.call(Method::PATCH, &format!("/Connections/{id}"), &[], Some(&doc))?;
             session.out.text(&format!("connection {name} exists, updating its config"));
@@ -206,15 +206,15 @@ pub fn wait_loaded(session: &Session, id: &str, timeout: Duration) -> Result<Str
     loop {
         let doc =
             session.client.connection(id)?.ok_or_else(|| Error::not_found(format!("connection {id} vanished")))?;
-        let load = doc.get("loadFieldsStatus").and_then(Value::as_str).unwrap_or("");
+        let load = doc.load_fields_status.as_str();
         if matches!(load, "finished" | "error" | "invalid") {
-            if doc.get("status").and_then(Value::as_str) == Some("invalid") || load != "finished" {
-                let why = doc
-                    .get("loadFieldErrMsg")
-                    .and_then(Value::as_str)
-                    .or_else(|| doc.pointer("/response_body/validate_details/0/fail_message").and_then(Value::as_str))
+            if doc.status == "invalid" || load != "finished" {
+                let detail = doc.extra.get("response_body").and_then(|b| b.pointer("/validate_details/0/fail_message"));
+                let why = Some(doc.load_error.as_str())
+                    .filter(|e| !e.is_empty())
+                    .or_else(|| detail.and_then(Value::as_str))
                     .unwrap_or("the connection test failed");
-                let name = doc.get("name").and_then(Value::as_str).unwrap_or(id);
+                let name = if doc.name.is_empty() { id } else { doc.name.as_str() };
                 return Err(Error::unavailable(format!("connection {name} is invalid: {why}")));
             }
             return Ok(load.to_string());

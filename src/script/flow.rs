@@ -5,6 +5,7 @@
 //! or — when a flow of that name exists — replaces its DAG, so re-running a script is idempotent.
 
 use super::nodes;
+use crate::api::connection::Connection;
 use crate::api::task::TaskStatus;
 use crate::commands::resolve;
 use crate::commands::session::Session;
@@ -110,11 +111,10 @@ fn split_target(sig: &str) -> Result<(&str, &str)> {
 }
 
 /// The connection and the table's primary key fields (M1/M3 + M2 in the official client).
-fn table_info(session: &Session, sig: &str) -> Result<(Value, String, Vec<String>)> {
+fn table_info(session: &Session, sig: &str) -> Result<(Connection, String, Vec<String>)> {
     let (c, t) = split_target(sig)?;
     let conn = resolve::connection(session, c)?;
-    let conn_id = conn.get("id").and_then(Value::as_str).unwrap_or("").to_string();
-    let key = session.client.table(&conn_id, t)?.map(|m| primary_key(&m)).unwrap_or_default();
+    let key = session.client.table(&conn.id, t)?.map(|m| primary_key(&m)).unwrap_or_default();
     Ok((conn, t.to_string(), key))
 }
 
@@ -134,13 +134,12 @@ fn primary_key(meta: &Value) -> Vec<String> {
 pub fn read_from(session: &Session, flow: &Flow, sig: &str) -> Result<()> {
     let (c, t) = split_target(sig)?;
     let conn = resolve::connection(session, c)?;
-    if conn.get("connection_type").and_then(Value::as_str) == Some("target") {
+    if !conn.can_read() {
         return Err(Error::usage(format!("cannot read from {c}: it is a target-only connection")));
     }
-    let conn_id = conn.get("id").and_then(Value::as_str).unwrap_or("").to_string();
-    let meta = session.client.table(&conn_id, t)?;
+    let meta = session.client.table(&conn.id, t)?;
     let Some(meta) = meta else {
-        let tables = session.client.tables(&conn_id)?;
+        let tables = session.client.tables(&conn.id)?;
         let mut names: Vec<&str> =
             tables.iter().filter_map(|m| m.get("original_name").and_then(Value::as_str)).collect();
         names.sort_unstable();
@@ -175,7 +174,7 @@ pub fn read_from(session: &Session, flow: &Flow, sig: &str) -> Result<()> {
 pub fn write_to(session: &Session, flow: &Flow, sig: &str, pk: Option<Vec<String>>) -> Result<()> {
     let (c, t) = split_target(sig)?;
     let conn = resolve::connection(session, c)?;
-    if conn.get("connection_type").and_then(Value::as_str) == Some("source") {
+    if !conn.can_write() {
         return Err(Error::usage(format!("cannot write to {c}: it is a source-only connection")));
     }
     flow.with(|s| {

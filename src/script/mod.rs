@@ -152,16 +152,14 @@ fn register_datasource(engine: &mut Engine, session: &Arc<Session>) {
     engine.register_fn("delete", move |ds: &mut DataSource| -> RhaiResult<bool> {
         let name = ds.with(|d| d.name.clone());
         let doc = resolve::connection(&s, &name).map_err(raise)?;
-        let id = doc.get("id").and_then(Value::as_str).unwrap_or("");
-        s.client.call(reqwest::Method::DELETE, &format!("/Connections/{id}"), &[], None).map_err(raise)?;
+        s.client.call(reqwest::Method::DELETE, &format!("/Connections/{}", doc.id), &[], None).map_err(raise)?;
         s.out.text(&format!("connection {name} deleted"));
         Ok(true)
     });
     let s = session.clone();
     engine.register_fn("status", move |ds: &mut DataSource| -> RhaiResult<String> {
         let name = ds.with(|d| d.name.clone());
-        let doc = resolve::connection(&s, &name).map_err(raise)?;
-        Ok(doc.get("status").and_then(Value::as_str).unwrap_or("").to_string())
+        Ok(resolve::connection(&s, &name).map_err(raise)?.status)
     });
     engine.register_fn("to_string", |ds: &mut DataSource| {
         ds.with(|d| format!("DataSource({}, {})", d.connector, d.name))
@@ -504,8 +502,7 @@ fn register_verbs(engine: &mut Engine, session: &Arc<Session>) {
     let s = session.clone();
     engine.register_fn("sql", move |conn: &str, statement: &str| -> RhaiResult<i64> {
         let doc = resolve::connection(&s, conn).map_err(raise)?;
-        let id = doc.get("id").and_then(Value::as_str).unwrap_or("");
-        Ok(s.client.sql(id, statement).map_err(raise)? as i64)
+        Ok(s.client.sql(&doc.id, statement).map_err(raise)? as i64)
     });
     // demo(): the seed's sample tables in a SQLite file; returns its path.
     // Tables a flow uses are not replaced unless `force` is true.
@@ -595,8 +592,7 @@ fn demo_summary(data: &Value) -> String {
 
 /// Fill a saved connection with the sample tables, through the embedded engine.
 pub fn demo_into(session: &Session, conn: &str, rows: usize, force: bool) -> Result<()> {
-    let doc = resolve::connection(session, conn)?;
-    let id = doc.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+    let id = resolve::connection(session, conn)?.id;
     let body = json!({"className": "TapDemoService", "method": "generate", "args": [id, rows, force]});
     let data = session.client.post("/proxy/call", &body).map_err(|e| {
         if e.kind == crate::error::ErrorKind::Unsupported {

@@ -1,6 +1,7 @@
 //! DAG node JSON exactly as the official client builds it (`reference/tapflow-client.md` §8.3–8.5),
 //! with its bugs fixed where they change behaviour (see the notes on each function).
 
+use crate::api::connection::Connection;
 use serde_json::{Value, json};
 
 pub fn new_node_id() -> String {
@@ -23,13 +24,13 @@ pub fn wrap_js(script: &str) -> String {
     }
 }
 
-fn data_attrs(conn: &Value) -> Value {
+fn data_attrs(conn: &Connection) -> Value {
     json!({
         "accessNodeProcessId": "",
-        "capabilities": conn.get("capabilities").cloned().unwrap_or_else(|| json!([])),
-        "connectionName": conn.get("name").cloned().unwrap_or(Value::Null),
-        "connectionType": conn.get("connection_type").cloned().unwrap_or_else(|| json!("source_and_target")),
-        "pdkHash": conn.get("pdkHash").cloned().unwrap_or(Value::Null),
+        "capabilities": conn.extra.get("capabilities").cloned().unwrap_or_else(|| json!([])),
+        "connectionName": conn.name,
+        "connectionType": if conn.connection_type.is_empty() { "source_and_target" } else { &conn.connection_type },
+        "pdkHash": conn.extra.get("pdkHash").cloned().unwrap_or(Value::Null),
         "pdkType": "pdk",
         "position": [0, 0],
     })
@@ -40,15 +41,15 @@ fn dml_policy() -> Value {
 }
 
 /// A sync table source node (trace in §8.3).
-pub fn source(conn: &Value, table: &str) -> Value {
+pub fn source(conn: &Connection, table: &str) -> Value {
     json!({
         "tableNames": table,
         "dmlPolicy": dml_policy(),
         "nodeConfig": {},
         "isFilter": false,
         "attrs": data_attrs(conn),
-        "connectionId": conn.get("id").cloned().unwrap_or(Value::Null),
-        "databaseType": conn.get("database_type").cloned().unwrap_or(Value::Null),
+        "connectionId": conn.id,
+        "databaseType": conn.database_type,
         "disabledEvents": [],
         "id": new_node_id(),
         "increaseReadSize": 1,
@@ -60,7 +61,7 @@ pub fn source(conn: &Value, table: &str) -> Value {
 }
 
 /// A sync table sink node (trace in §8.3).
-pub fn sink(conn: &Value, table: &str, key: &[String]) -> Value {
+pub fn sink(conn: &Connection, table: &str, key: &[String]) -> Value {
     json!({
         "tableNames": table,
         "dmlPolicy": dml_policy(),
@@ -68,8 +69,8 @@ pub fn sink(conn: &Value, table: &str, key: &[String]) -> Value {
         "isFilter": false,
         "node_config": {},
         "attrs": data_attrs(conn),
-        "connectionId": conn.get("id").cloned().unwrap_or(Value::Null),
-        "databaseType": conn.get("database_type").cloned().unwrap_or(Value::Null),
+        "connectionId": conn.id,
+        "databaseType": conn.database_type,
         "id": new_node_id(),
         "name": table,
         "writeStrategy": "updateOrInsert",
@@ -328,8 +329,10 @@ mod tests {
 
     #[test]
     fn sink_node_has_the_trace_fields() {
-        let conn =
-            json!({"id": "c2", "name": "M", "database_type": "MongoDB", "connection_type": "target", "pdkHash": "h"});
+        let conn: Connection = serde_json::from_value(
+            json!({"id": "c2", "name": "M", "database_type": "MongoDB", "connection_type": "target", "pdkHash": "h"}),
+        )
+        .expect("a connection");
         let s = sink(&conn, "orders", &["order_id".into()]);
         assert_eq!(s["updateConditionFields"], json!(["order_id"]));
         assert_eq!(s["existDataProcessMode"], "keepData");
