@@ -20,6 +20,21 @@ pub struct Verb {
     pub usage: &'static str,
     pub summary: &'static str,
     pub examples: &'static [&'static str],
+    /// What its first argument names: the shell completes it from this.
+    pub arg: Arg,
+}
+
+/// What a verb's first argument names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arg {
+    Nothing,
+    Flow,
+    Table,
+    Connection,
+    /// A verb or a connector (`help`).
+    Topic,
+    /// One of these words.
+    Words(&'static [&'static str]),
 }
 
 pub const VERBS: &[Verb] = &[
@@ -28,6 +43,7 @@ pub const VERBS: &[Verb] = &[
         aliases: &[],
         usage: "show dbs|connections|tables [like X]|flows [like X]|connectors",
         summary: "list connections, tables of the used connection, flows or connectors",
+        arg: Arg::Words(&["dbs", "connections", "tables", "flows", "connectors"]),
         examples: &["show dbs", "show tables like order", "show flows"],
     },
     Verb {
@@ -35,6 +51,7 @@ pub const VERBS: &[Verb] = &[
         aliases: &[],
         usage: "use CONNECTION",
         summary: "choose the connection that desc, peek and count read",
+        arg: Arg::Connection,
         examples: &["use Demo"],
     },
     Verb {
@@ -42,6 +59,7 @@ pub const VERBS: &[Verb] = &[
         aliases: &[],
         usage: "desc [CONNECTION.]TABLE",
         summary: "describe a table's fields",
+        arg: Arg::Table,
         examples: &["desc ecom_orders"],
     },
     Verb {
@@ -49,6 +67,7 @@ pub const VERBS: &[Verb] = &[
         aliases: &[],
         usage: "peek [-n N] [CONNECTION.]TABLE [FIELD=VALUE ...]",
         summary: "show the row count and the first N records (5), or the records matching FIELD=VALUE",
+        arg: Arg::Table,
         examples: &["peek ecom_orders", "peek -n 2 Demo.ecom_orders", "peek Local.orders order_id=ORD789654"],
     },
     Verb {
@@ -56,6 +75,7 @@ pub const VERBS: &[Verb] = &[
         aliases: &[],
         usage: "count [CONNECTION.]TABLE",
         summary: "count the rows of a table",
+        arg: Arg::Table,
         examples: &["count ecom_orders"],
     },
     Verb {
@@ -63,6 +83,7 @@ pub const VERBS: &[Verb] = &[
         aliases: &[],
         usage: "status FLOW",
         summary: "a flow's status, throughput, rows and delay",
+        arg: Arg::Flow,
         examples: &["status quickstart"],
     },
     Verb {
@@ -70,6 +91,7 @@ pub const VERBS: &[Verb] = &[
         aliases: &[],
         usage: "stats FLOW",
         summary: "a flow's metrics in detail",
+        arg: Arg::Flow,
         examples: &["stats quickstart"],
     },
     Verb {
@@ -77,6 +99,7 @@ pub const VERBS: &[Verb] = &[
         aliases: &[],
         usage: "logs FLOW [-n N | limit=N] [--level L | level=L]  (L: debug, info, warn, error)",
         summary: "a flow's recent log lines",
+        arg: Arg::Flow,
         examples: &["logs quickstart -n 20 --level warn", "logs quickstart limit=10 level=warn"],
     },
     Verb {
@@ -84,6 +107,7 @@ pub const VERBS: &[Verb] = &[
         aliases: &[],
         usage: "monitor FLOW [-n READINGS]",
         summary: "a status line every second until Ctrl-C, READINGS lines, or the flow stops",
+        arg: Arg::Flow,
         examples: &["monitor quickstart -n 2"],
     },
     Verb {
@@ -91,6 +115,7 @@ pub const VERBS: &[Verb] = &[
         aliases: &[],
         usage: "start FLOW",
         summary: "start a saved flow",
+        arg: Arg::Flow,
         examples: &["start quickstart"],
     },
     Verb {
@@ -98,6 +123,7 @@ pub const VERBS: &[Verb] = &[
         aliases: &[],
         usage: "stop FLOW",
         summary: "stop a running flow",
+        arg: Arg::Flow,
         examples: &["stop quickstart"],
     },
     Verb {
@@ -105,6 +131,7 @@ pub const VERBS: &[Verb] = &[
         aliases: &[],
         usage: "reset FLOW",
         summary: "forget a stopped flow's progress: the next start snapshots again",
+        arg: Arg::Flow,
         examples: &["reset quickstart"],
     },
     Verb {
@@ -112,6 +139,7 @@ pub const VERBS: &[Verb] = &[
         aliases: &[],
         usage: "delete FLOW [-y]",
         summary: "delete a stopped flow (asks first; -y skips)",
+        arg: Arg::Flow,
         examples: &["delete quickstart -y"],
     },
     Verb {
@@ -119,6 +147,7 @@ pub const VERBS: &[Verb] = &[
         aliases: &[],
         usage: "copy FLOW",
         summary: "copy a flow, as TapData does (the copy is named FLOW - Copy and is not started)",
+        arg: Arg::Flow,
         examples: &["copy quickstart"],
     },
     Verb {
@@ -126,9 +155,17 @@ pub const VERBS: &[Verb] = &[
         aliases: &["h"],
         usage: "help [VERB|CONNECTOR]",
         summary: "this list, a verb's usage, or a connector's settings",
+        arg: Arg::Topic,
         examples: &["help peek", "help sqlite"],
     },
-    Verb { name: "exit", aliases: &["quit"], usage: "exit", summary: "leave the shell (Ctrl-D also)", examples: &[] },
+    Verb {
+        name: "exit",
+        aliases: &["quit"],
+        usage: "exit",
+        summary: "leave the shell (Ctrl-D also)",
+        examples: &[],
+        arg: Arg::Nothing,
+    },
 ];
 
 pub fn find(word: &str) -> Option<&'static Verb> {

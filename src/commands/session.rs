@@ -59,6 +59,21 @@ impl Session {
         })
     }
 
+    /// A session that has not connected (its client would fail every call): for tests of what
+    /// needs a session but no server, such as the script engine's function list.
+    #[cfg(test)]
+    pub(crate) fn offline() -> Self {
+        Self {
+            client: Client::new("http://127.0.0.1:9", Auth::AccessCode(String::new())).expect("client"),
+            profile: Profile::embedded(),
+            out: Output::new(false),
+            used: Mutex::new(None),
+            chunks: Mutex::new(Vec::new()),
+            interrupted: AtomicBool::new(false),
+            names: Mutex::new(Names::default()),
+        }
+    }
+
     pub fn is_embedded(&self) -> bool {
         self.profile.kind == Kind::Embedded
     }

@@ -692,3 +692,38 @@ mod tests {
         assert_eq!(join_continued_lines("x \\ y"), "x \\ y");
     }
 }
+
+/// The methods scripts can call on a `Flow` or a `DataSource` (what `.` completes to), read from
+/// the engine's own function registry, so completion offers exactly what is registered.
+pub fn method_names(engine: &Engine) -> Vec<String> {
+    let mut names: Vec<String> = engine
+        .gen_fn_signatures(false)
+        .into_iter()
+        .filter_map(|sig| {
+            let (name, params) = sig.split_once('(')?;
+            let first = params.split([',', ')']).next()?.trim_start_matches("_: ").trim_start_matches("&mut ");
+            matches!(first, "Flow" | "DataSource").then(|| name.to_string())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[cfg(test)]
+mod method_tests {
+    #[test]
+    fn methods_come_from_the_registry() {
+        let session = std::sync::Arc::new(crate::commands::session::Session::offline());
+        let names = super::method_names(&super::engine(session));
+        for m in
+            ["read_from", "write_to", "lookup", "rename_fields", "save", "start", "host", "test", "wait_initial_sync"]
+        {
+            assert!(names.iter().any(|n| n == m), "{m} in {names:?}");
+        }
+        // Functions that are not methods (constructors, verbs) are not offered after a dot.
+        for f in ["Flow", "DataSource", "show_flows", "sql"] {
+            assert!(!names.iter().any(|n| n == f), "{f} is not a method");
+        }
+    }
+}

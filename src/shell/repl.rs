@@ -1,9 +1,10 @@
 //! The REPL: rustyline with persistent history, completion (verbs, flow, connection and table
-//! names, methods after `.`), hints, and multi-line input while a block or bracket is open.
+//! names as each verb's `arg` says, methods after `.` from the script engine's registry), hints, and multi-line input while a block or bracket is open.
 //! One Rhai scope lives across lines. Ctrl-C clears the input, or cancels the running line;
 //! Ctrl-D exits.
 
 use crate::commands as verbs;
+use crate::commands::Arg;
 use crate::commands::session::Session;
 use crate::error::Result;
 use crate::script;
@@ -16,45 +17,10 @@ use rustyline::{Context, Editor, Helper};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-const METHODS: &[&str] = &[
-    "read_from",
-    "write_to",
-    "exclude",
-    "include",
-    "rename_fields",
-    "add_fields",
-    "filter",
-    "js",
-    "py",
-    "rhai",
-    "lookup",
-    "union",
-    "full_sync",
-    "only_cdc",
-    "include_cdc",
-    "save",
-    "start",
-    "stop",
-    "reset",
-    "delete",
-    "status",
-    "stats",
-    "logs",
-    "show",
-    "wait_initial_sync",
-    "type",
-    "host",
-    "port",
-    "database",
-    "user",
-    "password",
-    "schema",
-    "uri",
-    "test",
-];
-
 struct TapHelper {
     session: Arc<Session>,
+    /// What `.` completes to: the script engine's `Flow` and `DataSource` methods.
+    methods: Vec<String>,
     hinter: HistoryHinter,
 }
 
@@ -69,7 +35,7 @@ impl Completer for TapHelper {
         let is_first_word = before[..start].trim().is_empty();
         let names = self.session.names.lock().map(|n| n.clone()).unwrap_or_default();
         let mut cands: Vec<String> = if prev_char == Some('.') {
-            METHODS.iter().map(|s| s.to_string()).collect()
+            self.methods.clone()
         } else if is_first_word {
             verbs::VERBS
                 .iter()
@@ -77,17 +43,14 @@ impl Completer for TapHelper {
                 .chain(["DataSource".into(), "Flow".into(), "let".into()])
                 .collect()
         } else {
-            match first {
-                "show" => {
-                    ["dbs", "connections", "tables", "flows", "connectors"].iter().map(|s| s.to_string()).collect()
-                }
-                "use" => names.connections.clone(),
-                "desc" | "peek" | "count" => names.tables.clone(),
-                "status" | "stats" | "logs" | "monitor" | "start" | "stop" | "reset" | "delete" | "copy" => {
-                    names.flows.clone()
-                }
-                "help" | "h" => verbs::VERBS.iter().map(|v| v.name.to_string()).collect(),
-                _ => names.connections.iter().chain(names.flows.iter()).cloned().collect(),
+            match verbs::find(first).map(|v| v.arg) {
+                Some(Arg::Words(words)) => words.iter().map(|s| s.to_string()).collect(),
+                Some(Arg::Connection) => names.connections.clone(),
+                Some(Arg::Table) => names.tables.clone(),
+                Some(Arg::Flow) => names.flows.clone(),
+                Some(Arg::Topic) => verbs::VERBS.iter().map(|v| v.name.to_string()).collect(),
+                Some(Arg::Nothing) => Vec::new(),
+                None => names.connections.iter().chain(names.flows.iter()).cloned().collect(),
             }
         };
         cands.sort();
@@ -175,7 +138,8 @@ pub fn run(session: Arc<Session>) -> Result<()> {
     let mut lib = rhai::AST::empty();
     let mut ed: Editor<TapHelper, rustyline::history::DefaultHistory> =
         Editor::new().map_err(|e| crate::error::Error::internal(format!("line editor: {e}")))?;
-    ed.set_helper(Some(TapHelper { session: session.clone(), hinter: HistoryHinter::new() }));
+    let methods = script::method_names(&engine);
+    ed.set_helper(Some(TapHelper { session: session.clone(), methods, hinter: HistoryHinter::new() }));
     let history = history_path(&session);
     let _ = std::fs::create_dir_all(history.parent().unwrap_or(std::path::Path::new(".")));
     let _ = ed.load_history(&history);

@@ -54,6 +54,11 @@ expect("dbs")
 send("\r")
 expect("no connections")
 print("COMPLETION_OK")
+send("Flow(\"x\").wait_init\t")
+expect("wait_initial_sync")
+send("\x03")
+expect("tap> ")
+print("METHOD_COMPLETION_OK")
 send("some partial input")
 send("\x03")
 expect("tap> ")
@@ -81,7 +86,9 @@ fn first_run_setup_completion_and_multiline_in_a_pty() {
     cmd.current_dir(&env.dir);
     let out = cmd.output().expect("python3 installed");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for marker in ["FIRST_RUN_OK", "MULTILINE_AND_SCOPE_OK", "COMPLETION_OK", "CTRL_C_OK", "EXIT 0"] {
+    for marker in
+        ["FIRST_RUN_OK", "MULTILINE_AND_SCOPE_OK", "COMPLETION_OK", "METHOD_COMPLETION_OK", "CTRL_C_OK", "EXIT 0"]
+    {
         assert!(stdout.contains(marker), "missing {marker}:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     }
     // The answer was saved as the default profile, readable by the owner only.
