@@ -1,11 +1,23 @@
-//! The embedded engine as a process, seen from outside it: whether it answers, its status
-//! (`tap engine status`) and `stop`. Starting it in the background is the session's
-//! (`commands::session`), which uses these.
+//! This machine, seen from the shell and scripts: the embedded engine as a process (whether it
+//! answers, its status for `tap engine status`, and `stop`; starting it in the background is the
+//! session's, `commands::session`, which uses these), and the sample database written to a local
+//! file when the session talks to a cluster. The layers above (`commands`, `script`) reach
+//! connectors only through here or through the engine.
 
 use crate::datadir::{access_code, lock_holder, state_file};
 use crate::error::{Error, Result};
 use serde_json::Value;
 use std::path::Path;
+
+/// The most orders `demo` generates.
+pub use crate::connectors::sample::MAX_DEMO_ROWS;
+
+/// The seed's sample tables in a SQLite file at `path` (created, its tables replaced), for a
+/// session on a cluster: `(table, rows)` for each table made.
+pub fn demo_file(path: &str, rows: usize) -> Result<Vec<(String, u64)>> {
+    let mut conn = crate::connectors::sqlite::Sqlite::open_path(path)?;
+    Ok(crate::connectors::sample::generate(&mut conn, rows, 42)?.tables)
+}
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3030";
 

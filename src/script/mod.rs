@@ -545,7 +545,7 @@ fn register_verbs(engine: &mut Engine, session: &Arc<Session>) {
 /// The longest a script waits in one call (`sleep`, `wait_initial_sync`): a day.
 pub const MAX_WAIT_SECS: i64 = 86_400;
 
-pub use crate::connectors::sample::MAX_DEMO_ROWS;
+pub use crate::local::MAX_DEMO_ROWS;
 
 /// `value` when it is within `min..=max`, else a usage error naming `what` and the bounds.
 pub fn bounded(what: &str, value: i64, min: i64, max: i64) -> Result<i64> {
@@ -573,9 +573,8 @@ pub fn demo(session: &Session, rows: usize, force: bool) -> Result<String> {
     }
     let path = std::env::current_dir()?.join("demo.sqlite");
     let path_text = path.to_string_lossy().into_owned();
-    let mut conn = crate::connectors::sqlite::Sqlite::open_path(&path_text)?;
-    let made = crate::connectors::sample::generate(&mut conn, rows, 42)?;
-    let summary: Vec<String> = made.tables.iter().map(|(t, n)| format!("{t} {n}")).collect();
+    let made = crate::local::demo_file(&path_text, rows)?;
+    let summary: Vec<String> = made.iter().map(|(t, n)| format!("{t} {n}")).collect();
     session.out.text(&format!("sample data in {path_text}: {}", summary.join(", ")));
     Ok(path_text)
 }
