@@ -79,4 +79,19 @@ mod layers {
         }
         assert!(bad.is_empty(), "imports against the layering:\n{}", bad.join("\n"));
     }
+
+    /// A file a newcomer can read: none over 700 lines (split it by what its parts do).
+    #[test]
+    fn no_source_file_is_over_700_lines() {
+        let mut list = Vec::new();
+        files(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut list);
+        let long: Vec<String> = list
+            .iter()
+            .filter_map(|f| {
+                let n = std::fs::read_to_string(f).expect("read").lines().count();
+                (n > 700).then(|| format!("{}: {n} lines", f.display()))
+            })
+            .collect();
+        assert!(long.is_empty(), "{}", long.join("\n"));
+    }
 }

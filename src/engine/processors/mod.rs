@@ -19,6 +19,7 @@
 //! dropped but before kept becomes a delete (the row left the filter), before dropped becomes an
 //! upsert of after; delete → `f(before)`, dropped when null.
 
+use crate::api::steps::Step;
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Field, Record, Schema};
 use serde_json::Value;
@@ -51,14 +52,13 @@ pub trait Processor {
 
 /// Build the processor for a DAG node; `None` for nodes that are not processors.
 pub fn build(node: &Value) -> Result<Option<Box<dyn Processor>>> {
-    let ty = node.get("type").and_then(Value::as_str).unwrap_or("");
-    let name = node.get("name").and_then(Value::as_str).unwrap_or(ty);
-    Ok(Some(match ty {
-        "field_rename_processor" => Box::new(Rename::from_node(node, name)?),
-        "field_add_del_processor" => Box::new(AddDel::from_node(node, name)?),
-        "row_filter_processor" => {
-            let expression = node.get("expression").and_then(Value::as_str).unwrap_or("true");
-            let discard = node.get("action").and_then(Value::as_str) == Some("discard");
+    let Some(step) = Step::parse(node)? else { return Ok(None) };
+    let text = |k: &str| node.get(k).and_then(Value::as_str);
+    let name = text("name").or_else(|| text("type")).unwrap_or_default();
+    Ok(Some(match step {
+        Step::Rename { pairs, transform } => Box::new(Rename { name: name.to_string(), pairs, transform }),
+        Step::AddDel { remove, create, keep_only } => Box::new(AddDel { remove, create, keep_only }),
+        Step::RowFilter { expression, discard } => {
             let script = if discard {
                 format!("function process(record) {{ return ({expression}) ? null : record; }}")
             } else {
@@ -66,26 +66,10 @@ pub fn build(node: &Value) -> Result<Option<Box<dyn Processor>>> {
             };
             Box::new(Js::new(&script, name)?)
         }
-        "js_processor" | "standard_js_processor" => {
-            // `declareScript` is checked by the DAG's rules (`api::dag`): only added fields pass.
-            let script = node.get("script").and_then(Value::as_str).unwrap_or("");
-            Box::new(Js::new(script, name)?)
-        }
-        "rhai_processor" => {
-            let script = node.get("script").and_then(Value::as_str).unwrap_or("");
-            // `entry` (ours since functions may call each other); `process` in older nodes.
-            let entry = node.get("entry").and_then(Value::as_str).unwrap_or("process");
-            Box::new(RhaiFn::with_limit(script, name, entry, udf_batch_limit())?)
-        }
-        "union_processor" => Box::new(PassThrough),
-        "table_rename_processor" => Box::new(TableRename::from_node(node)),
-        "table" | "merge_table_processor" => return Ok(None),
-        other => {
-            return Err(Error::unsupported(format!(
-                "node {name:?} ({other}): {}",
-                crate::api::dag::refused_type(other)
-            )));
-        }
+        Step::Js { script } => Box::new(Js::new(&script, name)?),
+        Step::Rhai { script, entry } => Box::new(RhaiFn::with_limit(&script, name, &entry, udf_batch_limit())?),
+        Step::Union => Box::new(PassThrough),
+        Step::TableRename { map, prefix, suffix } => Box::new(TableRename { map, prefix, suffix }),
     }))
 }
 
@@ -95,27 +79,6 @@ struct TableRename {
     map: Vec<(String, String)>,
     prefix: String,
     suffix: String,
-}
-
-impl TableRename {
-    fn from_node(node: &Value) -> Self {
-        let s = |k: &str| node.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        let map = node
-            .get("tableNames")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| {
-                        Some((
-                            t.get("originTableName")?.as_str()?.to_string(),
-                            t.get("currentTableName")?.as_str()?.to_string(),
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Self { map, prefix: s("prefix"), suffix: s("suffix") }
-    }
 }
 
 impl Processor for TableRename {
@@ -163,36 +126,6 @@ pub struct Rename {
 }
 
 impl Rename {
-    /// Every rename must name a field and give a new name that is a non-empty string, and no
-    /// two fields may be renamed to the same name; anything else is refused, naming the node.
-    fn from_node(node: &Value, name: &str) -> Result<Self> {
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        let ops = node.get("operations").and_then(Value::as_array).cloned().unwrap_or_default();
-        for o in &ops {
-            if let Some(op) = o.get("op").filter(|op| op.as_str() != Some("RENAME")) {
-                return Err(Error::unsupported(format!(
-                    "node {name:?}: operation {op} is not a rename (RENAME), which is all a field_rename_processor does here"
-                )));
-            }
-            let field = o.get("field").and_then(Value::as_str).unwrap_or_default();
-            let to = o.get("operand").cloned().unwrap_or(Value::Null);
-            let Some(to) = to.as_str().filter(|t| !t.is_empty() && !field.is_empty()) else {
-                return Err(Error::config(format!(
-                    "node {name:?} renames {field:?} to {to}, which is not a field name: give the new name as a non-empty string"
-                )));
-            };
-            if let Some((other, _)) = pairs.iter().find(|(_, t)| t == to) {
-                return Err(Error::config(format!(
-                    "node {name:?} renames both {other:?} and {field:?} to {to:?}: one field would overwrite the other"
-                )));
-            }
-            pairs.push((field.to_string(), to.to_string()));
-        }
-        let transform =
-            node.get("fieldsNameTransform").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
-        Ok(Self { name: name.to_string(), pairs, transform })
-    }
-
     fn new_name(&self, field: &str) -> String {
         if let Some((_, to)) = self.pairs.iter().find(|(from, _)| from == field) {
             return to.clone();
@@ -242,25 +175,6 @@ pub struct AddDel {
 }
 
 impl AddDel {
-    fn from_node(node: &Value, name: &str) -> Result<Self> {
-        let ops = node.get("operations").and_then(Value::as_array).cloned().unwrap_or_default();
-        if let Some(op) =
-            ops.iter().filter_map(|o| o.get("op")).find(|op| !matches!(op.as_str(), Some("REMOVE" | "CREATE")))
-        {
-            return Err(Error::unsupported(format!(
-                "node {name:?}: operation {op} is neither REMOVE nor CREATE, the two a field_add_del_processor does here"
-            )));
-        }
-        let field = |o: &Value| o.get("field").and_then(Value::as_str).map(str::to_string);
-        let op = |o: &Value| o.get("op").and_then(Value::as_str).unwrap_or("").to_string();
-        let operand_true = |o: &Value| o.get("operand").is_none_or(|v| v == &Value::Bool(true) || v == "true");
-        let remove = ops.iter().filter(|o| op(o) == "REMOVE" && operand_true(o)).filter_map(field).collect();
-        let create = ops.iter().filter(|o| op(o) == "CREATE").filter_map(field).collect();
-        let keep_only = (node.get("deleteAllFields") == Some(&Value::Bool(true)))
-            .then(|| ops.iter().filter(|o| !(op(o) == "REMOVE" && operand_true(o))).filter_map(field).collect());
-        Ok(Self { remove, create, keep_only })
-    }
-
     fn apply(&self, mut rec: Record) -> Record {
         if let Some(keep) = &self.keep_only {
             rec.retain(|k, _| keep.contains(k));

@@ -1,0 +1,156 @@
+//! The processor nodes the engine runs, typed: read from a node's document in one place (after
+//! the DAG's rules in [`super::dag`] accepted its fields), so no processor reads JSON itself and
+//! a node of a shape the engine does not do is refused here, naming the node.
+
+use crate::error::{Error, Result};
+use serde_json::Value;
+
+/// One processor node, as the engine runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// `field_rename_processor`: `(field, new name)` pairs, then an optional case transform
+    /// (`toUpperCase`, `toLowerCase`) of the other fields.
+    Rename { pairs: Vec<(String, String)>, transform: Option<String> },
+    /// `field_add_del_processor`: fields removed, fields created (null), and with
+    /// `deleteAllFields` the only fields kept.
+    AddDel { remove: Vec<String>, create: Vec<String>, keep_only: Option<Vec<String>> },
+    /// `row_filter_processor`: a JavaScript expression; `discard` drops the rows it matches,
+    /// otherwise only they are kept.
+    RowFilter { expression: String, discard: bool },
+    /// `js_processor` / `standard_js_processor`: a script defining `process(record)`.
+    Js { script: String },
+    /// `rhai_processor`: a Rhai script and the function each record goes through.
+    Rhai { script: String, entry: String },
+    /// `union_processor`: events pass as they are.
+    Union,
+    /// `table_rename_processor`: `(origin, current)` names, else prefix + name + suffix.
+    TableRename { map: Vec<(String, String)>, prefix: String, suffix: String },
+}
+
+fn text<'a>(node: &'a Value, key: &str) -> Option<&'a str> {
+    node.get(key).and_then(Value::as_str)
+}
+
+impl Step {
+    /// The node's step; `None` for nodes that are not processors (tables, the lookup merge).
+    pub fn parse(node: &Value) -> Result<Option<Step>> {
+        let ty = text(node, "type").unwrap_or("");
+        let name = text(node, "name").unwrap_or(ty);
+        let script = |what: &str| -> Result<String> {
+            text(node, "script")
+                .map(str::to_string)
+                .ok_or_else(|| Error::config(format!("node {name:?} ({ty}) has no {what} script: give it as a string")))
+        };
+        Ok(Some(match ty {
+            "field_rename_processor" => rename(node, name)?,
+            "field_add_del_processor" => add_del(node, name)?,
+            "row_filter_processor" => Step::RowFilter {
+                expression: text(node, "expression").unwrap_or("true").to_string(),
+                discard: text(node, "action") == Some("discard"),
+            },
+            // `declareScript` is checked by the DAG's rules: only added fields pass.
+            "js_processor" | "standard_js_processor" => Step::Js { script: script("JavaScript")? },
+            // `entry` (ours, since functions may call each other); `process` in older nodes.
+            "rhai_processor" => {
+                Step::Rhai { script: script("Rhai")?, entry: text(node, "entry").unwrap_or("process").to_string() }
+            }
+            "union_processor" => Step::Union,
+            "table_rename_processor" => {
+                let map = node
+                    .get("tableNames")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|t| {
+                                Some((
+                                    text(t, "originTableName")?.to_string(),
+                                    text(t, "currentTableName")?.to_string(),
+                                ))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let s = |k: &str| text(node, k).unwrap_or("").to_string();
+                Step::TableRename { map, prefix: s("prefix"), suffix: s("suffix") }
+            }
+            "table" | "merge_table_processor" => return Ok(None),
+            other => {
+                return Err(Error::unsupported(format!(
+                    "node {name:?} ({other}): {}",
+                    super::dag::refused_type(other)
+                )));
+            }
+        }))
+    }
+}
+
+/// Every rename must name a field and give a new name that is a non-empty string, and no two
+/// fields may be renamed to the same name; anything else is refused, naming the node.
+fn rename(node: &Value, name: &str) -> Result<Step> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for o in node.get("operations").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+        if let Some(op) = o.get("op").filter(|op| op.as_str() != Some("RENAME")) {
+            return Err(Error::unsupported(format!(
+                "node {name:?}: operation {op} is not a rename (RENAME), which is all a field_rename_processor does here"
+            )));
+        }
+        let field = text(o, "field").unwrap_or_default();
+        let to = o.get("operand").cloned().unwrap_or(Value::Null);
+        let Some(to) = to.as_str().filter(|t| !t.is_empty() && !field.is_empty()) else {
+            return Err(Error::config(format!(
+                "node {name:?} renames {field:?} to {to}, which is not a field name: give the new name as a non-empty string"
+            )));
+        };
+        if let Some((other, _)) = pairs.iter().find(|(_, t)| t == to) {
+            return Err(Error::config(format!(
+                "node {name:?} renames both {other:?} and {field:?} to {to:?}: one field would overwrite the other"
+            )));
+        }
+        pairs.push((field.to_string(), to.to_string()));
+    }
+    let transform = text(node, "fieldsNameTransform").filter(|s| !s.is_empty()).map(str::to_string);
+    Ok(Step::Rename { pairs, transform })
+}
+
+fn add_del(node: &Value, name: &str) -> Result<Step> {
+    let ops = node.get("operations").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    if let Some(op) =
+        ops.iter().filter_map(|o| o.get("op")).find(|op| !matches!(op.as_str(), Some("REMOVE" | "CREATE")))
+    {
+        return Err(Error::unsupported(format!(
+            "node {name:?}: operation {op} is neither REMOVE nor CREATE, the two a field_add_del_processor does here"
+        )));
+    }
+    let field = |o: &Value| text(o, "field").map(str::to_string);
+    let op = |o: &Value| text(o, "op").unwrap_or("").to_string();
+    let operand_true = |o: &Value| o.get("operand").is_none_or(|v| v == &Value::Bool(true) || v == "true");
+    let remove = ops.iter().filter(|o| op(o) == "REMOVE" && operand_true(o)).filter_map(field).collect();
+    let create = ops.iter().filter(|o| op(o) == "CREATE").filter_map(field).collect();
+    let keep_only = (node.get("deleteAllFields") == Some(&Value::Bool(true)))
+        .then(|| ops.iter().filter(|o| !(op(o) == "REMOVE" && operand_true(o))).filter_map(field).collect());
+    Ok(Step::AddDel { remove, create, keep_only })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn processor_nodes_parse_to_steps_and_bad_ones_are_refused_by_name() {
+        let rename = json!({"type": "field_rename_processor", "name": "R",
+            "operations": [{"op": "RENAME", "field": "a", "operand": "b"}]});
+        assert_eq!(
+            Step::parse(&rename).expect("parses"),
+            Some(Step::Rename { pairs: vec![("a".into(), "b".into())], transform: None })
+        );
+        let js = json!({"type": "js_processor", "name": "J"});
+        let err = Step::parse(&js).expect_err("no script");
+        assert!(err.message.contains("node \"J\"") && err.message.contains("no JavaScript script"), "{}", err.message);
+        let js = json!({"type": "js_processor", "name": "J", "script": 42});
+        assert!(Step::parse(&js).is_err(), "a script that is a number is refused, not run as empty");
+        assert_eq!(Step::parse(&json!({"type": "table"})).expect("a table"), None);
+        let err = Step::parse(&json!({"type": "unwind_processor", "name": "U"})).expect_err("not run");
+        assert!(err.message.contains("\"U\""), "{}", err.message);
+    }
+}
