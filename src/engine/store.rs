@@ -69,6 +69,21 @@ impl Store {
         })
     }
 
+    /// A stored connection, typed; an id that names none is `NotFound`, naming it.
+    pub fn connection(&self, id: &str) -> Result<crate::api::connection::Connection> {
+        let doc = self
+            .get(CONNECTIONS, id)?
+            .ok_or_else(|| Error::not_found(format!("connection {id} does not exist (it was deleted)")))?;
+        serde_json::from_value(doc).map_err(|e| Error::internal(format!("stored connection {id}: {e}")))
+    }
+
+    /// The connector of a stored connection, opened with its checked config.
+    pub fn open_connection(&self, id: &str) -> Result<Box<dyn crate::connectors::Connector>> {
+        let c = self.connection(id)?;
+        crate::connectors::open(&c.database_type, &Value::Object(c.config))
+            .map_err(|e| e.context(format!("connection {}", c.name)))
+    }
+
     pub fn get(&self, kind: &str, id: &str) -> Result<Option<Value>> {
         self.with(|c| {
             let text: Option<String> = c

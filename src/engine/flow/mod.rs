@@ -28,7 +28,7 @@
 
 use crate::api::dag::{Dag, Node};
 use crate::api::task::TaskStatus;
-use crate::connectors::{self, Connector, ExistingData, Position, SnapshotRequest, Target};
+use crate::connectors::{Connector, ExistingData, Position, SnapshotRequest, Target};
 use crate::engine::processors::{self, Processor};
 use crate::engine::store::{CONNECTIONS, METADATA, Store, TASKS};
 use crate::error::{Error, Result};

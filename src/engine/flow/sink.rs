@@ -1,12 +1,7 @@
 use super::*;
 
 pub(super) fn open_connection(store: &Store, id: &str) -> Result<Box<dyn Connector>> {
-    let doc = store
-        .get(CONNECTIONS, id)?
-        .ok_or_else(|| Error::not_found(format!("the flow uses connection {id}, which no longer exists")))?;
-    let ty = doc.get("database_type").and_then(Value::as_str).unwrap_or("");
-    let name = doc.get("name").and_then(Value::as_str).unwrap_or(id);
-    connectors::open(ty, doc.get("config").unwrap_or(&Value::Null)).map_err(|e| e.context(format!("connection {name}")))
+    store.open_connection(id)
 }
 
 /// The sink side: prepares the target lazily, from the first records it sees.

@@ -256,10 +256,9 @@ pub(super) fn record_schema_load(engine: &Shared, id: &str, result: &crate::erro
 }
 
 pub(super) fn load_schema(store: &Store, id: &str) -> crate::error::Result<usize> {
-    let doc = store.get(CONNECTIONS, id)?.ok_or_else(|| Error::not_found("connection vanished"))?;
-    let ty = doc.get("database_type").and_then(Value::as_str).unwrap_or("");
-    let name = doc.get("name").and_then(Value::as_str).unwrap_or("");
-    let mut conn = connectors::open(ty, doc.get("config").unwrap_or(&Value::Null))?;
+    let stored = store.connection(id)?;
+    let (ty, name) = (stored.database_type.as_str(), stored.name.as_str());
+    let mut conn = store.open_connection(id)?;
     conn.test()?;
     let tables = conn.tables()?;
     store.delete_metadata_of(id)?;

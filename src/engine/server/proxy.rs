@@ -2,10 +2,7 @@ use super::*;
 
 /// Open the connector of a stored connection (blocking).
 pub(super) fn open_connection(store: &Store, conn_id: &str) -> crate::error::Result<Box<dyn connectors::Connector>> {
-    let doc =
-        store.get(CONNECTIONS, conn_id)?.ok_or_else(|| Error::not_found(format!("no connection with id {conn_id}")))?;
-    let ty = doc.get("database_type").and_then(Value::as_str).unwrap_or("");
-    connectors::open(ty, doc.get("config").unwrap_or(&Value::Null))
+    store.open_connection(conn_id)
 }
 
 pub(super) async fn with_connector<T: Send + 'static>(
