@@ -30,7 +30,7 @@ use crate::api::dag::{Dag, Node};
 use crate::api::task::TaskStatus;
 use crate::connectors::{Connector, ExistingData, Position, SnapshotRequest, Target};
 use crate::engine::processors::{self, Processor};
-use crate::engine::store::{CONNECTIONS, METADATA, Store, TASKS};
+use crate::engine::store::{METADATA, Store, TASKS};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Record, Schema, now_ms};
 use serde_json::{Value, json};

@@ -78,11 +78,10 @@ impl Sink {
         self.conn.prepare_target(&self.target, &schema)?;
         self.ready = true;
         // Make the new table visible to `show tables`, `peek` and `count` right away.
-        if let Ok(Some(doc)) = self.store.get(CONNECTIONS, &self.connection_id) {
-            let name = doc.get("name").and_then(Value::as_str).unwrap_or("");
-            let ty = doc.get("database_type").and_then(Value::as_str).unwrap_or("");
+        if let Ok(c) = self.store.connection(&self.connection_id) {
             let created = self.conn.schema(&self.target.table)?;
-            self.store.put(METADATA, &crate::api::metadata::metadata_doc(&self.connection_id, name, ty, &created))?;
+            let doc = crate::api::metadata::metadata_doc(&self.connection_id, &c.name, &c.database_type, &created);
+            self.store.put(METADATA, &doc)?;
         }
         Ok(())
     }
