@@ -103,13 +103,18 @@ impl Settings {
             other => return Err(Error::config(format!("the {name} config is {other}, it must be an object"))),
         };
         let mut values = BTreeMap::new();
+        let mut canonical = std::collections::HashSet::new();
         for (key, value) in obj {
             if value.is_null() {
                 continue;
             }
             if let Some(k) = info.config.iter().find(|k| k.name == key || k.alias == Some(key.as_str())) {
                 // A secret's value is never shown, not even a wrong one.
-                let shown = if info.secrets.contains(&k.name) { "a value".to_string() } else { value.to_string() };
+                let shown = if info.secrets.contains(&k.name) || k.name == "uri" {
+                    "a value".to_string()
+                } else {
+                    value.to_string()
+                };
                 let text = match value {
                     Value::String(s) => s.clone(),
                     Value::Number(n) => n.to_string(),
@@ -133,6 +138,12 @@ impl Settings {
                 {
                     return Err(Error::config(format!("{name} config key {key} is {shown}: {otherwise}")));
                 }
+                // The key's own name wins over its alias, whatever their order in the config.
+                if key == k.name {
+                    canonical.insert(k.name);
+                } else if canonical.contains(k.name) {
+                    continue;
+                }
                 values.insert(k.name, text);
                 continue;
             }
@@ -140,8 +151,10 @@ impl Settings {
                 if accepts(value) {
                     continue;
                 }
+                // Extra driver parameters may hold a password: their text is not shown.
+                let shown = if value.is_string() { "a value".to_string() } else { value.to_string() };
                 return Err(Error::config(format!(
-                    "{name} config key {key} is {value}, which the embedded engine does not do (it accepts {accepted}): remove it"
+                    "{name} config key {key} is {shown}, which the embedded engine does not do (it accepts {accepted}): remove it"
                 )));
             }
             let known: Vec<&str> = info.config.iter().map(|k| k.name).collect();
@@ -224,6 +237,15 @@ mod tests {
         assert!(refused(json!({"database": "d", "user": "u", "logPluginName": "wal2json"})).contains("pgoutput"));
         assert!(refused(json!({"database": "d", "user": "u", "ssl": true})).contains("without TLS"));
         assert!(refused(json!("notanobject")).contains("must be an object"));
+        let extra = refused(json!({"database": "d", "user": "u", "addtionalString": "password=hunter2"}));
+        assert!(!extra.contains("hunter2"), "{extra}");
+        // The key's own name wins over its alias, in either order.
+        for config in [
+            json!({"database": "d", "user": "a", "username": "b"}),
+            json!({"database": "d", "username": "b", "user": "a"}),
+        ] {
+            assert_eq!(Settings::parse(pg, &config).map(|s| s.value("user").to_string()).ok().as_deref(), Some("a"));
+        }
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! dialect: names, column types and the statements of a run.
 //!
 //! The contract (run against every connector by `tests/it/conformance.rs`): a batch ends as if
-//! its changes ran one at a time. An image is the whole row: a column the flow writes that an
-//! image lacks is NULL afterwards (a MongoDB target's document loses the field), while columns
-//! the flow never wrote keep their values.
+//! its changes ran one at a time. An upsert writes the fields its image carries (a null is
+//! written as NULL) and leaves the row's other columns as they are: a PostgreSQL update leaves
+//! unchanged large (TOAST) values out of its image, and they must survive it.
 
 use super::{Connector, ExistingData, Target};
 use crate::error::Result;
@@ -73,16 +73,31 @@ pub fn prepare<T: SqlTarget>(t: &mut T, target: &Target, schema: &Schema) -> Res
         }
         let present = t.schema(table)?;
         for f in schema.fields.iter().filter(|f| present.field(&f.name).is_none()) {
-            t.ddl(&format!("ALTER TABLE {q} ADD COLUMN {} {}", t.quote_name(&f.name), t.column_type(f, false)))?;
+            let is_key = key.contains(&f.name);
+            t.ddl(&format!("ALTER TABLE {q} ADD COLUMN {} {}", t.quote_name(&f.name), t.column_type(f, is_key)))?;
         }
         // Upserts find their row by the key: without a primary or unique key on exactly those
         // columns every image would add a copy.
-        let wanted: HashSet<&str> = key.iter().map(String::as_str).collect();
-        let same = |cols: &[String]| cols.len() == wanted.len() && cols.iter().all(|c| wanted.contains(c.as_str()));
-        let keyed = same(&present.primary_key()) || t.unique_keys(table)?.iter().any(|u| same(&u.columns));
+        // Names compare as MySQL and SQLite compare them, case-insensitively.
+        let wanted: HashSet<String> = key.iter().map(|k| k.to_ascii_lowercase()).collect();
+        let same = |cols: &[String]| {
+            cols.len() == wanted.len() && cols.iter().all(|c| wanted.contains(&c.to_ascii_lowercase()))
+        };
+        let uniques = t.unique_keys(table)?;
+        let keyed = same(&present.primary_key()) || uniques.iter().any(|u| same(&u.columns));
         if !key.is_empty() && !keyed {
-            let index = t.quote_name(&format!("tap_key_{table}"));
-            t.ddl(&format!("CREATE UNIQUE INDEX {index} ON {q} ({})", names(t, key)))?;
+            let index = format!("tap_key_{table}");
+            let index: String = index.chars().take(60).collect();
+            t.ddl(&format!("CREATE UNIQUE INDEX {} ON {q} ({})", t.quote_name(&index), names(t, key))).map_err(
+                |e| {
+                    e.context(format!(
+                        "target table {table} has no primary or unique key on ({}), and adding one failed \
+                         (duplicate keys, or a column type that cannot be indexed); give it one, or name \
+                         the key with write_to(\"Conn.{table}\", [fields])",
+                        key.join(", ")
+                    ))
+                },
+            )?;
         }
     }
     t.forget(table);
@@ -143,31 +158,48 @@ pub fn columns<T: SqlTarget>(
 /// Consecutive changes of one kind, each key once.
 #[derive(Debug, PartialEq)]
 pub enum Run<'a> {
-    /// Whole images to insert or replace by key.
+    /// Images to insert or update by key, all with the same fields: a statement writes those
+    /// fields and leaves the row's other columns as they are.
     Upsert(Vec<&'a Record>),
     /// Images whose key fields name rows to delete.
     Delete(Vec<&'a Record>),
 }
 
-/// A batch as runs of upserts and deletes in order. A key change becomes a delete of the old key
-/// then an upsert of the new; within a run only the last image of a key is kept, so one
-/// multi-row statement per run writes each row once (PostgreSQL's ON CONFLICT refuses to touch
-/// a row twice) and ends where the changes one by one would.
-pub fn plan<'a>(changes: &'a [Change], key: &[String]) -> Vec<Run<'a>> {
-    let mut runs: Vec<(bool, Vec<&'a Record>, HashMap<String, usize>)> = Vec::new();
-    let mut push = |upsert: bool, image: &'a Record| {
-        if runs.last().is_none_or(|(u, ..)| *u != upsert) {
-            runs.push((upsert, Vec::new(), HashMap::new()));
-        }
-        let (_, images, at) = runs.last_mut().expect("a run was pushed");
-        let id = key_text(image, key);
-        match at.get(&id) {
-            Some(&i) => images[i] = image,
-            None => {
-                at.insert(id, images.len());
-                images.push(image);
+impl Run<'_> {
+    /// The columns of `cols` an upsert run writes: those its images carry.
+    pub fn columns<'c>(&self, cols: &'c [(String, FieldType)]) -> Vec<&'c (String, FieldType)> {
+        match self {
+            Run::Upsert(images) => {
+                let first = images.first();
+                cols.iter().filter(|(c, _)| first.is_some_and(|r| r.contains_key(c))).collect()
             }
+            Run::Delete(_) => Vec::new(),
         }
+    }
+}
+
+/// A batch as runs of upserts and deletes in order. A key change becomes a delete of the old key
+/// then an upsert of the new. An upsert run holds images of one shape (the same fields; another
+/// shape starts a new run), and only the last image of each key, so one multi-row statement per
+/// run writes each row once (PostgreSQL's ON CONFLICT refuses to touch a row twice) and ends
+/// where the changes one by one would.
+pub fn plan<'a>(changes: &'a [Change], key: &[String]) -> Vec<Run<'a>> {
+    // (upsert, shape, images in order — a replaced one leaves its slot empty —, key → slot)
+    type Open<'a> = (bool, String, Vec<Option<&'a Record>>, HashMap<String, usize>);
+    let mut runs: Vec<Open<'a>> = Vec::new();
+    let mut push = |upsert: bool, image: &'a Record| {
+        let shape =
+            if upsert { image.keys().map(String::as_str).collect::<Vec<_>>().join("\u{1f}") } else { String::new() };
+        if runs.last().is_none_or(|(u, sh, ..)| *u != upsert || *sh != shape) {
+            runs.push((upsert, shape, Vec::new(), HashMap::new()));
+        }
+        let (_, _, images, at) = runs.last_mut().expect("a run was pushed");
+        // The image takes the latest place: a database that compares keys by its own rules
+        // (case-insensitive text) then ends at the last one, as one by one would.
+        if let Some(i) = at.insert(key_text(image, key), images.len()) {
+            images[i] = None;
+        }
+        images.push(Some(image));
     };
     for c in changes {
         match c {
@@ -183,24 +215,24 @@ pub fn plan<'a>(changes: &'a [Change], key: &[String]) -> Vec<Run<'a>> {
             Change::Delete { before } => push(false, before),
         }
     }
-    runs.into_iter().map(|(upsert, images, _)| if upsert { Run::Upsert(images) } else { Run::Delete(images) }).collect()
+    runs.into_iter()
+        .map(|(upsert, _, images, _)| {
+            let images: Vec<&Record> = images.into_iter().flatten().collect();
+            if upsert { Run::Upsert(images) } else { Run::Delete(images) }
+        })
+        .collect()
 }
 
-/// The key fields of an image as one text (`1\x1fa`), to tell keys apart.
+/// The key fields of an image as one text, each part length-prefixed so no two keys share it.
 fn key_text(image: &Record, key: &[String]) -> String {
     let mut s = String::new();
-    for (i, k) in key.iter().enumerate() {
-        if i > 0 {
-            s.push('\u{1f}');
-        }
-        match image.get(k) {
-            Some(serde_json::Value::String(v)) => {
-                s.push('"');
-                s.push_str(v);
-            }
-            Some(v) => s.push_str(&value_text(v)),
-            None => {}
-        }
+    for k in key {
+        let part = match image.get(k) {
+            Some(serde_json::Value::String(v)) => format!("\"{v}"),
+            Some(v) => value_text(v),
+            None => String::new(),
+        };
+        s.push_str(&format!("{}:{part};", part.len()));
     }
     s
 }
@@ -247,13 +279,25 @@ mod tests {
         assert_eq!(
             shown,
             vec![
-                (true, vec!["1/2".into(), "2/1".into(), "3/1".into()]),
+                (true, vec!["2/1".into(), "1/2".into(), "3/1".into()]),
                 (false, vec!["3".into()]),
                 (true, vec!["4/1".into()]),
                 (false, vec!["2".into()]),
                 (true, vec!["2/3".into()]),
             ]
         );
+    }
+
+    #[test]
+    fn an_image_of_another_shape_starts_a_run() {
+        let key = vec!["id".to_string()];
+        let changes = vec![
+            Change::Insert { after: rec(json!({"id": 1, "n": 1})) },
+            Change::Insert { after: rec(json!({"id": 2})) },
+            Change::Insert { after: rec(json!({"id": 1, "n": 2})) },
+        ];
+        let runs = plan(&changes, &key);
+        assert_eq!(runs.iter().map(ids).collect::<Vec<_>>(), vec![vec!["1/1"], vec!["2"], vec!["1/2"]]);
     }
 
     #[test]

@@ -331,16 +331,9 @@ impl Connector for Mysql {
         let ty = |name: &str| cols.iter().find(|(c, _)| c == name).map(|(_, t)| *t);
         let q = self.qualified(table);
         let key_cols = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
-        let col_list = cols.iter().map(|(c, _)| quote(c)).collect::<Vec<_>>().join(", ");
-        let updates: Vec<String> = cols
-            .iter()
-            .filter(|(c, _)| !key.contains(c))
-            .map(|(c, _)| format!("{0} = VALUES({0})", quote(c)))
-            .collect();
-        let on_dup = if updates.is_empty() { format!("{0} = {0}", quote(&key[0])) } else { updates.join(", ") };
-        let per = (60_000 / cols.len().max(1)).clamp(1, 1000);
         let mut statements: Vec<(String, Vec<My>)> = Vec::new();
         for run in sql::plan(changes, key) {
+            let run_cols = run.columns(&cols);
             match run {
                 Run::Delete(images) => {
                     for chunk in images.chunks(1000) {
@@ -358,14 +351,23 @@ impl Connector for Mysql {
                     }
                 }
                 Run::Upsert(images) => {
+                    let col_list = run_cols.iter().map(|(c, _)| quote(c)).collect::<Vec<_>>().join(", ");
+                    let updates: Vec<String> = run_cols
+                        .iter()
+                        .filter(|(c, _)| !key.contains(c))
+                        .map(|(c, _)| format!("{0} = VALUES({0})", quote(c)))
+                        .collect();
+                    let on_dup =
+                        if updates.is_empty() { format!("{0} = {0}", quote(&key[0])) } else { updates.join(", ") };
+                    let per = (60_000 / run_cols.len().max(1)).clamp(1, 1000);
                     for chunk in images.chunks(per) {
-                        let mut params = Vec::with_capacity(chunk.len() * cols.len());
+                        let mut params = Vec::with_capacity(chunk.len() * run_cols.len());
                         for img in chunk {
-                            for (c, t) in &cols {
+                            for (c, t) in &run_cols {
                                 params.push(to_my(img.get(c).unwrap_or(&Value::Null), Some(*t)));
                             }
                         }
-                        let row = format!("({})", vec!["?"; cols.len()].join(", "));
+                        let row = format!("({})", vec!["?"; run_cols.len()].join(", "));
                         statements.push((
                             format!(
                                 "INSERT INTO {q} ({col_list}) VALUES {} ON DUPLICATE KEY UPDATE {on_dup}",

@@ -352,16 +352,8 @@ impl Connector for Postgres {
         let ty = |name: &str| cols.iter().find(|(c, _)| c == name).map(|(_, t)| *t);
         let q = self.qualified(table);
         let key_list = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
-        let col_list = cols.iter().map(|(c, _)| quote(c)).collect::<Vec<_>>().join(", ");
-        let updates: Vec<String> = cols
-            .iter()
-            .filter(|(c, _)| !key.contains(c))
-            .map(|(c, _)| format!("{0} = EXCLUDED.{0}", quote(c)))
-            .collect();
-        let conflict =
-            if updates.is_empty() { "DO NOTHING".into() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
-        // Each run is one statement over a JSON array of its images: a column an image lacks
-        // reads NULL.
+        // Each run is one statement over a JSON array of its images, writing the columns they
+        // carry (one shape per run).
         let payload = |images: &[&Record], fields: &mut dyn Iterator<Item = &String>| -> String {
             let fields: Vec<&String> = fields.collect();
             let rows: Vec<Value> = images
@@ -376,13 +368,27 @@ impl Connector for Postgres {
         };
         let mut statements: Vec<(String, String)> = Vec::new();
         for run in sql::plan(changes, key) {
+            let run_cols = run.columns(&cols);
             match run {
-                Run::Upsert(images) => statements.push((
-                    format!(
-                        "INSERT INTO {q} ({col_list}) SELECT {col_list} FROM jsonb_populate_recordset(NULL::{q}, $1::text::jsonb) ON CONFLICT ({key_list}) {conflict}"
-                    ),
-                    payload(&images, &mut cols.iter().map(|(c, _)| c)),
-                )),
+                Run::Upsert(images) => {
+                    let col_list = run_cols.iter().map(|(c, _)| quote(c)).collect::<Vec<_>>().join(", ");
+                    let updates: Vec<String> = run_cols
+                        .iter()
+                        .filter(|(c, _)| !key.contains(c))
+                        .map(|(c, _)| format!("{0} = EXCLUDED.{0}", quote(c)))
+                        .collect();
+                    let conflict = if updates.is_empty() {
+                        "DO NOTHING".into()
+                    } else {
+                        format!("DO UPDATE SET {}", updates.join(", "))
+                    };
+                    statements.push((
+                        format!(
+                            "INSERT INTO {q} ({col_list}) SELECT {col_list} FROM jsonb_populate_recordset(NULL::{q}, $1::text::jsonb) ON CONFLICT ({key_list}) {conflict}"
+                        ),
+                        payload(&images, &mut run_cols.iter().map(|(c, _)| c)),
+                    ))
+                }
                 Run::Delete(images) => statements.push((
                     format!(
                         "DELETE FROM {q} WHERE ({key_list}) IN (SELECT {key_list} FROM jsonb_populate_recordset(NULL::{q}, $1::text::jsonb))"

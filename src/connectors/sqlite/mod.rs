@@ -468,19 +468,25 @@ impl Connector for Sqlite {
         self.require_same_file()?;
         let cols = sql::columns(self, table, key, changes)?;
         let qt = quote(table);
-        let names: Vec<String> = cols.iter().map(|(c, _)| quote(c)).collect();
         let key_cols: Vec<String> = key.iter().map(|k| quote(k)).collect();
-        let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
-        let updates: Vec<String> =
-            names.iter().filter(|n| !key_cols.contains(n)).map(|n| format!("{n} = excluded.{n}")).collect();
-        let conflict =
-            if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
-        let upsert = format!(
-            "INSERT INTO {qt} ({}) VALUES ({}) ON CONFLICT ({}) {conflict}",
-            names.join(", "),
-            marks.join(", "),
-            key_cols.join(", ")
-        );
+        // The upsert of one shape of image (the columns it carries).
+        let upsert_of = |run_cols: &[&(String, FieldType)]| {
+            let names: Vec<String> = run_cols.iter().map(|(c, _)| quote(c)).collect();
+            let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+            let updates: Vec<String> =
+                names.iter().filter(|n| !key_cols.contains(n)).map(|n| format!("{n} = excluded.{n}")).collect();
+            let conflict = if updates.is_empty() {
+                "DO NOTHING".to_string()
+            } else {
+                format!("DO UPDATE SET {}", updates.join(", "))
+            };
+            format!(
+                "INSERT INTO {qt} ({}) VALUES ({}) ON CONFLICT ({}) {conflict}",
+                names.join(", "),
+                marks.join(", "),
+                key_cols.join(", ")
+            )
+        };
         let cond: Vec<String> = key_cols.iter().enumerate().map(|(i, k)| format!("{k} = ?{}", i + 1)).collect();
         let delete = format!("DELETE FROM {qt} WHERE {}", cond.join(" AND "));
         let key_types: Vec<Option<FieldType>> =
@@ -488,12 +494,13 @@ impl Connector for Sqlite {
         let null = Value::Null;
         let tx = self.conn.transaction()?;
         for run in sql::plan(changes, key) {
+            let run_cols = run.columns(&cols);
             match run {
                 Run::Upsert(images) => {
-                    let mut st = tx.prepare_cached(&upsert)?;
+                    let mut st = tx.prepare_cached(&upsert_of(&run_cols))?;
                     for img in images {
                         st.execute(params_from_iter(
-                            cols.iter().map(|(c, t)| bind_value(img.get(c).unwrap_or(&null), Some(*t))),
+                            run_cols.iter().map(|(c, t)| bind_value(img.get(c).unwrap_or(&null), Some(*t))),
                         ))?;
                     }
                 }
