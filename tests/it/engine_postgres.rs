@@ -324,3 +324,37 @@ f.wait_initial_sync();"#,
     env.tap(&["-c", "stop wide"]).ok();
     pg.psql(&format!("DROP SCHEMA {schema} CASCADE"));
 }
+
+/// PostgreSQL leaves an unchanged large (TOAST) value out of an update's image: the target keeps
+/// it rather than setting it to NULL.
+#[test]
+fn an_unchanged_large_value_survives_an_update() {
+    let pg = pg();
+    let env = Env::new("pg-toast");
+    let schema = format!("it_toast_{}", std::process::id());
+    // 20 kB of md5 text: too large to stay inline and not compressible below the threshold.
+    pg.psql(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+         CREATE TABLE {schema}.docs (id int PRIMARY KEY, title text, body text);
+         INSERT INTO {schema}.docs SELECT 1, 'first', string_agg(md5(g::text), '') FROM generate_series(1, 640) g;"
+    ));
+    let dst = env.path("dst.sqlite");
+    let script = format!(
+        r#"{src}
+           DataSource("sqlite", "Lite", #{{ database: "{dst}" }}).save();
+           Flow("toast").read_from("PgSrc.docs").write_to("Lite.docs").save();
+           start("toast");
+           Flow("toast").wait_initial_sync();"#,
+        src = pg.datasource("PgSrc", &schema),
+        dst = dst.display()
+    );
+    env.script("toast.rhai", &script).ok();
+    let body_len = || query(&dst, "SELECT title, length(body) FROM docs WHERE id = 1");
+    assert_eq!(body_len(), vec![vec!["first".to_string(), "20480".to_string()]], "snapshot");
+    pg.psql(&format!("UPDATE {schema}.docs SET title = 'second' WHERE id = 1"));
+    let want = vec![vec!["second".to_string(), "20480".to_string()]];
+    assert!(wait_until(Duration::from_secs(60), || body_len() == want), "after the update: {:?}", body_len());
+    env.tap(&["-c", "stop toast"]).ok();
+    env.tap(&["-c", "delete toast -y"]).ok();
+    pg.psql(&format!("DROP SCHEMA {schema} CASCADE"));
+}
