@@ -91,6 +91,23 @@ pub type Emit<'a> = dyn FnMut(Vec<Record>) -> Result<ControlFlow<()>> + 'a;
 /// A position in a source's change stream, as the source defines it (saved in checkpoints).
 pub type Position = Value;
 
+/// A saved position read as the connector's own type (`what`: "MySQL binlog", …). None saved
+/// (a source added to the flow after its snapshot) and another shape are errors that say to
+/// reset, never a silent start from somewhere else.
+pub fn saved_position<T: serde::de::DeserializeOwned>(p: &Position, what: &str) -> Result<T> {
+    if p.is_null() {
+        return Err(Error::data(format!(
+            "the flow has no saved {what} position for this source (was it added after the flow's snapshot?); \
+             reset the flow to copy again"
+        )));
+    }
+    serde_json::from_value(p.clone()).map_err(|e| {
+        Error::data(format!(
+            "the flow's saved position {p} is not a {what} position ({e}); reset the flow to copy again"
+        ))
+    })
+}
+
 pub trait Connector: Send {
     /// Check that the database answers and the configuration is usable.
     fn test(&mut self) -> Result<()>;

@@ -50,16 +50,16 @@ fn position_of(t: &ResumeToken) -> Result<Position> {
 }
 
 fn token_of(p: &Position) -> Result<ResumeToken> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Saved {
+        token: Value,
+    }
+    let saved: Saved = crate::connectors::saved_position(p, "MongoDB change-stream")?;
     let bad = |why: String| {
-        Error::data(format!(
-            "the flow's saved MongoDB position {p} is not a change-stream position ({why}); reset the flow to copy again"
-        ))
+        Error::data(format!("the flow's saved MongoDB resume token is not one ({why}); reset the flow to copy again"))
     };
-    let v = match p {
-        Value::Object(o) if o.len() == 1 => o.get("token").ok_or_else(|| bad("no resume token".into()))?,
-        _ => return Err(bad("no resume token".into())),
-    };
-    let b = Bson::try_from(v.clone()).map_err(|e| bad(e.to_string()))?;
+    let b = Bson::try_from(saved.token).map_err(|e| bad(e.to_string()))?;
     bson::from_bson(b).map_err(|e| bad(e.to_string()))
 }
 

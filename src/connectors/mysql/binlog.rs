@@ -138,11 +138,7 @@ fn first_event() -> u64 {
 
 impl BinlogPosition {
     pub fn read(p: &Position) -> Result<Self> {
-        serde_json::from_value(p.clone()).map_err(|e| {
-            Error::data(format!(
-                "the flow's saved MySQL position {p} is not a binlog position ({e}); reset the flow to copy again"
-            ))
-        })
+        crate::connectors::saved_position(p, "MySQL binlog")
     }
 
     pub fn value(&self) -> Position {

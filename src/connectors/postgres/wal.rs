@@ -22,11 +22,7 @@ impl WalPosition {
     }
 
     pub fn read(p: &Position) -> Result<Self> {
-        let pos: WalPosition = serde_json::from_value(p.clone()).map_err(|e| {
-            Error::data(format!(
-                "the flow's saved PostgreSQL position {p} is not a WAL position ({e}); reset the flow to copy again"
-            ))
-        })?;
+        let pos: WalPosition = crate::connectors::saved_position(p, "PostgreSQL WAL")?;
         pos.lsn()?;
         Ok(pos)
     }

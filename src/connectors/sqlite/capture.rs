@@ -13,11 +13,7 @@ pub struct LogPosition {
 
 impl LogPosition {
     pub fn read(p: &Position) -> Result<Self> {
-        serde_json::from_value(p.clone()).map_err(|e| {
-            Error::data(format!(
-                "the flow's saved SQLite position {p} is not a change-log position ({e}); reset the flow to copy again"
-            ))
-        })
+        crate::connectors::saved_position(p, "SQLite change-log")
     }
 
     pub fn value(self) -> Position {
@@ -339,5 +335,8 @@ mod position_tests {
             let err = LogPosition::read(&other).expect_err("not a change-log position");
             assert!(err.message.contains("reset the flow"), "{}", err.message);
         }
+        // None saved is said as such, not as a position of another shape.
+        let none = LogPosition::read(&Value::Null).expect_err("none saved").message;
+        assert!(none.contains("no saved SQLite change-log position"), "{none}");
     }
 }
