@@ -1,5 +1,5 @@
 //! What every SQL sink does the same way, written once: preparing the target table (create it,
-//! empty it, add columns, give it a key to upsert on), the columns a flow writes, and the plan
+//! empty it, add columns, give it a key to upsert on), the columns a batch adds, and the plan
 //! of a batch (runs of upserts and deletes, one image per key). Each connector adds only its
 //! dialect: names, column types and the statements of a run.
 //!
@@ -37,14 +37,7 @@ pub trait SqlTarget: Connector {
     fn target_schema(&mut self, table: &str) -> Result<Schema>;
     /// Drop what is cached about the table (its shape changed).
     fn forget(&mut self, table: &str);
-    /// The columns each target table's flow writes.
-    fn written(&mut self) -> &mut Written;
 }
-
-/// The columns a flow writes into each target table, in the order they came: the fields of the
-/// schema the target was prepared with, then the fields later images brought.
-#[derive(Debug, Default)]
-pub struct Written(HashMap<String, Vec<String>>);
 
 /// Create or check the target table (the body of [`Connector::prepare_target`]).
 pub fn prepare<T: SqlTarget>(t: &mut T, target: &Target, schema: &Schema) -> Result<()> {
@@ -101,48 +94,31 @@ pub fn prepare<T: SqlTarget>(t: &mut T, target: &Target, schema: &Schema) -> Res
         }
     }
     t.forget(table);
-    let mut cols: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
-    for k in key {
-        if !cols.contains(k) {
-            cols.push(k.clone());
-        }
-    }
-    t.written().0.insert(table.to_string(), cols);
     Ok(())
 }
 
-/// Before a batch is written: fields of its images the flow has not written into `table` yet
-/// join the written columns, and the table gets a column for each one it lacks (typed from the
-/// first value). Returns the columns to write, each with its type in the table.
-pub fn columns<T: SqlTarget>(
-    t: &mut T,
-    table: &str,
-    key: &[String],
-    changes: &[Change],
-) -> Result<Vec<(String, FieldType)>> {
+/// Before a batch is written: the table gets a column for each field of its images it lacks
+/// (typed from the first value). Returns the table's columns with their types.
+pub fn columns<T: SqlTarget>(t: &mut T, table: &str, changes: &[Change]) -> Result<Vec<(String, FieldType)>> {
     let mut schema = t.target_schema(table)?;
-    let mut cols = t.written().0.get(table).cloned().unwrap_or_else(|| key.to_vec());
     let mut added = false;
     for c in changes {
         if let Change::Insert { after } | Change::Update { after, .. } = c {
             for (name, v) in after {
-                if cols.contains(name) {
+                if schema.field(name).is_some() {
                     continue;
                 }
-                if schema.field(name).is_none() {
-                    let f = Field {
-                        name: name.clone(),
-                        ty: FieldType::of_value(v),
-                        data_type: String::new(),
-                        primary_key: false,
-                        nullable: true,
-                    };
-                    let q = t.qualified(table);
-                    t.ddl(&format!("ALTER TABLE {q} ADD COLUMN {} {}", t.quote_name(name), t.column_type(&f, false)))?;
-                    schema.fields.push(f);
-                    added = true;
-                }
-                cols.push(name.clone());
+                let f = Field {
+                    name: name.clone(),
+                    ty: FieldType::of_value(v),
+                    data_type: String::new(),
+                    primary_key: false,
+                    nullable: true,
+                };
+                let q = t.qualified(table);
+                t.ddl(&format!("ALTER TABLE {q} ADD COLUMN {} {}", t.quote_name(name), t.column_type(&f, false)))?;
+                schema.fields.push(f);
+                added = true;
             }
         }
     }
@@ -150,9 +126,7 @@ pub fn columns<T: SqlTarget>(
         t.forget(table);
         schema = t.target_schema(table)?;
     }
-    let typed = cols.iter().filter_map(|c| schema.field(c).map(|f| (c.clone(), f.ty))).collect::<Vec<_>>();
-    t.written().0.insert(table.to_string(), cols);
-    Ok(typed)
+    Ok(schema.fields.iter().map(|f| (f.name.clone(), f.ty)).collect())
 }
 
 /// Consecutive changes of one kind, each key once.

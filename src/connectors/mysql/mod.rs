@@ -22,7 +22,7 @@ mod binlog;
 pub mod gtid;
 mod values;
 
-use crate::connectors::sql::{self, Run, SqlTarget, Written};
+use crate::connectors::sql::{self, Run, SqlTarget};
 use crate::connectors::{Connector, Emit, Position, Settings, SnapshotRequest, Target, UniqueKey, hex, unhex};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
@@ -46,8 +46,6 @@ pub struct Mysql {
     opts: Opts,
     database: String,
     schemas: HashMap<String, Schema>,
-    /// The columns each target table's flow writes.
-    written: Written,
     stream: Option<BinlogStream>,
     /// Events of the transaction being read, not yet handed out.
     pending: Vec<Event>,
@@ -134,7 +132,6 @@ impl Mysql {
             opts,
             database,
             schemas: HashMap::new(),
-            written: Written::default(),
             stream: None,
             pending: Vec::new(),
             txn_base: BinlogPosition::default(),
@@ -327,7 +324,7 @@ impl Connector for Mysql {
         if key.is_empty() {
             return Err(Error::schema(format!("target table {table} has no key to write by")));
         }
-        let cols = sql::columns(self, table, key, changes)?;
+        let cols = sql::columns(self, table, changes)?;
         let ty = |name: &str| cols.iter().find(|(c, _)| c == name).map(|(_, t)| *t);
         let q = self.qualified(table);
         let key_cols = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
@@ -413,9 +410,6 @@ impl SqlTarget for Mysql {
     }
     fn forget(&mut self, table: &str) {
         self.schemas.remove(table);
-    }
-    fn written(&mut self) -> &mut Written {
-        &mut self.written
     }
 }
 

@@ -21,7 +21,7 @@ mod pgoutput;
 mod values;
 mod wal;
 
-use crate::connectors::sql::{self, Run, SqlTarget, Written};
+use crate::connectors::sql::{self, Run, SqlTarget};
 use crate::connectors::{Connector, Emit, Position, Settings, SnapshotRequest, Target, UniqueKey};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
@@ -43,8 +43,6 @@ pub struct Postgres {
     database: String,
     schema: String,
     schemas: HashMap<String, Schema>,
-    /// The columns each target table's flow writes.
-    written: Written,
     repl: Option<Replication>,
     /// When the flow's slot and publication were last checked (every few seconds of CDC).
     checked: Option<Instant>,
@@ -126,7 +124,6 @@ impl Postgres {
             database,
             schema,
             schemas: HashMap::new(),
-            written: Written::default(),
             repl: None,
             checked: None,
         })
@@ -348,7 +345,7 @@ impl Connector for Postgres {
         if key.is_empty() {
             return Err(Error::schema(format!("target table {table} has no key to write by")));
         }
-        let cols = sql::columns(self, table, key, changes)?;
+        let cols = sql::columns(self, table, changes)?;
         let ty = |name: &str| cols.iter().find(|(c, _)| c == name).map(|(_, t)| *t);
         let q = self.qualified(table);
         let key_list = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
@@ -431,9 +428,6 @@ impl SqlTarget for Postgres {
     }
     fn forget(&mut self, table: &str) {
         self.schemas.remove(table);
-    }
-    fn written(&mut self) -> &mut Written {
-        &mut self.written
     }
 }
 

@@ -46,7 +46,6 @@ pub(super) struct Replication {
     pub(super) decoder: pgoutput::Decoder,
     /// Events of the transaction being received, not yet handed out.
     pub(super) pending: Vec<Event>,
-    pub(super) slot: String,
     /// The transaction being received: its commit LSN and time, how many of its changes were
     /// handed out (in earlier batches or before a restart), and how many are still to skip.
     pub(super) txn: Option<(String, i64)>,
@@ -215,7 +214,6 @@ impl Postgres {
                 client,
                 decoder: pgoutput::Decoder::default(),
                 pending: Vec::new(),
-                slot,
                 txn: None,
                 txn_done: 0,
                 txn_skip: from.skip.unwrap_or(0),
@@ -313,8 +311,8 @@ impl Postgres {
 
     pub(super) fn release_capture(&mut self, flow_id: &str) -> Result<()> {
         if let Some(mut r) = self.repl.take() {
+            // A stream that fails to close is closed anyway: the slot is dropped below.
             let _ = self.rt.run(r.client.shutdown())?;
-            let _ = r.slot;
         }
         let name = slot_name(flow_id);
         // The slot may still be held by a stream that is closing: retry briefly.

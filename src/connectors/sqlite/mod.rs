@@ -15,7 +15,7 @@
 mod capture;
 mod values;
 
-use crate::connectors::sql::{self, Run, SqlTarget, Written};
+use crate::connectors::sql::{self, Run, SqlTarget};
 use crate::connectors::{Connector, Emit, Position, Settings, SnapshotRequest, Target, UniqueKey, hex, unhex};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema};
@@ -39,8 +39,6 @@ pub struct Sqlite {
     conn: Connection,
     /// Decoding rules per table, refreshed when a change names a table not seen yet.
     schemas: HashMap<String, Schema>,
-    /// The columns each target table's flow writes.
-    written: Written,
     /// The database file's (device, inode) when opened (":memory:" has none).
     file: Option<(u64, u64)>,
     /// Opened read-only: the file cannot be written by this process.
@@ -152,7 +150,6 @@ impl Sqlite {
             path: path.to_string(),
             conn,
             schemas: HashMap::new(),
-            written: Written::default(),
             file,
             read_only,
             notices: Vec::new(),
@@ -466,7 +463,7 @@ impl Connector for Sqlite {
             return Err(Error::schema(format!("target table {table} has no key to write by")));
         }
         self.require_same_file()?;
-        let cols = sql::columns(self, table, key, changes)?;
+        let cols = sql::columns(self, table, changes)?;
         let qt = quote(table);
         let key_cols: Vec<String> = key.iter().map(|k| quote(k)).collect();
         // The upsert of one shape of image (the columns it carries).
@@ -537,9 +534,6 @@ impl SqlTarget for Sqlite {
     }
     fn forget(&mut self, table: &str) {
         self.schemas.remove(table);
-    }
-    fn written(&mut self) -> &mut Written {
-        &mut self.written
     }
 }
 

@@ -94,6 +94,7 @@ impl Budget {
     }
     pub(super) fn watch(&self, stop: Arc<std::sync::atomic::AtomicBool>) {
         // Set once per run; a second call (none today) keeps the first flag.
+        // One flow, one stop flag: a second watch of the same budget keeps the first.
         let _ = self.stop.set(stop);
     }
     pub(super) fn stopping(&self) -> bool {
