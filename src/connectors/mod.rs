@@ -273,20 +273,4 @@ pub fn open(database_type: &str, config: &Value) -> Result<Box<dyn Connector>> {
     (info.open)(&Settings::parse(info, config)?)
 }
 
-/// Bytes as lowercase hex: how bytes travel in records.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-/// Lowercase or uppercase hex back to bytes; `None` if it is not hex.
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
-}
+pub use crate::model::{hex, unhex};

@@ -8,10 +8,10 @@ pub const MAX_DEMO_ROWS: i64 = 10_000_000;
 
 use crate::connectors::{Connector, ExistingData, Target};
 use crate::error::Result;
-use crate::model::{Change, Field, FieldType, Record, Schema};
+use crate::model::{Change, Field, FieldType, Record, Schema, Value};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{Value, json};
+use serde_json::json;
 
 pub const TABLES: [&str; 6] =
     ["ecom_customers", "ecom_orders", "ecom_order_items", "ecom_order_payments", "ecom_products", "ecom_sellers"];
@@ -133,7 +133,7 @@ fn timestamp(epoch: i64) -> String {
 
 fn money(rng: &mut StdRng, lo: f64, hi: f64) -> Value {
     let cents = (rng.random_range(lo..hi) * 100.0).round() / 100.0;
-    json!(cents)
+    Value::from(json!(cents))
 }
 
 /// Row counts written per table.
@@ -159,7 +159,19 @@ pub fn generate(conn: &mut dyn Connector, orders: usize, seed: u64) -> Result<Ge
     let write =
         |conn: &mut dyn Connector, table: &str, key: &[String], rows: &mut Vec<Record>, force: bool| -> Result<()> {
             if rows.len() >= batch || (force && !rows.is_empty()) {
-                let changes: Vec<Change> = rows.drain(..).map(|after| Change::Insert { after }).collect();
+                // Generated as JSON, typed by the table's schema (timestamps, decimals).
+                let schema = schemas.iter().find(|s| s.table == table);
+                let typed = |after: Record| -> Record {
+                    after
+                        .into_iter()
+                        .map(|(k, v)| {
+                            let ty = schema.and_then(|s| s.field(&k)).map(|f| f.ty);
+                            let v = v.as_type(ty);
+                            (k, v)
+                        })
+                        .collect()
+                };
+                let changes: Vec<Change> = rows.drain(..).map(|after| Change::Insert { after: typed(after) }).collect();
                 conn.write(&Target::new(table, key, ExistingData::Keep), &changes)?;
             }
             Ok(())
@@ -176,11 +188,14 @@ pub fn generate(conn: &mut dyn Connector, orders: usize, seed: u64) -> Result<Ge
     for id in &customers {
         let (city, state) = CITIES[rng.random_range(0..CITIES.len())];
         let mut r = Record::new();
-        r.insert("customer_id".into(), json!(id));
-        r.insert("customer_unique_id".into(), json!(hex_id(&mut rng)));
-        r.insert("customer_zip_code_prefix".into(), json!(format!("{:05}", rng.random_range(1000..99999))));
-        r.insert("customer_city".into(), json!(city));
-        r.insert("customer_state".into(), json!(state));
+        r.insert("customer_id".into(), Value::from(json!(id)));
+        r.insert("customer_unique_id".into(), Value::from(json!(hex_id(&mut rng))));
+        r.insert(
+            "customer_zip_code_prefix".into(),
+            Value::from(json!(format!("{:05}", rng.random_range(1000..99999)))),
+        );
+        r.insert("customer_city".into(), Value::from(json!(city)));
+        r.insert("customer_state".into(), Value::from(json!(state)));
         rows.push(r);
         write(conn, "ecom_customers", &key, &mut rows, false)?;
     }
@@ -190,12 +205,12 @@ pub fn generate(conn: &mut dyn Connector, orders: usize, seed: u64) -> Result<Ge
     let key = key_of("ecom_products");
     for id in &products {
         let mut r = Record::new();
-        r.insert("product_id".into(), json!(id));
-        r.insert("product_category_name".into(), json!(CATEGORIES[rng.random_range(0..CATEGORIES.len())]));
-        r.insert("product_weight_g".into(), json!(rng.random_range(50..20000)));
-        r.insert("product_length_cm".into(), json!(rng.random_range(10..100)));
-        r.insert("product_height_cm".into(), json!(rng.random_range(2..80)));
-        r.insert("product_width_cm".into(), json!(rng.random_range(8..90)));
+        r.insert("product_id".into(), Value::from(json!(id)));
+        r.insert("product_category_name".into(), Value::from(json!(CATEGORIES[rng.random_range(0..CATEGORIES.len())])));
+        r.insert("product_weight_g".into(), Value::from(json!(rng.random_range(50..20000))));
+        r.insert("product_length_cm".into(), Value::from(json!(rng.random_range(10..100))));
+        r.insert("product_height_cm".into(), Value::from(json!(rng.random_range(2..80))));
+        r.insert("product_width_cm".into(), Value::from(json!(rng.random_range(8..90))));
         rows.push(r);
         write(conn, "ecom_products", &key, &mut rows, false)?;
     }
@@ -206,10 +221,10 @@ pub fn generate(conn: &mut dyn Connector, orders: usize, seed: u64) -> Result<Ge
     for id in &sellers {
         let (city, state) = CITIES[rng.random_range(0..CITIES.len())];
         let mut r = Record::new();
-        r.insert("seller_id".into(), json!(id));
-        r.insert("seller_zip_code_prefix".into(), json!(format!("{:05}", rng.random_range(1000..99999))));
-        r.insert("seller_city".into(), json!(city));
-        r.insert("seller_state".into(), json!(state));
+        r.insert("seller_id".into(), Value::from(json!(id)));
+        r.insert("seller_zip_code_prefix".into(), Value::from(json!(format!("{:05}", rng.random_range(1000..99999)))));
+        r.insert("seller_city".into(), Value::from(json!(city)));
+        r.insert("seller_state".into(), Value::from(json!(state)));
         rows.push(r);
         write(conn, "ecom_sellers", &key, &mut rows, false)?;
     }
@@ -230,17 +245,20 @@ pub fn generate(conn: &mut dyn Connector, orders: usize, seed: u64) -> Result<Ge
         let estimated = (purchased / 86400 + rng.random_range(10..40)) * 86400;
         let shipped = matches!(status, "delivered" | "shipped");
         let mut r = Record::new();
-        r.insert("order_id".into(), json!(order_id));
-        r.insert("customer_id".into(), json!(customers[rng.random_range(0..customers.len())]));
-        r.insert("order_status".into(), json!(status));
-        r.insert("order_purchase_timestamp".into(), json!(timestamp(purchased)));
-        r.insert("order_approved_at".into(), json!(timestamp(approved)));
-        r.insert("order_delivered_carrier_date".into(), if shipped { json!(timestamp(carrier)) } else { Value::Null });
+        r.insert("order_id".into(), Value::from(json!(order_id)));
+        r.insert("customer_id".into(), Value::from(json!(customers[rng.random_range(0..customers.len())])));
+        r.insert("order_status".into(), Value::from(json!(status)));
+        r.insert("order_purchase_timestamp".into(), Value::from(json!(timestamp(purchased))));
+        r.insert("order_approved_at".into(), Value::from(json!(timestamp(approved))));
+        r.insert(
+            "order_delivered_carrier_date".into(),
+            if shipped { Value::from(json!(timestamp(carrier))) } else { Value::Null },
+        );
         r.insert(
             "order_delivered_customer_date".into(),
-            if status == "delivered" { json!(timestamp(delivered)) } else { Value::Null },
+            if status == "delivered" { Value::from(json!(timestamp(delivered))) } else { Value::Null },
         );
-        r.insert("order_estimated_delivery_date".into(), json!(timestamp(estimated)));
+        r.insert("order_estimated_delivery_date".into(), Value::from(json!(timestamp(estimated))));
         orows.push(r);
 
         let items = 1 + usize::from(rng.random_bool(0.25)) + usize::from(rng.random_bool(0.1));
@@ -250,11 +268,11 @@ pub fn generate(conn: &mut dyn Connector, orders: usize, seed: u64) -> Result<Ge
             let freight = money(&mut rng, 5.0, 60.0);
             total += price.as_f64().unwrap_or(0.0) + freight.as_f64().unwrap_or(0.0);
             let mut it = Record::new();
-            it.insert("order_id".into(), json!(order_id));
-            it.insert("order_item_id".into(), json!(i));
-            it.insert("product_id".into(), json!(products[rng.random_range(0..products.len())]));
-            it.insert("seller_id".into(), json!(sellers[rng.random_range(0..sellers.len())]));
-            it.insert("shipping_limit_date".into(), json!(timestamp(approved + 3 * 86400)));
+            it.insert("order_id".into(), Value::from(json!(order_id)));
+            it.insert("order_item_id".into(), Value::from(json!(i)));
+            it.insert("product_id".into(), Value::from(json!(products[rng.random_range(0..products.len())])));
+            it.insert("seller_id".into(), Value::from(json!(sellers[rng.random_range(0..sellers.len())])));
+            it.insert("shipping_limit_date".into(), Value::from(json!(timestamp(approved + 3 * 86400))));
             it.insert("price".into(), price);
             it.insert("freight_value".into(), freight);
             irows.push(it);
@@ -263,11 +281,11 @@ pub fn generate(conn: &mut dyn Connector, orders: usize, seed: u64) -> Result<Ge
         let payments = 1 + usize::from(rng.random_bool(0.05));
         for s in 1..=payments {
             let mut p = Record::new();
-            p.insert("order_id".into(), json!(order_id));
-            p.insert("payment_sequential".into(), json!(s));
-            p.insert("payment_type".into(), json!(PAYMENTS[rng.random_range(0..PAYMENTS.len())]));
-            p.insert("payment_installments".into(), json!(rng.random_range(1..10)));
-            p.insert("payment_value".into(), json!(((total / payments as f64) * 100.0).round() / 100.0));
+            p.insert("order_id".into(), Value::from(json!(order_id)));
+            p.insert("payment_sequential".into(), Value::from(json!(s)));
+            p.insert("payment_type".into(), Value::from(json!(PAYMENTS[rng.random_range(0..PAYMENTS.len())])));
+            p.insert("payment_installments".into(), Value::from(json!(rng.random_range(1..10))));
+            p.insert("payment_value".into(), Value::from(json!(((total / payments as f64) * 100.0).round() / 100.0)));
             prows.push(p);
             n_payments += 1;
         }

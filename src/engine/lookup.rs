@@ -23,9 +23,9 @@
 //! SQLite as JSON text and PostgreSQL as JSONB columns.
 
 use crate::error::{Error, Result};
-use crate::model::Record;
+use crate::model::{Record, Value};
 use rusqlite::{Connection, params_from_iter};
-use serde_json::{Map, Value};
+use serde_json::Value as Json;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -55,9 +55,9 @@ pub struct Tree {
     pub nodes: Vec<Node>,
 }
 
-fn strs(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+fn strs(v: Option<&Json>) -> Vec<String> {
+    v.and_then(Json::as_array)
+        .map(|a| a.iter().filter_map(Json::as_str).map(str::to_string).collect())
         .unwrap_or_default()
 }
 
@@ -109,7 +109,7 @@ impl Tree {
 
     /// Read `mergeProperties` of a merge node. `main_source` is the DAG node id of the main
     /// table's source (the head's `id` may name the last processor before the merge instead).
-    pub fn from_merge_node(merge: &Value, main_source: &str, main_table: &str) -> Result<Self> {
+    pub fn from_merge_node(merge: &Json, main_source: &str, main_table: &str) -> Result<Self> {
         let head = merge
             .pointer("/mergeProperties/0")
             .ok_or_else(|| Error::config("the lookup (merge_table_processor) has no mergeProperties"))?;
@@ -124,9 +124,9 @@ impl Tree {
             children: Vec::new(),
             key: Vec::new(),
         }];
-        fn walk(nodes: &mut Vec<Node>, parent: usize, parent_abs: &str, children: &[Value]) -> Result<()> {
+        fn walk(nodes: &mut Vec<Node>, parent: usize, parent_abs: &str, children: &[Json]) -> Result<()> {
             for c in children {
-                let abs = c.get("targetPath").and_then(Value::as_str).unwrap_or("").to_string();
+                let abs = c.get("targetPath").and_then(Json::as_str).unwrap_or("").to_string();
                 let rel = match abs.strip_prefix(&format!("{parent_abs}.")) {
                     Some(r) if !parent_abs.is_empty() => r.to_string(),
                     _ => abs.clone(),
@@ -138,10 +138,10 @@ impl Tree {
                     }
                 };
                 let mut join = Vec::new();
-                for jk in c.get("joinKeys").and_then(Value::as_array).into_iter().flatten() {
+                for jk in c.get("joinKeys").and_then(Json::as_array).into_iter().flatten() {
                     let (s, t) = (
-                        jk.get("source").and_then(Value::as_str).unwrap_or(""),
-                        jk.get("target").and_then(Value::as_str).unwrap_or(""),
+                        jk.get("source").and_then(Json::as_str).unwrap_or(""),
+                        jk.get("target").and_then(Json::as_str).unwrap_or(""),
                     );
                     let ((s, s_parent), (t, _)) = (strip(s), strip(t));
                     // The side under the parent's path is the parent's field, whichever way round it came.
@@ -150,15 +150,15 @@ impl Tree {
                 if join.is_empty() {
                     return Err(Error::config(format!(
                         "the lookup of {} has no join keys (relation)",
-                        c.get("tableName").and_then(Value::as_str).unwrap_or("?")
+                        c.get("tableName").and_then(Json::as_str).unwrap_or("?")
                     )));
                 }
                 let idx = nodes.len();
                 nodes.push(Node {
-                    source_id: c.get("id").and_then(Value::as_str).unwrap_or("").to_string(),
-                    table: c.get("tableName").and_then(Value::as_str).unwrap_or("").to_string(),
+                    source_id: c.get("id").and_then(Json::as_str).unwrap_or("").to_string(),
+                    table: c.get("tableName").and_then(Json::as_str).unwrap_or("").to_string(),
                     path: rel,
-                    array: c.get("mergeType").and_then(Value::as_str) == Some("updateIntoArray"),
+                    array: c.get("mergeType").and_then(Json::as_str) == Some("updateIntoArray"),
                     array_keys: strs(c.get("arrayKeys")),
                     join,
                     parent: Some(parent),
@@ -166,12 +166,12 @@ impl Tree {
                     key: Vec::new(),
                 });
                 nodes[parent].children.push(idx);
-                let grandchildren = c.get("children").and_then(Value::as_array).cloned().unwrap_or_default();
+                let grandchildren = c.get("children").and_then(Json::as_array).cloned().unwrap_or_default();
                 walk(nodes, idx, &abs, &grandchildren)?;
             }
             Ok(())
         }
-        let children = head.get("children").and_then(Value::as_array).cloned().unwrap_or_default();
+        let children = head.get("children").and_then(Json::as_array).cloned().unwrap_or_default();
         walk(&mut nodes, 0, "", &children)?;
         Ok(Tree { nodes })
     }
@@ -208,14 +208,17 @@ fn key_text(row: &Record, key: &[String]) -> String {
     serde_json::to_string(&vals).unwrap_or_default()
 }
 
+/// A value as `json_extract` reads it from a stored row: JSON's own types as themselves, the
+/// others as the text of their stored (tagged) form.
 fn sql_value(v: &Value) -> rusqlite::types::Value {
     use rusqlite::types::Value as S;
     match v {
         Value::Null => S::Null,
         Value::Bool(b) => S::Integer(i64::from(*b)),
-        Value::Number(n) => n.as_i64().map(S::Integer).unwrap_or_else(|| S::Real(n.as_f64().unwrap_or(0.0))),
-        Value::String(s) => S::Text(s.clone()),
-        other => S::Text(other.to_string()),
+        Value::Int(i) => S::Integer(*i),
+        Value::Float(f) => S::Real(*f),
+        Value::Text(s) => S::Text(s.clone()),
+        other => S::Text(serde_json::to_string(other).unwrap_or_default()),
     }
 }
 
@@ -229,14 +232,13 @@ fn where_clause(fields: &[&String]) -> String {
         .join(" AND ")
 }
 
-/// An SQL value read back from a copy as JSON.
-fn json_value(v: rusqlite::types::ValueRef<'_>) -> Value {
-    use rusqlite::types::ValueRef as S;
+/// A field read back from a copy with `row -> path` (its stored JSON text; NULL when absent).
+fn stored_value(v: rusqlite::types::ValueRef<'_>) -> Value {
     match v {
-        S::Null => Value::Null,
-        S::Integer(i) => Value::from(i),
-        S::Real(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
-        S::Text(t) | S::Blob(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
+        rusqlite::types::ValueRef::Text(t) => {
+            serde_json::from_slice::<Json>(t).map(Value::from_tagged).unwrap_or(Value::Null)
+        }
+        _ => Value::Null,
     }
 }
 
@@ -289,8 +291,7 @@ impl Lookup {
                         let cols = if parent.parent.is_none() {
                             "k".to_string()
                         } else {
-                            let fields =
-                                parent.join.iter().map(|(f, _)| format!("json_extract(row, {})", json_path(f)));
+                            let fields = parent.join.iter().map(|(f, _)| format!("row -> {}", json_path(f)));
                             fields.collect::<Vec<_>>().join(", ")
                         };
                         let parent_fields: Vec<&String> = n.join.iter().map(|(_, pf)| pf).collect();
@@ -409,7 +410,7 @@ impl Lookup {
             } else {
                 let mut partial = Record::with_capacity(up.len());
                 for (j, f) in up.iter().enumerate() {
-                    partial.insert((*f).clone(), json_value(r.get_ref(j)?));
+                    partial.insert((*f).clone(), stored_value(r.get_ref(j)?));
                 }
                 found.push(partial);
             }
@@ -493,12 +494,10 @@ impl Lookup {
 fn compare_keys(a: &Record, b: &Record, keys: &[String]) -> std::cmp::Ordering {
     for k in keys {
         let (x, y) = (a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null));
-        let o = match (x, y) {
-            (Value::Number(p), Value::Number(q)) => {
-                p.as_f64().partial_cmp(&q.as_f64()).unwrap_or(std::cmp::Ordering::Equal)
-            }
-            (Value::String(p), Value::String(q)) => p.cmp(q),
-            _ => x.to_string().cmp(&y.to_string()),
+        // Numbers by value, the rest by their text (dates and timestamps sort as their text).
+        let o = match (x.as_f64(), y.as_f64()) {
+            (Some(p), Some(q)) => p.partial_cmp(&q).unwrap_or(std::cmp::Ordering::Equal),
+            _ => x.text().cmp(&y.text()),
         };
         if o != std::cmp::Ordering::Equal {
             return o;
@@ -508,7 +507,7 @@ fn compare_keys(a: &Record, b: &Record, keys: &[String]) -> std::cmp::Ordering {
 }
 
 /// Set (or, with `None`, remove) the value at a dotted path, creating objects on the way.
-fn set(doc: &mut Map<String, Value>, path: &str, value: Option<Value>) {
+fn set(doc: &mut Record, path: &str, value: Option<Value>) {
     let mut parts = path.split('.').peekable();
     let mut cur = doc;
     while let Some(p) = parts.next() {
@@ -523,13 +522,13 @@ fn set(doc: &mut Map<String, Value>, path: &str, value: Option<Value>) {
             }
             return;
         }
-        let entry = cur.entry(p.to_string()).or_insert_with(|| Value::Object(Map::new()));
-        if !entry.is_object() {
-            *entry = Value::Object(Map::new());
+        let entry = cur.entry(p.to_string()).or_insert_with(|| Value::Object(Record::new()));
+        if !matches!(entry, Value::Object(_)) {
+            *entry = Value::Object(Record::new());
         }
-        match entry.as_object_mut() {
-            Some(m) => cur = m,
-            None => return,
+        match entry {
+            Value::Object(m) => cur = m,
+            _ => return,
         }
     }
 }

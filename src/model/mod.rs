@@ -1,16 +1,16 @@
 //! Plain data shared by the engine and its connectors: records, schemas, change events.
 //! No I/O here.
 //!
-//! Records are JSON objects (`serde_json::Map`, insertion-ordered). Types that JSON cannot tell
-//! apart (dates, timestamps, decimals, bytes) travel as strings, and the [`Schema`] beside them
-//! says what they are, so a sink can create the right column and bind the right value.
-//! Conventions: dates `YYYY-MM-DD`, timestamps `YYYY-MM-DD HH:MM:SS[.ffffff]` (with `+HH:MM` for
-//! zoned ones), decimals as their exact text, bytes as lowercase hex.
+//! A [`Record`] is an ordered map of field names to typed [`Value`]s (`value.rs`): each
+//! connector converts its driver's values once when it reads and once when it writes. The
+//! [`Schema`] beside them says what the source's columns are, so a sink can create the right
+//! column.
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-pub type Record = serde_json::Map<String, serde_json::Value>;
+mod value;
+pub use value::{Plain, Record, Value, hex, is_decimal, unhex};
 
 /// Column types every connector maps to and from (see README, "Types").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,17 +39,6 @@ impl FieldType {
             FieldType::Date => "TapDate",
             FieldType::Timestamp | FieldType::TimestampTz => "TapDateTime",
             FieldType::Json => "TapMap",
-        }
-    }
-
-    /// Guess a type from a JSON value (for schemaless outputs of user functions).
-    pub fn of_value(v: &serde_json::Value) -> FieldType {
-        match v {
-            serde_json::Value::Bool(_) => FieldType::Boolean,
-            serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => FieldType::Integer,
-            serde_json::Value::Number(_) => FieldType::Float,
-            serde_json::Value::Object(_) | serde_json::Value::Array(_) => FieldType::Json,
-            _ => FieldType::Text,
         }
     }
 }
@@ -122,14 +111,6 @@ pub struct Event {
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-/// Render a JSON value for a text column or a key: strings as-is, others as JSON text.
-pub fn value_text(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// A zoned timestamp (`YYYY-MM-DD HH:MM:SS[.f]` with `+HH:MM`, `+HH`, `+HHMM` or `Z`, a `T`

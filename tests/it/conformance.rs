@@ -8,7 +8,10 @@
 //!   unchanged large values out of an update's image); a MongoDB target replaces the document;
 //! - a table that exists without a key on the flow's key gets one, so upserts find their row;
 //! - a snapshot reads every row in batches no larger than asked;
-//! - CDC returns an insert, an update and a delete made after `cdc_position`, in order.
+//! - CDC returns an insert, an update and a delete made after `cdc_position`, in order;
+//! - typed values come back as they were written, where the database can hold them: a decimal
+//!   with all its digits, bytes, a date, a timestamp to the millisecond, an instant, a nested
+//!   document, a boolean.
 
 use crate::engine_mongo::{Driver, mongo_uri};
 use crate::engine_mysql::my;
@@ -28,10 +31,7 @@ struct Subject {
 }
 
 fn rec(v: Value) -> Record {
-    match v {
-        Value::Object(m) => m,
-        other => panic!("not an object: {other}"),
-    }
+    Record::from_json_value(v.clone()).unwrap_or_else(|| panic!("not an object: {v}"))
 }
 
 fn field(name: &str, ty: FieldType, pk: bool) -> Field {
@@ -58,14 +58,14 @@ fn rows(c: &mut dyn Connector, table: &str) -> Vec<String> {
         .into_iter()
         .map(|r| {
             let id = match r.get("id") {
-                Some(Value::Number(n)) => n.as_i64().expect("integer id"),
-                Some(Value::String(s)) => s.parse().expect("numeric id"),
+                Some(tap::model::Value::Int(n)) => *n,
+                Some(tap::model::Value::Text(s)) => s.parse().expect("numeric id"),
                 other => panic!("row without id: {other:?}"),
             };
             let mut cells: Vec<String> = r
                 .iter()
                 .filter(|(k, v)| *k != "_id" && *k != "id" && !v.is_null())
-                .map(|(k, v)| format!("{k}={}", tap::model::value_text(v)))
+                .map(|(k, v)| format!("{k}={}", v.text()))
                 .collect();
             cells.sort();
             (id, format!("{id}: {}", cells.join(" ")))
@@ -160,7 +160,7 @@ fn snapshot_contract(s: &mut Subject) {
     let mut ids = Vec::new();
     c.snapshot(&SnapshotRequest::table("items", 2), &mut |batch| {
         sizes.push(batch.len());
-        ids.extend(batch.iter().map(|r| tap::model::value_text(&r["id"])));
+        ids.extend(batch.iter().map(|r| r["id"].text()));
         Ok(std::ops::ControlFlow::Continue(()))
     })
     .unwrap_or_else(|e| panic!("{}: snapshot: {e}", s.name));
@@ -230,8 +230,8 @@ fn cdc_contract(s: &mut Subject) {
         for e in events {
             assert_eq!(&*e.table, "feed", "{}", s.name);
             let img = e.change.key_image();
-            let name = img.get("name").filter(|v| !v.is_null()).map(tap::model::value_text).unwrap_or_default();
-            seen.push(format!("{} {} {name}", e.change.op(), tap::model::value_text(&img[idf])).trim().to_string());
+            let name = img.get("name").filter(|v| !v.is_null()).map(tap::model::Value::text).unwrap_or_default();
+            seen.push(format!("{} {} {name}", e.change.op(), img[idf].text()).trim().to_string());
         }
         pos = next;
     }
@@ -243,7 +243,68 @@ fn cdc_contract(s: &mut Subject) {
     assert_eq!(seen.len(), 3, "{}: {seen:?}", s.name);
 }
 
+fn values_contract(s: &mut Subject) {
+    use tap::model::Value as V;
+    let c = s.conn.as_mut();
+    let time = |t: &str, ty| V::parse_time(t, ty).expect("a time");
+    let ty = |v: &V| v.field_type().unwrap_or(FieldType::Text);
+    let written: Record = [
+        ("id", V::Int(1)),
+        ("dec", V::Decimal("12345678901234567890.0123456789".into())),
+        ("bin", V::Bytes(vec![0, 255, 16])),
+        ("day", time("2024-02-29", FieldType::Date)),
+        ("at", time("2024-01-02 03:04:05.123", FieldType::Timestamp)),
+        ("instant", time("2024-01-02 03:04:05.5+02:00", FieldType::TimestampTz)),
+        ("doc", V::Object(rec(json!({"a": [1, "x"], "b": {"c": null}})))),
+        ("yes", V::Bool(true)),
+        ("x", V::Float(1.5)),
+        ("t", V::Text("héllo".into())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let schema =
+        Schema { table: "typed".into(), fields: written.iter().map(|(k, v)| field(k, ty(v), k == "id")).collect() };
+    let target = Target::new("typed", &["id".to_string()], ExistingData::Drop);
+    c.prepare_target(&target, &schema).unwrap_or_else(|e| panic!("{}: prepare: {e}", s.name));
+    c.write(&target, &[Change::Insert { after: written.clone() }]).unwrap_or_else(|e| panic!("{}: write: {e}", s.name));
+    let mut back = Vec::new();
+    c.snapshot(&SnapshotRequest::table("typed", 10), &mut |batch| {
+        back.extend(batch);
+        Ok(std::ops::ControlFlow::Continue(()))
+    })
+    .unwrap_or_else(|e| panic!("{}: snapshot: {e}", s.name));
+    let mut got = back.pop().unwrap_or_else(|| panic!("{}: the row is not there", s.name));
+    got.remove("_id");
+    let mut want = written.clone();
+    let utc = |v: &V| match v {
+        V::Date(d) => V::TimestampTz(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc()),
+        V::Timestamp(t) => V::TimestampTz(t.and_utc()),
+        other => other.clone(),
+    };
+    match s.name {
+        // NUMERIC affinity keeps a decimal's first 15 significant digits (a REAL).
+        "SQLite" => {
+            assert_eq!(got["dec"].as_f64(), written["dec"].as_f64(), "SQLite: the decimal as a REAL");
+            want["dec"] = got["dec"].clone();
+        }
+        // No zoned type: an instant is a DATETIME(6) holding its UTC time.
+        "MySQL" => {
+            let V::TimestampTz(t) = &written["instant"] else { panic!("an instant") };
+            want["instant"] = V::Timestamp(t.naive_utc());
+        }
+        // No date-only or naive type: BSON dates, read back as instants.
+        "MongoDB" => {
+            want["day"] = utc(&written["day"]);
+            want["at"] = utc(&written["at"]);
+        }
+        _ => {}
+    }
+    assert_eq!(got, want, "{}: the values written, read back", s.name);
+}
+
 fn run(mut s: Subject) {
+    values_contract(&mut s);
     sink_contract(&mut s);
     keyless_target_contract(&mut s);
     snapshot_contract(&mut s);

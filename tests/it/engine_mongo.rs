@@ -47,7 +47,7 @@ Flow("lite2mongo").wait_initial_sync();"#,
     };
     assert_eq!(names(&env), vec!["a", "b"]);
     let first = records(&env, "Mongo.docs").into_iter().find(|r| r["id"] == 1).expect("row 1");
-    assert_eq!(first["at"], "2024-01-02 03:04:05.000+00:00", "a BSON date, read back (UTC)");
+    assert_eq!(first["at"], "2024-01-02 03:04:05+00:00", "a BSON date, read back (UTC)");
     assert_eq!(first["_id"].as_str().map(str::len), Some(24), "an ObjectId _id");
     crate::harness::exec(
         &src,

@@ -171,7 +171,7 @@ Flow("priv").read_from("NoPriv.t").write_to("Lite.t").save().start();"#,
 /// found the place.
 #[test]
 fn binlog_cdc_resumes_by_gtid_when_the_file_is_gone() {
-    use serde_json::{Value, json};
+    use serde_json::json;
     let my = my();
     let db = format!("it_gtid_{}", std::process::id());
     my.sql("mysql", &format!("DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}"));
@@ -192,13 +192,13 @@ fn binlog_cdc_resumes_by_gtid_when_the_file_is_gone() {
     // Read the first transaction only (max 1 event: whole transactions stop there).
     let (events, p1) = c.changes(flow, &tables, &p0, 1, Duration::from_secs(10)).expect("changes");
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0].change.key_image().get("id").cloned(), Some(json!(1)));
+    assert_eq!(events[0].change.key_image().get("id").cloned(), Some(tap::model::Value::Int(1)));
     assert_ne!(p1["gtid"], p0["gtid"], "the position moved to the first transaction's GTID");
     c.cdc_release(flow).unwrap();
 
     let gone = json!({"file": "no-such-binlog.000999", "pos": 4, "gtid": p1["gtid"]});
     let mut c2 = tap::connectors::open("Mysql", &config).expect("connect");
-    let mut got: Vec<(Value, Value)> = Vec::new();
+    let mut got: Vec<(tap::model::Value, tap::model::Value)> = Vec::new();
     let mut at = gone.clone();
     for _ in 0..20 {
         let (events, next) = c2.changes(flow, &tables, &at, 100, Duration::from_millis(500)).expect("resume by GTID");
@@ -211,7 +211,8 @@ fn binlog_cdc_resumes_by_gtid_when_the_file_is_gone() {
             break;
         }
     }
-    assert_eq!(got, vec![(json!(2), json!(20)), (json!(2), json!(30))], "exactly the transactions after p1");
+    let int = tap::model::Value::Int;
+    assert_eq!(got, vec![(int(2), int(20)), (int(2), int(30))], "exactly the transactions after p1");
     let file = at["file"].as_str().unwrap_or_default();
     assert!(file != "no-such-binlog.000999" && !file.is_empty(), "the position names the real file now: {at}");
     c2.cdc_release(flow).unwrap();

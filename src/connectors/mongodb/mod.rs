@@ -6,7 +6,7 @@
 //! the last operation per key (each one replaces or deletes a whole document, so the last one
 //! decides) and goes out as one unordered bulk write (`bulkWrite`, MongoDB 8+; older servers get
 //! the same operations one by one).
-//! Top-level date and timestamp fields become BSON dates; nested values stay as they are.
+//! Dates and timestamps become BSON dates, nested ones included.
 //!
 //! Source: snapshot of a collection (its documents as records), then CDC from a change stream
 //! on the database (inserts, updates and replaces with the whole document looked up, deletes by
@@ -16,14 +16,13 @@
 
 use crate::connectors::{Connector, Emit, ExistingData, Position, Settings, SnapshotRequest, Target};
 use crate::error::{Error, Result};
-use crate::model::{Change, Event, Field, FieldType, Record, Schema};
+use crate::model::{Change, Event, Field, FieldType, Record, Schema, Value};
 use futures_util::TryStreamExt;
 use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
 use mongodb::options::{DeleteOneModel, FullDocumentType, ReplaceOneModel, WriteModel};
 use mongodb::{Client, Namespace};
-use serde_json::Value;
 use std::collections::HashMap;
 use std::future::IntoFuture;
 use std::time::Duration;
@@ -36,7 +35,6 @@ pub struct Mongo {
     /// A replica set member or a mongos: change streams work.
     replica: bool,
     masked_uri: String,
-    types: HashMap<String, HashMap<String, FieldType>>,
     stream: Option<ChangeStream<ChangeStreamEvent<Document>>>,
     /// Target collections this connector has written to (so they exist, until dropped).
     written: std::collections::HashSet<String>,
@@ -53,7 +51,7 @@ fn token_of(p: &Position) -> Result<ResumeToken> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Saved {
-        token: Value,
+        token: serde_json::Value,
     }
     let saved: Saved = crate::connectors::saved_position(p, "MongoDB change-stream")?;
     let bad = |why: String| {
@@ -64,7 +62,7 @@ fn token_of(p: &Position) -> Result<ResumeToken> {
 }
 
 fn doc_to_record(d: Document) -> Record {
-    d.into_iter().map(|(k, v)| (k, to_json(v))).collect()
+    d.into_iter().map(|(k, v)| (k, to_value(v))).collect()
 }
 
 /// A driver error in its class, decided once here: network errors and errors labelled
@@ -96,90 +94,71 @@ fn bson_type(b: &Bson) -> FieldType {
     }
 }
 
-/// BSON as the model's JSON: ObjectIds as their hex string, dates as UTC
-/// `YYYY-MM-DD HH:MM:SS.fff+00:00`, binary as hex, decimals as numbers.
-pub fn to_json(b: Bson) -> Value {
+/// A BSON value as the model's: ObjectIds as their hex text, dates as instants (UTC, to the
+/// millisecond), binary as bytes, Decimal128 as an exact decimal.
+pub fn to_value(b: Bson) -> Value {
     match b {
-        Bson::Binary(bin) => Value::String(crate::connectors::hex(&bin.bytes)),
-        Bson::ObjectId(o) => Value::String(o.to_hex()),
-        Bson::DateTime(d) => Value::String(
-            chrono::DateTime::from_timestamp_millis(d.timestamp_millis())
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f+00:00").to_string())
-                .unwrap_or_default(),
-        ),
-        Bson::Document(d) => Value::Object(d.into_iter().map(|(k, v)| (k, to_json(v))).collect()),
-        Bson::Array(a) => Value::Array(a.into_iter().map(to_json).collect()),
-        Bson::Decimal128(d) => d
-            .to_string()
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map(Value::Number)
-            .unwrap_or(Value::Null),
-        other => other.into_relaxed_extjson(),
-    }
-}
-
-fn parse_time(s: &str) -> Option<bson::DateTime> {
-    if let Some(dt) = crate::model::zoned_to_utc(s) {
-        return Some(bson::DateTime::from_millis(dt.timestamp_millis()));
-    }
-    let t = s.replace('T', " ");
-    let t = t.as_str();
-    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S"] {
-        if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(t, fmt) {
-            return Some(bson::DateTime::from_millis(dt.and_utc().timestamp_millis()));
+        Bson::Null | Bson::Undefined => Value::Null,
+        Bson::Boolean(x) => Value::Bool(x),
+        Bson::Int32(i) => Value::Int(i64::from(i)),
+        Bson::Int64(i) => Value::Int(i),
+        Bson::Double(f) => Value::float(f),
+        Bson::String(s) => Value::Text(s),
+        Bson::Binary(bin) => Value::Bytes(bin.bytes),
+        Bson::ObjectId(o) => Value::Text(o.to_hex()),
+        Bson::DateTime(d) => {
+            chrono::DateTime::from_timestamp_millis(d.timestamp_millis()).map(Value::TimestampTz).unwrap_or(Value::Null)
         }
+        Bson::Document(d) => Value::Object(doc_to_record(d)),
+        Bson::Array(a) => Value::Array(a.into_iter().map(to_value).collect()),
+        Bson::Decimal128(d) => Value::Decimal(d.to_string()),
+        other => Value::from_json(other.into_relaxed_extjson()),
     }
-    chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|dt| bson::DateTime::from_millis(dt.and_utc().timestamp_millis()))
 }
 
-/// A record as a BSON document; fields typed as dates become BSON dates.
-fn to_doc(rec: &Record, types: Option<&HashMap<String, FieldType>>) -> Result<Document> {
-    let mut d = Document::new();
-    for (k, v) in rec {
-        let ty = types.and_then(|t| t.get(k)).copied();
-        let b = match (v, ty) {
-            (Value::String(s), Some(FieldType::Date | FieldType::Timestamp | FieldType::TimestampTz)) => {
-                parse_time(s).map(Bson::DateTime).unwrap_or_else(|| Bson::String(s.clone()))
-            }
-            (Value::String(s), Some(FieldType::Bytes)) => match crate::connectors::unhex(s) {
-                Some(bytes) => Bson::Binary(bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes }),
-                None => Bson::String(s.clone()),
-            },
-            (Value::Number(n), Some(FieldType::Decimal)) => match n.to_string().parse::<bson::Decimal128>() {
-                Ok(d) => Bson::Decimal128(d),
-                Err(_) => bson::to_bson(v).map_err(|e| Error::data(format!("field {k} as BSON: {e}")))?,
-            },
-            (Value::String(s), Some(FieldType::Decimal)) => match s.parse::<bson::Decimal128>() {
-                Ok(d) => Bson::Decimal128(d),
-                Err(_) => Bson::String(s.clone()),
-            },
-            _ => bson::to_bson(v).map_err(|e| Error::data(format!("field {k} as BSON: {e}")))?,
-        };
-        d.insert(k.clone(), b);
+/// A model value as BSON: dates and timestamps become BSON dates (a date its midnight UTC),
+/// bytes generic binary, decimals Decimal128 (a decimal beyond its 34 digits a double).
+fn to_bson(v: &Value) -> Bson {
+    let date = |t: chrono::DateTime<chrono::Utc>| Bson::DateTime(bson::DateTime::from_millis(t.timestamp_millis()));
+    match v {
+        Value::Null => Bson::Null,
+        Value::Bool(b) => Bson::Boolean(*b),
+        Value::Int(i) => Bson::Int64(*i),
+        Value::Float(f) => Bson::Double(*f),
+        Value::Decimal(d) => match d.parse::<bson::Decimal128>() {
+            Ok(d) => Bson::Decimal128(d),
+            Err(_) => d.parse::<f64>().map(Bson::Double).unwrap_or_else(|_| Bson::String(d.clone())),
+        },
+        Value::Text(s) => Bson::String(s.clone()),
+        Value::Bytes(b) => Bson::Binary(bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: b.clone() }),
+        Value::Date(d) => d.and_hms_opt(0, 0, 0).map(|t| date(t.and_utc())).unwrap_or(Bson::Null),
+        Value::Timestamp(t) => date(t.and_utc()),
+        Value::TimestampTz(t) => date(*t),
+        Value::Object(r) => Bson::Document(to_doc(r)),
+        Value::Array(a) => Bson::Array(a.iter().map(to_bson).collect()),
     }
-    Ok(d)
 }
 
-fn filter_for(rec: &Record, key: &[String]) -> Result<Document> {
-    let mut f = Document::new();
-    for k in key {
-        let v = rec.get(k).unwrap_or(&Value::Null);
-        let b = if k == "_id"
-            && let Some(s) = v.as_str()
-            && let Ok(oid) = bson::oid::ObjectId::parse_str(s)
-        {
-            Bson::ObjectId(oid)
-        } else {
-            bson::to_bson(v).map_err(|e| Error::data(format!("key {k} as BSON: {e}")))?
-        };
-        f.insert(k.clone(), b);
+/// An `_id` that is an ObjectId's hex text is that ObjectId (how ObjectIds travel).
+fn id_bson(v: &Value) -> Bson {
+    match v.as_str().map(bson::oid::ObjectId::parse_str) {
+        Some(Ok(oid)) => Bson::ObjectId(oid),
+        _ => to_bson(v),
     }
-    Ok(f)
+}
+
+/// A record as a BSON document.
+fn to_doc(rec: &Record) -> Document {
+    rec.iter().map(|(k, v)| (k.clone(), if k == "_id" { id_bson(v) } else { to_bson(v) })).collect()
+}
+
+fn filter_for(rec: &Record, key: &[String]) -> Document {
+    key.iter()
+        .map(|k| {
+            let v = rec.get(k).unwrap_or(&Value::Null);
+            (k.clone(), if k == "_id" { id_bson(v) } else { to_bson(v) })
+        })
+        .collect()
 }
 
 /// A change stream event as a change of a collection. Updates and replaces carry the whole
@@ -252,7 +231,6 @@ impl Mongo {
             bulk: wire >= 25,
             replica,
             masked_uri: masked,
-            types: HashMap::new(),
             stream: None,
             written: std::collections::HashSet::new(),
         })
@@ -330,7 +308,7 @@ impl Connector for Mongo {
     fn find(&mut self, table: &str, filter: &Record, limit: usize) -> Result<Vec<Record>> {
         let coll = self.coll(table);
         let keys: Vec<String> = filter.keys().cloned().collect();
-        let filter = filter_for(filter, &keys)?;
+        let filter = filter_for(filter, &keys);
         let docs: Vec<Document> =
             self.rt.run(async { coll.find(filter).limit(limit as i64).await?.try_collect().await })?.map_err(mg_err)?;
         Ok(docs.into_iter().map(doc_to_record).collect())
@@ -484,7 +462,7 @@ impl Connector for Mongo {
         Ok(())
     }
 
-    fn prepare_target(&mut self, target: &Target, schema: &Schema) -> Result<()> {
+    fn prepare_target(&mut self, target: &Target, _schema: &Schema) -> Result<()> {
         let (table, key, existing) = (target.table.as_str(), &target.key[..], target.existing);
         let coll = self.coll(table);
         match existing {
@@ -507,7 +485,6 @@ impl Connector for Mongo {
                 .build();
             self.rt.run(coll.create_index(index).into_future())?.map_err(mg_err)?;
         }
-        self.types.insert(table.to_string(), schema.fields.iter().map(|f| (f.name.clone(), f.ty)).collect());
         Ok(())
     }
 
@@ -516,7 +493,6 @@ impl Connector for Mongo {
         if key.is_empty() {
             return Err(Error::schema(format!("target collection {table} has no key to write by")));
         }
-        let types = self.types.get(table);
         let ns = Namespace::new(self.database.clone(), table.to_string());
         // Every operation replaces or deletes a whole document, so the last one on a key decides
         // that document: keep only it, and the batch has one operation per key, in any order.
@@ -542,15 +518,15 @@ impl Connector for Mongo {
                     if let Change::Update { before: Some(b), .. } = c
                         && key.iter().any(|k| b.get(k).is_some_and(|v| Some(v) != after.get(k)))
                     {
-                        put(filter_for(b, key)?, None);
+                        put(filter_for(b, key), None);
                     }
-                    let mut replacement = to_doc(after, types)?;
+                    let mut replacement = to_doc(after);
                     if key != ["_id"] {
                         replacement.remove("_id");
                     }
-                    put(filter_for(after, key)?, Some(replacement));
+                    put(filter_for(after, key), Some(replacement));
                 }
-                Change::Delete { before } => put(filter_for(before, key)?, None),
+                Change::Delete { before } => put(filter_for(before, key), None),
             }
         }
         let models: Vec<WriteModel> = slots.into_iter().flatten().collect();

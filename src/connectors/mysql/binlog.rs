@@ -142,7 +142,7 @@ impl BinlogPosition {
     }
 
     pub fn value(&self) -> Position {
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -191,7 +191,7 @@ impl Mysql {
                 }
                 (_, v) => v,
             };
-            rec.insert(name, to_json(value, ty));
+            rec.insert(name, to_value(value, ty));
         }
         Ok(rec)
     }
@@ -526,6 +526,7 @@ impl Mysql {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn positions_are_read_and_written_in_one_shape() {

@@ -23,9 +23,9 @@ pub mod gtid;
 mod values;
 
 use crate::connectors::sql::{self, Run, SqlTarget};
-use crate::connectors::{Connector, Emit, Position, Settings, SnapshotRequest, Target, UniqueKey, hex, unhex};
+use crate::connectors::{Connector, Emit, Position, Settings, SnapshotRequest, Target, UniqueKey, hex};
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{Change, Event, Field, FieldType, Record, Schema};
+use crate::model::{Change, Event, Field, FieldType, Record, Schema, Value, is_decimal};
 pub use binlog::BinlogPosition;
 use binlog::PendingGtid;
 use futures_util::StreamExt;
@@ -33,12 +33,11 @@ use gtid::Gtid;
 use mysql_async::binlog::events::{EventData, RowsEventData};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, OptsBuilder, Value as My};
-use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 pub use values::field_type;
-use values::{column_type, epoch_to_my, to_json, to_my};
+use values::{column_type, epoch_to_my, to_my, to_value};
 
 pub struct Mysql {
     rt: crate::connectors::blocking::Blocking,
@@ -433,9 +432,9 @@ impl Mysql {
                     .map(|(k, v)| match v {
                         Value::Null => format!("{} IS NULL", quote(k)),
                         Value::Bool(b) => format!("{} = {}", quote(k), i32::from(*b)),
-                        Value::Number(x) => format!("{} = {x}", quote(k)),
-                        Value::String(t) => format!("{} = {}", quote(k), sql_string(t)),
-                        other => format!("{} = {}", quote(k), sql_string(&other.to_string())),
+                        Value::Int(_) | Value::Float(_) => format!("{} = {v}", quote(k)),
+                        Value::Bytes(b) => format!("{} = X'{}'", quote(k), hex(b)),
+                        other => format!("{} = {}", quote(k), sql_string(&other.text())),
                     })
                     .collect();
                 format!("SELECT {cols} FROM {} WHERE {} LIMIT {n}", self.qualified(table), cond.join(" AND "))
@@ -459,7 +458,7 @@ impl Mysql {
                         let values = row.unwrap();
                         let mut rec = Record::with_capacity(values.len());
                         for ((name, ty), v) in types.iter().zip(values) {
-                            rec.insert(name.clone(), to_json(v, Some(*ty)));
+                            rec.insert(name.clone(), to_value(v, Some(*ty)));
                         }
                         buf.push(rec);
                     }

@@ -48,49 +48,54 @@ pub(super) fn column_type(f: &Field, is_key: bool) -> String {
     }
 }
 
-/// A MySQL value as JSON, typed by the field.
-pub(super) fn to_json(v: My, ty: Option<FieldType>) -> Value {
+/// A MySQL value as the model's, typed by the field (the text protocol gives every value as
+/// text; the binlog gives numbers and dates as themselves). A zero date (`0000-00-00`) or any
+/// other value that is not of the column's type stays text.
+pub(super) fn to_value(v: My, ty: Option<FieldType>) -> Value {
     match v {
         My::NULL => Value::Null,
-        My::Int(i) if ty == Some(FieldType::Boolean) => Value::Bool(i != 0),
-        My::Int(i) => json!(i),
-        My::UInt(u) => json!(u),
-        My::Float(f) => serde_json::Number::from_f64(f64::from(f)).map(Value::Number).unwrap_or(Value::Null),
-        My::Double(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
+        My::Int(i) => match ty {
+            Some(FieldType::Boolean) => Value::Bool(i != 0),
+            Some(FieldType::Decimal) => Value::Decimal(i.to_string()),
+            Some(FieldType::Float) => Value::Float(i as f64),
+            _ => Value::Int(i),
+        },
+        My::UInt(u) => i64::try_from(u).map(Value::Int).unwrap_or_else(|_| Value::Decimal(u.to_string())),
+        My::Float(f) => Value::float(f64::from(f)),
+        My::Double(f) => Value::float(f),
         My::Date(y, mo, d, h, mi, s, us) => {
-            if ty == Some(FieldType::Date) {
-                json!(format!("{y:04}-{mo:02}-{d:02}"))
-            } else if ty == Some(FieldType::TimestampTz) {
-                let frac = if us > 0 { format!(".{us:06}") } else { String::new() };
-                json!(format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}{frac}+00:00"))
-            } else if us > 0 {
-                json!(format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}"))
-            } else {
-                json!(format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}"))
+            let date = chrono::NaiveDate::from_ymd_opt(i32::from(y), u32::from(mo), u32::from(d));
+            let time = date.and_then(|d| d.and_hms_micro_opt(u32::from(h), u32::from(mi), u32::from(s), us));
+            match (ty, date, time) {
+                (Some(FieldType::Date), Some(d), _) => Value::Date(d),
+                (Some(FieldType::TimestampTz), _, Some(t)) => Value::TimestampTz(t.and_utc()),
+                (_, _, Some(t)) => Value::Timestamp(t),
+                _ => Value::Text(format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")),
             }
         }
         My::Time(neg, d, h, m, s, _) => {
-            json!(format!("{}{:02}:{m:02}:{s:02}", if neg { "-" } else { "" }, u32::from(h) + d * 24))
+            Value::Text(format!("{}{:02}:{m:02}:{s:02}", if neg { "-" } else { "" }, u32::from(h) + d * 24))
         }
-        My::Bytes(b) => match ty {
-            Some(FieldType::Bytes) => json!(hex(&b)),
-            Some(FieldType::Decimal | FieldType::Float | FieldType::Integer) => {
-                let s = String::from_utf8_lossy(&b);
-                s.parse::<i64>()
-                    .map(Value::from)
-                    .or_else(|_| {
-                        s.parse::<f64>()
-                            .map(|f| serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null))
-                    })
-                    .unwrap_or_else(|_| Value::String(s.into_owned()))
+        My::Bytes(b) => {
+            if ty == Some(FieldType::Bytes) {
+                return Value::Bytes(b);
             }
-            Some(FieldType::Json) => {
-                let s = String::from_utf8_lossy(&b);
-                serde_json::from_str(&s).unwrap_or_else(|_| Value::String(s.into_owned()))
+            let s = String::from_utf8_lossy(&b).into_owned();
+            match ty {
+                Some(FieldType::Integer) => match s.parse::<i64>() {
+                    Ok(i) => Value::Int(i),
+                    Err(_) if is_decimal(&s) => Value::Decimal(s),
+                    Err(_) => Value::Text(s),
+                },
+                Some(FieldType::Decimal) if is_decimal(&s) => Value::Decimal(s),
+                Some(FieldType::Float) => s.parse::<f64>().map(Value::float).unwrap_or(Value::Text(s)),
+                Some(FieldType::Boolean) => Value::Bool(b.first().is_some_and(|c| *c != 0 && *c != b'0')),
+                Some(FieldType::Json | FieldType::Date | FieldType::Timestamp | FieldType::TimestampTz) => {
+                    Value::from_json_as(serde_json::Value::String(s), ty)
+                }
+                _ => Value::Text(s),
             }
-            Some(FieldType::Boolean) => Value::Bool(b.first().is_some_and(|c| *c != 0 && *c != b'0')),
-            _ => Value::String(String::from_utf8_lossy(&b).into_owned()),
-        },
+        }
     }
 }
 
@@ -111,21 +116,37 @@ pub(super) fn epoch_to_my(secs: i64, micros: u32) -> My {
     }
 }
 
-/// A JSON value as a MySQL parameter.
+/// A value as a MySQL parameter for a column of type `ty`: dates and timestamps as MySQL
+/// dates (an instant as its UTC wall time: MySQL has no zoned type), decimals and text as
+/// text, nested values as JSON text.
 pub(super) fn to_my(v: &Value, ty: Option<FieldType>) -> My {
+    use chrono::{Datelike, Timelike};
+    let datetime = |t: chrono::NaiveDateTime| {
+        My::Date(
+            t.year() as u16,
+            t.month() as u8,
+            t.day() as u8,
+            t.hour() as u8,
+            t.minute() as u8,
+            t.second() as u8,
+            t.nanosecond() / 1000,
+        )
+    };
     match v {
         Value::Null => My::NULL,
         Value::Bool(b) => My::Int(i64::from(*b)),
-        Value::Number(n) => n.as_i64().map(My::Int).unwrap_or_else(|| My::Double(n.as_f64().unwrap_or(0.0))),
-        Value::String(s) if ty == Some(FieldType::Bytes) => {
-            My::Bytes(unhex(s).unwrap_or_else(|| s.as_bytes().to_vec()))
-        }
-        // The type is the target column's (a DATETIME reads back as a timestamp), so any
-        // timestamp text may carry an offset; naive ones skip the parsing (`zoned_to_utc`).
-        Value::String(s) if matches!(ty, Some(FieldType::Timestamp | FieldType::TimestampTz)) => {
+        Value::Int(i) => My::Int(*i),
+        Value::Float(f) => My::Double(*f),
+        Value::Bytes(b) => My::Bytes(b.clone()),
+        Value::Date(d) => My::Date(d.year() as u16, d.month() as u8, d.day() as u8, 0, 0, 0, 0),
+        Value::Timestamp(t) => datetime(*t),
+        Value::TimestampTz(t) => datetime(t.naive_utc()),
+        // Text for a DATETIME may carry an offset (a user function's output); naive ones skip
+        // the parsing (`zoned_to_utc`).
+        Value::Text(s) if matches!(ty, Some(FieldType::Timestamp | FieldType::TimestampTz)) => {
             My::Bytes(crate::model::naive_text(s).into_bytes())
         }
-        Value::String(s) => My::Bytes(s.as_bytes().to_vec()),
-        other => My::Bytes(other.to_string().into_bytes()),
+        Value::Text(s) | Value::Decimal(s) => My::Bytes(s.as_bytes().to_vec()),
+        other => My::Bytes(other.text().into_bytes()),
     }
 }

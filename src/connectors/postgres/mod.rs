@@ -24,12 +24,11 @@ mod wal;
 use crate::connectors::sql::{self, Run, SqlTarget};
 use crate::connectors::{Connector, Emit, Position, Settings, SnapshotRequest, Target, UniqueKey};
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{Change, Event, Field, FieldType, Record, Schema};
-use serde_json::{Value, json};
+use crate::model::{Change, Event, Field, FieldType, Record, Schema, Value};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 pub use values::{column_type, declared_type, field_type};
-use values::{normalize, to_pg_json};
+use values::{decode_row, payload, select_list};
 use wal::Replication;
 pub use wal::slot_name;
 
@@ -96,7 +95,14 @@ impl Postgres {
         let schema = config.value("schema").to_string();
         let rt = crate::connectors::blocking::Blocking::new()?;
         let mut cfg = tokio_postgres::Config::new();
-        cfg.host(&host).port(port).dbname(&database).user(&user).connect_timeout(Duration::from_secs(10));
+        // Sessions run in UTC: a naive timestamp written to a zoned column is a UTC one, as
+        // everywhere in tap.
+        cfg.host(&host)
+            .port(port)
+            .dbname(&database)
+            .user(&user)
+            .options("-c TimeZone=UTC")
+            .connect_timeout(Duration::from_secs(10));
         if !password.is_empty() {
             cfg.password(&password);
         }
@@ -253,24 +259,21 @@ impl Connector for Postgres {
     fn find(&mut self, table: &str, filter: &Record, limit: usize) -> Result<Vec<Record>> {
         let schema = self.schema(table)?;
         // Compared as text: a filter comes from a command line.
-        let texts: Vec<String> =
-            filter.values().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect();
+        let texts: Vec<String> = filter.values().map(Value::text).collect();
         let cond: Vec<String> =
             filter.keys().enumerate().map(|(i, k)| format!("tap_row.{}::text = ${}", quote(k), i + 1)).collect();
         let where_ = if cond.is_empty() { String::new() } else { format!(" WHERE {}", cond.join(" AND ")) };
         let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
             texts.iter().map(|t| t as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
         let rows = self.query(
-            &format!("SELECT row_to_json(tap_row)::text FROM {} tap_row{where_} LIMIT {limit}", self.qualified(table)),
+            &format!(
+                "SELECT row_to_json(tap_row)::text FROM (SELECT {} FROM {}) tap_row{where_} LIMIT {limit}",
+                select_list(&schema),
+                self.qualified(table)
+            ),
             &params,
         )?;
-        rows.iter()
-            .map(|r| {
-                let mut rec: Record = serde_json::from_str(&r.get::<_, String>(0))?;
-                normalize(&mut rec, &schema);
-                Ok(rec)
-            })
-            .collect()
+        rows.iter().map(|r| decode_row(r.get::<_, &str>(0), &schema)).collect()
     }
 
     fn execute(&mut self, statement: &str) -> Result<u64> {
@@ -295,7 +298,8 @@ impl Connector for Postgres {
         let schema = self.schema(table)?;
         let q = self.qualified(table);
         self.batch(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; DECLARE tap_snapshot NO SCROLL CURSOR FOR SELECT row_to_json(tap_row)::text FROM {q} tap_row"
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; DECLARE tap_snapshot NO SCROLL CURSOR FOR SELECT row_to_json(tap_row)::text FROM (SELECT {} FROM {q}) tap_row",
+            select_list(&schema)
         ))?;
         let result = (|| {
             loop {
@@ -305,9 +309,7 @@ impl Connector for Postgres {
                 }
                 let mut out = Vec::with_capacity(rows.len());
                 for r in &rows {
-                    let mut rec: Record = serde_json::from_str(r.get::<_, &str>(0))?;
-                    normalize(&mut rec, &schema);
-                    out.push(rec);
+                    out.push(decode_row(r.get::<_, &str>(0), &schema)?);
                 }
                 if emit(out)?.is_break() {
                     return Ok(());
@@ -346,23 +348,10 @@ impl Connector for Postgres {
             return Err(Error::schema(format!("target table {table} has no key to write by")));
         }
         let cols = sql::columns(self, table, changes)?;
-        let ty = |name: &str| cols.iter().find(|(c, _)| c == name).map(|(_, t)| *t);
         let q = self.qualified(table);
         let key_list = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
         // Each run is one statement over a JSON array of its images, writing the columns they
         // carry (one shape per run).
-        let payload = |images: &[&Record], fields: &mut dyn Iterator<Item = &String>| -> String {
-            let fields: Vec<&String> = fields.collect();
-            let rows: Vec<Value> = images
-                .iter()
-                .map(|r| {
-                    Value::Object(
-                        fields.iter().filter_map(|f| r.get(*f).map(|v| ((*f).clone(), to_pg_json(v, ty(f))))).collect(),
-                    )
-                })
-                .collect();
-            Value::Array(rows).to_string()
-        };
         let mut statements: Vec<(String, String)> = Vec::new();
         for run in sql::plan(changes, key) {
             let run_cols = run.columns(&cols);
@@ -383,14 +372,14 @@ impl Connector for Postgres {
                         format!(
                             "INSERT INTO {q} ({col_list}) SELECT {col_list} FROM jsonb_populate_recordset(NULL::{q}, $1::text::jsonb) ON CONFLICT ({key_list}) {conflict}"
                         ),
-                        payload(&images, &mut run_cols.iter().map(|(c, _)| c)),
+                        payload(&images, &run_cols.iter().map(|(c, _)| c).collect::<Vec<_>>()),
                     ))
                 }
                 Run::Delete(images) => statements.push((
                     format!(
                         "DELETE FROM {q} WHERE ({key_list}) IN (SELECT {key_list} FROM jsonb_populate_recordset(NULL::{q}, $1::text::jsonb))"
                     ),
-                    payload(&images, &mut key.iter()),
+                    payload(&images, &key.iter().collect::<Vec<_>>()),
                 )),
             }
         }

@@ -7,8 +7,7 @@
 //! numerics become JSON numbers/booleans, JSON columns JSON, bytea plain hex, the rest strings.
 
 use crate::error::{Error, Result};
-use crate::model::{Change, Event, Record};
-use serde_json::Value;
+use crate::model::{Change, Event, Record, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -61,23 +60,6 @@ fn short() -> Error {
     Error::internal("truncated pgoutput message")
 }
 
-/// A text value typed by its OID.
-fn typed(text: &str, oid: u32) -> Value {
-    match oid {
-        16 => Value::Bool(text == "t"),
-        20 | 21 | 23 | 26 => text.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(text.into())),
-        700 | 701 | 1700 => text
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map(Value::Number)
-            .unwrap_or_else(|| Value::String(text.into())),
-        114 | 3802 => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.into())),
-        17 => Value::String(text.strip_prefix("\\x").unwrap_or(text).to_string()),
-        _ => Value::String(text.into()),
-    }
-}
-
 impl Decoder {
     fn tuple(&self, c: &mut Cursor<'_>, rel: &Relation) -> Result<Record> {
         let n = c.u16()? as usize;
@@ -92,7 +74,7 @@ impl Decoder {
                 b't' => {
                     let len = c.u32()? as usize;
                     let text = String::from_utf8_lossy(c.take(len)?).into_owned();
-                    rec.insert(name, typed(&text, oid));
+                    rec.insert(name, super::values::from_text(&text, oid));
                 }
                 b'b' => {
                     let len = c.u32()? as usize;

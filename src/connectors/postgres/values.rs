@@ -73,30 +73,171 @@ pub fn column_type(f: &Field) -> String {
     }
 }
 
-/// Bring a `row_to_json` record to the model's conventions: timestamps with a space, bytes as
-/// plain hex.
-pub(super) fn normalize(rec: &mut Record, schema: &Schema) {
-    for f in &schema.fields {
-        if let Some(Value::String(s)) = rec.get_mut(&f.name) {
-            match f.ty {
-                FieldType::Timestamp | FieldType::TimestampTz if s.len() > 10 && s.as_bytes()[10] == b'T' => {
-                    s.replace_range(10..11, " ");
-                }
-                FieldType::Bytes => {
-                    if let Some(h) = s.strip_prefix("\\x") {
-                        *s = h.to_string();
-                    }
-                }
-                _ => {}
-            }
-        }
+/// The select list a snapshot reads a row with, for `row_to_json`: numerics as their text, so
+/// no digit is lost to JSON's binary numbers.
+pub(super) fn select_list(schema: &Schema) -> String {
+    if schema.fields.is_empty() {
+        return "*".into();
+    }
+    let cols: Vec<String> = schema
+        .fields
+        .iter()
+        .map(|f| match f.ty {
+            FieldType::Decimal => format!("{0}::text AS {0}", quote(&f.name)),
+            _ => quote(&f.name),
+        })
+        .collect();
+    cols.join(", ")
+}
+
+/// A `row_to_json` row as a record, typed by the table's schema (JSON columns arrive as JSON).
+pub(super) fn decode_row(text: &str, schema: &Schema) -> Result<Record> {
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match schema.field(&k).map(|f| f.ty) {
+                Some(FieldType::Json) | None => Value::from_json(v),
+                ty => Value::from_json_as(v, ty),
+            };
+            (k, v)
+        })
+        .collect())
+}
+
+/// A pgoutput text value typed by its type's OID.
+pub(super) fn from_text(text: &str, oid: u32) -> Value {
+    let s = || Value::Text(text.to_string());
+    match oid {
+        16 => Value::Bool(text == "t"),
+        20 | 21 | 23 | 26 => text.parse::<i64>().map(Value::Int).unwrap_or_else(|_| s()),
+        700 | 701 => text.parse::<f64>().map(Value::float).unwrap_or_else(|_| s()),
+        1700 if crate::model::is_decimal(text) => Value::Decimal(text.to_string()),
+        114 | 3802 => serde_json::from_str(text).map(Value::from_json).unwrap_or_else(|_| s()),
+        17 => crate::model::unhex(text.strip_prefix("\\x").unwrap_or(text)).map(Value::Bytes).unwrap_or_else(s),
+        1082 => Value::parse_time(text, FieldType::Date).unwrap_or_else(s),
+        1114 => Value::parse_time(text, FieldType::Timestamp).unwrap_or_else(s),
+        1184 => Value::parse_time(text, FieldType::TimestampTz).unwrap_or_else(s),
+        _ => s(),
     }
 }
 
-/// A value for `jsonb_populate_recordset`: bytes get PostgreSQL's hex prefix, nested values stay JSON.
-pub(super) fn to_pg_json(v: &Value, ty: Option<FieldType>) -> Value {
-    match (v, ty) {
-        (Value::String(s), Some(FieldType::Bytes)) if !s.starts_with("\\x") => json!(format!("\\x{s}")),
-        _ => v.clone(),
+/// A JSON array of images for `jsonb_populate_recordset`, each with `fields` (those it
+/// has): decimals as JSON numbers with their exact digits, bytes with PostgreSQL's hex prefix,
+/// dates and timestamps as their text, nested values as JSON.
+pub(super) fn payload(images: &[&Record], fields: &[&String]) -> String {
+    let mut out = String::with_capacity(images.len() * fields.len() * 12 + 2);
+    out.push('[');
+    for (i, r) in images.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('{');
+        let mut first = true;
+        for f in fields {
+            if let Some(v) = r.get(*f) {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                json_string(f, &mut out);
+                out.push(':');
+                json_value(v, &mut out);
+            }
+        }
+        out.push('}');
+    }
+    out.push(']');
+    out
+}
+
+fn json_string(s: &str, out: &mut String) {
+    out.push_str(&serde_json::Value::from(s).to_string());
+}
+
+fn json_value(v: &Value, out: &mut String) {
+    match v {
+        Value::Decimal(d) if json_number(d) => out.push_str(d),
+        Value::Bytes(b) => json_string(&format!("\\x{}", crate::model::hex(b)), out),
+        Value::Object(r) => {
+            out.push('{');
+            for (i, (k, v)) in r.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_string(k, out);
+                out.push(':');
+                json_value(v, out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_value(v, out);
+            }
+            out.push(']');
+        }
+        Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => out.push_str(&v.to_json().to_string()),
+        other => json_string(&other.text(), out),
+    }
+}
+
+/// Whether a decimal's text is a JSON number as it stands (`-12.50`, `1E+3`; not `.5` or `NaN`).
+fn json_number(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > start
+    };
+    let int_start = i;
+    if !digits(&mut i) || (b[int_start] == b'0' && i - int_start > 1) {
+        return false;
+    }
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_keep_their_digits_into_postgresql() {
+        let r: Record = [
+            ("d".to_string(), Value::Decimal("12345678901234567890.0123456789".into())),
+            ("n".to_string(), Value::Decimal("NaN".into())),
+            ("b".to_string(), Value::Bytes(vec![0, 255])),
+            ("t".to_string(), Value::Text("a\"b".into())),
+        ]
+        .into_iter()
+        .collect();
+        let fields: Vec<String> = ["d", "n", "b", "t", "absent"].map(String::from).to_vec();
+        let text = payload(&[&r], &fields.iter().collect::<Vec<_>>());
+        assert_eq!(text, r#"[{"d":12345678901234567890.0123456789,"n":"NaN","b":"\\x00ff","t":"a\"b"}]"#);
+        for (s, ok) in [("1", true), ("-0.5", true), ("1E+3", true), ("01", false), (".5", false), ("1.", false)] {
+            assert_eq!(json_number(s), ok, "{s}");
+        }
     }
 }

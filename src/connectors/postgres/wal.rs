@@ -37,7 +37,7 @@ impl WalPosition {
     }
 
     pub fn value(&self) -> Position {
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -336,6 +336,7 @@ impl Postgres {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn positions_are_read_and_written_in_one_shape() {
@@ -343,7 +344,9 @@ mod tests {
         assert_eq!(WalPosition::read(&inside).expect("a position").value(), inside);
         assert_eq!(WalPosition::at("1/0".into()).value(), json!({"lsn": "1/0"}));
         // Another connector's position, or a bad LSN, is refused by name, not read as 0/0.
-        for other in [json!({"file": "mysql-bin.000001", "pos": 4}), json!({"lsn": "nonsense"}), Value::Null] {
+        for other in
+            [json!({"file": "mysql-bin.000001", "pos": 4}), json!({"lsn": "nonsense"}), serde_json::Value::Null]
+        {
             let err = WalPosition::read(&other).expect_err("not a WAL position");
             assert!(err.message.contains("reset the flow"), "{}", err.message);
         }

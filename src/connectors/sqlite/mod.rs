@@ -16,12 +16,12 @@ mod capture;
 mod values;
 
 use crate::connectors::sql::{self, Run, SqlTarget};
-use crate::connectors::{Connector, Emit, Position, Settings, SnapshotRequest, Target, UniqueKey, hex, unhex};
+use crate::connectors::{Connector, Emit, Position, Settings, SnapshotRequest, Target, UniqueKey};
 use crate::error::{Error, Result};
-use crate::model::{Change, Event, Field, FieldType, Record, Schema};
+use crate::model::{Change, Event, Field, FieldType, Record, Schema, Value, is_decimal};
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -315,8 +315,9 @@ impl Connector for Sqlite {
         };
         let mut st = self.conn.prepare(&sql)?;
         let names: Vec<String> = st.column_names().map(|s| s.to_string()).collect();
-        let mut rows =
-            st.query(params_from_iter(filter.iter().map(|(k, v)| bind_value(v, schema.field(k).map(|f| f.ty)))))?;
+        let mut rows = st.query(params_from_iter(
+            filter.iter().map(|(k, v)| bind_value(&v.as_type(schema.field(k).map(|f| f.ty)))),
+        ))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let mut rec = Record::new();
@@ -486,8 +487,6 @@ impl Connector for Sqlite {
         };
         let cond: Vec<String> = key_cols.iter().enumerate().map(|(i, k)| format!("{k} = ?{}", i + 1)).collect();
         let delete = format!("DELETE FROM {qt} WHERE {}", cond.join(" AND "));
-        let key_types: Vec<Option<FieldType>> =
-            key.iter().map(|k| cols.iter().find(|(c, _)| c == k).map(|(_, t)| *t)).collect();
         let null = Value::Null;
         let tx = self.conn.transaction()?;
         for run in sql::plan(changes, key) {
@@ -497,16 +496,14 @@ impl Connector for Sqlite {
                     let mut st = tx.prepare_cached(&upsert_of(&run_cols))?;
                     for img in images {
                         st.execute(params_from_iter(
-                            run_cols.iter().map(|(c, t)| bind_value(img.get(c).unwrap_or(&null), Some(*t))),
+                            run_cols.iter().map(|(c, _)| bind_value(img.get(c).unwrap_or(&null))),
                         ))?;
                     }
                 }
                 Run::Delete(images) => {
                     let mut st = tx.prepare_cached(&delete)?;
                     for img in images {
-                        st.execute(params_from_iter(
-                            key.iter().zip(&key_types).map(|(k, t)| bind_value(img.get(k).unwrap_or(&null), *t)),
-                        ))?;
+                        st.execute(params_from_iter(key.iter().map(|k| bind_value(img.get(k).unwrap_or(&null)))))?;
                     }
                 }
             }
@@ -587,14 +584,14 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0]["ok"], Value::Bool(true));
         assert_eq!(rows[0]["doc"], json!({"x": 1}));
-        assert_eq!(rows[0]["raw"], json!("0aff"));
+        assert_eq!(rows[0]["raw"], Value::Bytes(vec![0x0a, 0xff]));
 
         src.execute("UPDATE t SET name = 'c' WHERE id = 2; DELETE FROM t WHERE id = 1; INSERT INTO t(id, name) VALUES (3, 'z');")
             .expect("dml");
         let (events, next) = src.changes("f1", &["t".into()], &pos, 100, Duration::from_millis(10)).expect("changes");
         let ops: Vec<&str> = events.iter().map(|e| e.change.op()).collect();
         assert_eq!(ops, vec!["u", "d", "i"]);
-        assert_eq!(events[1].change.key_image()["raw"], json!("0aff"));
+        assert_eq!(events[1].change.key_image()["raw"], Value::Bytes(vec![0x0a, 0xff]));
         assert_eq!(events[1].change.key_image()["ok"], Value::Bool(true));
 
         let dst_path = temp_db("dst");

@@ -47,63 +47,65 @@ pub fn declared_type(ty: FieldType) -> &'static str {
     }
 }
 
-/// Read one SQLite value as JSON, using the field's type for booleans, JSON and bytes.
+/// Read one SQLite value as the model's, typed by the column's declared type where the
+/// stored value is of it (SQLite lets any column hold any value; one that is not stays as
+/// stored: free text in a DATE column is text).
 pub(super) fn read_value(v: ValueRef<'_>, ty: Option<FieldType>) -> Value {
     match v {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => match ty {
             Some(FieldType::Boolean) => Value::Bool(i != 0),
-            _ => Value::from(i),
+            Some(FieldType::Decimal) => Value::Decimal(i.to_string()),
+            Some(FieldType::Float) => Value::Float(i as f64),
+            _ => Value::Int(i),
         },
-        ValueRef::Real(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
+        ValueRef::Real(f) => match ty {
+            Some(FieldType::Decimal) if f.is_finite() => Value::Decimal(f.to_string()),
+            _ => Value::float(f),
+        },
         ValueRef::Text(t) => {
-            let s = String::from_utf8_lossy(t);
+            let s = String::from_utf8_lossy(t).into_owned();
             match ty {
-                Some(FieldType::Json) => serde_json::from_str(&s).unwrap_or(Value::String(s.into_owned())),
-                _ => Value::String(s.into_owned()),
-            }
-        }
-        ValueRef::Blob(b) => Value::String(hex(b)),
-    }
-}
-
-/// Decode a change-log image (JSON written by the triggers) using the table's schema:
-/// booleans arrive as 0/1, JSON columns as text.
-pub(super) fn decode_image(raw: &str, schema: &Schema) -> Result<Record> {
-    let mut rec: Record = serde_json::from_str(raw)?;
-    for f in &schema.fields {
-        if let Some(v) = rec.get_mut(&f.name) {
-            match (f.ty, &*v) {
-                (FieldType::Boolean, Value::Number(n)) => *v = Value::Bool(n.as_i64() != Some(0)),
-                (FieldType::Json, Value::String(s)) => {
-                    if let Ok(parsed) = serde_json::from_str(s) {
-                        *v = parsed;
-                    }
+                Some(FieldType::Json | FieldType::Date | FieldType::Timestamp | FieldType::TimestampTz) => {
+                    Value::from_json_as(serde_json::Value::String(s), ty)
                 }
-                _ => {}
+                Some(FieldType::Decimal) if is_decimal(&s) => Value::Decimal(s),
+                _ => Value::Text(s),
             }
         }
+        ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
     }
-    Ok(rec)
 }
 
-/// Bind a JSON value for a column of type `ty`.
-pub(super) fn bind_value(v: &Value, ty: Option<FieldType>) -> ToSqlOutput<'static> {
+/// Decode a change-log image (JSON written by the triggers, bytes as hex) using the table's
+/// schema.
+pub(super) fn decode_image(raw: &str, schema: &Schema) -> Result<Record> {
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw)?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| {
+            let ty = schema.field(&k).map(|f| f.ty);
+            let v = match (ty, v) {
+                // The triggers write a JSON column's text as text.
+                (Some(FieldType::Json), serde_json::Value::String(s)) => read_value(ValueRef::Text(s.as_bytes()), ty),
+                (ty, v) => Value::from_json_as(v, ty),
+            };
+            (k, v)
+        })
+        .collect())
+}
+
+/// Bind a value: SQLite's own classes where it has them, the text form for the rest (the
+/// column's affinity turns a decimal's text into a number).
+pub(super) fn bind_value(v: &Value) -> ToSqlOutput<'static> {
     let owned = match v {
         Value::Null => SqlValue::Null,
         Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                SqlValue::Integer(i)
-            } else {
-                SqlValue::Real(n.as_f64().unwrap_or(0.0))
-            }
-        }
-        Value::String(s) => match ty {
-            Some(FieldType::Bytes) => unhex(s).map(SqlValue::Blob).unwrap_or_else(|| SqlValue::Text(s.clone())),
-            _ => SqlValue::Text(s.clone()),
-        },
-        other => SqlValue::Text(other.to_string()),
+        Value::Int(i) => SqlValue::Integer(*i),
+        Value::Float(f) => SqlValue::Real(*f),
+        Value::Text(s) | Value::Decimal(s) => SqlValue::Text(s.clone()),
+        Value::Bytes(b) => SqlValue::Blob(b.clone()),
+        other => SqlValue::Text(other.text()),
     };
     ToSqlOutput::Owned(owned)
 }

@@ -132,7 +132,7 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
 
 /// Run a chain over one record of nulls with the source's fields; the output record, if any.
 pub(super) fn probe(chain: &mut [Box<dyn Processor>], table: &str, fields: &[String]) -> Option<crate::model::Record> {
-    let after: crate::model::Record = fields.iter().map(|f| (f.clone(), Value::Null)).collect();
+    let after: crate::model::Record = fields.iter().map(|f| (f.clone(), crate::model::Value::Null)).collect();
     let mut events = vec![Event { table: Arc::from(table), change: Change::Insert { after }, ts_ms: 0 }];
     for p in chain.iter_mut() {
         events = p.process(events).ok()?;

@@ -64,7 +64,7 @@ impl Sink {
             for (name, v) in rec {
                 fields.push(schema.field(name).cloned().unwrap_or(crate::model::Field {
                     name: name.clone(),
-                    ty: crate::model::FieldType::of_value(v),
+                    ty: v.field_type().unwrap_or(crate::model::FieldType::Text),
                     data_type: String::new(),
                     primary_key: false,
                     nullable: true,
@@ -96,9 +96,11 @@ impl Sink {
         // later change can find (and duplicate on replay), so the flow stops instead.
         for c in &changes {
             let image = c.key_image();
-            if let Some(bad) = self.target.key.iter().find(|k| image.get(k.as_str()).is_none_or(Value::is_null)) {
+            if let Some(bad) =
+                self.target.key.iter().find(|k| image.get(k.as_str()).is_none_or(crate::model::Value::is_null))
+            {
                 let what = if image.contains_key(bad.as_str()) { "null" } else { "missing" };
-                let mut shown = Value::Object(image.clone()).to_string();
+                let mut shown = Value::Object(image.to_json()).to_string();
                 if shown.len() > 300 {
                     let cut = (0..=300).rev().find(|&i| shown.is_char_boundary(i)).unwrap_or(0);
                     shown.truncate(cut);

@@ -21,8 +21,8 @@
 
 use crate::api::steps::Step;
 use crate::error::{Error, Result};
-use crate::model::{Change, Event, Field, Record, Schema};
-use serde_json::Value;
+use crate::model::{Change, Event, Field, Plain, Record, Schema, Value};
+use serde_json::Value as Json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -51,9 +51,9 @@ pub trait Processor {
 }
 
 /// Build the processor for a DAG node; `None` for nodes that are not processors.
-pub fn build(node: &Value) -> Result<Option<Box<dyn Processor>>> {
+pub fn build(node: &Json) -> Result<Option<Box<dyn Processor>>> {
     let Some(step) = Step::parse(node)? else { return Ok(None) };
-    let text = |k: &str| node.get(k).and_then(Value::as_str);
+    let text = |k: &str| node.get(k).and_then(Json::as_str);
     let name = text("name").or_else(|| text("type")).unwrap_or_default();
     Ok(Some(match step {
         Step::Rename { pairs, transform } => Box::new(Rename { name: name.to_string(), pairs, transform }),
@@ -229,8 +229,8 @@ mod tests {
     fn ev(change: Change) -> Event {
         Event { table: Arc::from("t"), change, ts_ms: 0 }
     }
-    fn rec(v: Value) -> Record {
-        v.as_object().cloned().unwrap_or_default()
+    fn rec(v: Json) -> Record {
+        Record::from_json_value(v).unwrap_or_default()
     }
 
     #[test]

@@ -160,7 +160,8 @@ impl Js {
 
     /// Run `process` over records; `None` where it returned null.
     pub fn call(&mut self, items: &[(&str, &str, &Record)]) -> Result<Vec<Option<Record>>> {
-        let input = serde_json::to_string(items)?;
+        let plain: Vec<(&str, &str, Plain<'_, Record>)> = items.iter().map(|(o, t, r)| (*o, *t, Plain(*r))).collect();
+        let input = serde_json::to_string(&plain)?;
         self.budget.start_batch();
         let (name, budget) = (&self.name, &self.budget);
         let output = self.context.with(|ctx| -> Result<String> {
@@ -175,14 +176,15 @@ impl Js {
         });
         self.budget.end_batch();
         let output = output?;
-        let values: Vec<Value> = serde_json::from_str(&output)?;
+        let values: Vec<Json> = serde_json::from_str(&output)?;
         values
             .into_iter()
-            .map(|v| match v {
-                Value::Null => Ok(None),
-                Value::Object(m) => Ok(Some(m)),
-                Value::Array(mut a) if !a.is_empty() => match a.swap_remove(0) {
-                    Value::Object(m) => Ok(Some(m)),
+            .zip(items)
+            .map(|(v, (_, _, input))| match v {
+                Json::Null => Ok(None),
+                Json::Object(m) => Ok(Some(Record::from_json_like(m, input))),
+                Json::Array(mut a) if !a.is_empty() => match a.swap_remove(0) {
+                    Json::Object(m) => Ok(Some(Record::from_json_like(m, input))),
                     _ => Err(Error::data(format!("JavaScript in node {name:?} returned an array of non-records"))),
                 },
                 other => Err(Error::data(format!(
@@ -291,7 +293,7 @@ impl RhaiFn {
     }
 
     pub(super) fn call(&self, op: &str, table: &str, rec: &Record) -> Result<Option<Record>> {
-        let input = rhai::serde::to_dynamic(rec).map_err(|e| Error::data(e.to_string()))?;
+        let input = rhai::serde::to_dynamic(Plain(rec)).map_err(|e| Error::data(e.to_string()))?;
         let mut scope = rhai::Scope::new();
         scope.push_constant("op", op.to_string());
         scope.push_constant("table", table.to_string());
@@ -305,9 +307,10 @@ impl RhaiFn {
         if out.is_unit() {
             return Ok(None);
         }
-        let v: Value = rhai::serde::from_dynamic(&out).map_err(|e| Error::data(e.to_string()))?;
+        let v: Json = rhai::serde::from_dynamic(&out).map_err(|e| Error::data(e.to_string()))?;
         match v {
-            Value::Object(mut m) => {
+            Json::Object(m) => {
+                let mut m = Record::from_json_like(m, rec);
                 // Rhai maps are sorted by key: put the fields back in the record's order.
                 let mut ordered = Record::with_capacity(m.len());
                 for k in rec.keys() {
@@ -318,7 +321,7 @@ impl RhaiFn {
                 ordered.extend(m);
                 Ok(Some(ordered))
             }
-            Value::Null => Ok(None),
+            Json::Null => Ok(None),
             other => Err(Error::data(format!(
                 "Rhai function in node {:?} must return the record (or () to drop it), not {other}",
                 self.name

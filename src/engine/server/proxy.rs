@@ -73,7 +73,12 @@ pub(super) async fn proxy_call(State(engine): State<Shared>, Body(body): Body) -
             let (conn, table) = (arg(0), arg(1));
             let limit = args.get(2).and_then(Value::as_u64).unwrap_or(100).min(100) as usize;
             // A fourth argument (ours, not TapData's): field → value equality filter.
-            let filter = args.get(3).and_then(Value::as_object).cloned().unwrap_or_default();
+            let filter = args
+                .get(3)
+                .and_then(Value::as_object)
+                .cloned()
+                .map(crate::model::Record::from_json)
+                .unwrap_or_default();
             let res = with_connector(&engine, conn, move |c| {
                 if filter.is_empty() {
                     Ok((c.sample(&table, limit)?, c.count(&table)?))
@@ -86,6 +91,7 @@ pub(super) async fn proxy_call(State(engine): State<Shared>, Body(body): Body) -
             .await;
             match res {
                 Ok((rows, count)) => {
+                    let rows: Vec<Value> = rows.iter().map(|r| Value::Object(r.to_json())).collect();
                     ok(json!({"sampleData": rows, "tableInfo": {"numOfRows": count, "storageSize": 0}}))
                 }
                 Err(e) => fail("500", &e.message),
@@ -252,7 +258,7 @@ impl PreviewWalk<'_> {
     fn visit(&mut self, id: &str, events: Vec<Event>, depth: usize) {
         let entry = self.result.entry(id.to_string()).or_insert_with(|| json!({"code": 200, "data": []}));
         if let Some(data) = entry.get_mut("data").and_then(Value::as_array_mut) {
-            data.extend(events.iter().map(|e| Value::Object(e.change.key_image().clone())));
+            data.extend(events.iter().map(|e| Value::Object(e.change.key_image().to_json())));
         }
         if depth > self.nodes.len() {
             return; // a cycle; the flow itself is refused at start
