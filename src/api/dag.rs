@@ -429,6 +429,31 @@ pub struct TableNode {
     pub exist_data_process_mode: Option<String>,
 }
 
+/// One entry of a merge node's `mergeProperties` (the main table, then its lookups as
+/// `children`, nested).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MergeProperty {
+    /// The DAG node id of the source that reads this table.
+    pub id: String,
+    pub table_name: String,
+    pub join_keys: Vec<JoinKey>,
+    /// Where the looked-up rows go in the document (dotted, absolute).
+    pub target_path: String,
+    pub merge_type: String,
+    pub array_keys: Vec<String>,
+    pub children: Vec<MergeProperty>,
+}
+
+/// A join of a lookup: a field of the looked-up table (`source`) and one of its parent
+/// (`target`), either way round; the one under the parent's path is the parent's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct JoinKey {
+    pub source: String,
+    pub target: String,
+}
+
 /// One node: its id, name and type, its typed fields where the planner reads them, and the
 /// document as sent.
 #[derive(Debug, Clone)]
@@ -438,6 +463,8 @@ pub struct Node {
     pub ty: String,
     /// Set for `table` nodes.
     pub table: Option<TableNode>,
+    /// Set for `merge_table_processor` nodes: its `mergeProperties`.
+    pub merge: Option<Vec<MergeProperty>>,
     pub doc: Value,
 }
 
@@ -488,11 +515,21 @@ impl Node {
         } else {
             None
         };
+        let merge = if ty == "merge_table_processor" {
+            let props = obj.get("mergeProperties").cloned().unwrap_or(Value::Array(Vec::new()));
+            Some(
+                serde_json::from_value::<Vec<MergeProperty>>(props)
+                    .map_err(|e| Refusal { message: format!("{what}: mergeProperties: {e}") })?,
+            )
+        } else {
+            None
+        };
         Ok(Node {
             id,
             name: obj.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
             ty,
             table,
+            merge,
             doc: doc.clone(),
         })
     }

@@ -203,6 +203,23 @@ fn data_fields_the_engine_does_not_do_are_refused_by_name() {
     let merge = json!([{"id": "m", "type": "merge_table_processor", "mergeProperties": [{"id": "a", "tableName": "t",
         "children": [{"id": "b", "tableName": "u", "mergeType": "appendWrite"}]}]}]);
     assert!(refusal(task(merge)).contains("mergeProperties.children.mergeType"));
+    // The lookup tree is read into its types at parse: a join key that is not a field name is
+    // refused there, naming the node (it read as an empty name, then "no join keys").
+    let merge = json!([{"id": "m", "type": "merge_table_processor", "name": "Lookup", "mergeProperties": [{"id": "a",
+        "tableName": "t", "children": [{"id": "b", "tableName": "u", "joinKeys": [{"source": 5, "target": "x"}]}]}]}]);
+    let m = refusal(task(merge));
+    assert!(m.contains("node \"Lookup\" (merge_table_processor): mergeProperties") && m.contains("integer"), "{m}");
+    let merge = json!([{"id": "m", "type": "merge_table_processor", "mergeProperties": [{"id": "a", "tableName": "t",
+        "children": [{"id": "b", "tableName": "u", "targetPath": "u", "mergeType": "updateIntoArray",
+        "arrayKeys": ["k"], "joinKeys": [{"source": "ref", "target": "id"}]}]}]}]);
+    let dag = Dag::parse(&task(merge)).expect("a lookup tree");
+    let props = dag.nodes[0].merge.as_deref().unwrap_or_default();
+    let child = &props[0].children[0];
+    assert_eq!(
+        (child.table_name.as_str(), child.merge_type.as_str(), &child.array_keys[..]),
+        ("u", "updateIntoArray", &["k".to_string()][..])
+    );
+    assert_eq!((child.join_keys[0].source.as_str(), child.join_keys[0].target.as_str()), ("ref", "id"));
     let js = json!([{"id": "j", "type": "js_processor", "script": "", "declareScript": "TapModelDeclare.setPk(tapTable, 'x');\n"}]);
     assert!(refusal(task(js)).contains("declareScript"));
 }

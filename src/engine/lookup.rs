@@ -22,6 +22,7 @@
 //! Nested values reach the target as objects and arrays: MongoDB stores them as they are,
 //! SQLite as JSON text and PostgreSQL as JSONB columns.
 
+use crate::api::dag::MergeProperty;
 use crate::error::{Error, Result};
 use crate::model::{Record, Value};
 use rusqlite::{Connection, params_from_iter};
@@ -53,12 +54,6 @@ pub struct Node {
 #[derive(Debug, Clone)]
 pub struct Tree {
     pub nodes: Vec<Node>,
-}
-
-fn strs(v: Option<&Json>) -> Vec<String> {
-    v.and_then(Json::as_array)
-        .map(|a| a.iter().filter_map(Json::as_str).map(str::to_string).collect())
-        .unwrap_or_default()
 }
 
 impl Tree {
@@ -107,12 +102,11 @@ impl Tree {
         Ok(())
     }
 
-    /// Read `mergeProperties` of a merge node. `main_source` is the DAG node id of the main
-    /// table's source (the head's `id` may name the last processor before the merge instead).
-    pub fn from_merge_node(merge: &Json, main_source: &str, main_table: &str) -> Result<Self> {
-        let head = merge
-            .pointer("/mergeProperties/0")
-            .ok_or_else(|| Error::config("the lookup (merge_table_processor) has no mergeProperties"))?;
+    /// The tree of a merge node's `mergeProperties`. `main_source` is the DAG node id of the
+    /// main table's source (the head's `id` may name the last processor before the merge).
+    pub fn from_merge(merge: &[MergeProperty], main_source: &str, main_table: &str) -> Result<Self> {
+        let head =
+            merge.first().ok_or_else(|| Error::config("the lookup (merge_table_processor) has no mergeProperties"))?;
         let mut nodes = vec![Node {
             source_id: main_source.to_string(),
             table: main_table.to_string(),
@@ -124,9 +118,9 @@ impl Tree {
             children: Vec::new(),
             key: Vec::new(),
         }];
-        fn walk(nodes: &mut Vec<Node>, parent: usize, parent_abs: &str, children: &[Json]) -> Result<()> {
+        fn walk(nodes: &mut Vec<Node>, parent: usize, parent_abs: &str, children: &[MergeProperty]) -> Result<()> {
             for c in children {
-                let abs = c.get("targetPath").and_then(Json::as_str).unwrap_or("").to_string();
+                let abs = c.target_path.clone();
                 let rel = match abs.strip_prefix(&format!("{parent_abs}.")) {
                     Some(r) if !parent_abs.is_empty() => r.to_string(),
                     _ => abs.clone(),
@@ -138,41 +132,33 @@ impl Tree {
                     }
                 };
                 let mut join = Vec::new();
-                for jk in c.get("joinKeys").and_then(Json::as_array).into_iter().flatten() {
-                    let (s, t) = (
-                        jk.get("source").and_then(Json::as_str).unwrap_or(""),
-                        jk.get("target").and_then(Json::as_str).unwrap_or(""),
-                    );
-                    let ((s, s_parent), (t, _)) = (strip(s), strip(t));
+                for jk in &c.join_keys {
+                    let ((s, s_parent), (t, _)) = (strip(&jk.source), strip(&jk.target));
                     // The side under the parent's path is the parent's field, whichever way round it came.
                     join.push(if s_parent { (t, s) } else { (s, t) });
                 }
                 if join.is_empty() {
-                    return Err(Error::config(format!(
-                        "the lookup of {} has no join keys (relation)",
-                        c.get("tableName").and_then(Json::as_str).unwrap_or("?")
-                    )));
+                    let table = if c.table_name.is_empty() { "?" } else { &c.table_name };
+                    return Err(Error::config(format!("the lookup of {table} has no join keys (relation)")));
                 }
                 let idx = nodes.len();
                 nodes.push(Node {
-                    source_id: c.get("id").and_then(Json::as_str).unwrap_or("").to_string(),
-                    table: c.get("tableName").and_then(Json::as_str).unwrap_or("").to_string(),
+                    source_id: c.id.clone(),
+                    table: c.table_name.clone(),
                     path: rel,
-                    array: c.get("mergeType").and_then(Json::as_str) == Some("updateIntoArray"),
-                    array_keys: strs(c.get("arrayKeys")),
+                    array: c.merge_type == "updateIntoArray",
+                    array_keys: c.array_keys.clone(),
                     join,
                     parent: Some(parent),
                     children: Vec::new(),
                     key: Vec::new(),
                 });
                 nodes[parent].children.push(idx);
-                let grandchildren = c.get("children").and_then(Json::as_array).cloned().unwrap_or_default();
-                walk(nodes, idx, &abs, &grandchildren)?;
+                walk(nodes, idx, &abs, &c.children)?;
             }
             Ok(())
         }
-        let children = head.get("children").and_then(Json::as_array).cloned().unwrap_or_default();
-        walk(&mut nodes, 0, "", &children)?;
+        walk(&mut nodes, 0, "", &head.children)?;
         Ok(Tree { nodes })
     }
 }

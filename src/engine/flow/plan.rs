@@ -23,8 +23,15 @@ pub(super) struct Plan {
     pub(super) sink: SinkNode,
     pub(super) snapshot: bool,
     pub(super) cdc: bool,
-    /// The merge node and the processors between it and the sink, for lookup flows.
-    pub(super) merge: Option<(Value, Vec<Box<dyn Processor>>)>,
+    /// The lookup, for lookup flows.
+    pub(super) merge: Option<MergePlan>,
+}
+
+/// A lookup flow's merge node: its tree (`mergeProperties`) and the processors between it and
+/// the sink.
+pub(super) struct MergePlan {
+    pub(super) properties: Vec<crate::api::dag::MergeProperty>,
+    pub(super) post: Vec<Box<dyn Processor>>,
 }
 
 pub(super) fn node_str<'a>(node: &'a Value, key: &str) -> &'a str {
@@ -122,8 +129,8 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
                         return Err(Error::config("the flow's DAG has a cycle"));
                     }
                 }
-                let node = dag.node(&id).map(|n| n.doc.clone()).unwrap_or(Value::Null);
-                Some((node, post))
+                let properties = dag.node(&id).and_then(|n| n.merge.clone()).unwrap_or_default();
+                Some(MergePlan { properties, post })
             }
             None => None,
         },
@@ -199,8 +206,8 @@ pub fn check_sources(store: &Store, task: &Value) -> Result<()> {
             return Ok(());
         }
     }
-    if let Some((merge, _)) = plan.merge.take() {
-        let (mut tree, node_source) = lookup_tree(&plan, &merge)?;
+    if let Some(merge) = plan.merge.take() {
+        let (mut tree, node_source) = lookup_tree(&plan, &merge.properties)?;
         lookup_keys(&plan, &mut sources, &mut tree, &node_source)?;
         return check_relations(&plan, &mut sources, &tree, &node_source);
     }

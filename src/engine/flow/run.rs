@@ -6,8 +6,8 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
     for p in plan.sources.iter_mut().flat_map(|s| s.chain.iter_mut()) {
         p.watch(ctx.stop.clone());
     }
-    if let Some((_, post)) = plan.merge.as_mut() {
-        post.iter_mut().for_each(|p| p.watch(ctx.stop.clone()));
+    if let Some(merge) = plan.merge.as_mut() {
+        merge.post.iter_mut().for_each(|p| p.watch(ctx.stop.clone()));
     }
     if plan.merge.is_some() {
         return run_lookup(ctx, plan);

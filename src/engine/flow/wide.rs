@@ -2,16 +2,21 @@ use super::*;
 
 /// The lookup tree of a plan's merge node, and for each tree node the index of the plan's
 /// source reading its table.
-pub(super) fn lookup_tree(plan: &Plan, merge: &Value) -> Result<(crate::engine::lookup::Tree, Vec<usize>)> {
+pub(super) fn lookup_tree(
+    plan: &Plan,
+    merge: &[crate::api::dag::MergeProperty],
+) -> Result<(crate::engine::lookup::Tree, Vec<usize>)> {
     let child_ids: Vec<String> = {
-        fn ids(v: &Value, out: &mut Vec<String>) {
-            for c in v.get("children").and_then(Value::as_array).into_iter().flatten() {
-                out.push(node_str(c, "id").to_string());
+        fn ids(p: &crate::api::dag::MergeProperty, out: &mut Vec<String>) {
+            for c in &p.children {
+                out.push(c.id.clone());
                 ids(c, out);
             }
         }
         let mut out = Vec::new();
-        ids(merge.pointer("/mergeProperties/0").unwrap_or(&Value::Null), &mut out);
+        if let Some(head) = merge.first() {
+            ids(head, &mut out);
+        }
         out
     };
     let main_idx = plan
@@ -20,7 +25,7 @@ pub(super) fn lookup_tree(plan: &Plan, merge: &Value) -> Result<(crate::engine::
         .position(|s| !child_ids.contains(&s.node_id))
         .ok_or_else(|| Error::config("the lookup has no main table"))?;
     let (main_source, main_table) = (plan.sources[main_idx].node_id.clone(), plan.sources[main_idx].table.clone());
-    let tree = crate::engine::lookup::Tree::from_merge_node(merge, &main_source, &main_table)?;
+    let tree = crate::engine::lookup::Tree::from_merge(merge, &main_source, &main_table)?;
     let mut node_source: Vec<usize> = Vec::new();
     for n in &tree.nodes {
         let idx = plan.sources.iter().position(|s| s.node_id == n.source_id).ok_or_else(|| {
@@ -96,8 +101,9 @@ pub(super) fn check_relations(
 pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
     use crate::engine::lookup::Lookup;
     let flow_id = ctx.task_id.clone();
-    let (merge, mut post) = plan.merge.take().ok_or_else(|| Error::internal("lookup plan"))?;
-    let (mut tree, node_source) = lookup_tree(&plan, &merge)?;
+    let merge = plan.merge.take().ok_or_else(|| Error::internal("lookup plan"))?;
+    let mut post = merge.post;
+    let (mut tree, node_source) = lookup_tree(&plan, &merge.properties)?;
     let main_table = tree.nodes[0].table.clone();
     let mut sources = open_sources(&ctx.store, &plan)?;
     lookup_keys(&plan, &mut sources, &mut tree, &node_source)?;
