@@ -465,6 +465,8 @@ pub struct Node {
     pub table: Option<TableNode>,
     /// Set for `merge_table_processor` nodes: its `mergeProperties`.
     pub merge: Option<Vec<MergeProperty>>,
+    /// Set for processor nodes: what the processor does.
+    pub step: Option<super::steps::Step>,
     pub doc: Value,
 }
 
@@ -524,12 +526,14 @@ impl Node {
         } else {
             None
         };
+        let step = super::steps::Step::parse(doc).map_err(|e| Refusal { message: e.message })?;
         Ok(Node {
             id,
             name: obj.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
             ty,
             table,
             merge,
+            step,
             doc: doc.clone(),
         })
     }

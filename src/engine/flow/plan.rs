@@ -71,7 +71,7 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
                 break;
             }
             let node = dag.node(next).ok_or_else(|| Error::config(format!("edge to unknown node {next}")))?;
-            if let Some(p) = processors::build(&node.doc)? {
+            if let Some(p) = processors::of_node(node)? {
                 chain.push(p);
             }
             cur = next;
@@ -120,7 +120,7 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
                         .ok_or_else(|| Error::config("the lookup (merge) node does not lead to the target"))?;
                     if next != sink.id
                         && let Some(node) = dag.node(&next)
-                        && let Some(p) = processors::build(&node.doc)?
+                        && let Some(p) = processors::of_node(node)?
                     {
                         post.push(p);
                     }

@@ -50,12 +50,18 @@ pub trait Processor {
     fn watch(&mut self, _stop: Arc<std::sync::atomic::AtomicBool>) {}
 }
 
-/// Build the processor for a DAG node; `None` for nodes that are not processors.
-pub fn build(node: &Json) -> Result<Option<Box<dyn Processor>>> {
-    let Some(step) = Step::parse(node)? else { return Ok(None) };
-    let text = |k: &str| node.get(k).and_then(Json::as_str);
-    let name = text("name").or_else(|| text("type")).unwrap_or_default();
-    Ok(Some(match step {
+/// The processor of a DAG node (its step, read when the DAG was parsed); `None` for nodes that
+/// are not processors.
+pub fn of_node(node: &crate::api::dag::Node) -> Result<Option<Box<dyn Processor>>> {
+    match &node.step {
+        Some(step) => build(step.clone(), if node.name.is_empty() { &node.ty } else { &node.name }).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The processor that runs a step; `name` names the node in its errors.
+pub fn build(step: Step, name: &str) -> Result<Box<dyn Processor>> {
+    Ok(match step {
         Step::Rename { pairs, transform } => Box::new(Rename { name: name.to_string(), pairs, transform }),
         Step::AddDel { remove, create, keep_only } => Box::new(AddDel { remove, create, keep_only }),
         Step::RowFilter { expression, discard } => {
@@ -70,7 +76,7 @@ pub fn build(node: &Json) -> Result<Option<Box<dyn Processor>>> {
         Step::Rhai { script, entry } => Box::new(RhaiFn::with_limit(&script, name, &entry, udf_batch_limit())?),
         Step::Union => Box::new(PassThrough),
         Step::TableRename { map, prefix, suffix } => Box::new(TableRename { map, prefix, suffix }),
-    }))
+    })
 }
 
 /// Renames event tables: `tableNames[].currentTableName` when given, else prefix + name + suffix.
@@ -225,6 +231,12 @@ pub use udf::{Js, RhaiFn, UDF_BATCH_LIMIT, sandboxed_rhai};
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The processor of a node document, as a parsed DAG node gives it.
+    fn build(node: &Json) -> Result<Option<Box<dyn Processor>>> {
+        let name = node.get("name").or_else(|| node.get("type")).and_then(Json::as_str).unwrap_or_default();
+        Step::parse(node)?.map(|step| super::build(step, name)).transpose()
+    }
 
     fn ev(change: Change) -> Event {
         Event { table: Arc::from("t"), change, ts_ms: 0 }

@@ -200,38 +200,28 @@ pub(super) fn preview_task(store: &Store, task: &Value, only: Option<&[String]>,
     let task_id = task.get("id").and_then(Value::as_str).unwrap_or_default();
     // A preview runs what a start would: a field the engine would refuse is refused here too,
     // rather than previewed as if it were not there.
-    if let Err(r) = crate::api::dag::Dag::parse(task) {
-        return json!({"taskId": task_id, "code": 422, "errorMsg": r.message});
-    }
-    let nodes: Vec<&Value> =
-        task.pointer("/dag/nodes").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
-    let edges: Vec<(&str, &str)> = task
-        .pointer("/dag/edges")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().map(|e| (str_at(e, "source"), str_at(e, "target"))).collect())
-        .unwrap_or_default();
-    let sources: Vec<&Value> = nodes
-        .iter()
-        .copied()
-        .filter(|n| str_at(n, "type") == "table" && !edges.iter().any(|(_, t)| *t == str_at(n, "id")))
-        .collect();
+    let dag = match crate::api::dag::Dag::parse(task) {
+        Ok(d) => d,
+        Err(r) => return json!({"taskId": task_id, "code": 422, "errorMsg": r.message}),
+    };
+    let sources: Vec<&crate::api::dag::Node> = dag.sources().collect();
     if sources.is_empty() {
         return json!({"taskId": task_id, "code": 422, "errorMsg": "the flow has no source table to preview"});
     }
-    let mut walk = PreviewWalk { nodes: &nodes, edges: &edges, result: Map::new(), failed: false };
+    let mut walk = PreviewWalk { dag: &dag, result: Map::new(), failed: false };
     for src in sources {
-        let table = str_at(src, "tableName");
-        let sampled = open_connection(store, str_at(src, "connectionId")).and_then(|mut c| c.sample(table, rows));
+        let t = src.table.clone().unwrap_or_default();
+        let sampled = open_connection(store, &t.connection_id).and_then(|mut c| c.sample(&t.table_name, rows));
         match sampled {
             Ok(records) => {
-                let table: Arc<str> = Arc::from(table);
+                let table: Arc<str> = Arc::from(t.table_name.as_str());
                 let events = records
                     .into_iter()
                     .map(|after| Event { table: table.clone(), change: Change::Insert { after }, ts_ms: 0 })
                     .collect();
-                walk.visit(str_at(src, "id"), events, 0);
+                walk.visit(&src.id, events, 0);
             }
-            Err(e) => walk.node_failed(str_at(src, "id"), &e.message),
+            Err(e) => walk.node_failed(&src.id, &e.message),
         }
     }
     let mut result = walk.result;
@@ -242,14 +232,9 @@ pub(super) fn preview_task(store: &Store, task: &Value, only: Option<&[String]>,
            "stats": {"allCost": now_ms() - started}})
 }
 
-pub(super) fn str_at<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
 /// A depth-first walk of a DAG for the preview: each node's output goes to its children.
 pub(super) struct PreviewWalk<'a> {
-    nodes: &'a [&'a Value],
-    edges: &'a [(&'a str, &'a str)],
+    dag: &'a crate::api::dag::Dag,
     result: Map<String, Value>,
     failed: bool,
 }
@@ -260,13 +245,13 @@ impl PreviewWalk<'_> {
         if let Some(data) = entry.get_mut("data").and_then(Value::as_array_mut) {
             data.extend(events.iter().map(|e| Value::Object(e.change.key_image().to_json())));
         }
-        if depth > self.nodes.len() {
+        if depth > self.dag.nodes.len() {
             return; // a cycle; the flow itself is refused at start
         }
-        let children: Vec<&str> = self.edges.iter().filter(|(s, _)| *s == id).map(|(_, t)| *t).collect();
-        for child in children {
-            let Some(node) = self.nodes.iter().find(|n| str_at(n, "id") == child) else { continue };
-            let out = match processors::build(node) {
+        let dag = self.dag;
+        for child in dag.next(id) {
+            let Some(node) = dag.node(child) else { continue };
+            let out = match processors::of_node(node) {
                 Ok(Some(mut p)) => p.process(events.clone()),
                 Ok(None) => Ok(events.clone()),
                 Err(e) => Err(e),
