@@ -16,6 +16,7 @@ pub mod sign;
 
 use crate::api::connection::Connection;
 use crate::api::envelope::Envelope;
+use crate::api::metadata::MetadataInstance;
 use crate::api::task::Task;
 use crate::error::{Error, ErrorKind, Result};
 use reqwest::Method;
@@ -289,28 +290,28 @@ impl Client {
         items(self.get("/Connections", &[("filter", sign::python_json(&f))])?).into_iter().next().map(typed).transpose()
     }
 
-    pub fn tables(&self, conn_id: &str) -> Result<Vec<Value>> {
+    pub fn tables(&self, conn_id: &str) -> Result<Vec<MetadataInstance>> {
         let f = json!({"where": {"source.id": conn_id, "sourceType": "SOURCE", "is_deleted": false}, "limit": 999999});
-        Ok(items(self.get("/MetadataInstances", &[("filter", sign::python_json(&f))])?)
+        let all: Vec<MetadataInstance> = items(self.get("/MetadataInstances", &[("filter", sign::python_json(&f))])?)
             .into_iter()
-            .filter(|t| t.get("meta_type").and_then(Value::as_str) != Some("database"))
-            .collect())
+            .map(typed)
+            .collect::<Result<_>>()?;
+        Ok(all.into_iter().filter(|t| t.meta_type != "database").collect())
     }
 
-    pub fn table(&self, conn_id: &str, table: &str) -> Result<Option<Value>> {
+    pub fn table(&self, conn_id: &str, table: &str) -> Result<Option<MetadataInstance>> {
         let f = json!({"where": {"source.id": conn_id, "meta_type": {"in": ["collection", "table", "view"]},
                                  "is_deleted": false, "original_name": table},
                        "fields": {"id": true, "original_name": true, "fields": true}, "limit": 1});
-        Ok(items(self.get("/MetadataInstances", &[("filter", sign::python_json(&f))])?).into_iter().next())
+        items(self.get("/MetadataInstances", &[("filter", sign::python_json(&f))])?)
+            .into_iter()
+            .next()
+            .map(typed)
+            .transpose()
     }
 
-    pub fn table_fields(&self, table_id: &str) -> Result<Vec<Value>> {
-        Ok(self
-            .get(&format!("/MetadataInstances/{table_id}"), &[])?
-            .get("fields")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default())
+    pub fn table_fields(&self, table_id: &str) -> Result<Vec<crate::api::metadata::MetadataField>> {
+        typed::<MetadataInstance>(self.get(&format!("/MetadataInstances/{table_id}"), &[])?).map(|m| m.fields)
     }
 
     pub fn tasks(&self) -> Result<Vec<Task>> {
@@ -354,8 +355,8 @@ impl Client {
         self.post("/proxy/call", &body)
     }
 
-    /// Task metrics (T16): the first instant sample, or an empty object.
-    pub fn task_metrics(&self, task_id: &str, record_id: &str) -> Result<Value> {
+    /// Task metrics (T16): the first instant sample, or zeros when there is none.
+    pub fn task_metrics(&self, task_id: &str, record_id: &str) -> Result<crate::api::metrics::TaskMetrics> {
         let now = crate::model::now_ms();
         let fields = [
             "inputInsertTotal",
@@ -395,15 +396,24 @@ impl Client {
               "samples": {"data": {"endAt": now, "fields": fields,
                 "tags": {"taskId": task_id, "taskRecordId": record_id, "type": "task"}, "type": "instant"}}}}});
         let data = self.post("/measurement/batch", &body)?;
-        Ok(data.pointer("/totalData/data/samples/data/0").cloned().unwrap_or_else(|| json!({})))
+        match data.pointer("/totalData/data/samples/data/0") {
+            Some(sample) => typed(sample.clone()),
+            None => Ok(Default::default()),
+        }
     }
 
     /// Task logs (T17), newest first.
-    pub fn task_logs(&self, task_id: &str, record_id: &str, levels: &[&str], limit: usize) -> Result<Vec<Value>> {
+    pub fn task_logs(
+        &self,
+        task_id: &str,
+        record_id: &str,
+        levels: &[&str],
+        limit: usize,
+    ) -> Result<Vec<crate::api::log::LogItem>> {
         let now = crate::model::now_ms();
         let body = json!({"levels": levels, "order": "desc", "page": 1, "pageSize": limit, "taskId": task_id,
                           "taskRecordId": record_id, "start": now - 360_000_000, "end": now});
-        Ok(items(self.post("/MonitoringLogs/query", &body)?))
+        items(self.post("/MonitoringLogs/query", &body)?).into_iter().map(typed).collect()
     }
 
     /// Sample rows and the row count of a table (T18).

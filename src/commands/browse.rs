@@ -39,7 +39,7 @@ pub fn show(session: &Session, args: &[String]) -> Result<()> {
                 .ok_or_else(|| Error::usage("no connection in use: `use NAME` first (`show dbs` lists connections)"))?;
             let tables = session.client.tables(&conn.id)?;
             let mut names: Vec<String> =
-                tables.iter().map(|t| s(t, "original_name").to_string()).filter(|n| !n.is_empty()).collect();
+                tables.into_iter().map(|t| t.original_name).filter(|n| !n.is_empty()).collect();
             names.sort();
             if let Ok(mut n) = session.names.lock() {
                 n.tables = names.clone();
@@ -128,7 +128,7 @@ pub fn use_connection(session: &Session, name: &str) -> Result<()> {
     if let Ok(tables) = session.client.tables(&conn.id)
         && let Ok(mut n) = session.names.lock()
     {
-        n.tables = tables.iter().map(|t| s(t, "original_name").to_string()).collect();
+        n.tables = tables.into_iter().map(|t| t.original_name).collect();
     }
     if let Ok(mut u) = session.used.lock() {
         *u = Some(conn);
@@ -139,18 +139,18 @@ pub fn use_connection(session: &Session, name: &str) -> Result<()> {
 
 pub fn desc(session: &Session, table: &str) -> Result<()> {
     let (_, meta) = resolve::table(session, table)?;
-    let fields = session.client.table_fields(s(&meta, "id"))?;
+    let fields = session.client.table_fields(&meta.id)?;
     let mut out = serde_json::Map::new();
     for f in &fields {
-        let mut text = s(f, "data_type").to_string();
-        if f.get("primaryKey") == Some(&json!(true)) {
+        let mut text = f.data_type.clone();
+        if f.primary_key {
             text.push_str(" primary_key");
         }
-        if f.get("unique") == Some(&json!(true)) {
+        if f.unique {
             text.push_str(" unique");
         }
         // Dotted names become nested objects, as TapFlow shows them.
-        let name = s(f, "field_name");
+        let name = f.field_name.as_str();
         let mut cur = &mut out;
         let parts: Vec<&str> = name.split('.').collect();
         for (i, p) in parts.iter().enumerate() {
@@ -171,7 +171,7 @@ pub fn desc(session: &Session, table: &str) -> Result<()> {
 
 pub fn peek(session: &Session, table: &str, n: usize) -> Result<()> {
     let (conn, meta) = resolve::table(session, table)?;
-    let name = s(&meta, "original_name");
+    let name = meta.original_name.as_str();
     let (count, rows) = session.client.peek(&conn.id, name)?;
     if session.out.json {
         let rows: Vec<&Value> = rows.iter().take(n).collect();
@@ -205,7 +205,7 @@ pub(super) fn parse_filter(words: &[String], verb: &Verb) -> Result<serde_json::
 /// The rows of a table whose fields equal the filter's values.
 pub fn peek_where(session: &Session, table: &str, filter: &serde_json::Map<String, Value>, n: usize) -> Result<()> {
     let (conn, meta) = resolve::table(session, table)?;
-    let name = s(&meta, "original_name");
+    let name = meta.original_name.as_str();
     let rows = session.client.peek_where(&conn.id, name, filter)?;
     if session.out.json {
         let rows: Vec<&Value> = rows.iter().take(n).collect();
@@ -226,7 +226,7 @@ pub fn peek_where(session: &Session, table: &str, filter: &serde_json::Map<Strin
 
 pub fn count(session: &Session, table: &str) -> Result<()> {
     let (conn, meta) = resolve::table(session, table)?;
-    let name = s(&meta, "original_name");
+    let name = meta.original_name.as_str();
     let (count, _) = session.client.peek(&conn.id, name)?;
     session.out.either(&format!("table {name} has {count} records"), &json!({"table": name, "count": count}));
     Ok(())

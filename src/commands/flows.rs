@@ -5,11 +5,12 @@ pub fn status_line(session: &Session, doc: &Task) -> Result<(String, Value)> {
     let task = session.client.task(&doc.id)?.unwrap_or_else(|| doc.clone());
     let name = task.name.clone();
     let status = task.status.to_string();
-    let m =
-        if task.record_id.is_empty() { json!({}) } else { session.client.task_metrics(&task.id, &task.record_id)? };
-    let qps = m.get("outputQps").and_then(Value::as_f64).unwrap_or(0.0);
-    let rows = m.get("snapshotRowTotal").and_then(Value::as_u64).unwrap_or(0);
-    let lag = m.get("replicateLag").and_then(Value::as_i64).unwrap_or(0);
+    let m = if task.record_id.is_empty() {
+        Default::default()
+    } else {
+        session.client.task_metrics(&task.id, &task.record_id)?
+    };
+    let (qps, rows, lag) = (m.output_qps, m.snapshot_row_total, m.replicate_lag.unwrap_or(0));
     let mut line =
         format!("flow {name} current status is: {status}, qps is: {qps:.1}, total rows: {rows}, delay is: {lag}ms");
     if task.status == TaskStatus::Error {
@@ -44,24 +45,23 @@ pub fn stats(session: &Session, name: &str) -> Result<()> {
     }
     let m = session.client.task_metrics(&task.id, &record)?;
     if session.out.json {
-        session.out.value(&m);
+        session.out.value(&json!(m));
         return Ok(());
     }
-    let n = |k: &str| m.get(k).map(|v| v.to_string()).unwrap_or_else(|| "0".into());
     let rows = vec![
         vec!["status".into(), task.status.to_string()],
         vec!["phase".into(), task.sync_status.clone()],
         vec![
             "input insert/update/delete".into(),
-            format!("{} / {} / {}", n("inputInsertTotal"), n("inputUpdateTotal"), n("inputDeleteTotal")),
+            format!("{} / {} / {}", m.input_insert_total, m.input_update_total, m.input_delete_total),
         ],
         vec![
             "output insert/update/delete".into(),
-            format!("{} / {} / {}", n("outputInsertTotal"), n("outputUpdateTotal"), n("outputDeleteTotal")),
+            format!("{} / {} / {}", m.output_insert_total, m.output_update_total, m.output_delete_total),
         ],
-        vec!["snapshot rows".into(), n("snapshotRowTotal")],
-        vec!["qps (in / out)".into(), format!("{} / {}", n("inputQps"), n("outputQps"))],
-        vec!["delay (ms)".into(), n("replicateLag")],
+        vec!["snapshot rows".into(), m.snapshot_row_total.to_string()],
+        vec!["qps (in / out)".into(), format!("{} / {}", Value::from(m.input_qps), Value::from(m.output_qps))],
+        vec!["delay (ms)".into(), m.replicate_lag.unwrap_or(0).to_string()],
     ];
     session.out.table(&["metric", "value"], rows);
     Ok(())
@@ -87,11 +87,10 @@ pub fn logs(session: &Session, name: &str, n: usize, level: &str) -> Result<()> 
         session.out.line(&format!("flow {name} has no log lines at level {level} or above"));
     }
     for it in items {
-        let ts = it.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
-        let when = chrono::DateTime::from_timestamp_millis(ts)
+        let when = chrono::DateTime::from_timestamp_millis(it.timestamp)
             .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_default();
-        session.out.line(&format!("{when} {:<5} {}", s(&it, "level"), s(&it, "message")));
+        session.out.line(&format!("{when} {:<5} {}", it.level, it.message));
     }
     Ok(())
 }

@@ -80,7 +80,7 @@ pub fn flow(session: &Session, sig: &str) -> Result<Task> {
 }
 
 /// `table` or `conn.table`; returns (connection, table metadata).
-pub fn table(session: &Session, sig: &str) -> Result<(Connection, Value)> {
+pub fn table(session: &Session, sig: &str) -> Result<(Connection, crate::api::metadata::MetadataInstance)> {
     let (conn, table) = match sig.split_once('.') {
         Some((c, t)) if !c.is_empty() && !t.is_empty() => (connection(session, c)?, t.to_string()),
         _ => {
@@ -93,12 +93,11 @@ pub fn table(session: &Session, sig: &str) -> Result<(Connection, Value)> {
         }
     };
     let tables = session.client.tables(&conn.id)?;
-    let found = tables.iter().find(|t| t.get("original_name").and_then(Value::as_str) == Some(table.as_str())).cloned();
+    let found = tables.iter().find(|t| t.original_name == table).cloned();
     match found {
         Some(t) => Ok((conn, t)),
         None => {
-            let mut all: Vec<&str> =
-                tables.iter().filter_map(|t| t.get("original_name").and_then(Value::as_str)).collect();
+            let mut all: Vec<&str> = tables.iter().map(|t| t.original_name.as_str()).collect();
             all.sort_unstable();
             let cname = &conn.name;
             Err(Error::not_found(format!(

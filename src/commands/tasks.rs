@@ -3,7 +3,6 @@
 use super::session::Session;
 use crate::api::task::{Task, TaskStatus};
 use crate::error::{Error, Result};
-use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// Poll until the flow reaches one of `wanted`; an `error` status fails with the flow's error.
@@ -39,6 +38,6 @@ pub fn last_error(session: &Session, task: &Task) -> String {
         .client
         .task_logs(&task.id, &task.record_id, &["ERROR"], 1)
         .ok()
-        .and_then(|l| l.first().and_then(|x| x.get("message").and_then(Value::as_str).map(str::to_string)))
+        .and_then(|l| l.into_iter().next().map(|x| x.message))
         .unwrap_or_else(|| "see `logs` for details".into())
 }

@@ -197,7 +197,7 @@ impl Store {
         limit: usize,
         skip: usize,
         ascending: bool,
-    ) -> Result<(u64, Vec<Value>)> {
+    ) -> Result<(u64, Vec<crate::api::log::LogItem>)> {
         self.with(|c| {
             let levels_json = serde_json::to_string(levels)?;
             let filter = "task_id = ?1 AND ts >= ?2 AND ts < ?3 AND level IN (SELECT value FROM json_each(?4))";
@@ -211,16 +211,16 @@ impl Store {
                 "SELECT seq, record_id, ts, level, message FROM logs WHERE {filter} ORDER BY seq {order} LIMIT ?5 OFFSET ?6"
             ))?;
             let rows = st.query_map(params![task_id, start, end, levels_json, limit as i64, skip as i64], |r| {
-                Ok(serde_json::json!({
-                    "id": format!("{:024x}", r.get::<_, i64>(0)?),
-                    "taskId": task_id,
-                    "taskRecordId": r.get::<_, Option<String>>(1)?,
-                    "timestamp": r.get::<_, i64>(2)?,
-                    "date": chrono::DateTime::from_timestamp_millis(r.get::<_, i64>(2)?)
-                        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-                    "level": r.get::<_, String>(3)?,
-                    "message": r.get::<_, String>(4)?,
-                }))
+                let record = r.get::<_, Option<String>>(1)?.unwrap_or_default();
+                let mut item = crate::api::log::LogItem::new(
+                    task_id,
+                    &record,
+                    r.get::<_, i64>(2)?,
+                    &r.get::<_, String>(3)?,
+                    &r.get::<_, String>(4)?,
+                );
+                item.id = format!("{:024x}", r.get::<_, i64>(0)?);
+                Ok(item)
             })?;
             let items = rows.collect::<std::result::Result<Vec<_>, _>>()?;
             Ok((total.max(0) as u64, items))

@@ -114,21 +114,8 @@ fn split_target(sig: &str) -> Result<(&str, &str)> {
 fn table_info(session: &Session, sig: &str) -> Result<(Connection, String, Vec<String>)> {
     let (c, t) = split_target(sig)?;
     let conn = resolve::connection(session, c)?;
-    let key = session.client.table(&conn.id, t)?.map(|m| primary_key(&m)).unwrap_or_default();
+    let key = session.client.table(&conn.id, t)?.map(|m| m.primary_key()).unwrap_or_default();
     Ok((conn, t.to_string(), key))
-}
-
-/// The primary-key field names of a `MetadataInstances` table document.
-fn primary_key(meta: &Value) -> Vec<String> {
-    meta.get("fields")
-        .and_then(Value::as_array)
-        .map(|fs| {
-            fs.iter()
-                .filter(|f| f.get("primaryKey") == Some(&json!(true)))
-                .filter_map(|f| f.get("field_name").and_then(Value::as_str).map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 pub fn read_from(session: &Session, flow: &Flow, sig: &str) -> Result<()> {
@@ -140,15 +127,14 @@ pub fn read_from(session: &Session, flow: &Flow, sig: &str) -> Result<()> {
     let meta = session.client.table(&conn.id, t)?;
     let Some(meta) = meta else {
         let tables = session.client.tables(&conn.id)?;
-        let mut names: Vec<&str> =
-            tables.iter().filter_map(|m| m.get("original_name").and_then(Value::as_str)).collect();
+        let mut names: Vec<&str> = tables.iter().map(|m| m.original_name.as_str()).collect();
         names.sort_unstable();
         return Err(Error::not_found(format!(
             "cannot read from the non-existent table {c}.{t}; tables of {c}: {}",
             if names.is_empty() { "none".into() } else { names.join(", ") }
         )));
     };
-    let key = primary_key(&meta);
+    let key = meta.primary_key();
     let node = nodes::source(&conn, t);
     let id = node["id"].as_str().unwrap_or("").to_string();
     flow.with(|s| {

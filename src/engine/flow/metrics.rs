@@ -1,4 +1,5 @@
 use super::*;
+use crate::api::metrics::TaskMetrics;
 
 /// Task-level counters, named as TapData's metrics.
 #[derive(Debug, Default, Clone)]
@@ -42,37 +43,53 @@ impl Metrics {
         }
     }
 
-    pub fn to_json(&self) -> Value {
+    /// The sample TapData's measurement API answers with.
+    pub fn to_api(&self) -> TaskMetrics {
         let elapsed_s = self.started.map(|s| ((now_ms() - s) as f64 / 1000.0).max(0.001)).unwrap_or(1.0);
-        json!({
-            "inputInsertTotal": self.input[0], "inputUpdateTotal": self.input[1], "inputDeleteTotal": self.input[2],
-            "inputDdlTotal": 0, "inputOthersTotal": 0,
-            "outputInsertTotal": self.output[0], "outputUpdateTotal": self.output[1], "outputDeleteTotal": self.output[2],
-            "outputDdlTotal": 0, "outputOthersTotal": 0,
-            "inputQps": self.input_qps, "outputQps": self.output_qps, "outputQpsMax": self.output_qps_max,
-            "outputQpsAvg": ((self.total_out() as f64 / elapsed_s) * 10.0).round() / 10.0,
-            "replicateLag": self.replicate_lag,
-            "snapshotRowTotal": self.snapshot_rows, "snapshotInsertRowTotal": self.snapshot_rows,
-            "snapshotStartAt": self.snapshot_start_at, "snapshotDoneAt": self.snapshot_done_at,
-            "snapshotDoneCost": match (self.snapshot_start_at, self.snapshot_done_at) { (Some(a), Some(b)) => Some(b - a), _ => None },
-            "tableTotal": self.tables, "snapshotTableTotal": self.snapshot_tables, "createTableTotal": 0,
-            "currentEventTimestamp": self.current_event_ts,
-        })
+        TaskMetrics {
+            input_insert_total: self.input[0],
+            input_update_total: self.input[1],
+            input_delete_total: self.input[2],
+            output_insert_total: self.output[0],
+            output_update_total: self.output[1],
+            output_delete_total: self.output[2],
+            input_qps: self.input_qps,
+            output_qps: self.output_qps,
+            output_qps_max: self.output_qps_max,
+            output_qps_avg: ((self.total_out() as f64 / elapsed_s) * 10.0).round() / 10.0,
+            replicate_lag: Some(self.replicate_lag),
+            snapshot_row_total: self.snapshot_rows,
+            snapshot_insert_row_total: self.snapshot_rows,
+            snapshot_start_at: self.snapshot_start_at,
+            snapshot_done_at: self.snapshot_done_at,
+            snapshot_done_cost: match (self.snapshot_start_at, self.snapshot_done_at) {
+                (Some(a), Some(b)) => Some(b - a),
+                _ => None,
+            },
+            table_total: self.tables,
+            snapshot_table_total: self.snapshot_tables,
+            current_event_timestamp: self.current_event_ts,
+            ..Default::default()
+        }
     }
 
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.to_api()).unwrap_or_default()
+    }
+
+    /// The counters back from a saved sample (a restarted engine goes on counting).
     pub(super) fn from_json(v: &Value) -> Self {
-        let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-        let i = |k: &str| v.get(k).and_then(Value::as_i64);
+        let m: TaskMetrics = serde_json::from_value(v.clone()).unwrap_or_default();
         Metrics {
-            input: [n("inputInsertTotal"), n("inputUpdateTotal"), n("inputDeleteTotal")],
-            output: [n("outputInsertTotal"), n("outputUpdateTotal"), n("outputDeleteTotal")],
-            snapshot_rows: n("snapshotRowTotal"),
-            snapshot_start_at: i("snapshotStartAt"),
-            snapshot_done_at: i("snapshotDoneAt"),
-            snapshot_tables: n("snapshotTableTotal"),
-            tables: n("tableTotal"),
-            current_event_ts: i("currentEventTimestamp"),
-            output_qps_max: v.get("outputQpsMax").and_then(Value::as_f64).unwrap_or(0.0),
+            input: [m.input_insert_total, m.input_update_total, m.input_delete_total],
+            output: [m.output_insert_total, m.output_update_total, m.output_delete_total],
+            snapshot_rows: m.snapshot_row_total,
+            snapshot_start_at: m.snapshot_start_at,
+            snapshot_done_at: m.snapshot_done_at,
+            snapshot_tables: m.snapshot_table_total,
+            tables: m.table_total,
+            current_event_ts: m.current_event_timestamp,
+            output_qps_max: m.output_qps_max,
             ..Default::default()
         }
     }

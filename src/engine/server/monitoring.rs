@@ -89,11 +89,15 @@ pub(super) fn logs(engine: &Engine, body: &Value) -> Result<Value, String> {
         .map_err(|e| e.message)?;
     // TapData's log items name the task and the node; the engine's messages name their node
     // in the text, so nodeId and nodeName are empty, as TapData's are for task-level lines.
-    let task_name = engine.store.get(TASKS, task_id).ok().flatten().and_then(|t| t.get("name").cloned());
-    for item in items.iter_mut().filter_map(Value::as_object_mut) {
-        item.insert("taskName".into(), task_name.clone().unwrap_or(Value::Null));
-        item.entry("nodeId").or_insert(json!(""));
-        item.entry("nodeName").or_insert(json!(""));
+    let task_name = engine
+        .store
+        .get(TASKS, task_id)
+        .ok()
+        .flatten()
+        .and_then(|t| t.get("name").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_default();
+    for item in &mut items {
+        item.task_name = task_name.clone();
     }
     Ok(json!({"total": total, "items": items}))
 }
