@@ -622,6 +622,30 @@ impl Dag {
     }
 }
 
+/// The table nodes of a stored task's DAG, each with whether it is a source (no edge leads to
+/// it), read leniently: what reset, delete and the demo's checks need from any stored task,
+/// even one whose DAG a save would refuse now (a flow saved by an older engine must still
+/// release what it holds).
+pub fn table_nodes(task: &Value) -> Vec<(TableNode, bool)> {
+    let targets: Vec<&str> = task
+        .pointer("/dag/edges")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|e| e.get("target").and_then(Value::as_str)).collect())
+        .unwrap_or_default();
+    task.pointer("/dag/nodes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|n| n.get("type").and_then(Value::as_str) == Some("table"))
+        .map(|n| {
+            let text = |k: &str| n.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+            let t =
+                TableNode { connection_id: text("connectionId"), table_name: text("tableName"), ..Default::default() };
+            (t, !targets.contains(&text("id").as_str()))
+        })
+        .collect()
+}
+
 /// The task's sync `type` (`initial_sync`, `cdc`, `initial_sync+cdc`), at the top or in the dag.
 pub fn task_type(task: &Value) -> &str {
     task.get("type")

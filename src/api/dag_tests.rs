@@ -223,3 +223,18 @@ fn data_fields_the_engine_does_not_do_are_refused_by_name() {
     let js = json!([{"id": "j", "type": "js_processor", "script": "", "declareScript": "TapModelDeclare.setPk(tapTable, 'x');\n"}]);
     assert!(refusal(task(js)).contains("declareScript"));
 }
+
+#[test]
+fn a_stored_flow_names_its_tables_even_when_a_save_would_refuse_it_now() {
+    // Reset and delete release what a flow holds in its sources: a DAG that today's rules
+    // refuse (an unknown node, a field of another type) must still name them.
+    let t = json!({"dag": {"nodes": [
+        {"id": "a", "type": "table", "connectionId": "c1", "tableName": "orders", "updateConditionFields": null},
+        {"id": "x", "type": "bogus_processor"},
+        {"id": "b", "type": "table", "connectionId": "c2", "tableName": "wide"}],
+        "edges": [{"source": "a", "target": "x"}, {"source": "x", "target": "b"}]}});
+    assert!(Dag::parse(&t).is_err());
+    let got: Vec<(String, String, bool)> =
+        table_nodes(&t).into_iter().map(|(n, src)| (n.connection_id, n.table_name, src)).collect();
+    assert_eq!(got, vec![("c1".into(), "orders".into(), true), ("c2".into(), "wide".into(), false)]);
+}

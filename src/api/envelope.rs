@@ -10,6 +10,28 @@ use crate::error::{Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// A page of a list answer (`data` of `GET /Connections`, `/Task`, `/MetadataInstances`,
+/// `POST /MonitoringLogs/query`): the count of all matches and this page's items.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Page<T> {
+    /// Read leniently: a server may send it as null or a float.
+    #[serde(default, deserialize_with = "lenient_count")]
+    pub total: u64,
+    #[serde(default = "Vec::new")]
+    pub items: Vec<T>,
+}
+
+fn lenient_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = Value::deserialize(d)?;
+    Ok(v.as_u64().or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)).unwrap_or(0))
+}
+
+impl<T> Page<T> {
+    pub fn new(total: usize, items: Vec<T>) -> Self {
+        Page { total: total as u64, items }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Envelope {
     #[serde(rename = "reqId", default, skip_serializing_if = "String::is_empty")]

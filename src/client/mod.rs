@@ -495,11 +495,7 @@ pub fn checked(env: Value) -> std::result::Result<Value, ApiError> {
 /// `data.items` of a page.
 pub fn items(data: Value) -> Vec<Value> {
     match data {
-        Value::Object(mut m) => match m.remove("items") {
-            Some(Value::Array(a)) => a,
-            _ => Vec::new(),
-        },
         Value::Array(a) => a,
-        _ => Vec::new(),
+        page => serde_json::from_value::<crate::api::envelope::Page<Value>>(page).map(|p| p.items).unwrap_or_default(),
     }
 }

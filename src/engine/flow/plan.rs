@@ -34,10 +34,6 @@ pub(super) struct MergePlan {
     pub(super) post: Vec<Box<dyn Processor>>,
 }
 
-pub(super) fn node_str<'a>(node: &'a Value, key: &str) -> &'a str {
-    node.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
 pub(super) fn plan(task: &Value) -> Result<Plan> {
     let dag = Dag::parse(task).map_err(|r| Error::unsupported(r.message))?;
     let merges: Vec<&Node> = dag.nodes.iter().filter(|n| n.ty == "merge_table_processor").collect();
@@ -240,17 +236,10 @@ pub(super) fn plain_key(plan: &Plan, conn: &mut dyn Connector, schema: &Schema) 
 pub fn release_sources(store: &Store, task: &Value) -> Result<()> {
     let task_id = task.get("id").and_then(Value::as_str).unwrap_or_default();
     crate::engine::lookup::Lookup::remove_files(&store.dir().join("lookup"), task_id);
-    let nodes = task.pointer("/dag/nodes").and_then(Value::as_array).cloned().unwrap_or_default();
-    let targets: Vec<String> = task
-        .pointer("/dag/edges")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().map(|e| node_str(e, "target").to_string()).collect())
-        .unwrap_or_default();
     let mut done: Vec<String> = Vec::new();
     // Only source nodes (no incoming edge) hold CDC resources.
-    for n in nodes.iter().filter(|n| node_str(n, "type") == "table" && !targets.iter().any(|t| t == node_str(n, "id")))
-    {
-        let id = node_str(n, "connectionId").to_string();
+    for (n, _) in crate::api::dag::table_nodes(task).into_iter().filter(|(_, source)| *source) {
+        let id = n.connection_id;
         if done.contains(&id) {
             continue;
         }

@@ -177,11 +177,7 @@ pub(super) async fn delete_connection(State(engine): State<Shared>, Path(id): Pa
     }
     let users: Vec<String> = tri!(engine.store.list(TASKS))
         .into_iter()
-        .filter(|t| {
-            t.pointer("/dag/nodes")
-                .and_then(Value::as_array)
-                .is_some_and(|nodes| nodes.iter().any(|n| n.get("connectionId") == Some(&json!(id))))
-        })
+        .filter(|t| crate::api::dag::table_nodes(t).iter().any(|(n, _)| n.connection_id == id))
         .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_string))
         .collect();
     if !users.is_empty() {

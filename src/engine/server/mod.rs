@@ -83,7 +83,7 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
 }
 
 fn page(total: usize, items: Vec<Value>) -> Value {
-    json!({"total": total, "items": items})
+    serde_json::to_value(crate::api::envelope::Page::new(total, items)).unwrap_or_default()
 }
 
 fn internal(e: Error) -> Response {

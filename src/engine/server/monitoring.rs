@@ -99,7 +99,7 @@ pub(super) fn logs(engine: &Engine, body: &Value) -> Result<Value, String> {
     for item in &mut items {
         item.task_name = task_name.clone();
     }
-    Ok(json!({"total": total, "items": items}))
+    serde_json::to_value(crate::api::envelope::Page::new(total as usize, items)).map_err(|e| e.to_string())
 }
 
 pub(super) async fn logs_query(State(engine): State<Shared>, Body(body): Body) -> Response {

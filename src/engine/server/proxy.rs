@@ -42,11 +42,8 @@ pub(super) fn demo_users(engine: &Engine, conn: Option<&str>, path: &str) -> cra
         if task.get("is_deleted").and_then(Value::as_bool) == Some(true) {
             continue;
         }
-        let uses = task.pointer("/dag/nodes").and_then(Value::as_array).into_iter().flatten().any(|n| {
-            n.get("connectionId").and_then(Value::as_str).is_some_and(|c| ids.iter().any(|i| i == c))
-                && n.get("tableName")
-                    .and_then(Value::as_str)
-                    .is_some_and(|t| crate::connectors::sample::TABLES.contains(&t))
+        let uses = crate::api::dag::table_nodes(&task).iter().any(|(n, _)| {
+            ids.contains(&n.connection_id) && crate::connectors::sample::TABLES.contains(&n.table_name.as_str())
         });
         // Only a flow that runs or would resume (it has a checkpoint) depends on the tables'
         // change capture; a new or reset flow starts with a fresh snapshot anyway.
