@@ -454,20 +454,26 @@ pub struct JoinKey {
     pub target: String,
 }
 
-/// One node: its id, name and type, its typed fields where the planner reads them, and the
-/// document as sent.
+/// One node: its id, name and type, what it is (typed by its kind), and the document as sent
+/// (so it round-trips with every field, inert ones included).
 #[derive(Debug, Clone)]
 pub struct Node {
     pub id: String,
     pub name: String,
     pub ty: String,
-    /// Set for `table` nodes.
-    pub table: Option<TableNode>,
-    /// Set for `merge_table_processor` nodes: its `mergeProperties`.
-    pub merge: Option<Vec<MergeProperty>>,
-    /// Set for processor nodes: what the processor does.
-    pub step: Option<super::steps::Step>,
+    pub kind: NodeKind,
     pub doc: Value,
+}
+
+/// What a node is, with the fields the engine runs it by.
+#[derive(Debug, Clone)]
+pub enum NodeKind {
+    /// `table`: a source (no edge leads to it) or the sink.
+    Table(TableNode),
+    /// `merge_table_processor`: the lookup tree.
+    Merge(Vec<MergeProperty>),
+    /// A processor.
+    Step(super::steps::Step),
 }
 
 impl Node {
@@ -509,33 +515,54 @@ impl Node {
         if id.is_empty() {
             return Err(Refusal { message: format!("{what}: field id is missing: every node needs an id") });
         }
-        let table = if ty == "table" {
-            Some(
+        let kind = match ty.as_str() {
+            "table" => NodeKind::Table(
                 serde_json::from_value::<TableNode>(doc.clone())
                     .map_err(|e| Refusal { message: format!("{what}: {e}") })?,
-            )
-        } else {
-            None
+            ),
+            "merge_table_processor" => {
+                let props = obj.get("mergeProperties").cloned().unwrap_or(Value::Array(Vec::new()));
+                NodeKind::Merge(
+                    serde_json::from_value::<Vec<MergeProperty>>(props)
+                        .map_err(|e| Refusal { message: format!("{what}: mergeProperties: {e}") })?,
+                )
+            }
+            _ => match super::steps::Step::parse(doc).map_err(|e| Refusal { message: e.message })? {
+                Some(step) => NodeKind::Step(step),
+                None => return Err(Refusal { message: format!("{what}: {}", refused_type(&ty)) }),
+            },
         };
-        let merge = if ty == "merge_table_processor" {
-            let props = obj.get("mergeProperties").cloned().unwrap_or(Value::Array(Vec::new()));
-            Some(
-                serde_json::from_value::<Vec<MergeProperty>>(props)
-                    .map_err(|e| Refusal { message: format!("{what}: mergeProperties: {e}") })?,
-            )
-        } else {
-            None
-        };
-        let step = super::steps::Step::parse(doc).map_err(|e| Refusal { message: e.message })?;
         Ok(Node {
             id,
             name: obj.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
             ty,
-            table,
-            merge,
-            step,
+            kind,
             doc: doc.clone(),
         })
+    }
+
+    /// The table of a `table` node.
+    pub fn table(&self) -> Option<&TableNode> {
+        match &self.kind {
+            NodeKind::Table(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The lookup tree of a merge node.
+    pub fn merge(&self) -> Option<&[MergeProperty]> {
+        match &self.kind {
+            NodeKind::Merge(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The step of a processor node.
+    pub fn step(&self) -> Option<&super::steps::Step> {
+        match &self.kind {
+            NodeKind::Step(s) => Some(s),
+            _ => None,
+        }
     }
 }
 
@@ -618,7 +645,7 @@ impl Dag {
 
     /// Table nodes no edge leads to: the flow's sources.
     pub fn sources(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.iter().filter(|n| n.table.is_some() && !self.has_in(&n.id))
+        self.nodes.iter().filter(|n| n.table().is_some() && !self.has_in(&n.id))
     }
 }
 

@@ -213,7 +213,7 @@ fn data_fields_the_engine_does_not_do_are_refused_by_name() {
         "children": [{"id": "b", "tableName": "u", "targetPath": "u", "mergeType": "updateIntoArray",
         "arrayKeys": ["k"], "joinKeys": [{"source": "ref", "target": "id"}]}]}]}]);
     let dag = Dag::parse(&task(merge)).expect("a lookup tree");
-    let props = dag.nodes[0].merge.as_deref().unwrap_or_default();
+    let props = dag.nodes[0].merge().unwrap_or_default();
     let child = &props[0].children[0];
     assert_eq!(
         (child.table_name.as_str(), child.merge_type.as_str(), &child.array_keys[..]),

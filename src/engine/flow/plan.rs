@@ -42,13 +42,13 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
     }
     let merge_id = merges.first().map(|m| m.id.clone());
     let sinks: Vec<&Node> =
-        dag.nodes.iter().filter(|n| n.table.is_some() && dag.has_in(&n.id) && !dag.has_out(&n.id)).collect();
+        dag.nodes.iter().filter(|n| n.table().is_some() && dag.has_in(&n.id) && !dag.has_out(&n.id)).collect();
     let sink = match sinks.as_slice() {
         [one] => *one,
         [] => return Err(Error::config("the flow has no target: add .write_to(\"Connection.table\")")),
         _ => return Err(Error::unsupported("the embedded engine runs flows with one target")),
     };
-    let sink_table = sink.table.clone().unwrap_or_default();
+    let sink_table = sink.table().cloned().unwrap_or_default();
     let mut sources = Vec::new();
     for n in dag.sources() {
         let mut chain = Vec::new();
@@ -76,7 +76,7 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
                 return Err(Error::config("the flow's DAG has a cycle"));
             }
         }
-        let t = n.table.clone().unwrap_or_default();
+        let t = n.table().cloned().unwrap_or_default();
         sources.push(SourceNode { node_id: n.id.clone(), connection_id: t.connection_id, table: t.table_name, chain });
     }
     if sources.is_empty() {
@@ -125,7 +125,7 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
                         return Err(Error::config("the flow's DAG has a cycle"));
                     }
                 }
-                let properties = dag.node(&id).and_then(|n| n.merge.clone()).unwrap_or_default();
+                let properties = dag.node(&id).and_then(|n| n.merge()).map(<[_]>::to_vec).unwrap_or_default();
                 Some(MergePlan { properties, post })
             }
             None => None,

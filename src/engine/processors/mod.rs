@@ -53,7 +53,7 @@ pub trait Processor {
 /// The processor of a DAG node (its step, read when the DAG was parsed); `None` for nodes that
 /// are not processors.
 pub fn of_node(node: &crate::api::dag::Node) -> Result<Option<Box<dyn Processor>>> {
-    match &node.step {
+    match node.step() {
         Some(step) => build(step.clone(), if node.name.is_empty() { &node.ty } else { &node.name }).map(Some),
         None => Ok(None),
     }

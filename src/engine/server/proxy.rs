@@ -207,7 +207,7 @@ pub(super) fn preview_task(store: &Store, task: &Value, only: Option<&[String]>,
     }
     let mut walk = PreviewWalk { dag: &dag, result: Map::new(), failed: false };
     for src in sources {
-        let t = src.table.clone().unwrap_or_default();
+        let t = src.table().cloned().unwrap_or_default();
         let sampled = open_connection(store, &t.connection_id).and_then(|mut c| c.sample(&t.table_name, rows));
         match sampled {
             Ok(records) => {
