@@ -35,6 +35,8 @@ pub enum Ty {
     Bool,
     Array,
     StrList,
+    /// A whole number from 1 to 1,000,000 (a batch size).
+    Count,
 }
 
 impl Ty {
@@ -44,6 +46,7 @@ impl Ty {
             Ty::Bool => v.is_boolean(),
             Ty::Array => v.is_array(),
             Ty::StrList => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
+            Ty::Count => v.as_u64().is_some_and(|n| (1..=1_000_000).contains(&n)),
         }
     }
 
@@ -53,6 +56,7 @@ impl Ty {
             Ty::Bool => "true or false",
             Ty::Array => "a list",
             Ty::StrList => "a list of strings",
+            Ty::Count => "a whole number from 1 to 1000000",
         }
     }
 }
@@ -165,7 +169,8 @@ const TABLE: &[(&str, Rule)] = &[
     ("tableNames", Rule::Inert),
     ("databaseType", Rule::Inert),
     ("increaseReadSize", Rule::Inert),
-    ("readBatchSize", Rule::Inert),
+    // A source's rows per snapshot read (`Source(…).initial_read_size(n)`).
+    ("readBatchSize", Rule::Honoured(Ty::Count)),
     ("initialConcurrent", Rule::Inert),
     ("initialConcurrentWriteNum", Rule::Inert),
     ("cdcConcurrent", Rule::Inert),
@@ -427,6 +432,7 @@ pub struct TableNode {
     pub table_name: String,
     pub update_condition_fields: Vec<String>,
     pub exist_data_process_mode: Option<String>,
+    pub read_batch_size: Option<u64>,
 }
 
 /// One entry of a merge node's `mergeProperties` (the main table, then its lookups as

@@ -119,6 +119,17 @@ fn table_info(session: &Session, sig: &str) -> Result<(Connection, String, Vec<S
 }
 
 pub fn read_from(session: &Session, flow: &Flow, sig: &str) -> Result<()> {
+    read_from_node(session, flow, sig, &serde_json::Map::new(), sig)
+}
+
+/// `read_from`, with node fields a `Source(…)` set; `shown` is what `show` prints.
+pub fn read_from_node(
+    session: &Session,
+    flow: &Flow,
+    sig: &str,
+    fields: &serde_json::Map<String, Value>,
+    shown: &str,
+) -> Result<()> {
     let (c, t) = split_target(sig)?;
     let conn = resolve::connection(session, c)?;
     if !conn.can_read() {
@@ -135,7 +146,10 @@ pub fn read_from(session: &Session, flow: &Flow, sig: &str) -> Result<()> {
         )));
     };
     let key = meta.primary_key();
-    let node = nodes::source(&conn, t);
+    let mut node = nodes::source(&conn, t);
+    if let Some(o) = node.as_object_mut() {
+        o.extend(fields.clone());
+    }
     let id = node["id"].as_str().unwrap_or("").to_string();
     flow.with(|s| {
         if s.sink.is_some() {
@@ -150,7 +164,7 @@ pub fn read_from(session: &Session, flow: &Flow, sig: &str) -> Result<()> {
         }
         s.sources.push((id, t.to_string()));
         s.key = key;
-        s.commands.push(format!(".read_from({sig})"));
+        s.commands.push(format!(".read_from({shown})"));
         Ok(())
     })?;
     session.out.text("Flow updated: source added");
@@ -158,6 +172,18 @@ pub fn read_from(session: &Session, flow: &Flow, sig: &str) -> Result<()> {
 }
 
 pub fn write_to(session: &Session, flow: &Flow, sig: &str, pk: Option<Vec<String>>) -> Result<()> {
+    write_to_node(session, flow, sig, pk, &serde_json::Map::new(), sig)
+}
+
+/// `write_to`, with node fields a `Sink(…)` set; `shown` is what `show` prints.
+pub fn write_to_node(
+    session: &Session,
+    flow: &Flow,
+    sig: &str,
+    pk: Option<Vec<String>>,
+    fields: &serde_json::Map<String, Value>,
+    shown: &str,
+) -> Result<()> {
     let (c, t) = split_target(sig)?;
     let conn = resolve::connection(session, c)?;
     if !conn.can_write() {
@@ -166,9 +192,13 @@ pub fn write_to(session: &Session, flow: &Flow, sig: &str, pk: Option<Vec<String
     flow.with(|s| {
         s.require_source("write_to")?;
         let key = pk.unwrap_or_else(|| s.key.clone());
-        let id = s.add(nodes::sink(&conn, t, &key));
+        let mut node = nodes::sink(&conn, t, &key);
+        if let Some(o) = node.as_object_mut() {
+            o.extend(fields.clone());
+        }
+        let id = s.add(node);
         s.sink = Some(id);
-        s.commands.push(format!(".write_to({sig})"));
+        s.commands.push(format!(".write_to({shown})"));
         Ok::<_, Error>(())
     })?;
     session.out.text("Flow updated: sink added");

@@ -11,6 +11,7 @@ pub use sample::{demo, demo_into};
 pub mod datasource;
 pub mod flow;
 pub mod nodes;
+pub mod objects;
 
 use crate::commands as verbs;
 use crate::commands::resolve;
@@ -170,6 +171,7 @@ fn register_datasource(engine: &mut Engine, session: &Arc<Session>) {
 }
 
 fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
+    objects::register(engine, session, raise);
     engine.register_type_with_name::<Flow>("Flow");
     engine.register_fn("Flow", |name: &str| Flow::new(name));
     engine.register_fn("to_string", |f: &mut Flow| f.with(|s| s.show()));

@@ -179,3 +179,40 @@ fn a_crash_after_the_second_snapshot_batch_resumes_exactly() {
     let want = query(&src, sum);
     assert!(wait_until(Duration::from_secs(60), || same() == want), "resumed: {:?} vs {want:?}", same());
 }
+
+#[test]
+fn a_source_reads_in_the_batches_it_sets_and_a_sink_cleans_its_table_first() {
+    let env = Env::new("objects");
+    let src = env.path("src.sqlite");
+    let dst = env.path("dst.sqlite");
+    exec(
+        &src,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);
+         WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 20) INSERT INTO t SELECT i, 'v' || i FROM c;",
+    );
+    exec(&dst, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (100, 'old');");
+    // The failpoint ends the engine after the second batch: with reads of 3 rows, 6 have
+    // been written (with the default read size, one batch holds all 20 and it never fires).
+    let mut engine = env.start_engine_with(&[("TAP_FAILPOINT", "after_batch:2")]);
+    let script = sqlite_src_dst(&src, &dst)
+        + r#"let f = Flow("objects").read_from(Source("Src", "t").initial_read_size(3)).write_to(Sink("Dst", "t").clean_data());
+             print(f.show());
+             f.save(); start("objects");"#;
+    let run = env.script("o.rhai", &script);
+    assert!(
+        run.stdout.contains(r#".read_from(Source("Src", "t").initial_read_size(3))"#)
+            && run.stdout.contains(r#".write_to(Sink("Dst", "t").clean_data())"#),
+        "show prints the builder chain: {}",
+        run.stdout
+    );
+    assert!(engine.wait_exit(Duration::from_secs(30)), "the failpoint ended the engine after two batches");
+    assert_eq!(query(&dst, "SELECT count(*), min(id), max(id) FROM t")[0], vec!["6", "1", "6"], "the old row removed");
+    // Resumed, it goes on from the checkpoint; the target is not cleaned a second time.
+    let _engine = env.start_engine();
+    assert!(
+        wait_until(Duration::from_secs(60), || query(&dst, "SELECT count(*) FROM t")[0][0] == "20"),
+        "resumed to every row"
+    );
+    let bad = env.script("bad.rhai", r#"Source("Src", "t").initial_read_size(0);"#);
+    assert!(bad.code != 0 && bad.stderr.contains("initial_read_size: 0 is not a count"), "{}", bad.stderr);
+}

@@ -5,6 +5,8 @@ pub(super) struct SourceNode {
     pub(super) node_id: String,
     pub(super) connection_id: String,
     pub(super) table: String,
+    /// Rows per snapshot read.
+    pub(super) read_batch: usize,
     pub(super) chain: Vec<Box<dyn Processor>>,
 }
 
@@ -77,7 +79,14 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
             }
         }
         let t = n.table().cloned().unwrap_or_default();
-        sources.push(SourceNode { node_id: n.id.clone(), connection_id: t.connection_id, table: t.table_name, chain });
+        let read_batch = t.read_batch_size.map_or(SNAPSHOT_BATCH, |n| n as usize);
+        sources.push(SourceNode {
+            node_id: n.id.clone(),
+            connection_id: t.connection_id,
+            table: t.table_name,
+            read_batch,
+            chain,
+        });
     }
     if sources.is_empty() {
         return Err(Error::config("the flow has no source: add .read_from(\"Connection.table\")"));

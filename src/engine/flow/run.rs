@@ -77,7 +77,7 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
             let table: Arc<str> = Arc::from(s.table.as_str());
             let chain = &mut s.chain;
             let sink = &mut sink;
-            conn.snapshot(&SnapshotRequest::table(&s.table, SNAPSHOT_BATCH), &mut |rows| {
+            conn.snapshot(&SnapshotRequest::table(&s.table, s.read_batch), &mut |rows| {
                 if ctx.stopped() {
                     return Ok(ControlFlow::Break(()));
                 }

@@ -1,0 +1,122 @@
+//! `Source("Conn", "table")` and `Sink("Conn", "table")`: TapFlow's configured table nodes,
+//! given to `read_from` and `write_to`. Each method sets the node field the official client
+//! sets (`reference/tapflow-client.md`, "Source/Sink"), so the same flow runs on a cluster; the
+//! embedded engine honours what changes the data (`existDataProcessMode`, `readBatchSize`) and
+//! keeps the thread and write-batch hints, which change nothing about the data it moves (it
+//! writes each read batch in one transaction, one flow on one thread).
+
+use super::flow::{self, Flow};
+use crate::commands::session::Session;
+use crate::error::{Error, Result};
+use rhai::{Engine, EvalAltResult, Position};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+/// A table node being configured: its `Conn.table`, the node fields its methods set, and the
+/// builder calls, for `show`.
+#[derive(Debug, Clone, Default)]
+pub struct TableSpec {
+    pub sig: String,
+    pub fields: Map<String, Value>,
+    pub calls: Vec<String>,
+    sink: bool,
+}
+
+impl TableSpec {
+    fn new(conn: &str, table: &str, sink: bool) -> Self {
+        TableSpec { sig: format!("{conn}.{table}"), fields: Map::new(), calls: Vec::new(), sink }
+    }
+    fn set(&mut self, key: &str, v: Value, call: String) -> TableSpec {
+        self.fields.insert(key.to_string(), v);
+        self.calls.push(call);
+        self.clone()
+    }
+    /// The builder expression that recreates it.
+    pub fn show(&self) -> String {
+        let (c, t) = self.sig.split_once('.').unwrap_or((&self.sig, ""));
+        format!("{}({c:?}, {t:?}){}", if self.sink { "Sink" } else { "Source" }, self.calls.concat())
+    }
+}
+
+fn count(what: &str, n: i64) -> std::result::Result<u64, Box<EvalAltResult>> {
+    u64::try_from(n).ok().filter(|n| (1..=1_000_000).contains(n)).ok_or_else(|| {
+        Box::new(EvalAltResult::ErrorRuntime(
+            format!("{what}: {n} is not a count from 1 to 1000000").into(),
+            Position::NONE,
+        ))
+    })
+}
+
+pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) -> Box<EvalAltResult>) {
+    engine.register_type_with_name::<TableSpec>("Source");
+    engine.register_fn("Source", |c: &str, t: &str| TableSpec::new(c, t, false));
+    engine.register_fn("Sink", |c: &str, t: &str| TableSpec::new(c, t, true));
+    engine.register_fn("to_string", |s: &mut TableSpec| s.show());
+    // Source: rows per snapshot read (honoured), and the CDC read hint (kept).
+    engine.register_fn("initial_read_size", |s: &mut TableSpec, n: i64| -> Result2 {
+        Ok(s.set("readBatchSize", json!(count("initial_read_size", n)?), format!(".initial_read_size({n})")))
+    });
+    engine.register_fn("increase_read_size", |s: &mut TableSpec, n: i64| -> Result2 {
+        Ok(s.set("increaseReadSize", json!(count("increase_read_size", n)?), format!(".increase_read_size({n})")))
+    });
+    // Sink: what happens to the target's rows when the flow starts from scratch.
+    for (names, mode) in [
+        (["keep_data", "keepData"], "keepData"),
+        (["clean_data", "cleanData"], "removeData"),
+        (["clean_table", "cleanTable"], "dropTable"),
+    ] {
+        for name in names {
+            engine.register_fn(name, move |s: &mut TableSpec| {
+                s.set("existDataProcessMode", json!(mode), format!(".{name}()"))
+            });
+        }
+    }
+    engine.register_fn("set_write_batch", |s: &mut TableSpec, n: i64| -> Result2 {
+        Ok(s.set("writeBatchSize", json!(count("set_write_batch", n)?), format!(".set_write_batch({n})")))
+    });
+    engine.register_fn("set_cdc_threads", |s: &mut TableSpec, n: i64| -> Result2 {
+        let n = count("set_cdc_threads", n)?;
+        s.fields.insert("cdcConcurrent".into(), json!(n > 1));
+        Ok(s.set("cdcConcurrentWriteNum", json!(n), format!(".set_cdc_threads({n})")))
+    });
+    engine.register_fn("set_init_thread", |s: &mut TableSpec, n: i64| -> Result2 {
+        let n = count("set_init_thread", n)?;
+        s.fields.insert("initialConcurrent".into(), json!(n > 1));
+        Ok(s.set("initialConcurrentWriteNum", json!(n), format!(".set_init_thread({n})")))
+    });
+
+    let sess = session.clone();
+    engine.register_fn(
+        "read_from",
+        move |f: &mut Flow, s: TableSpec| -> std::result::Result<Flow, Box<EvalAltResult>> {
+            if s.sink {
+                return Err(raise(Error::usage(format!(
+                    "read_from takes a Source, not {}: write Source(…)",
+                    s.show()
+                ))));
+            }
+            flow::read_from_node(&sess, f, &s.sig, &s.fields, &s.show()).map_err(raise)?;
+            Ok(f.clone())
+        },
+    );
+    let sess = session.clone();
+    let write = move |f: &mut Flow, s: &TableSpec, pk: Option<Vec<String>>| -> Result<Flow> {
+        if !s.sink {
+            return Err(Error::usage(format!("write_to takes a Sink, not {}: write Sink(…)", s.show())));
+        }
+        flow::write_to_node(&sess, f, &s.sig, pk, &s.fields, &s.show())?;
+        Ok(f.clone())
+    };
+    let w = write.clone();
+    engine.register_fn("write_to", move |f: &mut Flow, s: TableSpec| w(f, &s, None).map_err(raise));
+    let w = write.clone();
+    engine.register_fn("write_to", move |f: &mut Flow, s: TableSpec, pk: &str| {
+        w(f, &s, Some(vec![pk.to_string()])).map_err(raise)
+    });
+    engine.register_fn("write_to", move |f: &mut Flow, s: TableSpec, pk: rhai::Array| {
+        let pk: Vec<String> = pk.into_iter().map(|v| v.to_string()).collect();
+        write(f, &s, Some(pk)).map_err(raise)
+    });
+}
+
+type Result2 = std::result::Result<TableSpec, Box<EvalAltResult>>;
