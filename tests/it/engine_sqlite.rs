@@ -116,3 +116,44 @@ fn sigkill_mid_snapshot_and_mid_cdc_loses_and_duplicates_nothing() {
     // primary key could never fail).
     assert!(caught_up, "the target equals the source after a restart mid-CDC");
 }
+
+#[test]
+fn rename_row_filter_and_filter_columns_run_and_the_key_follows_the_rename() {
+    let env = Env::new("more-steps");
+    let src = env.path("src.sqlite");
+    let dst = env.path("dst.sqlite");
+    exec(
+        &src,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, secret TEXT);
+         INSERT INTO t VALUES (1, 'a', 's1'), (2, 'b', 's2'), (3, 'c', 's3'), (4, 'd', 's4');",
+    );
+    let _engine = env.start_engine();
+    let script = sqlite_src_dst(&src, &dst)
+        + r#"let f = Flow("steps").read_from("Src.t").rename("id", "ident").rowFilter("record.ident % 2 == 0")
+                 .filter_columns(["secret"], "delete").write_to("Dst.t");
+             print(f.show());
+             f.save().start();
+             Flow("steps").wait_initial_sync();"#;
+    let run = env.script("s.rhai", &script);
+    run.ok();
+    assert!(run.stdout.contains(r#".rename("id", "ident")"#), "{}", run.stdout);
+    assert_eq!(query(&dst, "SELECT ident, v FROM t ORDER BY ident"), vec![vec!["2", "b"], vec!["4", "d"]]);
+    let cols: Vec<String> = query(&dst, "SELECT name FROM pragma_table_info('t') ORDER BY cid").concat();
+    assert_eq!(cols, vec!["ident", "v"], "secret dropped, id renamed");
+    let pk = query(&dst, "SELECT name FROM pragma_table_info('t') WHERE pk > 0").concat();
+    assert_eq!(pk, vec!["ident"], "the key followed the rename");
+    // CDC: an update that leaves the filter removes the row; one into it adds it.
+    exec(
+        &src,
+        "UPDATE t SET id = 5 WHERE id = 4; UPDATE t SET v = 'bb' WHERE id = 2; INSERT INTO t VALUES (6, 'f', 'x');",
+    );
+    let rows = || query(&dst, "SELECT ident, v FROM t ORDER BY ident");
+    assert!(
+        wait_until(Duration::from_secs(30), || rows() == vec![vec!["2", "bb"], vec!["6", "f"]]),
+        "after CDC: {:?}",
+        rows()
+    );
+    let bad = env
+        .script("bad.rhai", &(sqlite_src_dst(&src, &dst) + r#"Flow("b").read_from("Src.t").rowFilter("x", "maybe");"#));
+    assert!(bad.code != 0 && bad.stderr.contains("rowFilter: the type is"), "{}", bad.stderr);
+}

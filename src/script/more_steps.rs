@@ -1,0 +1,79 @@
+//! More of TapFlow's processor builders: `rename(old, new)`, `rowFilter(expression, type)`,
+//! `filter_columns(fields, type)` (and `filterColumn`). Each emits a node the engine runs.
+
+use super::flow::{self, Flow};
+use super::nodes;
+use crate::commands::session::Session;
+use crate::error::{Error, Result};
+use rhai::{Engine, EvalAltResult};
+use std::sync::Arc;
+
+type Out = std::result::Result<Flow, Box<EvalAltResult>>;
+
+fn keep_of(what: &str, mode: &str, keep: [&str; 2], drop: [&str; 2]) -> Result<bool> {
+    if keep.contains(&mode) {
+        Ok(true)
+    } else if drop.contains(&mode) {
+        Ok(false)
+    } else {
+        Err(Error::usage(format!(
+            "{what}: the type is {:?} or {:?} (drop: {:?} or {:?}), not {mode:?}",
+            keep[0], keep[1], drop[0], drop[1]
+        )))
+    }
+}
+
+pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) -> Box<EvalAltResult>) {
+    // `rename(old, new)`: one field, as a field-rename node, so the sink key follows it.
+    let s = session.clone();
+    engine.register_fn("rename", move |f: &mut Flow, old: &str, new: &str| -> Out {
+        if old.is_empty() || new.is_empty() {
+            return Err(raise(Error::usage("rename(old, new): both names must be non-empty")));
+        }
+        let pairs = vec![(old.to_string(), new.to_string())];
+        flow::add_step(&s, f, "rename", nodes::rename(&pairs), format!(".rename({old:?}, {new:?})"), "rename added")
+            .map_err(raise)?;
+        flow::rename_key(f, &pairs);
+        Ok(f.clone())
+    });
+
+    // `rowFilter(expression, type = "retain")`: a JavaScript expression over `record`, as written.
+    let row_filter = {
+        let s = session.clone();
+        move |f: &mut Flow, expr: &str, mode: &str| -> Result<Flow> {
+            let keep = keep_of("rowFilter", mode, ["retain", "keep"], ["discard", "delete"])?;
+            if expr.trim().is_empty() {
+                return Err(Error::usage("rowFilter: the expression is empty"));
+            }
+            let cmd = format!(".rowFilter({expr:?}, {mode:?})");
+            flow::add_step(&s, f, "rowFilter", nodes::row_filter(expr, keep), cmd, "row filter added")?;
+            Ok(f.clone())
+        }
+    };
+    let rf = row_filter.clone();
+    engine.register_fn("rowFilter", move |f: &mut Flow, expr: &str| rf(f, expr, "retain").map_err(raise));
+    engine
+        .register_fn("rowFilter", move |f: &mut Flow, expr: &str, mode: &str| row_filter(f, expr, mode).map_err(raise));
+
+    // `filter_columns(fields, type = "keep")` / `filterColumn`: the official column filter.
+    let columns = {
+        let s = session.clone();
+        move |f: &mut Flow, fields: rhai::Array, mode: &str| -> Result<Flow> {
+            let keep = keep_of("filter_columns", mode, ["keep", "retain"], ["delete", "discard"])?;
+            let fields: Vec<String> = fields.into_iter().map(|v| v.to_string()).collect();
+            if fields.is_empty() {
+                return Err(Error::usage("filter_columns: give the fields, as a list"));
+            }
+            let cmd = format!(".filter_columns({}, {mode:?})", nodes::python_list(&fields));
+            flow::add_step(&s, f, "filter_columns", nodes::column_filter(&fields, keep), cmd, "column filter added")?;
+            Ok(f.clone())
+        }
+    };
+    for name in ["filter_columns", "filterColumn"] {
+        let c = columns.clone();
+        engine.register_fn(name, move |f: &mut Flow, fields: rhai::Array| c(f, fields, "keep").map_err(raise));
+        let c = columns.clone();
+        engine
+            .register_fn(name, move |f: &mut Flow, fields: rhai::Array, mode: &str| c(f, fields, mode).map_err(raise));
+    }
+}
