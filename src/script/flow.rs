@@ -227,9 +227,58 @@ pub fn rename_key(flow: &Flow, pairs: &[(String, String)]) {
     });
 }
 
-/// `lookup(table, #{path, type, relation, arrayKeys})` → `merge_table_processor` (§8.5).
+/// The pre-processors of a lookup's table (TapFlow's `filter`, `fields`, `include`, `exclude`,
+/// `rename`, `js` options), applied in that order, each a node between the looked-up table and
+/// the merge.
+fn lookup_pre(opts: &rhai::Map) -> Result<Vec<Value>> {
+    let list = |k: &str| -> Result<Option<Vec<String>>> {
+        match opts.get(k) {
+            None => Ok(None),
+            Some(v) => match v.clone().into_array() {
+                Ok(a) if !a.is_empty() => Ok(Some(a.into_iter().map(|x| x.to_string()).collect())),
+                _ => Err(Error::usage(format!("lookup: {k} takes a non-empty list of field names"))),
+            },
+        }
+    };
+    let text = |k: &str| -> Result<Option<String>> {
+        match opts.get(k) {
+            None => Ok(None),
+            Some(v) => match v.clone().into_immutable_string() {
+                Ok(t) if !t.trim().is_empty() => Ok(Some(t.to_string())),
+                _ => Err(Error::usage(format!("lookup: {k} takes a non-empty string"))),
+            },
+        }
+    };
+    let mut pre = Vec::new();
+    if let Some(expr) = text("filter")? {
+        pre.push(nodes::row_filter(&nodes::filter_expression(&expr), true));
+    }
+    for (k, keep) in [("fields", true), ("include", true), ("exclude", false)] {
+        if let Some(fields) = list(k)? {
+            pre.push(nodes::column_filter(&fields, keep));
+        }
+    }
+    if let Some(m) = opts.get("rename") {
+        let m = m
+            .clone()
+            .try_cast::<rhai::Map>()
+            .ok_or_else(|| Error::usage("lookup: rename takes a mapping, #{ old: \"new\" }".to_string()))?;
+        let pairs: Vec<(String, String)> = m.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        if !pairs.is_empty() {
+            pre.push(nodes::rename(&pairs));
+        }
+    }
+    if let Some(js) = text("js")? {
+        pre.push(nodes::js(&js, "", "JS"));
+    }
+    Ok(pre)
+}
+
+/// `lookup(table, #{path, type, relation, arrayKeys, filter, fields, include, exclude, rename,
+/// js})` → `merge_table_processor` (§8.5).
 pub fn lookup(session: &Session, flow: &Flow, sig: &str, opts: &rhai::Map) -> Result<()> {
-    const OPTIONS: [&str; 4] = ["path", "type", "relation", "arrayKeys"];
+    const OPTIONS: [&str; 10] =
+        ["path", "type", "relation", "arrayKeys", "filter", "fields", "include", "exclude", "rename", "js"];
     if let Some(k) = opts.keys().find(|k| !OPTIONS.contains(&k.as_str())) {
         return Err(Error::unsupported(format!(
             "lookup: option {k} is not supported yet (it takes {}); read the table in its own flow to filter or reshape it",
@@ -278,6 +327,7 @@ pub fn lookup(session: &Session, flow: &Flow, sig: &str, opts: &rhai::Map) -> Re
             }
         })
         .collect();
+    let pre = lookup_pre(opts)?;
     let child_source = nodes::source(&conn, &table);
     let child_id = child_source["id"].as_str().unwrap_or("").to_string();
     flow.with(|s| {
@@ -307,7 +357,15 @@ pub fn lookup(session: &Session, flow: &Flow, sig: &str, opts: &rhai::Map) -> Re
             _ => push_child(head, child),
         }
         s.nodes.push(child_source);
-        s.edges.push((child_id.clone(), merge_id));
+        // The looked-up table, its pre-processors, then the merge.
+        let mut last = child_id.clone();
+        for node in pre {
+            let id = node["id"].as_str().unwrap_or("").to_string();
+            s.nodes.push(node);
+            s.edges.push((last, id.clone()));
+            last = id;
+        }
+        s.edges.push((last, merge_id));
         s.commands.push(format!(".lookup({sig}, path={path}, type={ty})"));
         Ok::<_, Error>(())
     })?;

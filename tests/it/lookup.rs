@@ -371,3 +371,44 @@ demo_into("Shop", 6000);"#,
     live.run(live.coll.drop());
     rebuilt.run(rebuilt.coll.drop());
 }
+
+#[test]
+fn a_lookups_own_filter_columns_and_renames_shape_what_it_embeds_and_follow_changes() {
+    let env = Env::new("lookup-pre");
+    let src = env.path("src.sqlite");
+    let dst = env.path("dst.sqlite");
+    exec(
+        &src,
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, cust INTEGER, amount INTEGER);
+         CREATE TABLE customers (cid INTEGER PRIMARY KEY, name TEXT, state TEXT, secret TEXT);
+         INSERT INTO customers VALUES (1, 'Ana', 'SP', 's1'), (2, 'Bo', 'RJ', 's2');
+         INSERT INTO orders VALUES (10, 1, 5), (11, 2, 7);",
+    );
+    let _engine = env.start_engine();
+    let script = crate::harness::sqlite_src_dst(&src, &dst)
+        + r#"Flow("pre").read_from("Src.orders")
+               .lookup("Src.customers", #{ path: "customer", type: "object", relation: [["cust", "cid"]],
+                                           filter: "state == 'SP'", exclude: ["secret"], rename: #{ name: "full_name" } })
+               .write_to("Dst.docs").save().start();
+             Flow("pre").wait_initial_sync();"#;
+    env.script("pre.rhai", &script).ok();
+    let docs = || query(&dst, "SELECT id, customer FROM docs ORDER BY id");
+    assert_eq!(
+        docs(),
+        vec![
+            vec!["10".to_string(), r#"{"cid":1,"full_name":"Ana","state":"SP"}"#.to_string()],
+            vec!["11".into(), "NULL".into()]
+        ],
+        "only the filter's rows, without the excluded field, renamed"
+    );
+    // A customer that leaves the filter leaves the documents; one that enters it arrives.
+    exec(
+        &src,
+        "UPDATE customers SET state = 'RJ' WHERE cid = 1; UPDATE customers SET state = 'SP', name = 'Bob' WHERE cid = 2;",
+    );
+    let want = vec![
+        vec!["10".to_string(), "NULL".to_string()],
+        vec!["11".into(), r#"{"cid":2,"full_name":"Bob","state":"SP"}"#.into()],
+    ];
+    assert!(wait_until(Duration::from_secs(30), || docs() == want), "after CDC: {:?}", docs());
+}
