@@ -1,5 +1,6 @@
 //! More of TapFlow's processor builders: `rename(old, new)`, `rowFilter(expression, type)`,
-//! `filter_columns(fields, type)` (and `filterColumn`). Each emits a node the engine runs.
+//! `filter_columns(fields, type)` (and `filterColumn`), the one-field forms of `add_fields`
+//! (and `add_field`). Each emits a node the engine runs.
 
 use super::flow::{self, Flow};
 use super::nodes;
@@ -75,5 +76,20 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
         let c = columns.clone();
         engine
             .register_fn(name, move |f: &mut Flow, fields: rhai::Array, mode: &str| c(f, fields, mode).map_err(raise));
+    }
+
+    // `add_field(name, type, js)` / `add_fields(name, type, js)`: one field, its JavaScript
+    // value (`type` is TapFlow's: String, Date, DateTime, Double, Long, Map, Array, …).
+    for name in ["add_field", "add_fields"] {
+        let s = session.clone();
+        engine.register_fn(name, move |f: &mut Flow, field: &str, ty: &str, expr: &str| -> Out {
+            if field.is_empty() {
+                return Err(raise(Error::usage(format!("{name}: the field name is empty"))));
+            }
+            let fields = vec![(field.to_string(), ty.to_string(), expr.to_string())];
+            let cmd = format!(".{name}({field:?}, {ty:?}, {expr:?})");
+            flow::add_step(&s, f, name, nodes::add_fields(&fields), cmd, "field added").map_err(raise)?;
+            Ok(f.clone())
+        });
     }
 }

@@ -130,16 +130,19 @@ fn rename_row_filter_and_filter_columns_run_and_the_key_follows_the_rename() {
     let _engine = env.start_engine();
     let script = sqlite_src_dst(&src, &dst)
         + r#"let f = Flow("steps").read_from("Src.t").rename("id", "ident").rowFilter("record.ident % 2 == 0")
-                 .filter_columns(["secret"], "delete").write_to("Dst.t");
+                 .filter_columns(["secret"], "delete").add_field("tag", "String", "'t' + record.ident").write_to("Dst.t");
              print(f.show());
              f.save().start();
              Flow("steps").wait_initial_sync();"#;
     let run = env.script("s.rhai", &script);
     run.ok();
     assert!(run.stdout.contains(r#".rename("id", "ident")"#), "{}", run.stdout);
-    assert_eq!(query(&dst, "SELECT ident, v FROM t ORDER BY ident"), vec![vec!["2", "b"], vec!["4", "d"]]);
+    assert_eq!(
+        query(&dst, "SELECT ident, v, tag FROM t ORDER BY ident"),
+        vec![vec!["2", "b", "t2"], vec!["4", "d", "t4"]]
+    );
     let cols: Vec<String> = query(&dst, "SELECT name FROM pragma_table_info('t') ORDER BY cid").concat();
-    assert_eq!(cols, vec!["ident", "v"], "secret dropped, id renamed");
+    assert_eq!(cols, vec!["ident", "v", "tag"], "secret dropped, id renamed, tag added");
     let pk = query(&dst, "SELECT name FROM pragma_table_info('t') WHERE pk > 0").concat();
     assert_eq!(pk, vec!["ident"], "the key followed the rename");
     // CDC: an update that leaves the filter removes the row; one into it adds it.
