@@ -37,6 +37,8 @@ pub enum Ty {
     StrList,
     /// A whole number from 1 to 1,000,000 (a batch size).
     Count,
+    /// A whole number from 0 to 1,000,000 (hours).
+    Whole,
 }
 
 impl Ty {
@@ -47,6 +49,7 @@ impl Ty {
             Ty::Array => v.is_array(),
             Ty::StrList => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
             Ty::Count => v.as_u64().is_some_and(|n| (1..=1_000_000).contains(&n)),
+            Ty::Whole => v.as_u64().is_some_and(|n| n <= 1_000_000),
         }
     }
 
@@ -57,6 +60,7 @@ impl Ty {
             Ty::Array => "a list",
             Ty::StrList => "a list of strings",
             Ty::Count => "a whole number from 1 to 1000000",
+            Ty::Whole => "a whole number from 0 to 1000000",
         }
     }
 }
@@ -240,6 +244,18 @@ const TABLE_RENAME: &[(&str, Rule)] = &[
     ("tableNames", Rule::Honoured(Ty::Array)),
 ];
 
+const ADD_DATE: &[(&str, Rule)] = &[("dateFieldName", Rule::Honoured(Ty::Str))];
+
+const TIME_ADJUST: &[(&str, Rule)] = &[
+    ("add", Rule::Honoured(Ty::Bool)),
+    ("hours", Rule::Honoured(Ty::Whole)),
+    ("dataTypes", Rule::Honoured(Ty::StrList)),
+];
+
+const TYPE_FILTER: &[(&str, Rule)] = &[("filterTypes", Rule::Honoured(Ty::StrList))];
+
+const TYPE_ADJUST: &[(&str, Rule)] = &[("operations", Rule::Honoured(Ty::Array))];
+
 /// The keys of one lookup (an entry of `mergeProperties`, or of its `children`).
 const MERGE_PROPERTY: &[(&str, Rule)] = &[
     ("id", Rule::Honoured(Ty::Str)),
@@ -280,6 +296,10 @@ pub const NODE_TYPES: &[(&str, NodeRules)] = &[
     ("merge_table_processor", NodeRules::Runs(MERGE)),
     ("union_processor", NodeRules::Runs(UNION)),
     ("table_rename_processor", NodeRules::Runs(TABLE_RENAME)),
+    ("add_date_field_processor", NodeRules::Runs(ADD_DATE)),
+    ("date_processor", NodeRules::Runs(TIME_ADJUST)),
+    ("field_mod_type_filter_processor", NodeRules::Runs(TYPE_FILTER)),
+    ("field_mod_type_processor", NodeRules::Runs(TYPE_ADJUST)),
     (
         "database",
         NodeRules::Refused(
@@ -292,13 +312,6 @@ pub const NODE_TYPES: &[(&str, NodeRules)] = &[
             "the embedded engine does not support Python functions yet: use .js(...) or .rhai(...) instead, or run the flow on a TapData cluster",
         ),
     ),
-    (
-        "add_date_field_processor",
-        NodeRules::Refused("add the field with .js(\"record.f = new Date(); return record;\") instead"),
-    ),
-    ("date_processor", NodeRules::Refused("adjust the times with .js(...) instead")),
-    ("field_mod_type_filter_processor", NodeRules::Refused("drop the fields with .exclude(...) instead")),
-    ("field_mod_type_processor", NodeRules::Refused("convert the values with .js(...) instead")),
     ("unwind_processor", NodeRules::Refused("unwind the arrays with .js(...) or .rhai(...) instead")),
 ];
 

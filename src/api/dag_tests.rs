@@ -120,16 +120,20 @@ fn every_field_the_official_client_emits_has_a_rule() {
     ] {
         assert!(MERGE_PROPERTY.iter().any(|(k, _)| *k == f), "mergeProperties.{f} has no rule");
     }
-    for ty in [
-        "database",
-        "python_processor",
-        "add_date_field_processor",
-        "date_processor",
-        "field_mod_type_filter_processor",
-        "field_mod_type_processor",
-        "unwind_processor",
-    ] {
+    for ty in ["database", "python_processor", "unwind_processor"] {
         assert!(matches!(rules_of(ty), Some(NodeRules::Refused(_))), "{ty} should be refused with a reason");
+    }
+    // The official client's node shapes (§8.4) of the type and time processors are run.
+    for (ty, fields) in [
+        ("add_date_field_processor", &["dateFieldName"][..]),
+        ("date_processor", &["add", "dataTypes", "hours"][..]),
+        ("field_mod_type_filter_processor", &["filterTypes"][..]),
+        ("field_mod_type_processor", &["operations"][..]),
+    ] {
+        let Some(NodeRules::Runs(rules)) = rules_of(ty) else { panic!("{ty} should run") };
+        for f in fields {
+            assert!(rules.iter().any(|(k, _)| k == f), "{ty}.{f} has no rule");
+        }
     }
     // The data-affecting task settings the official client can send (§8.7).
     for f in [

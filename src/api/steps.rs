@@ -25,6 +25,15 @@ pub enum Step {
     Union,
     /// `table_rename_processor`: `(origin, current)` names, else prefix + name + suffix.
     TableRename { map: Vec<(String, String)>, prefix: String, suffix: String },
+    /// `add_date_field_processor`: a field holding the time each record went through.
+    AddDate { field: String },
+    /// `date_processor`: the date and time fields of the named types moved by `hours`
+    /// (negative: back); no types, or TapFlow's default `["now"]`, moves every one.
+    TimeAdjust { hours: i64, types: Vec<String> },
+    /// `field_mod_type_filter_processor`: the fields of the named types removed.
+    TypeFilter { types: Vec<String> },
+    /// `field_mod_type_processor`: `(field, new type)` conversions.
+    TypeAdjust { converts: Vec<(String, String)> },
 }
 
 fn text<'a>(node: &'a Value, key: &str) -> Option<&'a str> {
@@ -73,6 +82,29 @@ impl Step {
                 let s = |k: &str| text(node, k).unwrap_or("").to_string();
                 Step::TableRename { map, prefix: s("prefix"), suffix: s("suffix") }
             }
+            "add_date_field_processor" => match text(node, "dateFieldName").filter(|f| !f.is_empty()) {
+                Some(f) => Step::AddDate { field: f.to_string() },
+                None => {
+                    return Err(Error::config(format!(
+                        "node {name:?} ({ty}) has no dateFieldName: name the field that gets the time"
+                    )));
+                }
+            },
+            "date_processor" => {
+                let hours = node.get("hours").and_then(Value::as_i64).unwrap_or(0);
+                let add = node.get("add").and_then(Value::as_bool).unwrap_or(true);
+                Step::TimeAdjust { hours: if add { hours } else { -hours }, types: strings(node, "dataTypes") }
+            }
+            "field_mod_type_filter_processor" => {
+                let types = strings(node, "filterTypes");
+                if types.is_empty() {
+                    return Err(Error::config(format!(
+                        "node {name:?} ({ty}) names no types in filterTypes: give the types whose fields go"
+                    )));
+                }
+                Step::TypeFilter { types }
+            }
+            "field_mod_type_processor" => type_adjust(node, name)?,
             "table" | "merge_table_processor" => return Ok(None),
             other => {
                 return Err(Error::unsupported(format!(
@@ -82,6 +114,39 @@ impl Step {
             }
         }))
     }
+}
+
+fn strings(node: &Value, key: &str) -> Vec<String> {
+    node.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Each conversion names a field and a type the engine converts to (`CONVERT`, TapFlow's only
+/// operation); anything else is refused, naming the node.
+fn type_adjust(node: &Value, name: &str) -> Result<Step> {
+    let mut converts = Vec::new();
+    for o in node.get("operations").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+        if let Some(op) = o.get("op").filter(|op| op.as_str() != Some("CONVERT")) {
+            return Err(Error::unsupported(format!(
+                "node {name:?}: operation {op} is not a type conversion (CONVERT), which is all a field_mod_type_processor does"
+            )));
+        }
+        let field = text(o, "field").or_else(|| text(o, "field_name")).unwrap_or_default();
+        let to = text(o, "operand").or_else(|| text(o, "type")).unwrap_or_default();
+        if field.is_empty() {
+            return Err(Error::config(format!("node {name:?}: a conversion names no field")));
+        }
+        if crate::model::FieldType::of_name(to).is_none() {
+            return Err(Error::unsupported(format!(
+                "node {name:?} converts {field:?} to {to:?}, a type the engine does not know: use one of {}",
+                crate::model::FieldType::NAMES
+            )));
+        }
+        converts.push((field.to_string(), to.to_string()));
+    }
+    Ok(Step::TypeAdjust { converts })
 }
 
 /// Every rename must name a field and give a new name that is a non-empty string, and no two
@@ -150,6 +215,15 @@ mod tests {
         let js = json!({"type": "js_processor", "name": "J", "script": 42});
         assert!(Step::parse(&js).is_err(), "a script that is a number is refused, not run as empty");
         assert_eq!(Step::parse(&json!({"type": "table"})).expect("a table"), None);
+        let err = Step::parse(&json!({"type": "field_mod_type_processor", "name": "T",
+            "operations": [{"op": "CONVERT", "field": "a", "operand": "geometry"}]}))
+        .expect_err("unknown type");
+        assert!(err.message.contains("\"geometry\"") && err.message.contains("varchar"), "{}", err.message);
+        let t = json!({"type": "date_processor", "add": false, "hours": 3, "dataTypes": ["datetime"]});
+        assert_eq!(
+            Step::parse(&t).expect("parses"),
+            Some(Step::TimeAdjust { hours: -3, types: vec!["datetime".into()] })
+        );
         let err = Step::parse(&json!({"type": "unwind_processor", "name": "U"})).expect_err("not run");
         assert!(err.message.contains("\"U\""), "{}", err.message);
     }

@@ -29,6 +29,33 @@ pub enum FieldType {
 }
 
 impl FieldType {
+    /// The type names [`FieldType::of_name`] knows, for messages.
+    pub const NAMES: &'static str = "varchar/char/text/string, int/bigint/smallint/integer/long, double/float/real, \
+         decimal/numeric, boolean, date, datetime/timestamp, timestamptz, json/map/array, bytes/binary/blob/bytea";
+
+    /// The model type of a database's or TapFlow's type name (`varchar(64)`, `BIGINT`,
+    /// `Double`, `timestamp with time zone`), ignoring case and arguments; `None` if unknown.
+    pub fn of_name(name: &str) -> Option<FieldType> {
+        let t = name.trim().to_ascii_lowercase();
+        let base = t.split('(').next().unwrap_or("").trim();
+        let base = base.strip_suffix(" unsigned").unwrap_or(base).trim();
+        Some(match base {
+            "char" | "varchar" | "nchar" | "nvarchar" | "text" | "tinytext" | "mediumtext" | "longtext" | "string"
+            | "character" | "character varying" | "uuid" | "tapstring" => FieldType::Text,
+            "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "long" | "int2" | "int4" | "int8"
+            | "int32" | "int64" => FieldType::Integer,
+            "float" | "double" | "real" | "double precision" | "float4" | "float8" => FieldType::Float,
+            "decimal" | "numeric" | "number" | "bigdecimal" | "decimal128" => FieldType::Decimal,
+            "bool" | "boolean" | "tapboolean" => FieldType::Boolean,
+            "date" | "tapdate" => FieldType::Date,
+            "datetime" | "timestamp" | "timestamp without time zone" | "tapdatetime" => FieldType::Timestamp,
+            "timestamptz" | "timestamp with time zone" => FieldType::TimestampTz,
+            "json" | "jsonb" | "map" | "object" | "array" | "document" | "tapmap" | "taparray" => FieldType::Json,
+            "bytes" | "binary" | "varbinary" | "blob" | "longblob" | "bytea" | "tapbinary" => FieldType::Bytes,
+            _ => return None,
+        })
+    }
+
     /// TapData's `tapType` name for this type.
     pub fn tap_type(self) -> &'static str {
         match self {
@@ -54,6 +81,19 @@ pub struct Field {
     pub primary_key: bool,
     #[serde(default = "yes")]
     pub nullable: bool,
+}
+
+impl Field {
+    /// Whether the field is of the type `name` names: its own type name (`varchar(32)`, any
+    /// case), that name without arguments (`varchar`), or its TapData type (`TapString`,
+    /// `TapNumber`, `TapDateTime`, …).
+    pub fn has_type_name(&self, name: &str) -> bool {
+        let (name, own) = (name.trim(), self.data_type.trim());
+        let own_base = own.split('(').next().unwrap_or("").trim();
+        name.eq_ignore_ascii_case(own)
+            || (!name.contains('(') && name.eq_ignore_ascii_case(own_base))
+            || name.eq_ignore_ascii_case(self.ty.tap_type())
+    }
 }
 
 fn yes() -> bool {

@@ -13,6 +13,7 @@ pub mod flow;
 mod more_steps;
 pub mod nodes;
 pub mod objects;
+mod type_steps;
 
 use crate::commands as verbs;
 use crate::commands::resolve;
@@ -174,6 +175,7 @@ fn register_datasource(engine: &mut Engine, session: &Arc<Session>) {
 fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
     objects::register(engine, session, raise);
     more_steps::register(engine, session, raise);
+    type_steps::register(engine, session, raise);
     engine.register_type_with_name::<Flow>("Flow");
     engine.register_fn("Flow", |name: &str| Flow::new(name));
     engine.register_fn("to_string", |f: &mut Flow| f.with(|s| s.show()));

@@ -169,6 +169,53 @@ pub fn add_fields(fields: &[(String, String, String)]) -> Value {
     js(&script, &declare, "JS")
 }
 
+/// `add_date_field(k)` / `addTimeField(field)` (§8.4).
+pub fn add_date_field(field: &str) -> Value {
+    json!({"dateFieldName": field, "disabled": false, "catalog": "processor", "elementType": "Node",
+           "name": "Add a time field", "type": "add_date_field_processor", "id": new_node_id()})
+}
+
+/// `adjust_time(addHours, t, name)` (§8.4): `add` and `hours` from the sign.
+pub fn adjust_time(hours: i64, types: &[String], name: &str) -> Value {
+    json!({"add": hours > 0, "dataTypes": types, "disabled": false, "hours": hours.unsigned_abs(),
+           "catalog": "processor", "elementType": "Node", "name": name, "type": "date_processor", "id": new_node_id()})
+}
+
+/// `exclude_type(type_name)` (§8.4).
+pub fn exclude_type(types: &[String]) -> Value {
+    json!({"filterTypes": types, "concurrentNum": 1, "type": "field_mod_type_filter_processor",
+           "catalog": "processor", "isTransformed": false, "name": "Type Filter", "elementType": "Node",
+           "disabled": false, "id": new_node_id()})
+}
+
+/// One conversion of `type_adjust`: the field, its new type, and what the table's metadata
+/// says of it (its type, whether it is in the primary key).
+pub struct Convert {
+    pub field: String,
+    pub to: String,
+    pub original: String,
+    pub primary_key: bool,
+}
+
+/// `type_adjust(converts, table, name)` (§8.4), with the field's real type as
+/// `originalDataType` (the official client hard-codes `bigint(20) unsigned`).
+pub fn type_adjust(conn_id: &str, table: &str, converts: &[Convert], name: &str) -> Value {
+    let mut pk_pos = 0;
+    let ops: Vec<Value> = converts
+        .iter()
+        .map(|c| {
+            if c.primary_key {
+                pk_pos += 1;
+            }
+            json!({"field": c.field, "field_name": c.field, "id": format!("{conn_id}_{table}_{}", c.field),
+                   "label": c.field, "op": "CONVERT", "operand": c.to, "originalDataType": c.original,
+                   "primary_key_position": pk_pos, "table_name": table, "type": c.to})
+        })
+        .collect();
+    json!({"name": name, "type": "field_mod_type_processor", "operations": ops, "catalog": "processor",
+           "elementType": "Node", "id": new_node_id()})
+}
+
 pub fn union() -> Value {
     json!({"catalog": "processor", "elementType": "Node", "name": "Union", "type": "union_processor",
            "concurrentNum": 2, "enableConcurrentProcess": false, "id": new_node_id()})

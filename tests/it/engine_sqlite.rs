@@ -160,3 +160,54 @@ fn rename_row_filter_and_filter_columns_run_and_the_key_follows_the_rename() {
         .script("bad.rhai", &(sqlite_src_dst(&src, &dst) + r#"Flow("b").read_from("Src.t").rowFilter("x", "maybe");"#));
     assert!(bad.code != 0 && bad.stderr.contains("rowFilter: the type is"), "{}", bad.stderr);
 }
+
+#[test]
+fn type_and_time_processors_convert_move_drop_and_stamp_fields_through_snapshot_and_cdc() {
+    let env = Env::new("type-steps");
+    let src = env.path("src.sqlite");
+    let dst = env.path("dst.sqlite");
+    exec(
+        &src,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, price TEXT, at DATETIME, note VARCHAR(20));
+         INSERT INTO t VALUES (1, '10', '2024-01-01 23:30:00', 'n1'), (2, '20', '2024-06-01 08:00:00', NULL);",
+    );
+    let _engine = env.start_engine();
+    let script = sqlite_src_dst(&src, &dst)
+        + r#"let f = Flow("types").read_from("Src.t").type_adjust([["price", "int"]], "t").adjust_time(2, ["datetime"])
+                 .exclude_type("varchar").addTimeField("synced_at").write_to("Dst.t");
+             print(f.show());
+             f.save().start();
+             Flow("types").wait_initial_sync();"#;
+    let run = env.script("s.rhai", &script);
+    run.ok();
+    assert!(run.stdout.contains(r#".exclude_type(['varchar'])"#), "{}", run.stdout);
+    assert_eq!(
+        query(&dst, "SELECT id, price, typeof(price), at FROM t ORDER BY id"),
+        vec![vec!["1", "10", "integer", "2024-01-02 01:30:00"], vec!["2", "20", "integer", "2024-06-01 10:00:00"]]
+    );
+    let cols: Vec<String> = query(&dst, "SELECT name FROM pragma_table_info('t') ORDER BY cid").concat();
+    assert_eq!(cols, vec!["id", "price", "at", "synced_at"], "the varchar field went, even where it was null");
+    assert_eq!(query(&dst, "SELECT count(*) FROM t WHERE synced_at LIKE '20%'")[0][0], "2");
+    exec(&src, "INSERT INTO t VALUES (3, ' 7 ', '2024-12-31 23:00:00', 'n3'); UPDATE t SET price = '11' WHERE id = 1;");
+    let rows = || query(&dst, "SELECT id, price, at FROM t ORDER BY id");
+    assert!(
+        wait_until(Duration::from_secs(30), || rows()
+            == vec![
+                vec!["1", "11", "2024-01-02 01:30:00"],
+                vec!["2", "20", "2024-06-01 10:00:00"],
+                vec!["3", "7", "2025-01-01 01:00:00"]
+            ]),
+        "after CDC: {:?}",
+        rows()
+    );
+    // A value that is not of the new type stops the flow, naming it.
+    exec(&src, "UPDATE t SET price = 'ten' WHERE id = 2;");
+    let status = || env.tap(&["-c", "status types"]).stdout;
+    assert!(wait_until(Duration::from_secs(30), || status().contains("current status is: error")), "{}", status());
+    assert!(status().contains("\"ten\" of field \"price\" cannot be converted to int"), "{}", status());
+    let bad = env.script(
+        "bad.rhai",
+        &(sqlite_src_dst(&src, &dst) + r#"Flow("b").read_from("Src.t").type_adjust([["nope", "int"]]);"#),
+    );
+    assert!(bad.code != 0 && bad.stderr.contains("table t has no field \"nope\""), "{}", bad.stderr);
+}

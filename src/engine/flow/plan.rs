@@ -211,20 +211,33 @@ pub fn check_sources(store: &Store, task: &Value) -> Result<()> {
             return Ok(());
         }
     }
+    bind_chains(&mut plan, &mut sources)?;
     if let Some(merge) = plan.merge.take() {
         let (mut tree, node_source) = lookup_tree(&plan, &merge.properties)?;
         lookup_keys(&plan, &mut sources, &mut tree, &node_source)?;
-        return check_relations(&plan, &mut sources, &tree, &node_source);
+        return check_relations(&mut plan, &mut sources, &tree, &node_source);
     }
-    let s = &plan.sources[0];
+    let s = &mut plan.sources[0];
     let conn = source_mut(&mut sources, &s.connection_id)?;
     let mut schema = conn.schema(&s.table)?;
-    for p in &s.chain {
+    for p in s.chain.iter_mut() {
         let fields: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
         p.check(&fields)?;
         schema = p.schema(schema);
     }
     plain_key(&plan, conn.as_mut(), &schema).map(|_| ())
+}
+
+/// Show each source's schema to its processors before anything runs, so those that act on
+/// fields by their type know which fields have it.
+pub(super) fn bind_chains(plan: &mut Plan, sources: &mut Sources) -> Result<()> {
+    for s in &mut plan.sources {
+        let mut schema = source_mut(sources, &s.connection_id)?.schema(&s.table)?;
+        for p in s.chain.iter_mut() {
+            schema = p.schema(schema);
+        }
+    }
+    Ok(())
 }
 
 /// The key a plain flow writes by: the target's, else the first source's primary key (`schema`,

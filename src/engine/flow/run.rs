@@ -13,6 +13,7 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
         return run_lookup(ctx, plan);
     }
     let mut sources = open_sources(&ctx.store, &plan)?;
+    bind_chains(&mut plan, &mut sources)?;
     // The sink key: the node's updateConditionFields, else the first source's primary key.
     let (first_conn, first_table) = (plan.sources[0].connection_id.clone(), plan.sources[0].table.clone());
     let mut schema = {
@@ -20,7 +21,7 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
             sources.iter_mut().find(|(id, _, _)| *id == first_conn).ok_or_else(|| Error::internal("source"))?;
         conn.schema(&first_table)?
     };
-    for p in &plan.sources[0].chain {
+    for p in plan.sources[0].chain.iter_mut() {
         let fields: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
         p.check(&fields)?;
         schema = p.schema(schema);

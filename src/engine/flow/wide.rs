@@ -75,20 +75,20 @@ pub(super) fn lookup_keys(
 /// document would embed nulls. Tables behind a user function are not checked: its output is
 /// known only when it runs.
 pub(super) fn check_relations(
-    plan: &Plan,
+    plan: &mut Plan,
     sources: &mut Sources,
     tree: &crate::engine::lookup::Tree,
     node_source: &[usize],
 ) -> Result<()> {
     let mut fields: Vec<Option<Vec<String>>> = Vec::new();
     for &i in node_source {
-        let s = &plan.sources[i];
+        let s = &mut plan.sources[i];
         if s.chain.iter().any(|p| !p.known_output()) {
             fields.push(None);
             continue;
         }
         let mut schema = source_mut(sources, &s.connection_id)?.schema(&s.table)?;
-        for p in &s.chain {
+        for p in s.chain.iter_mut() {
             schema = p.schema(schema);
         }
         fields.push(Some(schema.fields.into_iter().map(|f| f.name).collect()));
@@ -106,13 +106,14 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
     let (mut tree, node_source) = lookup_tree(&plan, &merge.properties)?;
     let main_table = tree.nodes[0].table.clone();
     let mut sources = open_sources(&ctx.store, &plan)?;
+    bind_chains(&mut plan, &mut sources)?;
     lookup_keys(&plan, &mut sources, &mut tree, &node_source)?;
-    check_relations(&plan, &mut sources, &tree, &node_source)?;
+    check_relations(&mut plan, &mut sources, &tree, &node_source)?;
     // The main table's schema (after its processors) types the document's top-level columns.
     let main_schema = {
-        let s = &plan.sources[node_source[0]];
+        let s = &mut plan.sources[node_source[0]];
         let mut schema = source_mut(&mut sources, &s.connection_id)?.schema(&s.table)?;
-        for p in &s.chain {
+        for p in s.chain.iter_mut() {
             schema = p.schema(schema);
         }
         // Embedded objects and arrays are JSON columns, whatever the first document holds.

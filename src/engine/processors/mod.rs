@@ -9,6 +9,10 @@
 //! | `rhai_processor`           | ours: `fn <entry>(record)` in a sandboxed Rhai engine, a time limit per batch |
 //! | `union_processor`          | passes events through (several sources feed one stream)          |
 //! | `table_rename_processor`   | renames the tables events belong to (prefix, suffix, a mapping)   |
+//! | `add_date_field_processor` | adds a field holding the time the record went through (UTC)       |
+//! | `date_processor`           | moves date and time fields of the named types by hours            |
+//! | `field_mod_type_filter_processor` | removes the fields of the named types                      |
+//! | `field_mod_type_processor` | converts fields to another type (`CONVERT`)                       |
 //!
 //! Node types the engine does not run (Python functions among them) are refused by the DAG's
 //! rules (`api::dag`) before any processor is built.
@@ -27,8 +31,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 pub trait Processor {
-    /// The output schema for an input schema (fields renamed, added, removed).
-    fn schema(&self, schema: Schema) -> Schema {
+    /// The output schema for an input schema (fields renamed, added, removed). Called with the
+    /// source's schema when a flow starts, so processors that act on fields by their type
+    /// learn which fields have it.
+    fn schema(&mut self, schema: Schema) -> Schema {
         schema
     }
     fn process(&mut self, events: Vec<Event>) -> Result<Vec<Event>>;
@@ -76,6 +82,10 @@ pub fn build(step: Step, name: &str) -> Result<Box<dyn Processor>> {
         Step::Rhai { script, entry } => Box::new(RhaiFn::with_limit(&script, name, &entry, udf_batch_limit())?),
         Step::Union => Box::new(PassThrough),
         Step::TableRename { map, prefix, suffix } => Box::new(TableRename { map, prefix, suffix }),
+        Step::AddDate { field } => Box::new(fields::AddDate { field }),
+        Step::TimeAdjust { hours, types } => Box::new(fields::TimeAdjust { hours, types, bound: None }),
+        Step::TypeFilter { types } => Box::new(fields::TypeFilter { types, bound: None }),
+        Step::TypeAdjust { converts } => Box::new(fields::TypeAdjust::new(name, converts)?),
     })
 }
 
@@ -160,7 +170,7 @@ impl Processor for Rename {
         }
         Ok(())
     }
-    fn schema(&self, mut schema: Schema) -> Schema {
+    fn schema(&mut self, mut schema: Schema) -> Schema {
         for f in &mut schema.fields {
             f.name = self.new_name(&f.name);
         }
@@ -196,7 +206,7 @@ impl AddDel {
 }
 
 impl Processor for AddDel {
-    fn schema(&self, mut schema: Schema) -> Schema {
+    fn schema(&mut self, mut schema: Schema) -> Schema {
         if let Some(keep) = &self.keep_only {
             schema.fields.retain(|f| keep.contains(&f.name));
         }
@@ -222,6 +232,7 @@ impl Processor for AddDel {
     }
 }
 
+mod fields;
 mod udf;
 
 use udf::udf_batch_limit;

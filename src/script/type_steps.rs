@@ -1,0 +1,196 @@
+//! TapFlow's processors that act on fields by type or add a time: `add_date_field(k)` /
+//! `addTimeField(field)`, `adjust_time(addHours, t, name)`, `exclude_type(type_name)` and
+//! `type_adjust(converts, table, name)`. Each emits the official client's node; the engine
+//! runs it (`engine::processors::fields`).
+
+use super::flow::{self, Flow};
+use super::nodes;
+use crate::commands::session::Session;
+use crate::error::{Error, Result};
+use rhai::{Dynamic, Engine, EvalAltResult};
+use serde_json::Value;
+use std::sync::Arc;
+
+type Out = std::result::Result<Flow, Box<EvalAltResult>>;
+
+fn strings(what: &str, v: Dynamic) -> Result<Vec<String>> {
+    if v.is_string() {
+        return Ok(vec![v.to_string()]);
+    }
+    let a =
+        v.into_array().map_err(|t| Error::usage(format!("{what}: give a type name or a list of them, not a {t}")))?;
+    Ok(a.into_iter().map(|x| x.to_string()).collect())
+}
+
+/// `adjust_time`'s arguments: hours, the types (TapFlow's default `["now"]`: every date and
+/// time field), the node's name.
+fn adjust_time(s: &Session, f: &Flow, hours: i64, types: Vec<String>, name: &str) -> Result<Flow> {
+    if hours.unsigned_abs() > 1_000_000 {
+        return Err(Error::usage(format!("adjust_time: {hours} hours is more than a million")));
+    }
+    let cmd = format!(".adjust_time({hours}, {}, {name:?})", nodes::python_list(&types));
+    flow::add_step(s, f, "adjust_time", nodes::adjust_time(hours, &types, name), cmd, "time adjust added")?;
+    Ok(f.clone())
+}
+
+/// `type_adjust`'s conversions, `[[field, type], …]` or `#{ field: type }`, checked against
+/// the table's metadata: a field it does not have is refused (the official client drops it
+/// without a word), and so is a type the engine cannot convert to.
+fn type_adjust(s: &Session, f: &Flow, converts: Dynamic, table: Option<&str>, name: &str) -> Result<Flow> {
+    let pairs: Vec<(String, String)> = if converts.is_map() {
+        let m = converts.cast::<rhai::Map>();
+        m.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    } else {
+        let a = converts.into_array().map_err(|t| {
+            Error::usage(format!("type_adjust takes [[\"field\", \"type\"], …] or #{{ field: \"type\" }}, not a {t}"))
+        })?;
+        a.into_iter()
+            .map(|x| {
+                let p: Vec<String> = x
+                    .into_array()
+                    .map_err(|t| {
+                        Error::usage(format!("type_adjust: each conversion is [\"field\", \"type\"], not a {t}"))
+                    })?
+                    .into_iter()
+                    .map(|v| v.to_string())
+                    .collect();
+                match p.as_slice() {
+                    [field, ty] => Ok((field.clone(), ty.clone())),
+                    _ => Err(Error::usage("type_adjust: each conversion is [\"field\", \"type\"]")),
+                }
+            })
+            .collect::<Result<_>>()?
+    };
+    if pairs.is_empty() {
+        return Err(Error::usage("type_adjust: give the conversions, [[\"field\", \"type\"], …]"));
+    }
+    for (field, ty) in &pairs {
+        if crate::model::FieldType::of_name(ty).is_none() {
+            return Err(Error::usage(format!(
+                "type_adjust: {ty:?} (for {field:?}) is not a type the engine knows: use one of {}",
+                crate::model::FieldType::NAMES
+            )));
+        }
+    }
+    // The source table: the one named, else the flow's only (or last) one.
+    let (conn_id, table) = f.with(|st| {
+        let pick = match table {
+            Some(t) => st.sources.iter().rev().find(|(_, name)| name == t),
+            None => st.sources.last(),
+        };
+        let Some((node_id, t)) = pick else {
+            let read: Vec<&str> = st.sources.iter().map(|(_, t)| t.as_str()).collect();
+            return Err(Error::usage(match table {
+                Some(t) => format!("type_adjust: the flow does not read {t:?} (it reads {})", read.join(", ")),
+                None => "type_adjust: call read_from(\"Connection.table\") first".to_string(),
+            }));
+        };
+        let conn = st
+            .nodes
+            .iter()
+            .find(|n| n.get("id").and_then(Value::as_str) == Some(node_id))
+            .and_then(|n| n.get("connectionId"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        Ok((conn, t.clone()))
+    })?;
+    let meta = s.client.table(&conn_id, &table)?.unwrap_or_default();
+    let mut converts = Vec::with_capacity(pairs.len());
+    for (field, to) in pairs {
+        let Some(m) = meta.fields.iter().find(|m| m.field_name == field) else {
+            let names: Vec<&str> = meta.fields.iter().map(|m| m.field_name.as_str()).collect();
+            return Err(Error::usage(format!(
+                "type_adjust: table {table} has no field {field:?} (its fields: {})",
+                names.join(", ")
+            )));
+        };
+        converts.push(nodes::Convert { field, to, original: m.data_type.clone(), primary_key: m.primary_key });
+    }
+    let shown: Vec<String> = converts.iter().map(|c| format!("[{:?}, {:?}]", c.field, c.to)).collect();
+    let cmd = format!(".type_adjust([{}], {table:?}, {name:?})", shown.join(", "));
+    let node = nodes::type_adjust(&conn_id, &table, &converts, name);
+    flow::add_step(s, f, "type_adjust", node, cmd, "type adjust added")?;
+    Ok(f.clone())
+}
+
+pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) -> Box<EvalAltResult>) {
+    // `add_date_field(k)` / `addTimeField(field = "created_at")`.
+    for name in ["add_date_field", "addTimeField"] {
+        let add = {
+            let s = session.clone();
+            move |f: &mut Flow, field: &str| -> Out {
+                if field.is_empty() {
+                    return Err(raise(Error::usage(format!("{name}: the field name is empty"))));
+                }
+                let cmd = format!(".{name}({field:?})");
+                flow::add_step(&s, f, name, nodes::add_date_field(field), cmd, "time field added").map_err(raise)?;
+                Ok(f.clone())
+            }
+        };
+        let a = add.clone();
+        engine.register_fn(name, move |f: &mut Flow| a(f, "created_at"));
+        engine.register_fn(name, add);
+    }
+
+    // `adjust_time(addHours = 0, t = ["now"], name = "Time Adjust")`, positional or as a map.
+    let s = session.clone();
+    engine.register_fn("adjust_time", move |f: &mut Flow, hours: i64| -> Out {
+        adjust_time(&s, f, hours, vec!["now".into()], "Time Adjust").map_err(raise)
+    });
+    let s = session.clone();
+    engine.register_fn("adjust_time", move |f: &mut Flow, hours: i64, t: Dynamic| -> Out {
+        adjust_time(&s, f, hours, strings("adjust_time", t).map_err(raise)?, "Time Adjust").map_err(raise)
+    });
+    let s = session.clone();
+    engine.register_fn("adjust_time", move |f: &mut Flow, hours: i64, t: Dynamic, name: &str| -> Out {
+        adjust_time(&s, f, hours, strings("adjust_time", t).map_err(raise)?, name).map_err(raise)
+    });
+    let s = session.clone();
+    engine.register_fn("adjust_time", move |f: &mut Flow, m: rhai::Map| -> Out {
+        if let Some(k) = m.keys().find(|k| !["addHours", "t", "name"].contains(&k.as_str())) {
+            return Err(raise(Error::usage(format!(
+                "adjust_time: {k} is not one of its parameters (addHours, t, name)"
+            ))));
+        }
+        let hours = match m.get("addHours") {
+            None => 0,
+            Some(h) => {
+                h.as_int().map_err(|t| raise(Error::usage(format!("adjust_time: addHours is a {t}, not a number"))))?
+            }
+        };
+        let types = match m.get("t") {
+            Some(t) => strings("adjust_time", t.clone()).map_err(raise)?,
+            None => vec!["now".into()],
+        };
+        let name = m.get("name").map(|n| n.to_string()).unwrap_or_else(|| "Time Adjust".into());
+        adjust_time(&s, f, hours, types, &name).map_err(raise)
+    });
+
+    // `exclude_type(type_name)`: a type name or a list of them.
+    let s = session.clone();
+    engine.register_fn("exclude_type", move |f: &mut Flow, t: Dynamic| -> Out {
+        let types = strings("exclude_type", t).map_err(raise)?;
+        if types.iter().all(|t| t.trim().is_empty()) {
+            return Err(raise(Error::usage("exclude_type: name the types whose fields go")));
+        }
+        let cmd = format!(".exclude_type({})", nodes::python_list(&types));
+        flow::add_step(&s, f, "exclude_type", nodes::exclude_type(&types), cmd, "type filter added").map_err(raise)?;
+        Ok(f.clone())
+    });
+
+    // `type_adjust(converts, table, name = "Type Adjust")`; the table may be left out when the
+    // flow reads one.
+    let s = session.clone();
+    engine.register_fn("type_adjust", move |f: &mut Flow, c: Dynamic| -> Out {
+        type_adjust(&s, f, c, None, "Type Adjust").map_err(raise)
+    });
+    let s = session.clone();
+    engine.register_fn("type_adjust", move |f: &mut Flow, c: Dynamic, table: &str| -> Out {
+        type_adjust(&s, f, c, Some(table), "Type Adjust").map_err(raise)
+    });
+    let s = session.clone();
+    engine.register_fn("type_adjust", move |f: &mut Flow, c: Dynamic, table: &str, name: &str| -> Out {
+        type_adjust(&s, f, c, Some(table), name).map_err(raise)
+    });
+}
