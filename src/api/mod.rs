@@ -9,5 +9,6 @@ pub mod envelope;
 pub mod log;
 pub mod metadata;
 pub mod metrics;
+pub mod rules;
 pub mod steps;
 pub mod task;
