@@ -98,6 +98,12 @@ pub struct TableNode {
     pub update_condition_fields: Vec<String>,
     pub exist_data_process_mode: Option<String>,
     pub read_batch_size: Option<u64>,
+    /// A source's filter: applied when `is_filter`.
+    pub is_filter: bool,
+    pub conditions: Vec<Value>,
+    /// A source's query: `{command: executeQuery, params: {sql}}`, read when enabled.
+    pub enable_custom_command: bool,
+    pub custom_command: Option<Value>,
 }
 
 /// One entry of a merge node's `mergeProperties` (the main table, then its lookups as

@@ -177,10 +177,19 @@ fn data_fields_the_engine_does_not_do_are_refused_by_name() {
         task(json!([n]))
     };
     assert!(Dag::parse(&src(json!({}))).is_ok());
-    let m = refusal(src(json!({"customCommand": {"command": "executeQuery", "params": {"sql": "SELECT 1"}}})));
-    assert!(m.contains("node \"orders\" (table)") && m.contains("customCommand"), "{m}");
-    let m = refusal(src(json!({"isFilter": true, "conditions": [{"key": "a", "operator": 5, "value": "1"}]})));
-    assert!(m.contains("isFilter") || m.contains("conditions"), "{m}");
+    // A source's query and filter are read (the plan checks their contents); their shapes here.
+    assert!(
+        Dag::parse(&src(json!({"enableCustomCommand": true,
+        "customCommand": {"command": "executeQuery", "params": {"sql": "SELECT 1"}}})))
+        .is_ok()
+    );
+    assert!(
+        Dag::parse(&src(json!({"isFilter": true, "conditions": [{"key": "a", "operator": 5, "value": "1"}]}))).is_ok()
+    );
+    let m = refusal(src(json!({"customCommand": "SELECT 1"})));
+    assert!(m.contains("node \"orders\" (table)") && m.contains("customCommand") && m.contains("an object"), "{m}");
+    let m = refusal(src(json!({"conditions": "a > 1"})));
+    assert!(m.contains("conditions") && m.contains("a list"), "{m}");
     assert!(refusal(src(json!({"writeStrategy": "appendWrite"}))).contains("writeStrategy"));
     assert!(refusal(src(json!({"nodeConfig": {"preImage": true}}))).contains("nodeConfig.preImage"));
     assert!(refusal(src(json!({"bogusField": 1}))).contains("bogusField"));

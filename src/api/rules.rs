@@ -31,6 +31,7 @@ pub enum Ty {
     Count,
     /// A whole number from 0 to 1,000,000 (hours).
     Whole,
+    Object,
 }
 
 impl Ty {
@@ -42,6 +43,7 @@ impl Ty {
             Ty::StrList => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
             Ty::Count => v.as_u64().is_some_and(|n| (1..=1_000_000).contains(&n)),
             Ty::Whole => v.as_u64().is_some_and(|n| n <= 1_000_000),
+            Ty::Object => v.is_object(),
         }
     }
 
@@ -53,6 +55,7 @@ impl Ty {
             Ty::StrList => "a list of strings",
             Ty::Count => "a whole number from 1 to 1000000",
             Ty::Whole => "a whole number from 0 to 1000000",
+            Ty::Object => "an object",
         }
     }
 }
@@ -182,10 +185,11 @@ pub(crate) const TABLE: &[(&str, Rule)] = &[
         ),
     ),
     ("nodeConfig", Rule::Nested(NODE_CONFIG)),
-    ("isFilter", only(is_false, "false", "filter the rows with .filter(\"…\") after read_from")),
-    ("conditions", only(is_empty, "an empty list", "filter the rows with .filter(\"…\") after read_from")),
-    ("customCommand", only(is_empty, "absent", "read the table and filter or reshape it with processors")),
-    ("enableCustomCommand", only(is_false, "false", "read the table and filter or reshape it with processors")),
+    // A source's filter (`read_from(…, #{ filter })`) and query (`#{ query }`): see the plan.
+    ("isFilter", Rule::Honoured(Ty::Bool)),
+    ("conditions", Rule::Honoured(Ty::Array)),
+    ("customCommand", Rule::Honoured(Ty::Object)),
+    ("enableCustomCommand", Rule::Honoured(Ty::Bool)),
     ("disabledEvents", only(is_empty, "an empty list", "drop the events with .filter(…) or a function")),
     ("enableDDL", only(is_false, "false", "remove it: added columns are followed, other DDL stops the flow")),
     (

@@ -53,11 +53,17 @@ impl ExistingData {
 pub struct SnapshotRequest {
     pub table: String,
     pub batch: usize,
+    /// The source's filter: a connector pushes down the conditions its database compares as
+    /// the engine does (`model::condition`); the engine filters the rows again either way.
+    pub filter: Vec<crate::model::condition::Condition>,
+    /// A query whose rows are read instead of the table's (SQL connectors), its fields typed
+    /// as the table's fields of the same names.
+    pub query: Option<String>,
 }
 
 impl SnapshotRequest {
     pub fn table(table: &str, batch: usize) -> Self {
-        SnapshotRequest { table: table.to_string(), batch }
+        SnapshotRequest { table: table.to_string(), batch, filter: Vec::new(), query: None }
     }
 }
 

@@ -9,7 +9,10 @@
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+pub mod condition;
+mod convert;
 mod value;
+pub use convert::convert;
 pub use value::{Plain, Record, Value, hex, is_decimal, unhex};
 
 /// Column types every connector maps to and from (see README, "Types").

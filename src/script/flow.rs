@@ -34,6 +34,8 @@ pub struct FlowState {
     pub commands: Vec<String>,
     pub merge: Option<String>,
     pub uses_rhai: bool,
+    /// A source reads a query: the flow is snapshot-only.
+    pub query_source: bool,
     /// The DAG as last saved, so `start()` saves again only when the flow changed since (the
     /// official client re-saves on every start, §13 bug 12).
     pub saved_dag: Option<Value>,
@@ -148,7 +150,7 @@ pub fn read_from_node(
     let key = meta.primary_key();
     let mut node = nodes::source(&conn, t);
     if let Some(o) = node.as_object_mut() {
-        o.extend(fields.clone());
+        o.extend(fields.iter().filter(|(k, _)| *k != "quiet").map(|(k, v)| (k.clone(), v.clone())));
     }
     let id = node["id"].as_str().unwrap_or("").to_string();
     flow.with(|s| {
@@ -167,7 +169,9 @@ pub fn read_from_node(
         s.commands.push(format!(".read_from({shown})"));
         Ok(())
     })?;
-    session.out.text("Flow updated: source added");
+    if !fields.get("quiet").and_then(Value::as_bool).unwrap_or(false) {
+        session.out.text("Flow updated: source added");
+    }
     Ok(())
 }
 

@@ -13,6 +13,7 @@ pub mod flow;
 mod more_steps;
 pub mod nodes;
 pub mod objects;
+mod source_opts;
 mod type_steps;
 
 use crate::commands as verbs;
@@ -176,6 +177,7 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
     objects::register(engine, session, raise);
     more_steps::register(engine, session, raise);
     type_steps::register(engine, session, raise);
+    source_opts::register(engine, session, raise);
     engine.register_type_with_name::<Flow>("Flow");
     engine.register_fn("Flow", |name: &str| Flow::new(name));
     engine.register_fn("to_string", |f: &mut Flow| f.with(|s| s.show()));
@@ -302,12 +304,6 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
     step!("lookup", |s, f, sig: &str| { flow::lookup(s, f, sig, &Map::new()) });
     step!("union", |s, f, sig: &str| { flow::union(s, f, Some(sig)) });
     step!("union", |s, f| { flow::union(s, f, None) });
-    for (name, ty) in [("full_sync", "initial_sync"), ("only_cdc", "cdc"), ("include_cdc", "initial_sync+cdc")] {
-        engine.register_fn(name, move |f: &mut Flow| {
-            f.with(|s| s.sync_type = ty.to_string());
-            f.clone()
-        });
-    }
     {
         let sess = session.clone();
         engine.register_fn("rhai", move |ctx: NativeCallContext, f: &mut Flow, func: FnPtr| -> RhaiResult<Flow> {

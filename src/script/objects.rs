@@ -19,7 +19,7 @@ pub struct TableSpec {
     pub sig: String,
     pub fields: Map<String, Value>,
     pub calls: Vec<String>,
-    sink: bool,
+    pub(super) sink: bool,
 }
 
 impl TableSpec {

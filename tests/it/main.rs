@@ -18,6 +18,7 @@ mod lookup;
 mod matrix;
 mod pty;
 mod security;
+mod source_opts;
 mod tapflow;
 mod transcripts;
 mod truth;

@@ -349,10 +349,32 @@ impl Connector for Mongo {
 
     fn snapshot(&mut self, read: &SnapshotRequest, emit: &mut Emit<'_>) -> Result<()> {
         let (table, batch) = (read.table.as_str(), read.batch);
+        if read.query.is_some() {
+            return Err(Error::unsupported(format!(
+                "the source {table} reads a SQL query, which MongoDB does not run: read the collection with a filter"
+            )));
+        }
+        // The conditions MongoDB compares as the engine does (numbers, dates; text and
+        // booleans for equality); the engine filters again.
+        let mut filter = Document::new();
+        for c in &read.filter {
+            use crate::model::condition::Op;
+            let pushable = match c.value {
+                Value::Int(_) | Value::Float(_) | Value::Timestamp(_) | Value::TimestampTz(_) => true,
+                Value::Text(_) | Value::Bool(_) => c.op == Op::Eq,
+                _ => false,
+            };
+            if pushable {
+                let entry = filter.entry(c.field.clone()).or_insert_with(|| Bson::Document(Document::new()));
+                if let Bson::Document(d) = entry {
+                    d.insert(c.op.mongo(), to_bson(&c.value));
+                }
+            }
+        }
         let coll = self.coll(table);
         // Batches are read inside the runtime and handed to `emit` outside it
         // (see `connectors::blocking`).
-        let mut cursor = self.rt.run(coll.find(doc! {}).batch_size(batch as u32).into_future())?.map_err(mg_err)?;
+        let mut cursor = self.rt.run(coll.find(filter).batch_size(batch as u32).into_future())?.map_err(mg_err)?;
         let rt = &self.rt;
         crate::connectors::blocking::pump(
             batch,

@@ -255,10 +255,17 @@ impl Connector for Mysql {
 
     fn find(&mut self, table: &str, filter: &Record, limit: usize) -> Result<Vec<Record>> {
         let mut out = Vec::new();
-        self.snapshot_query(table, Some((limit, filter)), limit.max(1), &mut |rows| {
-            out.extend(rows);
-            Ok(std::ops::ControlFlow::Continue(()))
-        })?;
+        self.snapshot_query(
+            table,
+            Some((limit, filter)),
+            limit.max(1),
+            &mut |rows| {
+                out.extend(rows);
+                Ok(std::ops::ControlFlow::Continue(()))
+            },
+            &[],
+            None,
+        )?;
         Ok(out)
     }
 
@@ -284,7 +291,7 @@ impl Connector for Mysql {
         let (table, batch) = (read.table.as_str(), read.batch);
         self.exec("START TRANSACTION WITH CONSISTENT SNAPSHOT", Vec::new())
             .or_else(|_| self.exec("START TRANSACTION", Vec::new()))?;
-        let result = self.snapshot_query(table, None, batch, emit);
+        let result = self.snapshot_query(table, None, batch, emit, &read.filter, read.query.as_deref());
         let _ = self.exec(if result.is_ok() { "COMMIT" } else { "ROLLBACK" }, Vec::new());
         result
     }
@@ -422,9 +429,30 @@ impl Mysql {
         limit: Option<(usize, &Record)>,
         batch: usize,
         emit: &mut Emit<'_>,
+        filter: &[crate::model::condition::Condition],
+        query: Option<&str>,
     ) -> Result<()> {
         let schema = self.schema(table)?;
         let cols = schema.fields.iter().map(|f| quote(&f.name)).collect::<Vec<_>>().join(", ");
+        // The conditions MySQL compares as the engine does or more loosely (integers, times;
+        // text only for equality, its collation may ignore case): the engine filters again.
+        let pushed: Vec<String> = filter
+            .iter()
+            .filter_map(|c| {
+                let literal = match &c.value {
+                    Value::Int(i) => i.to_string(),
+                    Value::Text(t) if c.op == crate::model::condition::Op::Eq => sql_string(t),
+                    Value::Date(_) | Value::Timestamp(_) | Value::TimestampTz(_) => {
+                        sql_string(&crate::model::naive_text(&c.value.text()))
+                    }
+                    _ => return None,
+                };
+                Some(format!("{} {} {literal}", quote(&c.field), c.op.sql()))
+            })
+            .collect();
+        let filtered = |from: String| {
+            if pushed.is_empty() { from } else { format!("{from} WHERE {}", pushed.join(" AND ")) }
+        };
         let sql = match limit {
             Some((n, filter)) if !filter.is_empty() => {
                 let cond: Vec<String> = filter
@@ -440,14 +468,27 @@ impl Mysql {
                 format!("SELECT {cols} FROM {} WHERE {} LIMIT {n}", self.qualified(table), cond.join(" AND "))
             }
             Some((n, _)) => format!("SELECT {cols} FROM {} LIMIT {n}", self.qualified(table)),
-            None => format!("SELECT {cols} FROM {}", self.qualified(table)),
+            None => match query {
+                Some(q) => filtered(format!("SELECT * FROM ({q}) tap_q")),
+                None => filtered(format!("SELECT {cols} FROM {}", self.qualified(table))),
+            },
         };
-        let types: Vec<(String, FieldType)> = schema.fields.iter().map(|f| (f.name.clone(), f.ty)).collect();
         let rt = &self.rt;
         let conn = self.conn.as_mut().ok_or_else(|| Error::internal("MySQL connection"))?;
         // Each batch is read inside the runtime and handed to `emit` outside it (see
         // `connectors::blocking`): `emit` may write into another connector.
         let mut result = rt.run(conn.query_iter(sql))?.map_err(my_err)?;
+        // The result's columns, typed as the table's fields of the same names (a query's
+        // other columns as MySQL sends them).
+        let types: Vec<(String, Option<FieldType>)> = result
+            .columns_ref()
+            .iter()
+            .map(|c| {
+                let name = c.name_str().to_string();
+                let ty = schema.field(&name).map(|f| f.ty);
+                (name, ty)
+            })
+            .collect();
         crate::connectors::blocking::pump(
             batch,
             || {
@@ -458,7 +499,7 @@ impl Mysql {
                         let values = row.unwrap();
                         let mut rec = Record::with_capacity(values.len());
                         for ((name, ty), v) in types.iter().zip(values) {
-                            rec.insert(name.clone(), to_value(v, Some(*ty)));
+                            rec.insert(name.clone(), to_value(v, *ty));
                         }
                         buf.push(rec);
                     }

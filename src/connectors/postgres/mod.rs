@@ -28,7 +28,7 @@ use crate::model::{Change, Event, Field, FieldType, Record, Schema, Value};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 pub use values::{column_type, declared_type, field_type};
-use values::{decode_row, payload, select_list};
+use values::{decode_row, payload, pushed_filter, select_list};
 use wal::Replication;
 pub use wal::slot_name;
 
@@ -296,10 +296,18 @@ impl Connector for Postgres {
     fn snapshot(&mut self, read: &SnapshotRequest, emit: &mut Emit<'_>) -> Result<()> {
         let (table, batch) = (read.table.as_str(), read.batch);
         let schema = self.schema(table)?;
-        let q = self.qualified(table);
+        // A query names the connection's schema's tables unqualified, as in psql with it first
+        // on the search path.
+        let (from, path) = match &read.query {
+            Some(query) => (
+                format!("SELECT * FROM ({query}) tap_q"),
+                format!(" SET LOCAL search_path TO {}, public;", quote(&self.schema)),
+            ),
+            None => (format!("SELECT {} FROM {}", select_list(&schema), self.qualified(table)), String::new()),
+        };
         self.batch(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; DECLARE tap_snapshot NO SCROLL CURSOR FOR SELECT row_to_json(tap_row)::text FROM (SELECT {} FROM {q}) tap_row",
-            select_list(&schema)
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;{path} DECLARE tap_snapshot NO SCROLL CURSOR FOR SELECT row_to_json(tap_row)::text FROM ({from}{}) tap_row",
+            pushed_filter(&read.filter)
         ))?;
         let result = (|| {
             loop {

@@ -219,6 +219,33 @@ fn json_number(s: &str) -> bool {
     i == b.len()
 }
 
+/// The conditions PostgreSQL compares as the engine does (numbers, decimals, times, booleans;
+/// text only for equality, since its order follows the collation), as a WHERE clause whose
+/// literals PostgreSQL types as the columns are.
+pub(super) fn pushed_filter(filter: &[crate::model::condition::Condition]) -> String {
+    use crate::model::condition::Op;
+    let parts: Vec<String> = filter
+        .iter()
+        .filter_map(|c| {
+            let literal = match &c.value {
+                Value::Int(i) => i.to_string(),
+                Value::Text(t) if c.op == Op::Eq => text_literal(t),
+                Value::Text(_) => return None,
+                Value::Decimal(_) | Value::Date(_) | Value::Timestamp(_) | Value::TimestampTz(_) | Value::Bool(_) => {
+                    text_literal(&c.value.text())
+                }
+                _ => return None,
+            };
+            Some(format!("{} {} {literal}", quote(&c.field), c.op.sql()))
+        })
+        .collect();
+    if parts.is_empty() { String::new() } else { format!(" WHERE {}", parts.join(" AND ")) }
+}
+
+fn text_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -407,14 +407,41 @@ impl Connector for Sqlite {
             self.ensure_wal("a snapshot reads it")?;
         }
         let schema = self.schema(table)?;
-        let types: Vec<Option<FieldType>> = schema.fields.iter().map(|f| Some(f.ty)).collect();
-        let names: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
-        let columns: Vec<String> = names.iter().map(|n| quote(n)).collect();
+        // The filter's numbers and text equalities are pushed down (SQLite keeps dates as
+        // text, whose order need not be the engine's); the engine filters again.
+        let pushed: Vec<&crate::model::condition::Condition> = read
+            .filter
+            .iter()
+            .filter(|c| {
+                matches!(c.value, Value::Int(_) | Value::Float(_))
+                    || (matches!(c.value, Value::Text(_)) && c.op == crate::model::condition::Op::Eq)
+            })
+            .collect();
+        let filter = if pushed.is_empty() {
+            String::new()
+        } else {
+            let parts: Vec<String> = pushed
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{} {} ?{}", quote(&c.field), c.op.sql(), i + 1))
+                .collect();
+            format!(" WHERE {}", parts.join(" AND "))
+        };
+        let params: Vec<_> = pushed.iter().map(|c| bind_value(&c.value)).collect();
+        let sql = match &read.query {
+            Some(q) => format!("SELECT * FROM ({q}) tap_q{filter}"),
+            None => {
+                let columns: Vec<String> = schema.fields.iter().map(|f| quote(&f.name)).collect();
+                format!("SELECT {} FROM {}{filter}", columns.join(", "), quote(table))
+            }
+        };
         // One read transaction: the whole table as of one moment.
         let tx = self.conn.transaction()?;
         {
-            let mut st = tx.prepare(&format!("SELECT {} FROM {}", columns.join(", "), quote(table)))?;
-            let mut rows = st.query([])?;
+            let mut st = tx.prepare(&sql)?;
+            let names: Vec<String> = st.column_names().map(str::to_string).collect();
+            let types: Vec<Option<FieldType>> = names.iter().map(|n| schema.field(n).map(|f| f.ty)).collect();
+            let mut rows = st.query(rusqlite::params_from_iter(params))?;
             let mut buf = Vec::with_capacity(batch);
             while let Some(row) = rows.next()? {
                 let mut rec = Record::new();

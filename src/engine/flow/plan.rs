@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::condition::{Condition, Op};
 
 /// One source table node of the DAG, with the processors on its way to the sink.
 pub(super) struct SourceNode {
@@ -8,6 +9,80 @@ pub(super) struct SourceNode {
     /// Rows per snapshot read.
     pub(super) read_batch: usize,
     pub(super) chain: Vec<Box<dyn Processor>>,
+    /// The node's filter as written (field, operator, value), typed into `conditions` once
+    /// the table's schema is known ([`bind_chains`]).
+    pub(super) filter: Vec<(String, Op, String)>,
+    pub(super) conditions: Vec<Condition>,
+    /// A query read instead of the table (snapshot only).
+    pub(super) query: Option<String>,
+}
+
+impl SourceNode {
+    pub(super) fn snapshot_request(&self) -> SnapshotRequest {
+        SnapshotRequest {
+            table: self.table.clone(),
+            batch: self.read_batch,
+            filter: self.conditions.clone(),
+            query: self.query.clone(),
+        }
+    }
+}
+
+/// A source node's filter (TapData's `conditions`, when `isFilter`): each `{key, operator
+/// 1–5, value}`; anything else is refused, naming the node.
+fn source_filter(name: &str, t: &crate::api::dag::TableNode) -> Result<Vec<(String, Op, String)>> {
+    if !t.is_filter {
+        if !t.conditions.is_empty() {
+            return Err(Error::config(format!(
+                "node {name:?} has conditions but isFilter is false, so it is unclear whether they apply: set isFilter to true, or remove them"
+            )));
+        }
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for c in &t.conditions {
+        let key = c.get("key").and_then(Value::as_str).unwrap_or_default();
+        let op = c.get("operator").and_then(Value::as_i64).and_then(Op::of_tapdata);
+        let value = match c.get("value") {
+            Some(Value::String(v)) => Some(v.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let fast = c.get("fastQuery").and_then(Value::as_bool).unwrap_or(false);
+        match (key.is_empty(), op, value) {
+            (false, Some(op), Some(v)) if !fast => out.push((key.to_string(), op, v)),
+            _ => {
+                return Err(Error::unsupported(format!(
+                    "node {name:?}: the filter condition {c} is not one the engine runs: each is {{key, operator (1 >, 2 >=, 3 <, 4 <=, 5 =), value}}"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A source node's query (`customCommand` `executeQuery` with `params.sql`, when enabled).
+fn source_query(name: &str, t: &crate::api::dag::TableNode) -> Result<Option<String>> {
+    let cmd = t.custom_command.as_ref().filter(|c| c.as_object().is_some_and(|o| !o.is_empty()));
+    match (t.enable_custom_command, cmd) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(Error::config(format!(
+            "node {name:?} has a customCommand but enableCustomCommand is false: set it to true, or remove the command"
+        ))),
+        (true, cmd) => {
+            let sql = cmd
+                .filter(|c| c.get("command").and_then(Value::as_str) == Some("executeQuery"))
+                .and_then(|c| c.pointer("/params/sql"))
+                .and_then(Value::as_str)
+                .filter(|q| !q.trim().is_empty());
+            match sql {
+                Some(q) => Ok(Some(q.trim().trim_end_matches(';').to_string())),
+                None => Err(Error::unsupported(format!(
+                    "node {name:?}: the custom command the engine runs is {{command: executeQuery, params: {{sql: \"SELECT …\"}}}}"
+                ))),
+            }
+        }
+    }
 }
 
 pub(super) struct SinkNode {
@@ -80,12 +155,18 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
         }
         let t = n.table().cloned().unwrap_or_default();
         let read_batch = t.read_batch_size.map_or(SNAPSHOT_BATCH, |n| n as usize);
+        let name = if n.name.is_empty() { &t.table_name } else { &n.name };
+        let filter = source_filter(name, &t)?;
+        let query = source_query(name, &t)?;
         sources.push(SourceNode {
             node_id: n.id.clone(),
             connection_id: t.connection_id,
             table: t.table_name,
             read_batch,
             chain,
+            filter,
+            conditions: Vec::new(),
+            query,
         });
     }
     if sources.is_empty() {
@@ -101,6 +182,21 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
         )));
     }
     let sync = crate::api::dag::task_type(task);
+    if let Some(s) = sources.iter().find(|s| s.query.is_some()) {
+        if merge_id.is_some() {
+            return Err(Error::unsupported(format!(
+                "the source of {} reads a query: a lookup flow keeps whole tables, so read the table and filter it",
+                s.table
+            )));
+        }
+        if sync.contains("cdc") {
+            return Err(Error::config(format!(
+                "the source of {} reads a query, which has no change stream, so the flow can only copy its rows once: \
+                 make it snapshot-only with full_sync()",
+                s.table
+            )));
+        }
+    }
     Ok(Plan {
         name: task.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
         sources,
@@ -205,6 +301,16 @@ pub fn validate(task: &Value) -> Result<()> {
 /// the same checks run at start.
 pub fn check_sources(store: &Store, task: &Value) -> Result<()> {
     let mut plan = plan(task)?;
+    for s in plan.sources.iter().filter(|s| s.query.is_some()) {
+        if let Ok(c) = store.connection(&s.connection_id)
+            && c.database_type.eq_ignore_ascii_case("mongodb")
+        {
+            return Err(Error::unsupported(format!(
+                "the source of {} reads a SQL query, which {} ({}) does not run: read the table with #{{ filter: … }} instead",
+                s.table, c.name, c.database_type
+            )));
+        }
+    }
     let Ok(mut sources) = open_sources(store, &plan) else { return Ok(()) };
     for s in &plan.sources {
         if source_mut(&mut sources, &s.connection_id)?.schema(&s.table).is_err() {
@@ -233,11 +339,33 @@ pub fn check_sources(store: &Store, task: &Value) -> Result<()> {
 pub(super) fn bind_chains(plan: &mut Plan, sources: &mut Sources) -> Result<()> {
     for s in &mut plan.sources {
         let mut schema = source_mut(sources, &s.connection_id)?.schema(&s.table)?;
+        // The source's filter, typed by the table's fields, goes first.
+        if !s.filter.is_empty() {
+            for (field, op, written) in std::mem::take(&mut s.filter) {
+                let ty = schema.field(&field).map(|f| f.ty);
+                if ty.is_none() && !schema.fields.is_empty() && s.query.is_none() && !is_schemaless(&schema) {
+                    let names: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
+                    return Err(Error::schema(format!(
+                        "the filter of {} compares {field:?}, a field the table does not have (its fields: {})",
+                        s.table,
+                        names.join(", ")
+                    )));
+                }
+                s.conditions.push(Condition::typed(&field, op, &written, ty).map_err(Error::config)?);
+            }
+            let filter = crate::engine::processors::source_filter::SourceFilter { conditions: s.conditions.clone() };
+            s.chain.insert(0, Box::new(filter));
+        }
         for p in s.chain.iter_mut() {
             schema = p.schema(schema);
         }
     }
     Ok(())
+}
+
+/// A MongoDB collection's schema is sampled: a field the sample lacks may still exist.
+fn is_schemaless(schema: &Schema) -> bool {
+    schema.fields.iter().any(|f| f.data_type == "OBJECT_ID")
 }
 
 /// The key a plain flow writes by: the target's, else the first source's primary key (`schema`,

@@ -76,9 +76,10 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
                 .find(|(id, _, _)| *id == s.connection_id)
                 .ok_or_else(|| Error::internal("source"))?;
             let table: Arc<str> = Arc::from(s.table.as_str());
+            let request = s.snapshot_request();
             let chain = &mut s.chain;
             let sink = &mut sink;
-            conn.snapshot(&SnapshotRequest::table(&s.table, s.read_batch), &mut |rows| {
+            conn.snapshot(&request, &mut |rows| {
                 if ctx.stopped() {
                     return Ok(ControlFlow::Break(()));
                 }

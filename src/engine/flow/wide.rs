@@ -177,11 +177,11 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
                 continue;
             }
             let (conn_id, table) = (plan.sources[si].connection_id.clone(), plan.sources[si].table.clone());
-            let read_batch = plan.sources[si].read_batch;
+            let request = plan.sources[si].snapshot_request();
             let conn = source_mut(&mut sources, &conn_id)?;
             let t: Arc<str> = Arc::from(table.as_str());
             let chain = &mut plan.sources[si].chain;
-            conn.snapshot(&SnapshotRequest::table(&table, read_batch), &mut |rows| {
+            conn.snapshot(&request, &mut |rows| {
                 if ctx.stopped() {
                     return Ok(ControlFlow::Break(()));
                 }

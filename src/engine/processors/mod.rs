@@ -233,6 +233,7 @@ impl Processor for AddDel {
 }
 
 mod fields;
+pub mod source_filter;
 mod udf;
 
 use udf::udf_batch_limit;

@@ -1,0 +1,223 @@
+//! `read_from`'s options, as TapFlow's `read_from(source, setting = {}, query = None,
+//! filter = None, quiet = False)`: `read_from("C.t", #{ filter: "…" })`, `#{ query: "SELECT …" }`,
+//! `#{ setting: #{ … } }`, `#{ quiet: true }`. A trailing map is read as these keyword arguments
+//! when every key is one of them; otherwise it is the `setting` itself. Also the flow's sync
+//! type (`full_sync`, `only_cdc`, `include_cdc`), which a query source makes snapshot-only.
+
+use super::flow::{self, Flow};
+use super::objects::TableSpec;
+use crate::commands::session::Session;
+use crate::error::{Error, Result};
+use crate::model::condition::Op;
+use rhai::{Dynamic, Engine, EvalAltResult, Map};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+const PARAMS: [&str; 4] = ["setting", "query", "filter", "quiet"];
+
+/// TapFlow's source filter, `field op value` parts joined by `and` (op one of `>`, `>=`, `<`,
+/// `<=`, `=`, `==`), as TapData's `conditions`; anything else is refused with what to use.
+pub fn conditions(filter: &str) -> Result<Vec<Value>> {
+    let refuse = |why: &str| {
+        Error::usage(format!(
+            "read_from filter {filter:?}: {why}. A source filter is `field op value` parts joined by `and`, op one of \
+             > >= < <= = (it is pushed down to the database); for anything else (or, !=, functions) add \
+             .filter(\"…\") after read_from, which the engine applies to every row"
+        ))
+    };
+    let mut out = Vec::new();
+    for part in split_and(filter) {
+        let part = part.trim();
+        if part.is_empty() {
+            return Err(refuse("a part between `and`s is empty"));
+        }
+        let Some((at, op_text)) = find_op(part) else { return Err(refuse(&format!("{part:?} has no comparison"))) };
+        let (field, value) = (part[..at].trim(), part[at + op_text.len()..].trim());
+        let ident = !field.is_empty()
+            && field.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+            && !field.starts_with(|c: char| c.is_ascii_digit());
+        if !ident {
+            return Err(refuse(&format!("{field:?} is not a field name")));
+        }
+        let quoted = value.len() >= 2
+            && ((value.starts_with('\'') && value.ends_with('\'')) || (value.starts_with('"') && value.ends_with('"')));
+        let bare_ok = !value.is_empty() && value.chars().all(|c| c.is_alphanumeric() || "-+.:_".contains(c));
+        if !(quoted || bare_ok) || find_op(value).is_some() {
+            return Err(refuse(&format!("{value:?} is not one value")));
+        }
+        let op = Op::of_text(op_text).ok_or_else(|| refuse(&format!("{op_text} is not a comparison it takes")))?;
+        let value = if quoted { &value[1..value.len() - 1] } else { value };
+        out.push(json!({"fastQuery": false, "form": "BEFORE", "key": field, "number": 1,
+                        "operator": op.tapdata(), "value": value, "unit": "DAY"}));
+    }
+    Ok(out)
+}
+
+/// The parts of a filter between the word `and` (any case), outside quotes.
+fn split_and(s: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut quote: Option<char> = None;
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None => {
+                let word: String = chars[i..chars.len().min(i + 3)].iter().collect();
+                let before = i == 0 || chars[i - 1].is_whitespace();
+                let after = chars.get(i + 3).is_none_or(|c| c.is_whitespace());
+                if word.eq_ignore_ascii_case("and") && before && after {
+                    parts.push(String::new());
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        if let Some(last) = parts.last_mut() {
+            last.push(c);
+        }
+        i += 1;
+    }
+    parts
+}
+
+/// The first comparison outside quotes: its byte offset and text; `!=`, `<>` and a lone `!`
+/// are reported as one so the caller refuses them.
+fn find_op(s: &str) -> Option<(usize, &str)> {
+    let mut quote: Option<char> = None;
+    for (i, c) in s.char_indices() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if "<>=!".contains(c) => {
+                let two = s.get(i..i + 2).unwrap_or("");
+                let op = if [">=", "<=", "==", "!=", "<>"].contains(&two) { two } else { &s[i..i + 1] };
+                return Some((i, op));
+            }
+            None => {}
+        }
+    }
+    None
+}
+
+/// The node fields of `read_from`'s options; whether the source reads a query.
+fn source_fields(opts: Map) -> Result<(serde_json::Map<String, Value>, bool)> {
+    let mut fields = serde_json::Map::new();
+    let keywords = !opts.is_empty() && opts.keys().all(|k| PARAMS.contains(&k.as_str()));
+    let (setting, query, filter, quiet) = if keywords {
+        let get = |k: &str| opts.get(k).cloned();
+        (get("setting"), get("query"), get("filter"), get("quiet"))
+    } else {
+        (Some(Dynamic::from_map(opts)), None, None, None)
+    };
+    if let Some(s) = setting {
+        let json: Value = rhai::serde::from_dynamic(&s).map_err(|e| Error::usage(format!("read_from setting: {e}")))?;
+        let Value::Object(o) = json else { return Err(Error::usage("read_from setting: give a map of node fields")) };
+        fields.extend(o);
+    }
+    let text = |what: &str, v: Dynamic| -> Result<String> {
+        v.into_string().map_err(|t| Error::usage(format!("read_from {what}: give it as a string, not a {t}")))
+    };
+    let has_query = match query {
+        Some(q) => {
+            let q = text("query", q)?;
+            if q.trim().is_empty() {
+                return Err(Error::usage("read_from query: the query is empty"));
+            }
+            fields.insert("customCommand".into(), json!({"command": "executeQuery", "params": {"sql": q}}));
+            fields.insert("enableCustomCommand".into(), json!(true));
+            true
+        }
+        None => false,
+    };
+    if let Some(f) = filter {
+        fields.insert("conditions".into(), Value::Array(conditions(&text("filter", f)?)?));
+        fields.insert("isFilter".into(), json!(true));
+    }
+    if let Some(q) = quiet {
+        let q = q.as_bool().map_err(|t| Error::usage(format!("read_from quiet: true or false, not a {t}")))?;
+        fields.insert("quiet".into(), json!(q));
+    }
+    Ok((fields, has_query))
+}
+
+fn read_with(
+    session: &Session,
+    f: &Flow,
+    sig: &str,
+    base: &serde_json::Map<String, Value>,
+    shown: &str,
+    opts: Map,
+) -> Result<Flow> {
+    let (mut fields, query) = source_fields(opts.clone())?;
+    let mut all = base.clone();
+    all.append(&mut fields);
+    let shown = format!("{shown}, {}", Dynamic::from_map(opts));
+    flow::read_from_node(session, f, sig, &all, &shown)?;
+    if query {
+        f.with(|s| {
+            s.query_source = true;
+            s.sync_type = "initial_sync".into();
+        });
+        session.out.text("Flow updated: the source reads a query, so the flow copies its rows once (full_sync)");
+    }
+    Ok(f.clone())
+}
+
+pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) -> Box<EvalAltResult>) {
+    let s = session.clone();
+    engine.register_fn("read_from", move |f: &mut Flow, sig: &str, opts: Map| {
+        read_with(&s, f, sig, &serde_json::Map::new(), sig, opts).map_err(raise)
+    });
+    let s = session.clone();
+    engine.register_fn("read_from", move |f: &mut Flow, spec: TableSpec, opts: Map| {
+        if spec.sink {
+            return Err(raise(Error::usage(format!("read_from takes a Source, not {}: write Source(…)", spec.show()))));
+        }
+        read_with(&s, f, &spec.sig, &spec.fields, &spec.show(), opts).map_err(raise)
+    });
+    for (name, ty) in [("full_sync", "initial_sync"), ("only_cdc", "cdc"), ("include_cdc", "initial_sync+cdc")] {
+        engine.register_fn(name, move |f: &mut Flow| -> std::result::Result<Flow, Box<EvalAltResult>> {
+            if ty.contains("cdc") && f.with(|s| s.query_source) {
+                return Err(raise(Error::usage(format!(
+                    "{name}(): the flow's source reads a query, which has no change stream to follow: a query source is copied once (full_sync)"
+                ))));
+            }
+            f.with(|s| s.sync_type = ty.to_string());
+            Ok(f.clone())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tapflow_filters_become_conditions_and_others_are_refused_with_what_to_use() {
+        let c = conditions("order_status = 'delivered' and price > 10").expect("parses");
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            (c[0]["key"].clone(), c[0]["operator"].clone(), c[0]["value"].clone()),
+            (json!("order_status"), json!(5), json!("delivered"))
+        );
+        assert_eq!(
+            (c[1]["key"].clone(), c[1]["operator"].clone(), c[1]["value"].clone()),
+            (json!("price"), json!(1), json!("10"))
+        );
+        // `brand` holds "and" and a quoted value may too: neither is split.
+        let c = conditions("brand == 'black and white' AND qty <= 3").expect("parses");
+        assert_eq!(
+            (c[0]["key"].clone(), c[0]["value"].clone(), c[1]["operator"].clone()),
+            (json!("brand"), json!("black and white"), json!(4))
+        );
+        for bad in ["a > 1 or b < 2", "a != 1", "(a > 1)", "a > 1 and", "a", "len(a) > 1", "a > b > c"] {
+            let err = conditions(bad).expect_err(bad);
+            assert!(err.message.contains(".filter("), "{bad}: {}", err.message);
+        }
+    }
+}

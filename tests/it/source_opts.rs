@@ -1,0 +1,188 @@
+//! A source's own options, from every source database into SQLite: TapFlow's
+//! `read_from(…, #{ filter })` pushed down into the snapshot (the rows read say so) and
+//! followed through CDC (an update leaving the filter deletes the row, one entering it
+//! writes it, an insert outside it never arrives), and `#{ query }`, a snapshot-only source.
+
+use crate::engine_mongo::{Driver, mongo_uri};
+use crate::engine_mysql::my;
+use crate::engine_postgres::pg;
+use crate::harness::{Env, exec, query, wait_until};
+use std::time::Duration;
+
+const FILTER: &str = "status = 'delivered' and price > 10";
+
+/// Runs the filter flow from `source` (a saved DataSource "S" holding `orders`), checks the
+/// snapshot and the rows it read, applies `changes`, checks CDC.
+fn run_filter(kind: &str, create: &str, key: &str, pushed_rows: u64, changes: &dyn Fn()) {
+    let env = Env::new(&format!("srcfilter-{kind}"));
+    let dst = env.path("dst.sqlite");
+    let _engine = env.start_engine();
+    let script = format!(
+        r#"{create}
+DataSource("sqlite", "T", #{{ database: "{}" }}).save();
+Flow("filtered").read_from("S.orders", #{{ filter: "{FILTER}" }}).write_to("T.orders").save().start();
+Flow("filtered").wait_initial_sync();"#,
+        dst.display()
+    );
+    env.script("f.rhai", &script).ok();
+    let ids = || query(&dst, &format!("SELECT CAST({key} AS INTEGER) FROM orders ORDER BY 1")).concat();
+    assert_eq!(ids(), vec!["1", "4"], "{kind}: the snapshot holds the rows that pass");
+    let stats = env.tap(&["--json", "-c", "stats filtered"]).stdout;
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap_or_default();
+    assert_eq!(
+        stats["snapshotRowTotal"],
+        serde_json::json!(pushed_rows),
+        "{kind}: rows read by the pushed-down filter: {stats}"
+    );
+    changes();
+    assert!(
+        wait_until(Duration::from_secs(30), || ids() == vec!["2", "4", "6"]),
+        "{kind}: after CDC (1 left the filter, 2 entered it, 5 never passed, 6 did): {:?}",
+        ids()
+    );
+}
+
+#[test]
+fn a_source_filter_from_sqlite() {
+    let env = Env::new("srcfilter-sqlite-src");
+    let src = env.path("src.sqlite");
+    exec(
+        &src,
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, status TEXT, price REAL);
+         INSERT INTO orders VALUES (1, 'delivered', 20), (2, 'delivered', 5), (3, 'shipped', 50), (4, 'delivered', 11.5);",
+    );
+    let create = format!(r#"DataSource("sqlite", "S", #{{ database: "{}" }}).save();"#, src.display());
+    run_filter("sqlite", &create, "id", 2, &|| {
+        exec(
+            &src,
+            "UPDATE orders SET price = 1 WHERE id = 1; UPDATE orders SET price = 30 WHERE id = 2;
+             INSERT INTO orders VALUES (5, 'shipped', 99), (6, 'delivered', 12);",
+        )
+    });
+}
+
+#[test]
+fn a_source_filter_from_postgres() {
+    let p = pg();
+    let schema = format!("sf_{}", std::process::id());
+    p.psql(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+         CREATE TABLE {schema}.orders (id int PRIMARY KEY, status text, price numeric(10,2));
+         INSERT INTO {schema}.orders VALUES (1, 'delivered', 20), (2, 'delivered', 5), (3, 'shipped', 50), (4, 'delivered', 11.5);"
+    ));
+    run_filter("postgres", &p.datasource("S", &schema), "id", 2, &|| {
+        p.psql(&format!(
+            "UPDATE {schema}.orders SET price = 1 WHERE id = 1; UPDATE {schema}.orders SET price = 30 WHERE id = 2;
+             INSERT INTO {schema}.orders VALUES (5, 'shipped', 99), (6, 'delivered', 12);"
+        ));
+    });
+}
+
+#[test]
+fn a_source_filter_from_mysql() {
+    let m = my();
+    let db = format!("sf_{}", std::process::id());
+    m.sql("mysql", &format!("DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}"));
+    m.sql(
+        &db,
+        "CREATE TABLE orders (id INT PRIMARY KEY, status VARCHAR(20), price DECIMAL(10,2));
+         INSERT INTO orders VALUES (1, 'delivered', 20), (2, 'delivered', 5), (3, 'shipped', 50), (4, 'delivered', 11.5);",
+    );
+    // MySQL compares decimals with text loosely, so only the status is pushed down: 3 rows read.
+    run_filter("mysql", &m.datasource("S", &db, &m.user, &m.password), "id", 3, &|| {
+        m.sql(
+            &db,
+            "UPDATE orders SET price = 1 WHERE id = 1; UPDATE orders SET price = 30 WHERE id = 2;
+             INSERT INTO orders VALUES (5, 'shipped', 99), (6, 'delivered', 12);",
+        );
+    });
+}
+
+#[test]
+fn a_source_filter_from_mongodb() {
+    use mongodb::bson::doc;
+    let db = format!("sf_{}", std::process::id());
+    let d = Driver::new(&db, "orders");
+    d.run(d.coll.client().database(&db).drop());
+    d.run(d.coll.insert_many([
+        doc! {"_id": 1_i64, "status": "delivered", "price": 20.0},
+        doc! {"_id": 2_i64, "status": "delivered", "price": 5.0},
+        doc! {"_id": 3_i64, "status": "shipped", "price": 50.0},
+        doc! {"_id": 4_i64, "status": "delivered", "price": 11.5},
+    ]));
+    let create = format!(r#"DataSource("mongodb", "S", #{{ uri: "{}" }}).save();"#, mongo_uri(&db));
+    run_filter("mongodb", &create, "_id", 2, &|| {
+        d.run(d.coll.update_one(doc! {"_id": 1_i64}, doc! {"$set": {"price": 1.0}}));
+        d.run(d.coll.update_one(doc! {"_id": 2_i64}, doc! {"$set": {"price": 30.0}}));
+        d.run(d.coll.insert_many([
+            doc! {"_id": 5_i64, "status": "shipped", "price": 99.0},
+            doc! {"_id": 6_i64, "status": "delivered", "price": 12.0},
+        ]));
+    });
+}
+
+#[test]
+fn a_query_source_copies_its_rows_once_and_refuses_cdc() {
+    let env = Env::new("srcquery");
+    let src = env.path("src.sqlite");
+    let dst = env.path("dst.sqlite");
+    exec(
+        &src,
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, status TEXT, price REAL);
+         INSERT INTO orders VALUES (1, 'delivered', 20), (2, 'delivered', 5), (3, 'shipped', 50);",
+    );
+    let p = pg();
+    let schema = format!("sq_{}", std::process::id());
+    p.psql(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+         CREATE TABLE {schema}.orders (id int PRIMARY KEY, status text, price numeric(10,2));
+         INSERT INTO {schema}.orders VALUES (1, 'delivered', 20), (2, 'delivered', 5), (3, 'shipped', 50);"
+    ));
+    let _engine = env.start_engine();
+    let script = format!(
+        r#"DataSource("sqlite", "S", #{{ database: "{}" }}).save();
+{}
+DataSource("sqlite", "T", #{{ database: "{}" }}).save();
+let q = "SELECT id, upper(status) AS status, price * 2 AS doubled FROM orders WHERE price > 10";
+Flow("q1").read_from("S.orders", #{{ query: q }}).write_to("T.from_sqlite").save().start();
+Flow("q2").read_from("P.orders", #{{ query: q, filter: "doubled >= 100" }}).write_to("T.from_pg").save().start();"#,
+        src.display(),
+        p.datasource("P", &schema),
+        dst.display()
+    );
+    let run = env.script("q.rhai", &script);
+    run.ok();
+    assert!(run.stdout.contains("copies its rows once (full_sync)"), "{}", run.stdout);
+    let done = |f: &str| env.tap(&["-c", &format!("status {f}")]).stdout.contains("current status is: complete");
+    assert!(wait_until(Duration::from_secs(30), || done("q1") && done("q2")), "both flows end complete");
+    assert_eq!(
+        query(&dst, "SELECT id, status, doubled FROM from_sqlite ORDER BY id"),
+        vec![vec!["1", "DELIVERED", "40"], vec!["3", "SHIPPED", "100"]]
+    );
+    assert_eq!(
+        query(&dst, "SELECT id, status, CAST(doubled AS REAL) FROM from_pg ORDER BY id"),
+        vec![vec!["3", "SHIPPED", "100"]]
+    );
+    // Following a query's changes is refused, in the builder and at save.
+    let bad = env
+        .script("bad.rhai", r#"Flow("q3").read_from("S.orders", #{ query: "SELECT * FROM orders" }).include_cdc();"#);
+    assert!(bad.code != 0 && bad.stderr.contains("no change stream"), "{}", bad.stderr);
+    let mdb = format!("sq_{}", std::process::id());
+    let d = Driver::new(&mdb, "orders");
+    d.run(d.coll.client().database(&mdb).drop());
+    d.run(d.coll.insert_one(mongodb::bson::doc! {"_id": 1_i64}));
+    let mongo = format!(
+        r#"DataSource("mongodb", "M", #{{ uri: "{}" }}).save();
+Flow("q5").read_from("M.orders", #{{ query: "SELECT 1" }}).write_to("T.m").save();"#,
+        mongo_uri(&mdb)
+    );
+    let bad = env.script("bad3.rhai", &mongo);
+    assert!(bad.code != 0 && bad.stderr.contains("which M (MongoDB) does not run"), "{}", bad.stderr);
+    // A map that is not read_from's keywords is its `setting`, merged into the node (and so
+    // checked at save like every node field).
+    let bad =
+        env.script("bad4.rhai", r#"Flow("q6").read_from("S.orders", #{ bogusField: 1 }).write_to("T.x").save();"#);
+    assert!(bad.code != 0 && bad.stderr.contains("field bogusField (1)"), "{}", bad.stderr);
+    let bad = env.script("bad2.rhai", r#"Flow("q4").read_from("S.orders", #{ filter: "price > 1 or id = 2" });"#);
+    assert!(bad.code != 0 && bad.stderr.contains("add .filter("), "{}", bad.stderr);
+}
