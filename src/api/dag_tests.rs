@@ -233,7 +233,7 @@ fn data_fields_the_engine_does_not_do_are_refused_by_name() {
         ("u", "updateIntoArray", &["k".to_string()][..])
     );
     assert_eq!((child.join_keys[0].source.as_str(), child.join_keys[0].target.as_str()), ("ref", "id"));
-    let js = json!([{"id": "j", "type": "js_processor", "script": "", "declareScript": "TapModelDeclare.setPk(tapTable, 'x');\n"}]);
+    let js = json!([{"id": "j", "type": "js_processor", "script": "", "declareScript": "TapModelDeclare.removeField(tapTable, 'x');\n"}]);
     assert!(refusal(task(js)).contains("declareScript"));
 }
 

@@ -108,16 +108,27 @@ fn is_sync_type(v: &Value) -> bool {
 fn is_task_type(v: &Value) -> bool {
     matches!(v.as_str(), Some("initial_sync" | "cdc" | "initial_sync+cdc"))
 }
-fn is_no_skip(v: &Value) -> bool {
+/// `skipErrorEvent`: off (`Disable`), or TapFlow's `skip_error_event_by_limit(n)` (`SkipData`
+/// by `SkipByLimit` with a whole-number `limit`), which the engine does.
+fn is_skip_setting(v: &Value) -> bool {
+    let text = |k: &str| v.get(k).and_then(Value::as_str);
+    let mode = text("errorMode").or(text("errorModeEnum")).unwrap_or("Disable");
+    let same = text("errorModeEnum").is_none_or(|m| m == mode);
+    let by_limit = text("limitMode").or(text("limitModeEnum")).is_none_or(|m| m == "SkipByLimit")
+        && text("limitModeEnum").is_none_or(|m| m == "SkipByLimit");
     v.is_null()
-        || v.get("errorMode").and_then(Value::as_str).is_none_or(|m| m == "Disable")
-            && v.get("errorModeEnum").and_then(Value::as_str).is_none_or(|m| m == "Disable")
+        || same && mode == "Disable"
+        || same && mode == "SkipData" && by_limit && v.get("limit").and_then(Value::as_u64).is_some()
 }
-/// Model declarations the engine needs not read: fields added by `add_fields` arrive with the
-/// records anyway. Anything else (`setPk`, removals, type changes) changes keys or types.
-fn is_declare_of_added_fields(v: &Value) -> bool {
+/// Model declarations the engine does: fields added by `add_fields` (they arrive with the
+/// records anyway) and the key a function's records have (`js(…, #{ pk })`, which the plan
+/// checks against the target's). Anything else (removals, type changes) is refused.
+fn is_declare_script(v: &Value) -> bool {
     v.as_str().is_some_and(|s| {
-        s.lines().map(str::trim).filter(|l| !l.is_empty()).all(|l| l.starts_with("TapModelDeclare.addField("))
+        s.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .all(|l| l.starts_with("TapModelDeclare.addField(") || super::steps::declared_key(l).is_some())
     })
 }
 const fn only(accepts: fn(&Value) -> bool, accepted: &'static str, instead: &'static str) -> Rule {
@@ -204,9 +215,9 @@ pub(crate) const JS: &[(&str, Rule)] = &[
     (
         "declareScript",
         only(
-            is_declare_of_added_fields,
-            "empty or TapModelDeclare.addField(…) lines",
-            "give the target's key with write_to(\"Conn.table\", [\"field\"]) instead of TapModelDeclare.setPk",
+            is_declare_script,
+            "empty, TapModelDeclare.addField(…) or TapModelDeclare.setPk(tapTable, 'field') lines",
+            "give the target's key with js(…, #{ pk: \"field\" }) or write_to(\"Conn.table\", [\"field\"])",
         ),
     ),
 ];
@@ -339,7 +350,11 @@ pub const TASK_SETTINGS: &[(&str, Rule)] = &[
     ("syncPoints", only(is_empty, "an empty list", "remove the CDC start time: the engine starts CDC at the snapshot")),
     (
         "skipErrorEvent",
-        only(is_no_skip, "errorMode Disable", "remove it: a record that cannot be written stops the flow"),
+        only(
+            is_skip_setting,
+            "errorMode Disable, or SkipData by SkipByLimit with a limit",
+            "use skip_error_event_by_limit(n), or remove it: a record that cannot be processed or written stops the flow",
+        ),
     ),
     ("isStopOnError", only(is_true, "true", "remove it: an error stops the flow")),
     ("doubleActive", only(is_false, "false", LATER)),

@@ -17,8 +17,9 @@ pub enum Step {
     /// `row_filter_processor`: a JavaScript expression; `discard` drops the rows it matches,
     /// otherwise only they are kept.
     RowFilter { expression: String, discard: bool },
-    /// `js_processor` / `standard_js_processor`: a script defining `process(record)`.
-    Js { script: String },
+    /// `js_processor` / `standard_js_processor`: a script defining `process(record)`, and the
+    /// key its records have when its `declareScript` sets one (`TapModelDeclare.setPk`).
+    Js { script: String, pk: Vec<String> },
     /// `rhai_processor`: a Rhai script and the function each record goes through.
     Rhai { script: String, entry: String },
     /// `union_processor`: events pass as they are.
@@ -58,7 +59,10 @@ impl Step {
                 discard: text(node, "action") == Some("discard"),
             },
             // `declareScript` is checked by the DAG's rules: only added fields pass.
-            "js_processor" | "standard_js_processor" => Step::Js { script: script("JavaScript")? },
+            "js_processor" | "standard_js_processor" => Step::Js {
+                script: script("JavaScript")?,
+                pk: text(node, "declareScript").unwrap_or("").lines().filter_map(declared_key).collect(),
+            },
             // `entry` (ours, since functions may call each other); `process` in older nodes.
             "rhai_processor" => {
                 Step::Rhai { script: script("Rhai")?, entry: text(node, "entry").unwrap_or("process").to_string() }
@@ -114,6 +118,19 @@ impl Step {
             }
         }))
     }
+}
+
+/// The field of a `TapModelDeclare.setPk(tapTable, 'field');` line.
+pub fn declared_key(line: &str) -> Option<String> {
+    let rest = line.trim().strip_prefix("TapModelDeclare.setPk(")?;
+    let rest = rest.trim_start().strip_prefix("tapTable")?.trim_start().strip_prefix(',')?.trim();
+    let (q, rest) = (rest.chars().next()?, &rest[1..]);
+    if q != '\'' && q != '"' {
+        return None;
+    }
+    let (field, tail) = rest.split_once(q)?;
+    let tail = tail.trim();
+    (!field.is_empty() && (tail == ")" || tail == ");")).then(|| field.to_string())
 }
 
 fn strings(node: &Value, key: &str) -> Vec<String> {
@@ -224,6 +241,10 @@ mod tests {
             Step::parse(&t).expect("parses"),
             Some(Step::TimeAdjust { hours: -3, types: vec!["datetime".into()] })
         );
+        assert_eq!(declared_key("TapModelDeclare.setPk(tapTable, 'code');"), Some("code".into()));
+        assert_eq!(declared_key("TapModelDeclare.setPk(tapTable, \"a b\")"), Some("a b".into()));
+        assert_eq!(declared_key("TapModelDeclare.setPk(other, 'code');"), None);
+        assert_eq!(declared_key("TapModelDeclare.setPk(tapTable, 'code'); evil()"), None);
         let err = Step::parse(&json!({"type": "unwind_processor", "name": "U"})).expect_err("not run");
         assert!(err.message.contains("\"U\""), "{}", err.message);
     }

@@ -36,6 +36,8 @@ pub struct FlowState {
     pub uses_rhai: bool,
     /// A source reads a query: the flow is snapshot-only.
     pub query_source: bool,
+    /// `skip_error_event_by_limit(n)`.
+    pub skip_limit: Option<u64>,
     /// The DAG as last saved, so `start()` saves again only when the flow changed since (the
     /// official client re-saves on every start, §13 bug 12).
     pub saved_dag: Option<Value>,
@@ -93,7 +95,7 @@ impl FlowState {
         let edges: Vec<Value> = self.edges.iter().map(|(s, t)| json!({"source": s, "target": t})).collect();
         let mut dag = json!({"edges": edges, "nodes": self.nodes});
         if let (Some(d), Some(s)) = (dag.as_object_mut(), nodes::sync_settings(&self.sync_type).as_object()) {
-            d.insert("skipErrorEvent".into(), nodes::skip_error_event());
+            d.insert("skipErrorEvent".into(), nodes::skip_error_event(self.skip_limit));
             for (k, v) in s {
                 d.insert(k.clone(), v.clone());
             }
@@ -462,7 +464,7 @@ pub fn save(session: &Session, flow: &Flow) -> Result<String> {
     let mut job = json!({
         "editVersion": now, "syncType": "sync", "name": name, "status": "edit", "env": {}, "dag": dag,
         "user_id": user_id, "customId": user_id, "createUser": username, "syncPoints": [],
-        "dynamicAdjustMemoryUsage": true, "crontabExpressionFlag": false, "skipErrorEvent": nodes::skip_error_event(),
+        "dynamicAdjustMemoryUsage": true, "crontabExpressionFlag": false, "skipErrorEvent": dag.get("skipErrorEvent").cloned().unwrap_or_else(|| nodes::skip_error_event(None)),
     });
     // Cloud requests carry no user (no login): leave the owner to the server rather than send
     // empty strings as the official client does (§13 bug 29).

@@ -199,17 +199,7 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
     step!("write_to", |s, f, sig: &str| { flow::write_to(s, f, sig, None) });
     step!("write_to", |s, f, sig: &str, pk: &str| { flow::write_to(s, f, sig, Some(vec![pk.to_string()])) });
     step!("write_to", |s, f, sig: &str, pk: rhai::Array| { flow::write_to(s, f, sig, Some(strings(pk))) });
-    let column = |s: &Session, f: &Flow, fields: Vec<String>, keep: bool| -> Result<()> {
-        let cmd = format!(".{}({})", if keep { "include" } else { "exclude" }, nodes::python_list(&fields));
-        flow::add_step(
-            s,
-            f,
-            if keep { "include" } else { "exclude" },
-            nodes::column_filter(&fields, keep),
-            cmd,
-            "column filter added",
-        )
-    };
+    let column = more_steps::column;
     step!("exclude", |s, f, fields: rhai::Array| { column(s, f, strings(fields), false) });
     step!("include", |s, f, fields: rhai::Array| { column(s, f, strings(fields), true) });
     step!("exclude", |s, f, a: &str| { column(s, f, vec![a.into()], false) });
@@ -272,14 +262,7 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
             "filter added",
         )
     });
-    step!("js", |s, f, src: &str| {
-        let src = if src.ends_with(".js") && std::path::Path::new(src).exists() {
-            std::fs::read_to_string(src)?
-        } else {
-            src.to_string()
-        };
-        flow::add_step(s, f, "js", nodes::js(&src, "", "JS"), format!(".js({src})"), "custom function added")
-    });
+    step!("js", |s, f, src: &str| { more_steps::js(s, f, src, Map::new()) });
     step!("py", |s, f, src: &str| {
         flow::add_step(s, f, "py", nodes::python(src), format!(".py({src})"), "custom function added")
     });

@@ -1,6 +1,7 @@
 //! More of TapFlow's processor builders: `rename(old, new)`, `rowFilter(expression, type)`,
 //! `filter_columns(fields, type)` (and `filterColumn`), the one-field forms of `add_fields`
-//! (and `add_field`). Each emits a node the engine runs.
+//! (and `add_field`), `js(script, declareScript)` and `js(script, #{ declareScript, pk, name })`,
+//! and `include` / `exclude` with up to ten names. Each emits a node the engine runs.
 
 use super::flow::{self, Flow};
 use super::nodes;
@@ -24,7 +25,86 @@ fn keep_of(what: &str, mode: &str, keep: [&str; 2], drop: [&str; 2]) -> Result<b
     }
 }
 
+/// `js(script, declareScript = "", language = "js", name = "JS", pk = None)`: a script ending in
+/// `.js` that names a file is read from it; `pk` (a field or a list) declares the key of the
+/// records the function returns (`TapModelDeclare.setPk`), which the target then writes by.
+pub fn js(s: &Session, f: &Flow, src: &str, opts: rhai::Map) -> Result<()> {
+    if let Some(k) = opts.keys().find(|k| !["declareScript", "language", "name", "pk"].contains(&k.as_str())) {
+        return Err(Error::usage(format!("js: {k} is not one of its parameters (declareScript, language, name, pk)")));
+    }
+    let text = |k: &str| opts.get(k).map(|v| v.to_string());
+    if let Some(lang) = text("language").filter(|l| !l.eq_ignore_ascii_case("js")) {
+        return Err(Error::usage(format!("js: language {lang:?} is not JavaScript: use .py(…) for Python")));
+    }
+    let src = if src.ends_with(".js") && std::path::Path::new(src).exists() {
+        std::fs::read_to_string(src)?
+    } else {
+        src.to_string()
+    };
+    let pk: Vec<String> = match opts.get("pk") {
+        None => Vec::new(),
+        Some(v) if v.is_array() => {
+            v.clone().into_array().unwrap_or_default().into_iter().map(|x| x.to_string()).collect()
+        }
+        Some(v) => vec![v.to_string()],
+    };
+    let mut declare = text("declareScript").unwrap_or_default();
+    for k in &pk {
+        if !declare.is_empty() && !declare.trim_end().ends_with(';') {
+            declare.push_str(";\n");
+        }
+        declare.push_str(&format!("TapModelDeclare.setPk(tapTable, '{k}');\n"));
+    }
+    let name = text("name").unwrap_or_else(|| "JS".into());
+    flow::add_step(s, f, "js", nodes::js(&src, &declare, &name), format!(".js({src})"), "custom function added")?;
+    if !pk.is_empty() {
+        f.with(|st| st.key = pk);
+    }
+    Ok(())
+}
+
+/// `exclude(…)` / `include(…)`: TapFlow's column filter (the official JS).
+pub fn column(s: &Session, f: &Flow, fields: Vec<String>, keep: bool) -> Result<()> {
+    let what = if keep { "include" } else { "exclude" };
+    if fields.is_empty() {
+        return Err(Error::usage(format!("{what}: name the fields")));
+    }
+    let cmd = format!(".{what}({})", nodes::python_list(&fields));
+    flow::add_step(s, f, what, nodes::column_filter(&fields, keep), cmd, "column filter added")
+}
+
 pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) -> Box<EvalAltResult>) {
+    let s = session.clone();
+    engine.register_fn("js", move |f: &mut Flow, src: &str, declare: &str| -> Out {
+        let mut m = rhai::Map::new();
+        m.insert("declareScript".into(), declare.into());
+        js(&s, f, src, m).map_err(raise)?;
+        Ok(f.clone())
+    });
+    let s = session.clone();
+    engine.register_fn("js", move |f: &mut Flow, src: &str, opts: rhai::Map| -> Out {
+        js(&s, f, src, opts).map_err(raise)?;
+        Ok(f.clone())
+    });
+    // `include` / `exclude` with five to ten names (one to four, and lists, in script/mod.rs).
+    macro_rules! columns {
+        ($($a:ident),+) => {
+            for (name, keep) in [("exclude", false), ("include", true)] {
+                let s = session.clone();
+                engine.register_fn(name, move |f: &mut Flow, $($a: &str),+| -> Out {
+                    column(&s, f, vec![$($a.to_string()),+], keep).map_err(raise)?;
+                    Ok(f.clone())
+                });
+            }
+        };
+    }
+    columns!(a, b, c, d, e);
+    columns!(a, b, c, d, e, g);
+    columns!(a, b, c, d, e, g, h);
+    columns!(a, b, c, d, e, g, h, i);
+    columns!(a, b, c, d, e, g, h, i, j);
+    columns!(a, b, c, d, e, g, h, i, j, k);
+
     // `rename(old, new)`: one field, as a field-rename node, so the sink key follows it.
     let s = session.clone();
     engine.register_fn("rename", move |f: &mut Flow, old: &str, new: &str| -> Out {

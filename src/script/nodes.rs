@@ -234,8 +234,16 @@ pub fn sync_settings(sync_type: &str) -> Value {
         "_deleted": false})
 }
 
-pub fn skip_error_event() -> Value {
-    json!({"errorMode": "Disable", "limitMode": "SkipByLimit", "errorModeEnum": "Disable", "limitModeEnum": "SkipByLimit"})
+/// `skipErrorEvent`: off, or `skip_error_event_by_limit(n)` (§8.7).
+pub fn skip_error_event(limit: Option<u64>) -> Value {
+    match limit {
+        None => {
+            json!({"errorMode": "Disable", "limitMode": "SkipByLimit", "errorModeEnum": "Disable", "limitModeEnum": "SkipByLimit"})
+        }
+        Some(n) => {
+            json!({"errorMode": "SkipData", "limitMode": "SkipByLimit", "limit": n, "errorModeEnum": "SkipData", "limitModeEnum": "SkipByLimit"})
+        }
+    }
 }
 
 /// Rewrite a filter expression into JavaScript over `record`, as the official client means to

@@ -2,7 +2,8 @@
 //! filter = None, quiet = False)`: `read_from("C.t", #{ filter: "…" })`, `#{ query: "SELECT …" }`,
 //! `#{ setting: #{ … } }`, `#{ quiet: true }`. A trailing map is read as these keyword arguments
 //! when every key is one of them; otherwise it is the `setting` itself. Also the flow's sync
-//! type (`full_sync`, `only_cdc`, `include_cdc`), which a query source makes snapshot-only.
+//! type (`full_sync`, `only_cdc`, `include_cdc`), which a query source makes snapshot-only,
+//! and `skip_error_event_by_limit(n)`.
 
 use super::flow::{self, Flow};
 use super::objects::TableSpec;
@@ -180,6 +181,19 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
         }
         read_with(&s, f, &spec.sig, &spec.fields, &spec.show(), opts).map_err(raise)
     });
+    // `skip_error_event_by_limit(n)`: up to n changes with data errors skipped (and logged).
+    engine.register_fn(
+        "skip_error_event_by_limit",
+        move |f: &mut Flow, n: i64| -> std::result::Result<Flow, Box<EvalAltResult>> {
+            let n = u64::try_from(n)
+                .map_err(|_| raise(Error::usage(format!("skip_error_event_by_limit: {n} is not a count"))))?;
+            f.with(|s| {
+                s.skip_limit = Some(n);
+                s.commands.push(format!(".skip_error_event_by_limit({n})"));
+            });
+            Ok(f.clone())
+        },
+    );
     for (name, ty) in [("full_sync", "initial_sync"), ("only_cdc", "cdc"), ("include_cdc", "initial_sync+cdc")] {
         engine.register_fn(name, move |f: &mut Flow| -> std::result::Result<Flow, Box<EvalAltResult>> {
             if ty.contains("cdc") && f.with(|s| s.query_source) {

@@ -211,3 +211,72 @@ fn type_and_time_processors_convert_move_drop_and_stamp_fields_through_snapshot_
     );
     assert!(bad.code != 0 && bad.stderr.contains("table t has no field \"nope\""), "{}", bad.stderr);
 }
+
+#[test]
+fn skip_error_event_by_limit_skips_changes_a_processor_or_the_target_refuses_then_stops() {
+    let env = Env::new("skip-errors");
+    let src = env.path("src.sqlite");
+    let dst = env.path("dst.sqlite");
+    exec(
+        &src,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, price TEXT);
+         INSERT INTO t VALUES (1, '10'), (2, 'x'), (3, '500'), (4, '40');",
+    );
+    // The target refuses prices of 100 or more.
+    exec(&dst, "CREATE TABLE t (id INTEGER PRIMARY KEY, price INTEGER CHECK (price < 100));");
+    let _engine = env.start_engine();
+    let script = sqlite_src_dst(&src, &dst)
+        + r#"let f = Flow("skips").read_from("Src.t").type_adjust([["price", "int"]]).write_to("Dst.t")
+                 .skip_error_event_by_limit(2);
+             f.save().start();
+             Flow("skips").wait_initial_sync();"#;
+    env.script("s.rhai", &script).ok();
+    // Row 2 fails in the processor, row 3 in the target: both skipped, the others copied.
+    assert_eq!(query(&dst, "SELECT id, price FROM t ORDER BY id"), vec![vec!["1", "10"], vec!["4", "40"]]);
+    let logs = env.tap(&["-c", "logs skips"]).stdout;
+    assert!(logs.contains("skipped a change (1 of at most 2)") && logs.contains("\"x\""), "{logs}");
+    assert!(logs.contains("skipped a change (2 of at most 2)") && logs.contains("CHECK"), "{logs}");
+    // The third stops the flow, saying so.
+    exec(&src, "INSERT INTO t VALUES (5, 'z');");
+    let status = || env.tap(&["-c", "status skips"]).stdout;
+    assert!(wait_until(Duration::from_secs(30), || status().contains("current status is: error")), "{}", status());
+    assert!(status().contains("skip_error_event_by_limit(2)"), "{}", status());
+}
+
+#[test]
+fn a_js_key_declaration_keys_the_target_and_exclude_takes_many_names() {
+    let env = Env::new("js-pk");
+    let src = env.path("src.sqlite");
+    let dst = env.path("dst.sqlite");
+    exec(
+        &src,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, code TEXT NOT NULL, a TEXT, b TEXT, c TEXT, d TEXT, e TEXT, keep TEXT);
+         INSERT INTO t VALUES (1, 'x1', 'a', 'b', 'c', 'd', 'e', 'k1'), (2, 'x2', 'a', 'b', 'c', 'd', 'e', 'k2');",
+    );
+    let _engine = env.start_engine();
+    let script = sqlite_src_dst(&src, &dst)
+        + r#"Flow("jspk").read_from("Src.t").exclude("a", "b", "c", "d", "e")
+                 .js("record.code = record.code.toUpperCase(); delete record.id; return record;", #{ pk: "code" })
+                 .write_to("Dst.t").save().start();
+             Flow("jspk").wait_initial_sync();"#;
+    env.script("s.rhai", &script).ok();
+    assert_eq!(query(&dst, "SELECT code, keep FROM t ORDER BY code"), vec![vec!["X1", "k1"], vec!["X2", "k2"]]);
+    let cols: Vec<String> = query(&dst, "SELECT name FROM pragma_table_info('t') ORDER BY cid").concat();
+    assert_eq!(cols, vec!["code", "keep"], "five fields excluded, id deleted by the function");
+    let pk = query(&dst, "SELECT name FROM pragma_table_info('t') WHERE pk > 0").concat();
+    assert_eq!(pk, vec!["code"], "the declared key keys the target");
+    exec(&src, "UPDATE t SET keep = 'k1b' WHERE id = 1;");
+    let rows = || query(&dst, "SELECT code, keep FROM t ORDER BY code");
+    assert!(
+        wait_until(Duration::from_secs(30), || rows() == vec![vec!["X1", "k1b"], vec!["X2", "k2"]]),
+        "{:?}",
+        rows()
+    );
+    // A target key other than the declared one is refused at save, naming both.
+    let bad = env.script(
+        "bad.rhai",
+        &(sqlite_src_dst(&src, &dst)
+            + r#"Flow("jspk2").read_from("Src.t").js("return record;", #{ pk: "code" }).write_to("Dst.t2", ["id"]).save();"#),
+    );
+    assert!(bad.code != 0 && bad.stderr.contains("keyed by code, but the target t2 writes by id"), "{}", bad.stderr);
+}

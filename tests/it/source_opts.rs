@@ -34,6 +34,15 @@ Flow("filtered").wait_initial_sync();"#,
         serde_json::json!(pushed_rows),
         "{kind}: rows read by the pushed-down filter: {stats}"
     );
+    // A preview reads what a start reads: the filter applied.
+    let pv = env.script(
+        "pv.rhai",
+        &format!(r#"Flow("pv").read_from("S.orders", #{{ filter: "{FILTER}" }}).write_to("T.pv").preview(10);"#),
+    );
+    pv.ok();
+    assert!(pv.stdout.contains("delivered") && !pv.stdout.contains("shipped"), "{kind}: {}", pv.stdout);
+    let priced: Vec<&str> = pv.stdout.lines().filter(|l| l.trim_start().starts_with("\"price\"")).collect();
+    assert_eq!(priced.len(), 2, "{kind}: the two rows that pass: {}", pv.stdout);
     changes();
     assert!(
         wait_until(Duration::from_secs(30), || ids() == vec!["2", "4", "6"]),

@@ -34,6 +34,7 @@ use crate::engine::store::{METADATA, Store, TASKS};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Record, Schema, now_ms};
 use serde_json::{Value, json};
+use skip::{Skipper, run_chain};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -410,6 +411,7 @@ mod metrics;
 mod plan;
 mod run;
 mod sink;
+mod skip;
 mod wide;
 
 use checkpoint::{Checkpoint, Phase};
@@ -420,4 +422,4 @@ use wide::*;
 
 pub use metrics::Metrics;
 use metrics::op_index;
-pub use plan::{check_sources, release_sources, validate};
+pub use plan::{check_sources, release_sources, source_read, validate};

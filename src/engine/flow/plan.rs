@@ -102,6 +102,8 @@ pub(super) struct Plan {
     pub(super) cdc: bool,
     /// The lookup, for lookup flows.
     pub(super) merge: Option<MergePlan>,
+    /// `skipErrorEvent` SkipByLimit: how many changes with data errors may be skipped.
+    pub(super) skip_limit: Option<u64>,
 }
 
 /// A lookup flow's merge node: its tree (`mergeProperties`) and the processors between it and
@@ -125,8 +127,10 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
         [] => return Err(Error::config("the flow has no target: add .write_to(\"Connection.table\")")),
         _ => return Err(Error::unsupported("the embedded engine runs flows with one target")),
     };
-    let sink_table = sink.table().cloned().unwrap_or_default();
+    let mut sink_table = sink.table().cloned().unwrap_or_default();
     let mut sources = Vec::new();
+    // Keys functions declare their records have (`TapModelDeclare.setPk`), by node.
+    let mut declared: Vec<(String, Vec<String>)> = Vec::new();
     for n in dag.sources() {
         let mut chain = Vec::new();
         let mut cur = n.id.as_str();
@@ -144,6 +148,11 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
                 break;
             }
             let node = dag.node(next).ok_or_else(|| Error::config(format!("edge to unknown node {next}")))?;
+            if let Some(crate::api::steps::Step::Js { pk, .. }) = node.step()
+                && !pk.is_empty()
+            {
+                declared.push((node.name.clone(), pk.clone()));
+            }
             if let Some(p) = processors::of_node(node)? {
                 chain.push(p);
             }
@@ -181,6 +190,18 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
             s.table
         )));
     }
+    for (node, pk) in &declared {
+        if sink_table.update_condition_fields.is_empty() {
+            sink_table.update_condition_fields = pk.clone();
+        } else if sink_table.update_condition_fields != *pk {
+            return Err(Error::config(format!(
+                "node {node:?} declares its records are keyed by {}, but the target {} writes by {}: give the same key to both (js(…, #{{ pk: … }}) and write_to(…, [\"field\"]))",
+                pk.join(", "),
+                sink_table.table_name,
+                sink_table.update_condition_fields.join(", ")
+            )));
+        }
+    }
     let sync = crate::api::dag::task_type(task);
     if let Some(s) = sources.iter().find(|s| s.query.is_some()) {
         if merge_id.is_some() {
@@ -197,7 +218,12 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
             )));
         }
     }
+    let skip = task.get("skipErrorEvent").or_else(|| task.pointer("/dag/skipErrorEvent"));
+    let skip_limit = skip
+        .filter(|s| s.get("errorMode").and_then(Value::as_str) == Some("SkipData"))
+        .map(|s| s.get("limit").and_then(Value::as_u64).unwrap_or(0));
     Ok(Plan {
+        skip_limit,
         name: task.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
         sources,
         sink: SinkNode {
@@ -341,18 +367,8 @@ pub(super) fn bind_chains(plan: &mut Plan, sources: &mut Sources) -> Result<()> 
         let mut schema = source_mut(sources, &s.connection_id)?.schema(&s.table)?;
         // The source's filter, typed by the table's fields, goes first.
         if !s.filter.is_empty() {
-            for (field, op, written) in std::mem::take(&mut s.filter) {
-                let ty = schema.field(&field).map(|f| f.ty);
-                if ty.is_none() && !schema.fields.is_empty() && s.query.is_none() && !is_schemaless(&schema) {
-                    let names: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
-                    return Err(Error::schema(format!(
-                        "the filter of {} compares {field:?}, a field the table does not have (its fields: {})",
-                        s.table,
-                        names.join(", ")
-                    )));
-                }
-                s.conditions.push(Condition::typed(&field, op, &written, ty).map_err(Error::config)?);
-            }
+            let raw = std::mem::take(&mut s.filter);
+            s.conditions = type_conditions(&s.table, &raw, &schema, s.query.is_some())?;
             let filter = crate::engine::processors::source_filter::SourceFilter { conditions: s.conditions.clone() };
             s.chain.insert(0, Box::new(filter));
         }
@@ -361,6 +377,35 @@ pub(super) fn bind_chains(plan: &mut Plan, sources: &mut Sources) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// A filter's conditions typed by the table's fields; a field the table lacks is refused
+/// (unless a query or a sampled schema may hold it).
+fn type_conditions(table: &str, raw: &[(String, Op, String)], schema: &Schema, query: bool) -> Result<Vec<Condition>> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (field, op, written) in raw {
+        let ty = schema.field(field).map(|f| f.ty);
+        if ty.is_none() && !schema.fields.is_empty() && !query && !is_schemaless(schema) {
+            let names: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
+            return Err(Error::schema(format!(
+                "the filter of {table} compares {field:?}, a field the table does not have (its fields: {})",
+                names.join(", ")
+            )));
+        }
+        out.push(Condition::typed(field, *op, written, ty).map_err(Error::config)?);
+    }
+    Ok(out)
+}
+
+/// What a source node reads, as a start reads it: its snapshot request (filter typed by
+/// `schema`, query) — for the preview.
+pub fn source_read(node: &Node, schema: &Schema, rows: usize) -> Result<SnapshotRequest> {
+    let t = node.table().cloned().unwrap_or_default();
+    let name = if node.name.is_empty() { &t.table_name } else { &node.name };
+    let raw = source_filter(name, &t)?;
+    let query = source_query(name, &t)?;
+    let filter = type_conditions(&t.table_name, &raw, schema, query.is_some())?;
+    Ok(SnapshotRequest { table: t.table_name, batch: rows.max(1), filter, query })
 }
 
 /// A MongoDB collection's schema is sampled: a field the sample lacks may still exist.

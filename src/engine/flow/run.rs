@@ -53,6 +53,8 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
         plain_key(&plan, conn.as_mut(), &schema)?
     };
     let mut sink = Sink::open(ctx, &plan, key, schema)?;
+    let skips = Skipper::of(ctx, plan.skip_limit);
+    sink.skips = skips.clone();
     if let Ok(mut m) = ctx.metrics.lock() {
         m.tables = plan.sources.len() as u64;
     }
@@ -84,13 +86,11 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
                     return Ok(ControlFlow::Break(()));
                 }
                 let n = rows.len() as u64;
-                let mut events: Vec<Event> = rows
+                let events: Vec<Event> = rows
                     .into_iter()
                     .map(|after| Event { table: table.clone(), change: Change::Insert { after }, ts_ms: 0 })
                     .collect();
-                for p in chain.iter_mut() {
-                    events = p.process(events)?;
-                }
+                let events = run_chain(chain, events, skips.as_deref())?;
                 if let Ok(mut m) = ctx.metrics.lock() {
                     m.input[0] += n;
                     m.snapshot_rows += n;
@@ -126,12 +126,9 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
                 _ => by_table.push((e.table.to_string(), vec![e])),
             }
         }
-        for (table, mut batch) in by_table {
+        for (table, batch) in by_table {
             if let Some(node) = plan.sources.iter_mut().find(|s| s.connection_id == *conn_id && s.table == table) {
-                for p in node.chain.iter_mut() {
-                    batch = p.process(batch)?;
-                }
-                out.extend(batch);
+                out.extend(run_chain(&mut node.chain, batch, skips.as_deref())?);
             }
         }
         sink.write(out, &ctx.metrics)?;

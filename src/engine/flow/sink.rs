@@ -16,6 +16,8 @@ pub(super) struct Sink {
     pub(super) target: Target,
     pub(super) ready: bool,
     pub(super) schema: Schema,
+    /// `skip_error_event_by_limit`: changes the target refuses are skipped, up to a limit.
+    pub(super) skips: Option<Arc<super::skip::Skipper>>,
 }
 
 impl Sink {
@@ -30,6 +32,7 @@ impl Sink {
             target: Target::new(&plan.sink.table, &key, plan.sink.existing),
             ready: false,
             schema,
+            skips: None,
         })
     }
 
@@ -92,9 +95,41 @@ impl Sink {
         }
         let changes: Vec<Change> = events.into_iter().map(|e| e.change).collect();
         self.ensure_ready(changes.first())?;
+        match (self.write_changes(&changes), self.skips.clone()) {
+            (Ok(()), _) => {}
+            (Err(e), Some(skips)) if super::skip::skippable(&e) => {
+                // Again one change at a time: only those that fail are skipped.
+                let mut kept = Vec::with_capacity(changes.len());
+                for c in changes {
+                    match self.write_changes(std::slice::from_ref(&c)) {
+                        Ok(()) => kept.push(c),
+                        Err(e) if super::skip::skippable(&e) => skips.skip(&c, e)?,
+                        Err(e) => return Err(e),
+                    }
+                }
+                return self.written(&kept, metrics);
+            }
+            (Err(e), _) => return Err(e),
+        }
+        self.written(&changes, metrics)
+    }
+
+    fn written(&mut self, changes: &[Change], metrics: &Mutex<Metrics>) -> Result<()> {
+        crate::engine::failpoint::hit("after_batch");
+        if let Ok(mut m) = metrics.lock() {
+            for c in changes {
+                m.output[op_index(c)] += 1;
+            }
+            m.tick();
+        }
+        Ok(())
+    }
+
+    /// Write changes to the target, each carrying its whole key.
+    fn write_changes(&mut self, changes: &[Change]) -> Result<()> {
         // Every record must carry its whole key: a null or missing key would write a row no
         // later change can find (and duplicate on replay), so the flow stops instead.
-        for c in &changes {
+        for c in changes {
             let image = c.key_image();
             if let Some(bad) =
                 self.target.key.iter().find(|k| image.get(k.as_str()).is_none_or(crate::model::Value::is_null))
@@ -116,14 +151,6 @@ impl Sink {
                 )));
             }
         }
-        self.conn.write(&self.target, &changes)?;
-        crate::engine::failpoint::hit("after_batch");
-        if let Ok(mut m) = metrics.lock() {
-            for c in &changes {
-                m.output[op_index(c)] += 1;
-            }
-            m.tick();
-        }
-        Ok(())
+        self.conn.write(&self.target, changes)
     }
 }

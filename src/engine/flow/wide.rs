@@ -135,6 +135,8 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
     let key = tree.nodes[0].key.clone();
     let lookup = Lookup::open(&dir, &flow_id, tree)?;
     let mut sink = Sink::open(ctx, &plan, key, main_schema)?;
+    let skips = Skipper::of(ctx, plan.skip_limit);
+    sink.skips = skips.clone();
     if let Ok(mut m) = ctx.metrics.lock() {
         m.tables = plan.sources.len() as u64;
     }
@@ -158,9 +160,7 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
                 };
                 events.push(Event { table: table.clone(), change, ts_ms: 0 });
             }
-            for p in post.iter_mut() {
-                events = p.process(events)?;
-            }
+            let events = run_chain(post, events, skips.as_deref())?;
             sink.write(events, &ctx.metrics)
         };
 
@@ -186,13 +186,11 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
                     return Ok(ControlFlow::Break(()));
                 }
                 let n = rows.len() as u64;
-                let mut events: Vec<Event> = rows
+                let events: Vec<Event> = rows
                     .into_iter()
                     .map(|after| Event { table: t.clone(), change: Change::Insert { after }, ts_ms: 0 })
                     .collect();
-                for p in chain.iter_mut() {
-                    events = p.process(events)?;
-                }
+                let events = run_chain(chain, events, skips.as_deref())?;
                 lookup.begin()?;
                 for e in &events {
                     lookup.put(i, e.change.key_image())?;
@@ -243,10 +241,7 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
                 if s.connection_id != *conn_id || *s.table != *e.table {
                     continue;
                 }
-                let mut batch = vec![e.clone()];
-                for p in s.chain.iter_mut() {
-                    batch = p.process(batch)?;
-                }
+                let batch = run_chain(&mut s.chain, vec![e.clone()], skips.as_deref())?;
                 for ev in batch {
                     // The documents the row leaves: walked up from its old image.
                     if let Change::Update { before: Some(b), .. } | Change::Delete { before: b } = &ev.change {

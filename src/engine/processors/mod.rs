@@ -78,7 +78,7 @@ pub fn build(step: Step, name: &str) -> Result<Box<dyn Processor>> {
             };
             Box::new(Js::new(&script, name)?)
         }
-        Step::Js { script } => Box::new(Js::new(&script, name)?),
+        Step::Js { script, .. } => Box::new(Js::new(&script, name)?),
         Step::Rhai { script, entry } => Box::new(RhaiFn::with_limit(&script, name, &entry, udf_batch_limit())?),
         Step::Union => Box::new(PassThrough),
         Step::TableRename { map, prefix, suffix } => Box::new(TableRename { map, prefix, suffix }),

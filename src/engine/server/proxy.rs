@@ -201,23 +201,37 @@ pub(super) fn preview_task(store: &Store, task: &Value, only: Option<&[String]>,
         Ok(d) => d,
         Err(r) => return json!({"taskId": task_id, "code": 422, "errorMsg": r.message}),
     };
+    if let Err(e) = crate::engine::flow::validate(task) {
+        return json!({"taskId": task_id, "code": 422, "errorMsg": e.message});
+    }
     let sources: Vec<&crate::api::dag::Node> = dag.sources().collect();
     if sources.is_empty() {
         return json!({"taskId": task_id, "code": 422, "errorMsg": "the flow has no source table to preview"});
     }
     let mut walk = PreviewWalk { dag: &dag, result: Map::new(), failed: false };
     for src in sources {
+        // The first rows a start would read: the source's filter and query applied.
         let t = src.table().cloned().unwrap_or_default();
-        let sampled = open_connection(store, &t.connection_id).and_then(|mut c| c.sample(&t.table_name, rows));
-        match sampled {
-            Ok(records) => {
-                let table: Arc<str> = Arc::from(t.table_name.as_str());
-                let events = records
-                    .into_iter()
-                    .map(|after| Event { table: table.clone(), change: Change::Insert { after }, ts_ms: 0 })
-                    .collect();
-                walk.visit(&src.id, events, 0);
-            }
+        let read = || -> crate::error::Result<(Vec<Event>, crate::model::Schema)> {
+            let mut c = open_connection(store, &t.connection_id)?;
+            let schema = c.schema(&t.table_name)?;
+            let request = crate::engine::flow::source_read(src, &schema, rows)?;
+            let mut records = Vec::new();
+            c.snapshot(&request, &mut |batch| {
+                records.extend(batch);
+                Ok(std::ops::ControlFlow::Break(()))
+            })?;
+            records.truncate(rows);
+            let table: Arc<str> = Arc::from(t.table_name.as_str());
+            let events = records
+                .into_iter()
+                .map(|after| Event { table: table.clone(), change: Change::Insert { after }, ts_ms: 0 })
+                .collect();
+            let mut filter = processors::source_filter::SourceFilter { conditions: request.filter.clone() };
+            Ok((processors::Processor::process(&mut filter, events)?, schema))
+        };
+        match read() {
+            Ok((events, schema)) => walk.visit(&src.id, events, schema, 0),
             Err(e) => walk.node_failed(&src.id, &e.message),
         }
     }
@@ -237,7 +251,8 @@ pub(super) struct PreviewWalk<'a> {
 }
 
 impl PreviewWalk<'_> {
-    fn visit(&mut self, id: &str, events: Vec<Event>, depth: usize) {
+    /// `schema`: the fields of `events`, shown to each processor as a start shows it.
+    fn visit(&mut self, id: &str, events: Vec<Event>, schema: crate::model::Schema, depth: usize) {
         let entry = self.result.entry(id.to_string()).or_insert_with(|| json!({"code": 200, "data": []}));
         if let Some(data) = entry.get_mut("data").and_then(Value::as_array_mut) {
             data.extend(events.iter().map(|e| Value::Object(e.change.key_image().to_json())));
@@ -249,12 +264,15 @@ impl PreviewWalk<'_> {
         for child in dag.next(id) {
             let Some(node) = dag.node(child) else { continue };
             let out = match processors::of_node(node) {
-                Ok(Some(mut p)) => p.process(events.clone()),
-                Ok(None) => Ok(events.clone()),
+                Ok(Some(mut p)) => {
+                    let out_schema = p.schema(schema.clone());
+                    p.process(events.clone()).map(|e| (e, out_schema))
+                }
+                Ok(None) => Ok((events.clone(), schema.clone())),
                 Err(e) => Err(e),
             };
             match out {
-                Ok(out) => self.visit(child, out, depth + 1),
+                Ok((out, out_schema)) => self.visit(child, out, out_schema, depth + 1),
                 Err(e) => self.node_failed(child, &e.message),
             }
         }
