@@ -38,6 +38,10 @@ pub struct FlowState {
     pub query_source: bool,
     /// `skip_error_event_by_limit(n)`.
     pub skip_limit: Option<u64>,
+    /// `enable_join_value_change()`: the lookups added after it say so.
+    pub join_value_change: bool,
+    /// `config(#{ … })`: task settings laid over the defaults.
+    pub settings: serde_json::Map<String, Value>,
     /// The DAG as last saved, so `start()` saves again only when the flow changed since (the
     /// official client re-saves on every start, §13 bug 12).
     pub saved_dag: Option<Value>,
@@ -97,6 +101,9 @@ impl FlowState {
         if let (Some(d), Some(s)) = (dag.as_object_mut(), nodes::sync_settings(&self.sync_type).as_object()) {
             d.insert("skipErrorEvent".into(), nodes::skip_error_event(self.skip_limit));
             for (k, v) in s {
+                d.insert(k.clone(), v.clone());
+            }
+            for (k, v) in &self.settings {
                 d.insert(k.clone(), v.clone());
             }
         }
@@ -283,8 +290,20 @@ fn lookup_pre(opts: &rhai::Map) -> Result<Vec<Value>> {
 /// `lookup(table, #{path, type, relation, arrayKeys, filter, fields, include, exclude, rename,
 /// js})` → `merge_table_processor` (§8.5).
 pub fn lookup(session: &Session, flow: &Flow, sig: &str, opts: &rhai::Map) -> Result<()> {
-    const OPTIONS: [&str; 10] =
-        ["path", "type", "relation", "arrayKeys", "filter", "fields", "include", "exclude", "rename", "js"];
+    const OPTIONS: [&str; 12] = [
+        "path",
+        "type",
+        "relation",
+        "arrayKeys",
+        "filter",
+        "fields",
+        "include",
+        "exclude",
+        "rename",
+        "js",
+        "type_adjust",
+        "adjust_time",
+    ];
     if let Some(k) = opts.keys().find(|k| !OPTIONS.contains(&k.as_str())) {
         return Err(Error::unsupported(format!(
             "lookup: option {k} is not supported yet (it takes {}); read the table in its own flow to filter or reshape it",
@@ -310,10 +329,8 @@ pub fn lookup(session: &Session, flow: &Flow, sig: &str, opts: &rhai::Map) -> Re
                 .collect()
         })
         .unwrap_or_default();
-    if relation.is_empty() {
-        return Err(Error::usage("lookup needs relation: [[main_field, lookup_field]]"));
-    }
     let (conn, table, pk) = table_info(session, sig)?;
+    let relation = if relation.is_empty() { natural_relation(session, flow, &table, &pk, &path)? } else { relation };
     let array_keys: Vec<String> = opts
         .get("arrayKeys")
         .and_then(|r| r.clone().into_array().ok())
@@ -333,7 +350,8 @@ pub fn lookup(session: &Session, flow: &Flow, sig: &str, opts: &rhai::Map) -> Re
             }
         })
         .collect();
-    let pre = lookup_pre(opts)?;
+    let mut pre = lookup_pre(opts)?;
+    pre.extend(super::type_steps::lookup_pre(session, &conn, &table, opts)?);
     let child_source = nodes::source(&conn, &table);
     let child_id = child_source["id"].as_str().unwrap_or("").to_string();
     flow.with(|s| {
@@ -354,7 +372,8 @@ pub fn lookup(session: &Session, flow: &Flow, sig: &str, opts: &rhai::Map) -> Re
             find_child(&s.nodes, &merge_id, &parent_path).is_some_and(|p| p["mergeType"] == "updateIntoArray");
         let child = json!({"id": child_id, "isArray": parent_is_array, "joinKeys": join_keys,
             "mergeType": if ty == "array" { "updateIntoArray" } else { "updateWrite" }, "targetPath": path,
-            "arrayKeys": array_keys, "children": [], "tableName": table, "enableUpdateJoinKeyValue": false});
+            "arrayKeys": array_keys, "children": [], "tableName": table,
+            "enableUpdateJoinKeyValue": s.join_value_change});
         let merge =
             s.nodes.iter_mut().find(|n| n["id"] == json!(merge_id)).ok_or_else(|| Error::internal("merge node"))?;
         let head = &mut merge["mergeProperties"][0];
@@ -377,6 +396,47 @@ pub fn lookup(session: &Session, flow: &Flow, sig: &str, opts: &rhai::Map) -> Re
     })?;
     session.out.text(&format!("Flow updated: new table {table} added as child table"));
     Ok(())
+}
+
+/// A lookup without `relation` (the official client allows it): joined on the looked-up table's
+/// primary key, by fields of the same names in the main table; refused when it has none.
+fn natural_relation(
+    session: &Session,
+    flow: &Flow,
+    table: &str,
+    pk: &[String],
+    path: &str,
+) -> Result<Vec<(String, String)>> {
+    let what = |why: String| {
+        Error::usage(format!("lookup {table} without relation: {why}; give relation: [[main_field, lookup_field]]"))
+    };
+    if path.contains('.') {
+        return Err(what("a nested lookup names the fields it joins on".into()));
+    }
+    if pk.is_empty() {
+        return Err(what(format!("{table} has no primary key to join on")));
+    }
+    let (conn_id, main) = flow.with(|s| {
+        let Some((node_id, main)) = s.sources.first() else { return (String::new(), String::new()) };
+        let conn = s
+            .nodes
+            .iter()
+            .find(|n| n.get("id").and_then(Value::as_str) == Some(node_id))
+            .and_then(|n| n.get("connectionId").and_then(Value::as_str))
+            .unwrap_or_default()
+            .to_string();
+        (conn, main.clone())
+    });
+    let fields: Vec<String> = session
+        .client
+        .table(&conn_id, &main)?
+        .map(|m| m.fields.into_iter().map(|f| f.field_name).collect())
+        .unwrap_or_default();
+    if let Some(missing) = pk.iter().find(|k| !fields.contains(k)) {
+        return Err(what(format!("the main table {main} has no field {missing:?}, the key of {table}")));
+    }
+    session.out.text(&format!("Flow updated: lookup {table} joins on {} (its key)", pk.join(", ")));
+    Ok(pk.iter().map(|k| (k.clone(), k.clone())).collect())
 }
 
 fn push_child(parent: &mut Value, child: Value) {

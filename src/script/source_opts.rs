@@ -3,7 +3,8 @@
 //! `#{ setting: #{ … } }`, `#{ quiet: true }`. A trailing map is read as these keyword arguments
 //! when every key is one of them; otherwise it is the `setting` itself. Also the flow's sync
 //! type (`full_sync`, `only_cdc`, `include_cdc`), which a query source makes snapshot-only,
-//! and `skip_error_event_by_limit(n)`.
+//! `skip_error_event_by_limit(n)`, `config(#{ … })` (TapData's task settings) and
+//! `enable_join_value_change()`.
 
 use super::flow::{self, Flow};
 use super::objects::TableSpec;
@@ -180,6 +181,49 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
             return Err(raise(Error::usage(format!("read_from takes a Source, not {}: write Source(…)", spec.show()))));
         }
         read_with(&s, f, &spec.sig, &spec.fields, &spec.show(), opts).map_err(raise)
+    });
+    // `config(#{ … })`: TapData's task settings, laid over the defaults; a key that is not one
+    // is refused here, a value the engine does not do at save (api::rules::TASK_SETTINGS).
+    engine.register_fn("config", move |f: &mut Flow, m: Map| -> std::result::Result<Flow, Box<EvalAltResult>> {
+        let defaults = super::nodes::sync_settings("initial_sync+cdc");
+        let known = |k: &str| {
+            defaults.get(k).is_some()
+                || crate::api::rules::TASK_SETTINGS.iter().any(|(t, _)| *t == k)
+                || k == "skipErrorEvent"
+        };
+        for (k, v) in m {
+            if !known(&k) {
+                let mut names: Vec<String> =
+                    defaults.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+                names.extend(crate::api::rules::TASK_SETTINGS.iter().map(|(t, _)| t.to_string()));
+                names.sort();
+                names.dedup();
+                return Err(raise(Error::usage(format!(
+                    "config: {k} is not a TapData task setting (they are {})",
+                    names.join(", ")
+                ))));
+            }
+            let v: Value =
+                rhai::serde::from_dynamic(&v).map_err(|e| raise(Error::usage(format!("config {k}: {e}"))))?;
+            if k == "type" {
+                let ty = v.as_str().unwrap_or_default().to_string();
+                if ty.contains("cdc") && f.with(|s| s.query_source) {
+                    return Err(raise(Error::usage(
+                        "config type: the flow's source reads a query, which has no change stream to follow",
+                    )));
+                }
+                f.with(|s| s.sync_type = ty);
+                continue;
+            }
+            f.with(|s| s.settings.insert(k.to_string(), v));
+        }
+        Ok(f.clone())
+    });
+    // `enable_join_value_change()`: lookups added after it say their join values may change
+    // (the engine follows such changes either way).
+    engine.register_fn("enable_join_value_change", |f: &mut Flow| {
+        f.with(|s| s.join_value_change = true);
+        f.clone()
     });
     // `skip_error_event_by_limit(n)`: up to n changes with data errors skipped (and logged).
     engine.register_fn(

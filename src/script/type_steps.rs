@@ -5,6 +5,7 @@
 
 use super::flow::{self, Flow};
 use super::nodes;
+use crate::api::connection::Connection;
 use crate::commands::session::Session;
 use crate::error::{Error, Result};
 use rhai::{Dynamic, Engine, EvalAltResult};
@@ -33,10 +34,9 @@ fn adjust_time(s: &Session, f: &Flow, hours: i64, types: Vec<String>, name: &str
     Ok(f.clone())
 }
 
-/// `type_adjust`'s conversions, `[[field, type], …]` or `#{ field: type }`, checked against
-/// the table's metadata: a field it does not have is refused (the official client drops it
-/// without a word), and so is a type the engine cannot convert to.
-fn type_adjust(s: &Session, f: &Flow, converts: Dynamic, table: Option<&str>, name: &str) -> Result<Flow> {
+/// `type_adjust`'s conversions, `[[field, type], …]` or `#{ field: type }`, each to a type the
+/// engine converts to.
+fn conversions(converts: Dynamic) -> Result<Vec<(String, String)>> {
     let pairs: Vec<(String, String)> = if converts.is_map() {
         let m = converts.cast::<rhai::Map>();
         m.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -72,6 +72,38 @@ fn type_adjust(s: &Session, f: &Flow, converts: Dynamic, table: Option<&str>, na
             )));
         }
     }
+    Ok(pairs)
+}
+
+/// The `type_adjust` node for `table` of connection `conn_id`, its fields checked against the
+/// table's metadata: a field it does not have is refused (the official client drops it
+/// without a word). Returns the node and how `show` prints it.
+fn type_adjust_node(
+    s: &Session,
+    conn_id: &str,
+    table: &str,
+    pairs: Vec<(String, String)>,
+    name: &str,
+) -> Result<(Value, String)> {
+    let meta = s.client.table(conn_id, table)?.unwrap_or_default();
+    let mut converts = Vec::with_capacity(pairs.len());
+    for (field, to) in pairs {
+        let Some(m) = meta.fields.iter().find(|m| m.field_name == field) else {
+            let names: Vec<&str> = meta.fields.iter().map(|m| m.field_name.as_str()).collect();
+            return Err(Error::usage(format!(
+                "type_adjust: table {table} has no field {field:?} (its fields: {})",
+                names.join(", ")
+            )));
+        };
+        converts.push(nodes::Convert { field, to, original: m.data_type.clone(), primary_key: m.primary_key });
+    }
+    let shown: Vec<String> = converts.iter().map(|c| format!("[{:?}, {:?}]", c.field, c.to)).collect();
+    let cmd = format!(".type_adjust([{}], {table:?}, {name:?})", shown.join(", "));
+    Ok((nodes::type_adjust(conn_id, table, &converts, name), cmd))
+}
+
+fn type_adjust(s: &Session, f: &Flow, converts: Dynamic, table: Option<&str>, name: &str) -> Result<Flow> {
+    let pairs = conversions(converts)?;
     // The source table: the one named, else the flow's only (or last) one.
     let (conn_id, table) = f.with(|st| {
         let pick = match table {
@@ -95,23 +127,37 @@ fn type_adjust(s: &Session, f: &Flow, converts: Dynamic, table: Option<&str>, na
             .to_string();
         Ok((conn, t.clone()))
     })?;
-    let meta = s.client.table(&conn_id, &table)?.unwrap_or_default();
-    let mut converts = Vec::with_capacity(pairs.len());
-    for (field, to) in pairs {
-        let Some(m) = meta.fields.iter().find(|m| m.field_name == field) else {
-            let names: Vec<&str> = meta.fields.iter().map(|m| m.field_name.as_str()).collect();
-            return Err(Error::usage(format!(
-                "type_adjust: table {table} has no field {field:?} (its fields: {})",
-                names.join(", ")
-            )));
-        };
-        converts.push(nodes::Convert { field, to, original: m.data_type.clone(), primary_key: m.primary_key });
-    }
-    let shown: Vec<String> = converts.iter().map(|c| format!("[{:?}, {:?}]", c.field, c.to)).collect();
-    let cmd = format!(".type_adjust([{}], {table:?}, {name:?})", shown.join(", "));
-    let node = nodes::type_adjust(&conn_id, &table, &converts, name);
+    let (node, cmd) = type_adjust_node(s, &conn_id, &table, pairs, name)?;
     flow::add_step(s, f, "type_adjust", node, cmd, "type adjust added")?;
     Ok(f.clone())
+}
+
+/// A lookup's `type_adjust` and `adjust_time` options (after its other pre-processors):
+/// `#{ type_adjust: [["f", "int"]], adjust_time: 8 }` or `adjust_time: #{ addHours, t }`.
+pub fn lookup_pre(s: &Session, conn: &Connection, table: &str, opts: &rhai::Map) -> Result<Vec<Value>> {
+    let mut pre = Vec::new();
+    if let Some(c) = opts.get("type_adjust") {
+        pre.push(type_adjust_node(s, &conn.id, table, conversions(c.clone())?, "Type Adjust")?.0);
+    }
+    if let Some(a) = opts.get("adjust_time") {
+        let (hours, types) = if a.is_map() {
+            let m = a.clone().cast::<rhai::Map>();
+            let hours = m
+                .get("addHours")
+                .map(|h| h.as_int())
+                .transpose()
+                .map_err(|t| Error::usage(format!("lookup adjust_time: addHours is a {t}, not a number")))?;
+            let types = m.get("t").map(|t| strings("adjust_time", t.clone())).transpose()?;
+            (hours.unwrap_or(0), types.unwrap_or_else(|| vec!["now".into()]))
+        } else {
+            let h = a.as_int().map_err(|t| {
+                Error::usage(format!("lookup adjust_time: give hours or #{{ addHours, t }}, not a {t}"))
+            })?;
+            (h, vec!["now".into()])
+        };
+        pre.push(nodes::adjust_time(hours, &types, "Time Adjust"));
+    }
+    Ok(pre)
 }
 
 pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) -> Box<EvalAltResult>) {

@@ -412,3 +412,61 @@ fn a_lookups_own_filter_columns_and_renames_shape_what_it_embeds_and_follow_chan
     ];
     assert!(wait_until(Duration::from_secs(30), || docs() == want), "after CDC: {:?}", docs());
 }
+
+#[test]
+fn a_lookup_without_relation_joins_on_the_key_and_converts_and_moves_what_it_embeds() {
+    let env = Env::new("lookup-natural");
+    let src = env.path("src.sqlite");
+    let dst = env.path("dst.sqlite");
+    exec(
+        &src,
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, cid INTEGER, amount INTEGER);
+         CREATE TABLE customers (cid INTEGER PRIMARY KEY, zip TEXT, seen DATETIME);
+         INSERT INTO customers VALUES (1, '01001', '2024-01-01 22:00:00'), (2, '02002', '2024-01-02 00:00:00');
+         INSERT INTO orders VALUES (10, 1, 5), (11, 2, 7);",
+    );
+    let _engine = env.start_engine();
+    let script = crate::harness::sqlite_src_dst(&src, &dst)
+        + r#"Flow("nat").read_from("Src.orders").enable_join_value_change()
+               .lookup("Src.customers", #{ path: "customer", type_adjust: [["zip", "int"]], adjust_time: 3 })
+               .config(#{ writeThreadSize: 4 })
+               .write_to("Dst.docs").save().start();
+             Flow("nat").wait_initial_sync();"#;
+    let run = env.script("nat.rhai", &script);
+    run.ok();
+    assert!(run.stdout.contains("lookup customers joins on cid (its key)"), "{}", run.stdout);
+    let docs = || query(&dst, "SELECT id, customer FROM docs ORDER BY id");
+    assert_eq!(
+        docs(),
+        vec![
+            vec!["10".to_string(), r#"{"cid":1,"zip":1001,"seen":"2024-01-02 01:00:00"}"#.to_string()],
+            vec!["11".into(), r#"{"cid":2,"zip":2002,"seen":"2024-01-02 03:00:00"}"#.into()]
+        ],
+        "joined on cid, zip converted, seen moved 3 hours"
+    );
+    // The order changes customer: its document follows.
+    exec(&src, "UPDATE orders SET cid = 2 WHERE id = 10;");
+    let moved = || docs()[0][1].contains("\"cid\":2");
+    assert!(wait_until(Duration::from_secs(30), moved), "after CDC: {:?}", docs());
+    // No relation and no field named after the key: refused with what to do.
+    exec(&src, "CREATE TABLE regions (rid INTEGER PRIMARY KEY, name TEXT);");
+    let bad = env.script(
+        "bad.rhai",
+        &(crate::harness::sqlite_src_dst(&src, &dst)
+            + r#"Flow("b").read_from("Src.orders").lookup("Src.regions", #{ path: "region" });"#),
+    );
+    assert!(bad.code != 0 && bad.stderr.contains("has no field \"rid\", the key of regions"), "{}", bad.stderr);
+    // Task settings: a key TapData does not have is refused as it is set, one the engine does
+    // not do at save.
+    let bad = env.script(
+        "bad2.rhai",
+        &(crate::harness::sqlite_src_dst(&src, &dst) + r#"Flow("c").read_from("Src.orders").config(#{ bogus: 1 });"#),
+    );
+    assert!(bad.code != 0 && bad.stderr.contains("config: bogus is not a TapData task setting"), "{}", bad.stderr);
+    let bad = env.script(
+        "bad3.rhai",
+        &(crate::harness::sqlite_src_dst(&src, &dst)
+            + r#"Flow("c").read_from("Src.orders").config(#{ doubleActive: true }).write_to("Dst.c").save();"#),
+    );
+    assert!(bad.code != 0 && bad.stderr.contains("doubleActive"), "{}", bad.stderr);
+}
