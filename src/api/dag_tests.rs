@@ -211,7 +211,7 @@ fn data_fields_the_engine_does_not_do_are_refused_by_name() {
     t["type"] = json!("bogus");
     assert!(refusal(t).contains("field type is \"bogus\""));
     let mut t = task(json!([]));
-    t["syncPoints"] = json!([{"dateTime": 1, "pointType": "localTZ"}]);
+    t["syncPoints"] = json!("2024-01-01");
     assert!(refusal(t).contains("syncPoints"));
     let merge = json!([{"id": "m", "type": "merge_table_processor", "mergeProperties": [{"id": "a", "tableName": "t",
         "children": [{"id": "b", "tableName": "u", "mergeType": "appendWrite"}]}]}]);

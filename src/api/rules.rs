@@ -347,7 +347,8 @@ pub const TASK_SETTINGS: &[(&str, Rule)] = &[
         only(is_task_type, "initial_sync, cdc or initial_sync+cdc", "use full_sync(), only_cdc() or include_cdc()"),
     ),
     ("syncType", only(is_sync_type, "sync", "read_from and write_to a table")),
-    ("syncPoints", only(is_empty, "an empty list", "remove the CDC start time: the engine starts CDC at the snapshot")),
+    // A CDC-only flow's start time (`only_cdc(start_time)`): read by the plan.
+    ("syncPoints", Rule::Honoured(Ty::Array)),
     (
         "skipErrorEvent",
         only(

@@ -139,6 +139,15 @@ pub trait Connector: Send {
     fn cdc_prepare(&mut self, flow_id: &str, tables: &[String], resume: bool) -> Result<()>;
     /// The current end of the change stream. Taken before the snapshot reads.
     fn cdc_position(&mut self, flow_id: &str) -> Result<Position>;
+    /// Where the change stream stood at `at_ms` (epoch ms, in the past), for a CDC-only flow
+    /// that starts there (`only_cdc(start_time)`); refused by connectors whose change stream
+    /// cannot go back (a replication slot or trigger log starts where it is created).
+    fn cdc_position_at(&mut self, _flow_id: &str, _at_ms: i64) -> Result<Position> {
+        Err(Error::unsupported(
+            "this database's change stream cannot start before the flow first starts (it begins where it is \
+             created): give a start time from now on, or copy the table first with include_cdc()",
+        ))
+    }
     /// Read what `read` asks for in batches, calling `emit` for each batch.
     fn snapshot(&mut self, read: &SnapshotRequest, emit: &mut Emit<'_>) -> Result<()>;
     /// Changes of `tables` after `from`, at most `max`, waiting up to `wait` for the first one.

@@ -243,13 +243,13 @@ pub fn rename_key(flow: &Flow, pairs: &[(String, String)]) {
 /// The pre-processors of a lookup's table (TapFlow's `filter`, `fields`, `include`, `exclude`,
 /// `rename`, `js` options), applied in that order, each a node between the looked-up table and
 /// the merge.
-fn lookup_pre(opts: &rhai::Map) -> Result<Vec<Value>> {
+fn lookup_pre(what: &str, opts: &rhai::Map) -> Result<Vec<Value>> {
     let list = |k: &str| -> Result<Option<Vec<String>>> {
         match opts.get(k) {
             None => Ok(None),
             Some(v) => match v.clone().into_array() {
                 Ok(a) if !a.is_empty() => Ok(Some(a.into_iter().map(|x| x.to_string()).collect())),
-                _ => Err(Error::usage(format!("lookup: {k} takes a non-empty list of field names"))),
+                _ => Err(Error::usage(format!("{what}: {k} takes a non-empty list of field names"))),
             },
         }
     };
@@ -258,7 +258,7 @@ fn lookup_pre(opts: &rhai::Map) -> Result<Vec<Value>> {
             None => Ok(None),
             Some(v) => match v.clone().into_immutable_string() {
                 Ok(t) if !t.trim().is_empty() => Ok(Some(t.to_string())),
-                _ => Err(Error::usage(format!("lookup: {k} takes a non-empty string"))),
+                _ => Err(Error::usage(format!("{what}: {k} takes a non-empty string"))),
             },
         }
     };
@@ -275,7 +275,7 @@ fn lookup_pre(opts: &rhai::Map) -> Result<Vec<Value>> {
         let m = m
             .clone()
             .try_cast::<rhai::Map>()
-            .ok_or_else(|| Error::usage("lookup: rename takes a mapping, #{ old: \"new\" }".to_string()))?;
+            .ok_or_else(|| Error::usage(format!("{what}: rename takes a mapping, #{{ old: \"new\" }}")))?;
         let pairs: Vec<(String, String)> = m.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         if !pairs.is_empty() {
             pre.push(nodes::rename(&pairs));
@@ -350,7 +350,7 @@ pub fn lookup(session: &Session, flow: &Flow, sig: &str, opts: &rhai::Map) -> Re
             }
         })
         .collect();
-    let mut pre = lookup_pre(opts)?;
+    let mut pre = lookup_pre("lookup", opts)?;
     pre.extend(super::type_steps::lookup_pre(session, &conn, &table, opts)?);
     let child_source = nodes::source(&conn, &table);
     let child_id = child_source["id"].as_str().unwrap_or("").to_string();
@@ -479,17 +479,47 @@ fn find_child_mut<'a>(v: &'a mut Value, path: &str) -> Option<&'a mut Value> {
 }
 
 /// `union("Connection.table")`: a union node after the current stage, fed by the extra source.
-pub fn union(session: &Session, flow: &Flow, sig: Option<&str>) -> Result<()> {
+/// `union(sig, #{ filter, fields, include, exclude, rename, js, type_adjust, adjust_time })`:
+/// the extra table, shaped by those pre-processors (as a lookup's), joins the stream.
+pub fn union(session: &Session, flow: &Flow, sig: Option<&str>, opts: &rhai::Map) -> Result<()> {
+    const OPTIONS: [&str; 8] = ["filter", "fields", "include", "exclude", "rename", "js", "type_adjust", "adjust_time"];
+    if let Some(k) = opts.keys().find(|k| !OPTIONS.contains(&k.as_str())) {
+        return Err(Error::usage(format!("union: option {k} is not one it takes ({})", OPTIONS.join(", "))));
+    }
+    let pre = match sig {
+        Some(sig) if !opts.is_empty() => {
+            let (conn, table, _) = table_info(session, sig)?;
+            let mut pre = lookup_pre("union", opts)?;
+            pre.extend(super::type_steps::lookup_pre(session, &conn, &table, opts)?);
+            pre
+        }
+        None if !opts.is_empty() => {
+            return Err(Error::usage("union: options shape the table it adds: union(\"Conn.table\", #{ … })"));
+        }
+        _ => Vec::new(),
+    };
     add_step(session, flow, "union", nodes::union(), ".union()".into(), "union added")?;
     if let Some(sig) = sig {
         let union_id = flow.with(|s| s.stage.clone()).unwrap_or_default();
         read_from(session, flow, sig)?;
         flow.with(|s| {
             if let Some((src, _)) = s.sources.last().cloned() {
-                s.edges.push((src, union_id.clone()));
+                let mut last = src;
+                for node in pre {
+                    let id = node["id"].as_str().unwrap_or("").to_string();
+                    s.nodes.push(node);
+                    s.edges.push((last, id.clone()));
+                    last = id;
+                }
+                s.edges.push((last, union_id.clone()));
             }
             s.stage = Some(union_id);
         });
+        // The sink key comes from the last table read: it follows that table's renames.
+        if let Some(m) = opts.get("rename").and_then(|m| m.clone().try_cast::<rhai::Map>()) {
+            let pairs: Vec<(String, String)> = m.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            rename_key(flow, &pairs);
+        }
     }
     Ok(())
 }

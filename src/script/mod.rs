@@ -285,8 +285,9 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
     });
     step!("lookup", |s, f, sig: &str, opts: Map| { flow::lookup(s, f, sig, &opts) });
     step!("lookup", |s, f, sig: &str| { flow::lookup(s, f, sig, &Map::new()) });
-    step!("union", |s, f, sig: &str| { flow::union(s, f, Some(sig)) });
-    step!("union", |s, f| { flow::union(s, f, None) });
+    step!("union", |s, f, sig: &str| { flow::union(s, f, Some(sig), &Map::new()) });
+    step!("union", |s, f, sig: &str, opts: Map| { flow::union(s, f, Some(sig), &opts) });
+    step!("union", |s, f| { flow::union(s, f, None, &Map::new()) });
     {
         let sess = session.clone();
         engine.register_fn("rhai", move |ctx: NativeCallContext, f: &mut Flow, func: FnPtr| -> RhaiResult<Flow> {

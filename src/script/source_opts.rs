@@ -170,6 +170,94 @@ fn read_with(
     Ok(f.clone())
 }
 
+/// An offset written as TapFlow writes it (`+8`, `-05`, `+05:30`, `UTC`, `Z`), in seconds.
+fn offset_secs(tz: &str) -> Result<i32> {
+    let t = tz.trim();
+    if t.eq_ignore_ascii_case("utc") || t.eq_ignore_ascii_case("z") || t.is_empty() {
+        return Ok(0);
+    }
+    let bad = || {
+        Error::usage(format!("time zone {tz:?}: write it as an offset from UTC, like \"+8\", \"-05:00\" or \"UTC\""))
+    };
+    let (sign, rest) = match t.split_at(1) {
+        ("+", r) => (1, r),
+        ("-", r) => (-1, r),
+        _ => return Err(bad()),
+    };
+    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h > 14 || m > 59 {
+        return Err(bad());
+    }
+    Ok(sign * (h * 3600 + m * 60))
+}
+
+/// A start time as epoch ms: milliseconds as they are, `"now"`, or a date and time
+/// (`2024-05-06 07:08:09`, `T` or a space) in zone `tz` unless it names its own offset.
+fn start_ms(t: &Dynamic, tz: &str) -> Result<Option<i64>> {
+    if let Ok(ms) = t.as_int() {
+        return Ok(Some(ms));
+    }
+    let text = t.clone().into_string().map_err(|ty| {
+        Error::usage(format!("the start time is a {ty}: give epoch milliseconds or \"YYYY-MM-DD HH:MM:SS\""))
+    })?;
+    if text.trim().eq_ignore_ascii_case("now") || text.trim().is_empty() {
+        return Ok(None);
+    }
+    if let Some(z) =
+        crate::model::zoned_to_utc(text.trim()).filter(|_| text.contains(['+', 'Z']) || text.matches('-').count() > 2)
+    {
+        return Ok(Some(z.timestamp_millis()));
+    }
+    let naive = match crate::model::Value::parse_time(&text, crate::model::FieldType::Timestamp) {
+        Some(crate::model::Value::Timestamp(n)) => n,
+        _ => {
+            return Err(Error::usage(format!(
+                "the start time {text:?} is not \"YYYY-MM-DD HH:MM:SS\" or epoch milliseconds"
+            )));
+        }
+    };
+    Ok(Some(naive.and_utc().timestamp_millis() - i64::from(offset_secs(tz)?) * 1000))
+}
+
+fn cdc_from(f: &mut Flow, what: &str, t: Dynamic, tz: &str) -> Result<Flow> {
+    let at = start_ms(&t, tz)?;
+    offset_secs(tz)?;
+    f.with(|s| {
+        if s.query_source {
+            return Err(Error::usage(format!(
+                "{what}: the flow's source reads a query, which has no change stream to follow"
+            )));
+        }
+        if s.sources.is_empty() {
+            return Err(Error::usage(format!(
+                "{what}: call read_from(\"Connection.table\") first, so the start point names its source"
+            )));
+        }
+        let points: Vec<Value> = s
+            .sources
+            .iter()
+            .map(|(node_id, _)| {
+                let node = s.nodes.iter().find(|n| n.get("id").and_then(Value::as_str) == Some(node_id));
+                let get = |k: &str| node.and_then(|n| n.pointer(k)).cloned().unwrap_or(Value::Null);
+                let mut p = json!({"pointType": if at.is_some() { "localTZ" } else { "current" },
+                    "connectionId": get("/connectionId"), "connectionName": get("/attrs/connectionName"),
+                    "nodeId": node_id, "nodeName": get("/attrs/connectionName")});
+                if let Some(ms) = at {
+                    p["dateTime"] = json!(ms);
+                }
+                p
+            })
+            .collect();
+        s.sync_type = "cdc".into();
+        s.settings.insert("syncPoints".into(), Value::Array(points));
+        s.settings.insert("timeZone".into(), json!(tz));
+        s.commands.push(format!(".{what}({t:?}, {tz:?})"));
+        Ok(())
+    })?;
+    Ok(f.clone())
+}
+
 pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) -> Box<EvalAltResult>) {
     let s = session.clone();
     engine.register_fn("read_from", move |f: &mut Flow, sig: &str, opts: Map| {
@@ -238,6 +326,19 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
             Ok(f.clone())
         },
     );
+    // `only_cdc(start_time)`, `start_at(start_time, tz = "+8")`, `config_cdc_start_time(…)`: a
+    // CDC-only flow from that time (TapData's `syncPoints`).
+    for name in ["only_cdc", "start_at", "config_cdc_start_time"] {
+        engine.register_fn(name, move |f: &mut Flow, t: Dynamic| -> std::result::Result<Flow, Box<EvalAltResult>> {
+            cdc_from(f, name, t, "+8").map_err(raise)
+        });
+        engine.register_fn(
+            name,
+            move |f: &mut Flow, t: Dynamic, tz: &str| -> std::result::Result<Flow, Box<EvalAltResult>> {
+                cdc_from(f, name, t, tz).map_err(raise)
+            },
+        );
+    }
     for (name, ty) in [("full_sync", "initial_sync"), ("only_cdc", "cdc"), ("include_cdc", "initial_sync+cdc")] {
         engine.register_fn(name, move |f: &mut Flow| -> std::result::Result<Flow, Box<EvalAltResult>> {
             if ty.contains("cdc") && f.with(|s| s.query_source) {

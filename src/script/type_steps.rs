@@ -132,7 +132,7 @@ fn type_adjust(s: &Session, f: &Flow, converts: Dynamic, table: Option<&str>, na
     Ok(f.clone())
 }
 
-/// A lookup's `type_adjust` and `adjust_time` options (after its other pre-processors):
+/// A lookup's or union's `type_adjust` and `adjust_time` options (after its other pre-processors):
 /// `#{ type_adjust: [["f", "int"]], adjust_time: 8 }` or `adjust_time: #{ addHours, t }`.
 pub fn lookup_pre(s: &Session, conn: &Connection, table: &str, opts: &rhai::Map) -> Result<Vec<Value>> {
     let mut pre = Vec::new();
@@ -146,13 +146,13 @@ pub fn lookup_pre(s: &Session, conn: &Connection, table: &str, opts: &rhai::Map)
                 .get("addHours")
                 .map(|h| h.as_int())
                 .transpose()
-                .map_err(|t| Error::usage(format!("lookup adjust_time: addHours is a {t}, not a number")))?;
+                .map_err(|t| Error::usage(format!("adjust_time: addHours is a {t}, not a number")))?;
             let types = m.get("t").map(|t| strings("adjust_time", t.clone())).transpose()?;
             (hours.unwrap_or(0), types.unwrap_or_else(|| vec!["now".into()]))
         } else {
-            let h = a.as_int().map_err(|t| {
-                Error::usage(format!("lookup adjust_time: give hours or #{{ addHours, t }}, not a {t}"))
-            })?;
+            let h = a
+                .as_int()
+                .map_err(|t| Error::usage(format!("adjust_time: give hours or #{{ addHours, t }}, not a {t}")))?;
             (h, vec!["now".into()])
         };
         pre.push(nodes::adjust_time(hours, &types, "Time Adjust"));

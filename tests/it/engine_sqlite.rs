@@ -280,3 +280,38 @@ fn a_js_key_declaration_keys_the_target_and_exclude_takes_many_names() {
     );
     assert!(bad.code != 0 && bad.stderr.contains("keyed by code, but the target t2 writes by id"), "{}", bad.stderr);
 }
+
+#[test]
+fn a_union_shapes_the_table_it_adds_with_its_own_pre_processors() {
+    let env = Env::new("union-pre");
+    let src = env.path("src.sqlite");
+    let dst = env.path("dst.sqlite");
+    exec(
+        &src,
+        "CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT);
+         CREATE TABLE b (bid INTEGER PRIMARY KEY, v TEXT, secret TEXT, price TEXT);
+         INSERT INTO a VALUES (1, 'a1'), (2, 'a2');
+         INSERT INTO b VALUES (10, 'b10', 's', '5'), (11, 'b11', 's', '50');",
+    );
+    let _engine = env.start_engine();
+    let script = sqlite_src_dst(&src, &dst)
+        + r#"Flow("un").read_from("Src.a")
+                 .union("Src.b", #{ filter: "price > 10", rename: #{ bid: "id" }, exclude: ["secret", "price"] })
+                 .write_to("Dst.all").save().start();
+             Flow("un").wait_initial_sync();"#;
+    env.script("u.rhai", &script).ok();
+    let rows = || query(&dst, "SELECT id, v FROM \"all\" ORDER BY id");
+    assert_eq!(rows(), vec![vec!["1", "a1"], vec!["2", "a2"], vec!["11", "b11"]], "b filtered, renamed, trimmed");
+    let cols: Vec<String> = query(&dst, "SELECT name FROM pragma_table_info('all') ORDER BY cid").concat();
+    assert_eq!(cols, vec!["id", "v"]);
+    exec(
+        &src,
+        "INSERT INTO b VALUES (12, 'b12', 's', '99'), (13, 'b13', 's', '1'); UPDATE a SET v = 'A1' WHERE id = 1;",
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || rows()
+            == vec![vec!["1", "A1"], vec!["2", "a2"], vec!["11", "b11"], vec!["12", "b12"]]),
+        "after CDC: {:?}",
+        rows()
+    );
+}

@@ -195,3 +195,62 @@ Flow("q5").read_from("M.orders", #{{ query: "SELECT 1" }}).write_to("T.m").save(
     let bad = env.script("bad2.rhai", r#"Flow("q4").read_from("S.orders", #{ filter: "price > 1 or id = 2" });"#);
     assert!(bad.code != 0 && bad.stderr.contains("add .filter("), "{}", bad.stderr);
 }
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[test]
+fn a_cdc_only_flow_starts_at_a_past_time_found_in_the_mysql_binlog_and_postgres_refuses_one() {
+    let m = my();
+    let env = Env::new("cdc-start");
+    let db = format!("cs_{}", std::process::id());
+    m.sql("mysql", &format!("DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}"));
+    m.sql(&db, "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO t VALUES (1, 'before');");
+    // The start time: a whole second at least a second after row 1 (the binlog counts seconds).
+    let at = (now_ms() / 1000 + 2) * 1000;
+    std::thread::sleep(Duration::from_millis((at - now_ms()).max(0) as u64 + 300));
+    m.sql(&db, "INSERT INTO t VALUES (2, 'after'); UPDATE t SET v = 'changed' WHERE id = 2;");
+    let dst = env.path("dst.sqlite");
+    let _engine = env.start_engine();
+    let script = format!(
+        r#"{}
+DataSource("sqlite", "T", #{{ database: "{}" }}).save();
+Flow("from_then").read_from("My.t").only_cdc({at}).write_to("T.t").save().start();"#,
+        m.datasource("My", &db, &m.user, &m.password),
+        dst.display()
+    );
+    env.script("s.rhai", &script).ok();
+    let rows = || if dst.exists() { query(&dst, "SELECT id, v FROM t ORDER BY id") } else { Vec::new() };
+    assert!(
+        wait_until(Duration::from_secs(30), || rows() == vec![vec!["2", "changed"]]),
+        "the changes since the start time, not row 1: {:?}",
+        rows()
+    );
+    m.sql(&db, "INSERT INTO t VALUES (3, 'later');");
+    assert!(wait_until(Duration::from_secs(30), || rows().len() == 2), "and what follows: {:?}", rows());
+    // PostgreSQL's slot starts where it is created: a past time is refused, and the flow says so.
+    let p = pg();
+    let schema = format!("cs_{}", std::process::id());
+    p.psql(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; CREATE TABLE {schema}.t (id int PRIMARY KEY);"
+    ));
+    let script = format!(
+        r#"{}
+Flow("pg_then").read_from("P.t").start_at("2024-01-01 08:00:00", "+8").write_to("T.pg").save();
+start("pg_then");"#,
+        p.datasource("P", &schema)
+    );
+    let _ = env.script("p.rhai", &script);
+    let status = || env.tap(&["-c", "status pg_then"]).stdout;
+    assert!(wait_until(Duration::from_secs(30), || status().contains("current status is: error")), "{}", status());
+    assert!(
+        status().contains("cannot start CDC of connection") && status().contains("2024-01-01T00:00:00"),
+        "{}",
+        status()
+    );
+    // A start time with a snapshot is refused at save: it is for CDC-only flows.
+    let bad =
+        env.script("b.rhai", r#"Flow("both").read_from("My.t").start_at(0).include_cdc().write_to("T.b").save();"#);
+    assert!(bad.code != 0 && bad.stderr.contains("a start time is for a CDC-only flow"), "{}", bad.stderr);
+}

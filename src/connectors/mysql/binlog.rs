@@ -153,6 +153,23 @@ pub(super) async fn mariadb_gtid_at(conn: &mut Conn, file: &str, pos: u64) -> Re
     Gtid::parse_mariadb(&g.flatten().unwrap_or_default())
 }
 
+/// When a binlog file was opened (its format description event's time, seconds); `None` for an
+/// empty file.
+async fn first_event_time(opts: &mysql_async::Opts, id: u32, file: &str) -> Result<Option<i64>> {
+    let conn = Conn::new(opts.clone()).await.map_err(my_err)?;
+    let request = BinlogStreamRequest::new(id).with_filename(file.as_bytes()).with_pos(4u64);
+    let mut stream = conn.get_binlog_stream(request).await.map_err(my_err)?;
+    for _ in 0..4 {
+        match tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
+            Ok(Some(Ok(e))) if e.header().timestamp() > 0 => return Ok(Some(i64::from(e.header().timestamp()))),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => return Err(my_err(e)),
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
 /// A 16-byte source id as MySQL prints it.
 pub(super) fn uuid_text(b: &[u8; 16]) -> String {
     let h = hex(b);
@@ -249,6 +266,86 @@ impl Mysql {
             let mut g: String = row.get::<Option<String>, _>(4).flatten().unwrap_or_default();
             g.retain(|c| !c.is_whitespace());
             g
+        };
+        Ok(BinlogPosition { file, pos, gtid, ..Default::default() }.value())
+    }
+
+    /// The binlog position of the first transaction that began at or after `at_ms`: the binlog
+    /// is read from the newest file that was opened before that time (its format event says
+    /// when), to the second (the binlog's resolution). A time older than the oldest file left is
+    /// refused; one after the last transaction is the binlog's end.
+    pub(super) fn binlog_position_at(&mut self, flow_id: &str, at_ms: i64) -> Result<Position> {
+        let at = at_ms.div_euclid(1000) + i64::from(at_ms.rem_euclid(1000) > 0);
+        let rows: Vec<mysql_async::Row> = self.rows("SHOW BINARY LOGS")?;
+        let files: Vec<String> = rows.into_iter().filter_map(|r| r.get::<String, _>(0)).collect();
+        let end = BinlogPosition::read(&self.binlog_position(flow_id)?)?;
+        let id = server_id(&format!("{flow_id}-seek"));
+        let opts = self.opts.clone();
+        let mariadb = self.mariadb;
+        let (end_file, end_pos) = (end.file.clone(), end.pos);
+        let found = self.rt.run(async move {
+            // The file to read from: the newest one whose first event is not after the time.
+            let mut start: Option<String> = None;
+            for f in files.iter().rev() {
+                let opened = first_event_time(&opts, id, f).await?;
+                if opened.is_some_and(|t| t <= at) {
+                    start = Some(f.clone());
+                    break;
+                }
+            }
+            let Some(start) = start else {
+                return Err(Error::unsupported(format!(
+                    "the binlog holds no changes that old: its oldest file ({}) starts later; give a later start time, or copy the table with include_cdc()",
+                    files.first().cloned().unwrap_or_default()
+                )));
+            };
+            let mut conn = Conn::new(opts.clone()).await.map_err(my_err)?;
+            if mariadb {
+                conn.query_drop("SET @mariadb_slave_capability=4").await.map_err(my_err)?;
+            }
+            let request = BinlogStreamRequest::new(id).with_filename(start.as_bytes()).with_pos(4u64);
+            let mut stream = conn.get_binlog_stream(request).await.map_err(my_err)?;
+            let mut file: String = start;
+            let mut after_gtid = false;
+            loop {
+                let next = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
+                let Ok(Some(event)) = next else { return Ok::<_, Error>(None) };
+                let event = event.map_err(my_err)?;
+                let h = event.header();
+                let begin = u64::from(h.log_pos()).saturating_sub(u64::from(h.event_size()));
+                let ty = h.event_type_raw();
+                // A transaction starts at its GTID event, or at BEGIN when it has none.
+                let starts = if ty == gtid::MARIADB_GTID_EVENT || ty == 33 || ty == 34 {
+                    after_gtid = true;
+                    true
+                } else {
+                    let is_begin = matches!(event.read_data(), Ok(Some(EventData::QueryEvent(ref q))) if q.query_raw() == b"BEGIN");
+                    let s = is_begin && !after_gtid;
+                    after_gtid = false;
+                    s
+                };
+                if let Ok(Some(EventData::RotateEvent(r))) = event.read_data() {
+                    // The name as the server lists it (the event's may carry its checksum).
+                    let raw = String::from_utf8_lossy(r.name_raw()).into_owned();
+                    if let Some(f) = files.iter().find(|f| raw.starts_with(f.as_str())) {
+                        file = f.clone();
+                    }
+                    continue;
+                }
+                if starts && i64::from(h.timestamp()) >= at && h.log_pos() > 0 {
+                    return Ok(Some((file, begin)));
+                }
+                if file == end_file && u64::from(h.log_pos()) >= end_pos {
+                    return Ok(None);
+                }
+            }
+        })??;
+        let Some((file, pos)) = found else { return Ok(end.value()) };
+        let gtid = if self.mariadb {
+            let conn = self.conn.as_mut().ok_or_else(|| Error::internal("MySQL connection"))?;
+            self.rt.run(mariadb_gtid_at(conn, &file, pos))??.to_string()
+        } else {
+            String::new()
         };
         Ok(BinlogPosition { file, pos, gtid, ..Default::default() }.value())
     }

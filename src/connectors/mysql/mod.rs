@@ -286,6 +286,9 @@ impl Connector for Mysql {
     fn cdc_position(&mut self, flow_id: &str) -> Result<Position> {
         self.binlog_position(flow_id)
     }
+    fn cdc_position_at(&mut self, flow_id: &str, at_ms: i64) -> Result<Position> {
+        self.binlog_position_at(flow_id, at_ms)
+    }
 
     fn snapshot(&mut self, read: &SnapshotRequest, emit: &mut Emit<'_>) -> Result<()> {
         let (table, batch) = (read.table.as_str(), read.batch);

@@ -28,6 +28,9 @@ pub struct Checkpoint {
     /// Whether the target table existed when the snapshot ended (a CDC resume checks it still does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_table: Option<bool>,
+    /// A CDC-only flow's start time (epoch ms): changes committed before it are not applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdc_from_ms: Option<i64>,
 }
 
 impl Checkpoint {
@@ -37,6 +40,7 @@ impl Checkpoint {
             positions,
             snapshot_done: Vec::new(),
             target_table: None,
+            cdc_from_ms: None,
         }
     }
 

@@ -28,6 +28,49 @@ impl SourceNode {
     }
 }
 
+/// The CDC start time of a task's `syncPoints` (TapFlow's `only_cdc(t)` / `start_at(t, tz)`):
+/// each point `current` (from the start) or `localTZ` with `dateTime` (epoch ms), one time for
+/// every source; only for a CDC-only flow.
+fn cdc_start(task: &Value, sync: &str) -> Result<Option<i64>> {
+    // The official client sends them at the top (as its save copies them) and in the dag.
+    let points: Vec<Value> = [task.get("syncPoints"), task.pointer("/dag/syncPoints")]
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_array)
+        .flatten()
+        .cloned()
+        .collect();
+    let mut at: Option<i64> = None;
+    for p in &points {
+        let ty = p.get("pointType").and_then(Value::as_str).unwrap_or("current");
+        let t = match ty {
+            "current" => continue,
+            "localTZ" => p.get("dateTime").and_then(Value::as_i64).ok_or_else(|| {
+                Error::config(format!("the flow's CDC start point {p} has no dateTime (epoch milliseconds)"))
+            })?,
+            other => {
+                return Err(Error::unsupported(format!(
+                    "the flow's CDC start point type {other:?} is not one the engine does (current, or localTZ with dateTime): use only_cdc(start_time)"
+                )));
+            }
+        };
+        match at {
+            Some(a) if a != t => {
+                return Err(Error::unsupported(
+                    "the flow's sources have different CDC start times: the embedded engine starts them all at one time",
+                ));
+            }
+            _ => at = Some(t),
+        }
+    }
+    if at.is_some() && sync != "cdc" {
+        return Err(Error::config(
+            "the flow has a CDC start time (syncPoints) but also copies the tables first: a start time is for a CDC-only flow, only_cdc(start_time)",
+        ));
+    }
+    Ok(at)
+}
+
 /// A source node's filter (TapData's `conditions`, when `isFilter`): each `{key, operator
 /// 1–5, value}`; anything else is refused, naming the node.
 fn source_filter(name: &str, t: &crate::api::dag::TableNode) -> Result<Vec<(String, Op, String)>> {
@@ -104,6 +147,8 @@ pub(super) struct Plan {
     pub(super) merge: Option<MergePlan>,
     /// `skipErrorEvent` SkipByLimit: how many changes with data errors may be skipped.
     pub(super) skip_limit: Option<u64>,
+    /// A CDC-only flow's start time (`syncPoints`, epoch ms); none: from the moment it starts.
+    pub(super) cdc_start: Option<i64>,
 }
 
 /// A lookup flow's merge node: its tree (`mergeProperties`) and the processors between it and
@@ -222,8 +267,10 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
     let skip_limit = skip
         .filter(|s| s.get("errorMode").and_then(Value::as_str) == Some("SkipData"))
         .map(|s| s.get("limit").and_then(Value::as_u64).unwrap_or(0));
+    let cdc_start = cdc_start(task, sync)?;
     Ok(Plan {
         skip_limit,
+        cdc_start,
         name: task.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
         sources,
         sink: SinkNode {

@@ -170,7 +170,10 @@ pub(super) fn cdc_loop(
     while !ctx.stopped() {
         for (conn_id, conn, tables) in sources.iter_mut() {
             let from: Position = checkpoint.positions.get(conn_id.as_str()).cloned().unwrap_or(Value::Null);
-            let (events, next) = conn.changes(flow_id, tables, &from, CDC_BATCH, wait)?;
+            let (mut events, next) = conn.changes(flow_id, tables, &from, CDC_BATCH, wait)?;
+            if let Some(at) = checkpoint.cdc_from_ms {
+                events.retain(|e| e.ts_ms == 0 || e.ts_ms >= at);
+            }
             ctx.notices(conn.as_mut());
             if events.is_empty() {
                 if let Ok(mut m) = ctx.metrics.lock() {
@@ -230,14 +233,29 @@ pub(super) fn start_checkpoint(
         for (id, conn, tables) in sources.iter_mut() {
             conn.cdc_prepare(flow_id, tables, false)?;
             ctx.notices(conn.as_mut());
-            positions.insert(id.clone(), conn.cdc_position(flow_id)?);
+            // A start time in the past is found in the change stream; one from now on is the
+            // stream's end, with the changes before it dropped (the checkpoint keeps the time).
+            let position = match plan.cdc_start {
+                Some(at) if at < now_ms() => conn.cdc_position_at(flow_id, at).map_err(|e| Error {
+                    message: format!("cannot start CDC of connection {id} at {}: {}", iso_ms(at), e.message),
+                    ..e
+                })?,
+                _ => conn.cdc_position(flow_id)?,
+            };
+            positions.insert(id.clone(), position);
         }
     }
-    let checkpoint = Checkpoint::new(plan.snapshot, positions);
+    let mut checkpoint = Checkpoint::new(plan.snapshot, positions);
+    checkpoint.cdc_from_ms = plan.cdc_start;
     checkpoint.save(&ctx.store, flow_id)?;
     Ok(checkpoint)
 }
 
 pub(super) fn source_mut<'a>(sources: &'a mut Sources, conn: &str) -> Result<&'a mut Box<dyn Connector>> {
     sources.iter_mut().find(|(id, _, _)| id == conn).map(|(_, c, _)| c).ok_or_else(|| Error::internal("source"))
+}
+
+/// An epoch-ms time as ISO 8601 UTC, for messages.
+fn iso_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339()).unwrap_or_else(|| ms.to_string())
 }
