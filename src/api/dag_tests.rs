@@ -120,7 +120,7 @@ fn every_field_the_official_client_emits_has_a_rule() {
     ] {
         assert!(MERGE_PROPERTY.iter().any(|(k, _)| *k == f), "mergeProperties.{f} has no rule");
     }
-    for ty in ["database", "python_processor", "unwind_processor"] {
+    for ty in ["database", "python_processor"] {
         assert!(matches!(rules_of(ty), Some(NodeRules::Refused(_))), "{ty} should be refused with a reason");
     }
     // The official client's node shapes (§8.4) of the type and time processors are run.
@@ -129,6 +129,10 @@ fn every_field_the_official_client_emits_has_a_rule() {
         ("date_processor", &["add", "dataTypes", "hours"][..]),
         ("field_mod_type_filter_processor", &["filterTypes"][..]),
         ("field_mod_type_processor", &["operations"][..]),
+        (
+            "unwind_processor",
+            &["arrayModel", "includeArrayIndex", "joiner", "path", "preserveNullAndEmptyArrays", "unwindModel"][..],
+        ),
     ] {
         let Some(NodeRules::Runs(rules)) = rules_of(ty) else { panic!("{ty} should run") };
         for f in fields {

@@ -263,6 +263,29 @@ pub(crate) const TYPE_FILTER: &[(&str, Rule)] = &[("filterTypes", Rule::Honoured
 
 pub(crate) const TYPE_ADJUST: &[(&str, Rule)] = &[("operations", Rule::Honoured(Ty::Array))];
 
+pub(crate) const UNWIND: &[(&str, Rule)] = &[
+    ("path", Rule::Honoured(Ty::Str)),
+    (
+        "unwindModel",
+        only(
+            |v| matches!(v.as_str(), Some("EMBEDDED" | "FLATTEN")),
+            "EMBEDDED or FLATTEN",
+            "use embedded_unwind or flat_unwind",
+        ),
+    ),
+    (
+        "arrayModel",
+        only(
+            |v| matches!(v.as_str(), Some("BASIC" | "OBJECT" | "MIX")),
+            "BASIC, OBJECT or MIX",
+            "use BASIC, OBJECT or MIX",
+        ),
+    ),
+    ("includeArrayIndex", Rule::Honoured(Ty::Str)),
+    ("joiner", Rule::Honoured(Ty::Str)),
+    ("preserveNullAndEmptyArrays", Rule::Honoured(Ty::Bool)),
+];
+
 /// The keys of one lookup (an entry of `mergeProperties`, or of its `children`).
 pub(crate) const MERGE_PROPERTY: &[(&str, Rule)] = &[
     ("id", Rule::Honoured(Ty::Str)),
@@ -307,6 +330,7 @@ pub const NODE_TYPES: &[(&str, NodeRules)] = &[
     ("date_processor", NodeRules::Runs(TIME_ADJUST)),
     ("field_mod_type_filter_processor", NodeRules::Runs(TYPE_FILTER)),
     ("field_mod_type_processor", NodeRules::Runs(TYPE_ADJUST)),
+    ("unwind_processor", NodeRules::Runs(UNWIND)),
     (
         "database",
         NodeRules::Refused(
@@ -319,7 +343,6 @@ pub const NODE_TYPES: &[(&str, NodeRules)] = &[
             "the embedded engine does not support Python functions yet: use .js(...) or .rhai(...) instead, or run the flow on a TapData cluster",
         ),
     ),
-    ("unwind_processor", NodeRules::Refused("unwind the arrays with .js(...) or .rhai(...) instead")),
 ];
 
 /// Why the engine does not run nodes of type `ty`: its reason when the type is known and refused,

@@ -35,6 +35,18 @@ pub enum Step {
     TypeFilter { types: Vec<String> },
     /// `field_mod_type_processor`: `(field, new type)` conversions.
     TypeAdjust { converts: Vec<(String, String)> },
+    /// `unwind_processor`: the array at `path` unwound into rows keyed by `index`; `embedded`
+    /// (else flattened), `objects`/`scalars` (TapData's arrayModel OBJECT, BASIC or MIX: which
+    /// elements a flatten spreads into fields), `joiner`, `keep_null`.
+    Unwind {
+        node_id: String,
+        path: String,
+        embedded: bool,
+        model: String,
+        index: String,
+        joiner: String,
+        keep_null: bool,
+    },
 }
 
 fn text<'a>(node: &'a Value, key: &str) -> Option<&'a str> {
@@ -109,6 +121,29 @@ impl Step {
                 Step::TypeFilter { types }
             }
             "field_mod_type_processor" => type_adjust(node, name)?,
+            "unwind_processor" => {
+                let path = text(node, "path").unwrap_or_default();
+                if path.is_empty() || path.contains('.') {
+                    return Err(Error::unsupported(format!(
+                        "node {name:?} ({ty}): path {path:?} must name a top-level array field"
+                    )));
+                }
+                let index = text(node, "includeArrayIndex").unwrap_or_default();
+                if index.is_empty() {
+                    return Err(Error::config(format!(
+                        "node {name:?} ({ty}) has no includeArrayIndex: the index field keys the rows an array becomes"
+                    )));
+                }
+                Step::Unwind {
+                    node_id: text(node, "id").unwrap_or_default().to_string(),
+                    path: path.to_string(),
+                    embedded: text(node, "unwindModel") == Some("EMBEDDED"),
+                    model: text(node, "arrayModel").unwrap_or("BASIC").to_string(),
+                    index: index.to_string(),
+                    joiner: text(node, "joiner").unwrap_or("_").to_string(),
+                    keep_null: node.get("preserveNullAndEmptyArrays").and_then(Value::as_bool).unwrap_or(true),
+                }
+            }
             "table" | "merge_table_processor" => return Ok(None),
             other => {
                 return Err(Error::unsupported(format!(
@@ -245,7 +280,7 @@ mod tests {
         assert_eq!(declared_key("TapModelDeclare.setPk(tapTable, \"a b\")"), Some("a b".into()));
         assert_eq!(declared_key("TapModelDeclare.setPk(other, 'code');"), None);
         assert_eq!(declared_key("TapModelDeclare.setPk(tapTable, 'code'); evil()"), None);
-        let err = Step::parse(&json!({"type": "unwind_processor", "name": "U"})).expect_err("not run");
-        assert!(err.message.contains("\"U\""), "{}", err.message);
+        let err = Step::parse(&json!({"type": "unwind_processor", "name": "U", "path": "a.b"})).expect_err("nested");
+        assert!(err.message.contains("\"U\"") && err.message.contains("top-level"), "{}", err.message);
     }
 }

@@ -40,7 +40,9 @@ impl Store {
                  record_id TEXT, ts INTEGER NOT NULL, level TEXT NOT NULL, node_id TEXT, message TEXT NOT NULL);
              CREATE INDEX IF NOT EXISTS logs_task ON logs(task_id, ts);
              CREATE TABLE IF NOT EXISTS metrics (task_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, created INTEGER NOT NULL);",
+             CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, created INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS unwind_marks (task_id TEXT NOT NULL, node_id TEXT NOT NULL, key TEXT NOT NULL,
+                 n INTEGER NOT NULL, PRIMARY KEY (task_id, node_id, key));",
         )?;
         Ok(Self { conn: Mutex::new(conn), dir: dir.to_path_buf() })
     }
@@ -169,9 +171,46 @@ impl Store {
         })
     }
 
+    /// Deletes the checkpoint and the state kept with it (the unwind marks).
     pub fn delete_checkpoint(&self, task_id: &str) -> Result<()> {
         self.with(|c| {
             c.execute("DELETE FROM checkpoints WHERE task_id = ?1", [task_id])?;
+            c.execute("DELETE FROM unwind_marks WHERE task_id = ?1", [task_id])?;
+            Ok(())
+        })
+    }
+
+    /// An unwind node's marks: for each source key, the most rows its array ever became.
+    pub fn unwind_marks(&self, task_id: &str, node_id: &str, keys: &[String]) -> Result<Vec<u64>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare_cached("SELECT n FROM unwind_marks WHERE task_id = ?1 AND node_id = ?2 AND key = ?3")?;
+            keys.iter()
+                .map(|k| {
+                    let n: Option<i64> = st.query_row(params![task_id, node_id, k], |r| r.get(0)).optional()?;
+                    Ok(n.unwrap_or(0).max(0) as u64)
+                })
+                .collect()
+        })
+    }
+
+    /// Raise marks (never lower them), in one transaction.
+    pub fn raise_unwind_marks(&self, task_id: &str, node_id: &str, marks: &[(String, u64)]) -> Result<()> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO unwind_marks(task_id, node_id, key, n) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(task_id, node_id, key) DO UPDATE SET n = max(n, excluded.n)",
+                )?;
+                for (k, n) in marks {
+                    st.execute(params![task_id, node_id, k, *n as i64])?;
+                }
+            }
+            tx.commit()?;
             Ok(())
         })
     }

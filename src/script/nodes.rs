@@ -216,6 +216,14 @@ pub fn type_adjust(conn_id: &str, table: &str, converts: &[Convert], name: &str)
            "elementType": "Node", "id": new_node_id()})
 }
 
+/// `flat_unwind` / `embedded_unwind` (§8.4).
+pub fn unwind(path: &str, index: &str, array_elem: &str, joiner: &str, keep_null: bool, embedded: bool) -> Value {
+    json!({"arrayModel": array_elem.to_uppercase(), "catalog": "processor", "elementType": "Node",
+           "includeArrayIndex": index, "joiner": joiner, "name": if embedded { "embedded_unwind" } else { "flat_unwind" },
+           "path": path, "preserveNullAndEmptyArrays": keep_null, "processorThreadNum": 1, "type": "unwind_processor",
+           "unwindModel": if embedded { "EMBEDDED" } else { "FLATTEN" }, "id": new_node_id()})
+}
+
 pub fn union() -> Value {
     json!({"catalog": "processor", "elementType": "Node", "name": "Union", "type": "union_processor",
            "concurrentNum": 2, "enableConcurrentProcess": false, "id": new_node_id()})

@@ -1,7 +1,7 @@
 //! TapFlow's processors that act on fields by type or add a time: `add_date_field(k)` /
 //! `addTimeField(field)`, `adjust_time(addHours, t, name)`, `exclude_type(type_name)` and
-//! `type_adjust(converts, table, name)`. Each emits the official client's node; the engine
-//! runs it (`engine::processors::fields`).
+//! `type_adjust(converts, table, name)`, and `flat_unwind` / `embedded_unwind`. Each emits the
+//! official client's node; the engine runs it (`engine::processors::fields`, `unwind`).
 
 use super::flow::{self, Flow};
 use super::nodes;
@@ -160,7 +160,56 @@ pub fn lookup_pre(s: &Session, conn: &Connection, table: &str, opts: &rhai::Map)
     Ok(pre)
 }
 
+/// `flat_unwind(path, index_name = "_index", array_elem = "BASIC", joiner = "_", keep_null = true)`
+/// and `embedded_unwind(path, index_name = "_index", keep_null = true)`; the target key gains
+/// the index.
+fn unwind(s: &Session, f: &Flow, embedded: bool, path: &str, opts: rhai::Map) -> Result<Flow> {
+    let what = if embedded { "embedded_unwind" } else { "flat_unwind" };
+    let params: &[&str] =
+        if embedded { &["index_name", "keep_null"] } else { &["index_name", "array_elem", "joiner", "keep_null"] };
+    if let Some(k) = opts.keys().find(|k| !params.contains(&k.as_str())) {
+        return Err(Error::usage(format!("{what}: {k} is not one of its parameters ({})", params.join(", "))));
+    }
+    if path.is_empty() || path.contains('.') {
+        return Err(Error::usage(format!("{what}: give the top-level array field to unwind, not {path:?}")));
+    }
+    let text = |k: &str, d: &str| opts.get(k).map(|v| v.to_string()).unwrap_or_else(|| d.to_string());
+    let index = text("index_name", "_index");
+    let array_elem = text("array_elem", "BASIC");
+    if !["BASIC", "OBJECT", "MIX"].contains(&array_elem.to_uppercase().as_str()) {
+        return Err(Error::usage(format!("{what}: array_elem is BASIC, OBJECT or MIX, not {array_elem:?}")));
+    }
+    let keep_null = match opts.get("keep_null") {
+        None => true,
+        Some(v) => v.as_bool().map_err(|t| Error::usage(format!("{what}: keep_null is true or false, not a {t}")))?,
+    };
+    let node = nodes::unwind(path, &index, &array_elem, &text("joiner", "_"), keep_null, embedded);
+    flow::add_step(s, f, what, node, format!(".{what}({path:?}, {index:?})"), "unwind added")?;
+    f.with(|st| {
+        if !st.key.contains(&index) {
+            st.key.push(index);
+        }
+    });
+    Ok(f.clone())
+}
+
 pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) -> Box<EvalAltResult>) {
+    for (name, embedded) in [("flat_unwind", false), ("embedded_unwind", true)] {
+        let s = session.clone();
+        engine.register_fn(name, move |f: &mut Flow, path: &str| {
+            unwind(&s, f, embedded, path, rhai::Map::new()).map_err(raise)
+        });
+        let s = session.clone();
+        engine.register_fn(name, move |f: &mut Flow, path: &str, index: &str| {
+            let mut m = rhai::Map::new();
+            m.insert("index_name".into(), index.into());
+            unwind(&s, f, embedded, path, m).map_err(raise)
+        });
+        let s = session.clone();
+        engine.register_fn(name, move |f: &mut Flow, path: &str, opts: rhai::Map| {
+            unwind(&s, f, embedded, path, opts).map_err(raise)
+        });
+    }
     // `add_date_field(k)` / `addTimeField(field = "created_at")`.
     for name in ["add_date_field", "addTimeField"] {
         let add = {

@@ -254,3 +254,57 @@ start("pg_then");"#,
         env.script("b.rhai", r#"Flow("both").read_from("My.t").start_at(0).include_cdc().write_to("T.b").save();"#);
     assert!(bad.code != 0 && bad.stderr.contains("a start time is for a CDC-only flow"), "{}", bad.stderr);
 }
+
+#[test]
+fn unwind_turns_mongodb_arrays_into_rows_and_follows_arrays_that_shrink_or_go() {
+    use mongodb::bson::doc;
+    let db = format!("uw_{}", std::process::id());
+    let d = Driver::new(&db, "orders");
+    d.run(d.coll.client().database(&db).drop());
+    d.run(d.coll.insert_many([
+        doc! {"_id": 1_i64, "who": "ana", "items": [{"sku": "a", "qty": 1_i64}, {"sku": "b", "qty": 2_i64}, {"sku": "c", "qty": 3_i64}]},
+        doc! {"_id": 2_i64, "who": "bo", "items": []},
+    ]));
+    let env = Env::new("unwind");
+    let dst = env.path("dst.sqlite");
+    let _engine = env.start_engine();
+    let script = format!(
+        r#"DataSource("mongodb", "M", #{{ uri: "{}" }}).save();
+DataSource("sqlite", "T", #{{ database: "{}" }}).save();
+Flow("uw").read_from("M.orders").flat_unwind("items", #{{ array_elem: "OBJECT" }}).write_to("T.lines").save().start();
+Flow("uw").wait_initial_sync();"#,
+        mongo_uri(&db),
+        dst.display()
+    );
+    env.script("u.rhai", &script).ok();
+    let rows = || {
+        query(
+            &dst,
+            "SELECT CAST(_id AS INTEGER), _index, who, items_sku, CAST(items_qty AS INTEGER) FROM lines ORDER BY 1, 2",
+        )
+    };
+    assert_eq!(
+        rows(),
+        vec![
+            vec!["1", "0", "ana", "a", "1"],
+            vec!["1", "1", "ana", "b", "2"],
+            vec!["1", "2", "ana", "c", "3"],
+            vec!["2", "0", "bo", "NULL", "NULL"],
+        ],
+        "one row per element, keyed by the document and the index; an empty array keeps one row"
+    );
+    let pk = query(&dst, "SELECT name FROM pragma_table_info('lines') WHERE pk > 0 ORDER BY pk").concat();
+    assert_eq!(pk, vec!["_id", "_index"]);
+    // MongoDB sends no before image: the rows past a shrunk array, and a deleted document's,
+    // go by the marks the engine keeps.
+    d.run(d.coll.update_one(doc! {"_id": 1_i64}, doc! {"$set": {"items": [{"sku": "z", "qty": 9_i64}]}}));
+    d.run(d.coll.delete_one(doc! {"_id": 2_i64}));
+    let want = vec![vec!["1", "0", "ana", "z", "9"]];
+    assert!(wait_until(Duration::from_secs(30), || rows() == want), "after CDC: {:?}", rows());
+    // A stop and a start (the marks are kept with the checkpoint), then the last element goes too.
+    env.tap(&["-c", "stop uw"]).ok();
+    env.script("again.rhai", r#"start("uw");"#).ok();
+    d.run(d.coll.update_one(doc! {"_id": 1_i64}, doc! {"$set": {"items": []}}));
+    let want = vec![vec!["1", "0", "ana", "NULL", "NULL"]];
+    assert!(wait_until(Duration::from_secs(30), || rows() == want), "after the restart: {:?}", rows());
+}

@@ -5,9 +5,13 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
     // User functions watch the flow's stop flag, so `stop` interrupts a batch in them.
     for p in plan.sources.iter_mut().flat_map(|s| s.chain.iter_mut()) {
         p.watch(ctx.stop.clone());
+        p.attach(&ctx.store, &ctx.task_id);
     }
     if let Some(merge) = plan.merge.as_mut() {
-        merge.post.iter_mut().for_each(|p| p.watch(ctx.stop.clone()));
+        merge.post.iter_mut().for_each(|p| {
+            p.watch(ctx.stop.clone());
+            p.attach(&ctx.store, &ctx.task_id);
+        });
     }
     if plan.merge.is_some() {
         return run_lookup(ctx, plan);

@@ -13,6 +13,7 @@
 //! | `date_processor`           | moves date and time fields of the named types by hours            |
 //! | `field_mod_type_filter_processor` | removes the fields of the named types                      |
 //! | `field_mod_type_processor` | converts fields to another type (`CONVERT`)                       |
+//! | `unwind_processor`         | one row per element of an array field, keyed by its index         |
 //!
 //! Node types the engine does not run (Python functions among them) are refused by the DAG's
 //! rules (`api::dag`) before any processor is built.
@@ -54,6 +55,8 @@ pub trait Processor {
     }
     /// The flow's stop flag: a processor running user code interrupts it when the flag is set.
     fn watch(&mut self, _stop: Arc<std::sync::atomic::AtomicBool>) {}
+    /// The engine's store and the flow, for a processor that keeps state with the checkpoint.
+    fn attach(&mut self, _store: &Arc<crate::engine::store::Store>, _task_id: &str) {}
 }
 
 /// The processor of a DAG node (its step, read when the DAG was parsed); `None` for nodes that
@@ -86,6 +89,22 @@ pub fn build(step: Step, name: &str) -> Result<Box<dyn Processor>> {
         Step::TimeAdjust { hours, types } => Box::new(fields::TimeAdjust { hours, types, bound: None }),
         Step::TypeFilter { types } => Box::new(fields::TypeFilter { types, bound: None }),
         Step::TypeAdjust { converts } => Box::new(fields::TypeAdjust::new(name, converts)?),
+        Step::Unwind { node_id, path, embedded, model, index, joiner, keep_null } => Box::new(unwind::Unwind {
+            name: name.to_string(),
+            node_id,
+            path,
+            embedded,
+            model: match model.as_str() {
+                "OBJECT" => unwind::ArrayModel::Object,
+                "MIX" => unwind::ArrayModel::Mix,
+                _ => unwind::ArrayModel::Basic,
+            },
+            index,
+            joiner,
+            keep_null,
+            key: Vec::new(),
+            state: None,
+        }),
     })
 }
 
@@ -235,6 +254,7 @@ impl Processor for AddDel {
 mod fields;
 pub mod source_filter;
 mod udf;
+mod unwind;
 
 use udf::udf_batch_limit;
 pub use udf::{Js, RhaiFn, UDF_BATCH_LIMIT, sandboxed_rhai};
