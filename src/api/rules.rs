@@ -202,10 +202,13 @@ pub(crate) const TABLE: &[(&str, Rule)] = &[
     ("customCommand", Rule::Honoured(Ty::Object)),
     ("enableCustomCommand", Rule::Honoured(Ty::Bool)),
     ("disabledEvents", only(is_empty, "an empty list", "drop the events with .filter(…) or a function")),
-    ("enableDDL", only(is_false, "false", "remove it: added columns are followed, other DDL stops the flow")),
+    (
+        "enableDDL",
+        only(is_false, "false", "remove it (enableDDL()): added columns are followed, other DDL stops the flow"),
+    ),
     (
         "ddlConfiguration",
-        only(is_ddl_filter, "FILTER", "remove it: added columns are followed, other DDL stops the flow"),
+        only(is_ddl_filter, "FILTER", "remove it (enableDDL()): added columns are followed, other DDL stops the flow"),
     ),
     ("writeStrategy", only(is_upsert, "updateOrInsert", "remove it: the engine writes by key (update or insert)")),
 ];
@@ -385,7 +388,10 @@ pub const TASK_SETTINGS: &[(&str, Rule)] = &[
     ("shareCdcEnable", only(is_false, "false", LATER)),
     ("shareCache", only(is_false, "false", LATER)),
     ("isFilter", only(is_false, "false", "filter the rows with .filter(\"…\")")),
-    ("isOpenAutoDDL", only(is_false, "false", "remove it: added columns are followed, other DDL stops the flow")),
+    (
+        "isOpenAutoDDL",
+        only(is_false, "false", "remove it (enableDDL()): added columns are followed, other DDL stops the flow"),
+    ),
     ("planStartDateFlag", only(is_false, "false", "start the flow when you want it to run")),
     ("isSchedule", only(is_false, "false", "start the flow when you want it to run")),
     ("crontabExpressionFlag", only(is_false, "false", "start the flow when you want it to run")),

@@ -38,6 +38,15 @@ impl TableSpec {
     }
 }
 
+/// An object field with `extra`'s keys laid over it.
+fn merged(current: Option<&Value>, extra: &Value) -> Value {
+    let mut o = current.and_then(Value::as_object).cloned().unwrap_or_default();
+    if let Some(e) = extra.as_object() {
+        o.extend(e.clone());
+    }
+    Value::Object(o)
+}
+
 fn count(what: &str, n: i64) -> std::result::Result<u64, Box<EvalAltResult>> {
     u64::try_from(n).ok().filter(|n| (1..=1_000_000).contains(n)).ok_or_else(|| {
         Box::new(EvalAltResult::ErrorRuntime(
@@ -71,6 +80,51 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
             });
         }
     }
+    // Source: DDL and pre-image settings, as the official client sets them (the engine's rules
+    // say at save which it does).
+    for name in ["enableDDL", "enable_ddl"] {
+        engine.register_fn(name, move |s: &mut TableSpec| {
+            s.fields.insert("ddlConfiguration".into(), json!("SYNCHRONIZATION"));
+            s.set("enableDDL", json!(true), format!(".{name}()"))
+        });
+    }
+    for name in ["disableDDL", "disable_ddl"] {
+        engine.register_fn(name, move |s: &mut TableSpec| {
+            s.fields.insert("ddlConfiguration".into(), json!("FILTER"));
+            s.set("enableDDL", json!(false), format!(".{name}()"))
+        });
+    }
+    engine.register_fn("enablePreImage", |s: &mut TableSpec| {
+        let cfg = json!({"enableFillingModifiedData": false, "preImage": true, "skipDeletedEventsOnFilling": true});
+        s.set("nodeConfig", merged(s.fields.get("nodeConfig"), &cfg), ".enablePreImage()".into())
+    });
+    engine.register_fn("initial_hash_read_size", |s: &mut TableSpec, n: i64| -> Result2 {
+        let cfg = json!({"hashSplit": true, "maxSplit": count("initial_hash_read_size", n)?});
+        Ok(s.set("nodeConfig", merged(s.fields.get("nodeConfig"), &cfg), format!(".initial_hash_read_size({n})")))
+    });
+    engine.register_fn("initial_read_threads", |s: &mut TableSpec, n: i64| -> Result2 {
+        let cfg = json!({"batchReadThreadSize": count("initial_read_threads", n)?});
+        Ok(s.set("nodeConfig", merged(s.fields.get("nodeConfig"), &cfg), format!(".initial_read_threads({n})")))
+    });
+    engine.register_fn("set_write_wait", |s: &mut TableSpec, n: i64| -> Result2 {
+        Ok(s.set("writeBatchWaitMs", json!(count("set_write_wait", n)?), format!(".set_write_wait({n})")))
+    });
+    // `config(#{ … })` merges node fields, `update_node_config(#{ … })` the nodeConfig; the
+    // rules check both at save (a writeStrategy other than updateOrInsert is refused there).
+    engine.register_fn("config", |s: &mut TableSpec, m: rhai::Map| -> Result2 {
+        let shown = format!(".config({})", rhai::Dynamic::from_map(m.clone()));
+        let v: Value = rhai::serde::from_dynamic(&rhai::Dynamic::from_map(m)).map_err(|e| e.to_string())?;
+        if let Value::Object(o) = v {
+            s.fields.extend(o);
+        }
+        s.calls.push(shown);
+        Ok(s.clone())
+    });
+    engine.register_fn("update_node_config", |s: &mut TableSpec, m: rhai::Map| -> Result2 {
+        let shown = format!(".update_node_config({})", rhai::Dynamic::from_map(m.clone()));
+        let v: Value = rhai::serde::from_dynamic(&rhai::Dynamic::from_map(m)).map_err(|e| e.to_string())?;
+        Ok(s.set("nodeConfig", merged(s.fields.get("nodeConfig"), &v), shown))
+    });
     engine.register_fn("set_write_batch", |s: &mut TableSpec, n: i64| -> Result2 {
         Ok(s.set("writeBatchSize", json!(count("set_write_batch", n)?), format!(".set_write_batch({n})")))
     });

@@ -308,3 +308,46 @@ Flow("uw").wait_initial_sync();"#,
     let want = vec![vec!["1", "0", "ana", "NULL", "NULL"]];
     assert!(wait_until(Duration::from_secs(30), || rows() == want), "after the restart: {:?}", rows());
 }
+
+#[test]
+fn source_and_sink_methods_emit_tapflow_fields_and_what_the_engine_does_not_do_is_refused_at_save() {
+    let env = Env::new("srcsink-methods");
+    let src = env.path("src.sqlite");
+    let dst = env.path("dst.sqlite");
+    exec(&src, "CREATE TABLE orders (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO orders VALUES (1, 'a');");
+    let _engine = env.start_engine();
+    let head = format!(
+        r#"DataSource("sqlite", "S", #{{ database: "{}" }}).save();
+DataSource("sqlite", "T", #{{ database: "{}" }}).save();
+"#,
+        src.display(),
+        dst.display()
+    );
+    let ok = env.script(
+        "ok.rhai",
+        &(head.clone()
+            + r#"let f = Flow("m").read_from(Source("S", "orders").disableDDL().initial_read_threads(2))
+                 .write_to(Sink("T", "orders").set_write_wait(100).config(#{ writeStrategy: "updateOrInsert" }));
+             print(f.show());
+             f.save().start();
+             Flow("m").wait_initial_sync();"#),
+    );
+    ok.ok();
+    assert!(ok.stdout.contains(".disableDDL().initial_read_threads(2)"), "{}", ok.stdout);
+    assert_eq!(query(&dst, "SELECT id, v FROM orders"), vec![vec!["1", "a"]]);
+    for (call, field) in [
+        (r#"Source("S", "orders").enableDDL()"#, "(enableDDL())"),
+        (r#"Source("S", "orders").enablePreImage()"#, "nodeConfig.preImage"),
+    ] {
+        let bad = env.script(
+            "bad.rhai",
+            &(head.clone() + format!(r#"Flow("b").read_from({call}).write_to("T.b").save();"#).as_str()),
+        );
+        assert!(bad.code != 0 && bad.stderr.contains(field), "{call}: {}", bad.stderr);
+    }
+    let bad = env.script(
+        "bad2.rhai",
+        &(head + r#"Flow("c").read_from("S.orders").write_to(Sink("T", "c").config(#{ writeStrategy: "appendWrite" })).save();"#),
+    );
+    assert!(bad.code != 0 && bad.stderr.contains("writeStrategy is \"appendWrite\""), "{}", bad.stderr);
+}
