@@ -221,7 +221,10 @@ Flow("from_then").read_from("My.t").only_cdc({at}).write_to("T.t").save().start(
         dst.display()
     );
     env.script("s.rhai", &script).ok();
-    let rows = || if dst.exists() { query(&dst, "SELECT id, v FROM t ORDER BY id") } else { Vec::new() };
+    let rows = || {
+        let has = dst.exists() && query(&dst, "SELECT count(*) FROM sqlite_master WHERE name = 't'")[0][0] == "1";
+        if has { query(&dst, "SELECT id, v FROM t ORDER BY id") } else { Vec::new() }
+    };
     assert!(
         wait_until(Duration::from_secs(30), || rows() == vec![vec!["2", "changed"]]),
         "the changes since the start time, not row 1: {:?}",
@@ -350,4 +353,37 @@ DataSource("sqlite", "T", #{{ database: "{}" }}).save();
         &(head + r#"Flow("c").read_from("S.orders").write_to(Sink("T", "c").config(#{ writeStrategy: "appendWrite" })).save();"#),
     );
     assert!(bad.code != 0 && bad.stderr.contains("writeStrategy is \"appendWrite\""), "{}", bad.stderr);
+}
+
+#[test]
+fn a_cdc_only_flow_starts_at_a_past_cluster_time_from_mongodb() {
+    use mongodb::bson::doc;
+    let db = format!("cst_{}", std::process::id());
+    let d = Driver::new(&db, "t");
+    d.run(d.coll.client().database(&db).drop());
+    d.run(d.coll.insert_one(doc! {"_id": 1_i64, "v": "before"}));
+    let at = (now_ms() / 1000 + 2) * 1000;
+    std::thread::sleep(Duration::from_millis((at - now_ms()).max(0) as u64 + 300));
+    d.run(d.coll.insert_one(doc! {"_id": 2_i64, "v": "after"}));
+    let env = Env::new("cdc-start-mongo");
+    let dst = env.path("dst.sqlite");
+    let _engine = env.start_engine();
+    let script = format!(
+        r#"DataSource("mongodb", "M", #{{ uri: "{}" }}).save();
+DataSource("sqlite", "T", #{{ database: "{}" }}).save();
+Flow("mfrom").read_from("M.t").only_cdc({at}).write_to("T.t").save().start();"#,
+        mongo_uri(&db),
+        dst.display()
+    );
+    env.script("s.rhai", &script).ok();
+    let rows = || {
+        let has = dst.exists() && query(&dst, "SELECT count(*) FROM sqlite_master WHERE name = 't'")[0][0] == "1";
+        if has { query(&dst, "SELECT CAST(_id AS INTEGER), v FROM t ORDER BY 1") } else { Vec::new() }
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || rows() == vec![vec!["2", "after"]]),
+        "the change since the start time, not document 1: {:?} ({})",
+        rows(),
+        env.tap(&["-c", "status mfrom"]).stdout
+    );
 }

@@ -347,6 +347,11 @@ impl Connector for Mongo {
         }
     }
 
+    /// A past cluster time, which the change stream starts at while the oplog holds it.
+    fn cdc_position_at(&mut self, _flow_id: &str, at_ms: i64) -> Result<Position> {
+        Ok(serde_json::json!({"at": at_ms.max(0) / 1000}))
+    }
+
     fn snapshot(&mut self, read: &SnapshotRequest, emit: &mut Emit<'_>) -> Result<()> {
         let (table, batch) = (read.table.as_str(), read.batch);
         if read.query.is_some() {
@@ -401,7 +406,9 @@ impl Connector for Mongo {
         wait: Duration,
     ) -> Result<(Vec<Event>, Position)> {
         if self.stream.is_none() {
-            let token = Some(token_of(from)?);
+            // A CDC-only flow's first read starts at a cluster time; later ones resume a token.
+            let at = from.get("at").and_then(serde_json::Value::as_u64);
+            let token = if at.is_some() { None } else { Some(token_of(from)?) };
             // Row changes, and what ends the collection under the flow (drop, rename, the whole
             // database dropped), which stops the flow.
             let stage = doc! {"$match": {"$or": [
@@ -409,12 +416,15 @@ impl Connector for Mongo {
                 {"operationType": "dropDatabase"},
             ]}};
             let db = self.client.database(&self.database);
-            let watch = db
+            let mut watch = db
                 .watch()
                 .pipeline([stage])
                 .full_document(FullDocumentType::UpdateLookup)
                 .max_await_time(wait.clamp(Duration::from_millis(10), Duration::from_secs(1)))
                 .resume_after(token);
+            if let Some(t) = at {
+                watch = watch.start_at_operation_time(bson::Timestamp { time: t as u32, increment: 0 });
+            }
             let masked = &self.masked_uri;
             let cs = self.rt.run(watch.into_future())?.map_err(|e| {
                 Error::unavailable(format!(
