@@ -23,6 +23,10 @@ pub enum ErrorKind {
     Schema,
     /// Bad data: a value that cannot be converted, a user function that failed.
     Data,
+    /// One record refused: by the target (a constraint, a value out of range or of the wrong
+    /// type) or by a processor (a value it cannot convert). The one kind
+    /// `skip_error_event_by_limit` skips.
+    Rejected,
     /// A feature the chosen backend does not offer.
     Unsupported,
     /// The server answered with an error of its own (`code` other than `ok`).
@@ -32,7 +36,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    const ALL: [(ErrorKind, &'static str); 10] = [
+    const ALL: [(ErrorKind, &'static str); 11] = [
         (ErrorKind::Usage, "usage"),
         (ErrorKind::Config, "config"),
         (ErrorKind::Auth, "auth"),
@@ -40,6 +44,7 @@ impl ErrorKind {
         (ErrorKind::NotFound, "not_found"),
         (ErrorKind::Schema, "schema"),
         (ErrorKind::Data, "data"),
+        (ErrorKind::Rejected, "rejected"),
         (ErrorKind::Unsupported, "unsupported"),
         (ErrorKind::Remote, "remote"),
         (ErrorKind::Internal, "internal"),
@@ -88,6 +93,9 @@ impl Error {
     }
     pub fn data(m: impl Into<String>) -> Self {
         Self::new(ErrorKind::Data, m)
+    }
+    pub fn rejected(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Rejected, m)
     }
     pub fn unsupported(m: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unsupported, m)

@@ -96,6 +96,16 @@ impl Condition {
     /// one of that type.
     pub fn typed(field: &str, op: Op, written: &str, ty: Option<FieldType>) -> Result<Condition, String> {
         let text = unquote(written.trim());
+        if field.contains('.') {
+            return Err(format!(
+                "the filter compares {field:?}, a nested field: a source filter compares top-level fields; use .filter(…) after read_from"
+            ));
+        }
+        if ty == Some(FieldType::Json) {
+            return Err(format!(
+                "the filter compares {field:?}, a JSON field, which has no order to compare by: use .filter(…) after read_from"
+            ));
+        }
         let value = match ty {
             Some(ty) => convert(&Value::Text(text.to_string()), ty).ok_or_else(|| {
                 format!("the filter compares {field:?} with {written}, which is not a value of its type ({ty:?})")
@@ -158,6 +168,10 @@ pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     use Value::*;
     match (a, b) {
         (Int(x), Int(y)) => Some(x.cmp(y)),
+        (Int(_) | Decimal(_), Int(_) | Decimal(_)) => match (exact(a), exact(b)) {
+            (Some(x), Some(y)) => Some(cmp_exact(&x, &y)),
+            _ => a.as_f64()?.partial_cmp(&b.as_f64()?),
+        },
         (Int(_) | Float(_) | Decimal(_), Int(_) | Float(_) | Decimal(_)) => a.as_f64()?.partial_cmp(&b.as_f64()?),
         (Text(x), Text(y)) => Some(x.cmp(y)),
         (Bool(x), Bool(y)) => Some(x.cmp(y)),
@@ -165,6 +179,40 @@ pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
             Some(instant(a)?.cmp(&instant(b)?))
         }
         _ => None,
+    }
+}
+
+/// An integer's or plain decimal's digits: (negative, whole part without leading zeros, fraction
+/// without trailing zeros); `None` for an exponent form.
+fn exact(v: &Value) -> Option<(bool, String, String)> {
+    let s = match v {
+        Value::Int(i) => i.to_string(),
+        Value::Decimal(d) => d.trim().to_string(),
+        _ => return None,
+    };
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s.strip_prefix('+').unwrap_or(&s)),
+    };
+    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty() && frac.is_empty() || !whole.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let whole = whole.trim_start_matches('0').to_string();
+    let frac = frac.trim_end_matches('0').to_string();
+    let zero = whole.is_empty() && frac.is_empty();
+    Some((neg && !zero, whole, frac))
+}
+
+fn cmp_exact(a: &(bool, String, String), b: &(bool, String, String)) -> Ordering {
+    let magnitude = |x: &(bool, String, String), y: &(bool, String, String)| {
+        x.1.len().cmp(&y.1.len()).then_with(|| x.1.cmp(&y.1)).then_with(|| x.2.cmp(&y.2))
+    };
+    match (a.0, b.0) {
+        (false, true) => Ordering::Greater,
+        (true, false) => Ordering::Less,
+        (false, false) => magnitude(a, b),
+        (true, true) => magnitude(b, a),
     }
 }
 
@@ -202,6 +250,14 @@ mod tests {
         let err = Condition::typed("n", Op::Gt, "'abc'", Some(FieldType::Integer)).expect_err("not a number");
         assert!(err.contains("\"n\"") && err.contains("'abc'"), "{err}");
         assert_eq!(Condition::typed("x", Op::Eq, "7", None).expect("literal").value, Value::Int(7));
+        // Decimals compare by their digits, as the databases do.
+        let d = |s: &str| Value::Decimal(s.into());
+        assert_eq!(compare(&d("0.29999999999999999"), &d("0.3")), Some(Ordering::Less));
+        assert_eq!(compare(&d("-1.50"), &Value::Int(-1)), Some(Ordering::Less));
+        assert_eq!(compare(&d("010.0"), &Value::Int(10)), Some(Ordering::Equal));
+        assert_eq!(compare(&d("-0.0"), &Value::Int(0)), Some(Ordering::Equal));
+        assert!(Condition::typed("a.b", Op::Eq, "1", None).is_err());
+        assert!(Condition::typed("j", Op::Eq, "1", Some(FieldType::Json)).is_err());
         assert_eq!(Condition::typed("x", Op::Eq, "'7'", None).expect("literal").value, Value::Text("7".into()));
     }
 }

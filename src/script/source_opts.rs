@@ -36,7 +36,7 @@ pub fn conditions(filter: &str) -> Result<Vec<Value>> {
         let Some((at, op_text)) = find_op(part) else { return Err(refuse(&format!("{part:?} has no comparison"))) };
         let (field, value) = (part[..at].trim(), part[at + op_text.len()..].trim());
         let ident = !field.is_empty()
-            && field.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+            && field.chars().all(|c| c.is_alphanumeric() || c == '_')
             && !field.starts_with(|c: char| c.is_ascii_digit());
         if !ident {
             return Err(refuse(&format!("{field:?} is not a field name")));
@@ -48,7 +48,8 @@ pub fn conditions(filter: &str) -> Result<Vec<Value>> {
             return Err(refuse(&format!("{value:?} is not one value")));
         }
         let op = Op::of_text(op_text).ok_or_else(|| refuse(&format!("{op_text} is not a comparison it takes")))?;
-        let value = if quoted { &value[1..value.len() - 1] } else { value };
+        // Kept as written (quotes too, as the official client keeps them): the engine types it
+        // by the field, and a quoted value stays text where the field's type is unknown.
         out.push(json!({"fastQuery": false, "form": "BEFORE", "key": field, "number": 1,
                         "operator": op.tapdata(), "value": value, "unit": "DAY"}));
     }
@@ -179,12 +180,16 @@ fn offset_secs(tz: &str) -> Result<i32> {
     let bad = || {
         Error::usage(format!("time zone {tz:?}: write it as an offset from UTC, like \"+8\", \"-05:00\" or \"UTC\""))
     };
-    let (sign, rest) = match t.split_at(1) {
-        ("+", r) => (1, r),
-        ("-", r) => (-1, r),
+    let (sign, rest) = match (t.strip_prefix('+'), t.strip_prefix('-')) {
+        (Some(r), _) => (1, r),
+        (_, Some(r)) => (-1, r),
         _ => return Err(bad()),
     };
     let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    let digits = |s: &str| !s.is_empty() && s.len() <= 2 && s.chars().all(|c| c.is_ascii_digit());
+    if !digits(h) || !digits(m) {
+        return Err(bad());
+    }
     let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
     if h > 14 || m > 59 {
         return Err(bad());
@@ -362,7 +367,7 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(
             (c[0]["key"].clone(), c[0]["operator"].clone(), c[0]["value"].clone()),
-            (json!("order_status"), json!(5), json!("delivered"))
+            (json!("order_status"), json!(5), json!("'delivered'"))
         );
         assert_eq!(
             (c[1]["key"].clone(), c[1]["operator"].clone(), c[1]["value"].clone()),
@@ -372,9 +377,9 @@ mod tests {
         let c = conditions("brand == 'black and white' AND qty <= 3").expect("parses");
         assert_eq!(
             (c[0]["key"].clone(), c[0]["value"].clone(), c[1]["operator"].clone()),
-            (json!("brand"), json!("black and white"), json!(4))
+            (json!("brand"), json!("'black and white'"), json!(4))
         );
-        for bad in ["a > 1 or b < 2", "a != 1", "(a > 1)", "a > 1 and", "a", "len(a) > 1", "a > b > c"] {
+        for bad in ["a > 1 or b < 2", "a != 1", "(a > 1)", "a > 1 and", "a", "len(a) > 1", "a > b > c", "a.b = 1"] {
             let err = conditions(bad).expect_err(bad);
             assert!(err.message.contains(".filter("), "{bad}: {}", err.message);
         }

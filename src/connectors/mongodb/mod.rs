@@ -362,11 +362,18 @@ impl Connector for Mongo {
         // The conditions MongoDB compares as the engine does (numbers, dates; text and
         // booleans for equality); the engine filters again.
         let mut filter = Document::new();
+        // An ObjectId reads as its hex text, which a text comparison would never match.
+        let object_ids: Vec<String> = if read.filter.is_empty() {
+            Vec::new()
+        } else {
+            self.schema(table)?.fields.into_iter().filter(|f| f.data_type == "OBJECT_ID").map(|f| f.name).collect()
+        };
         for c in &read.filter {
             use crate::model::condition::Op;
             let pushable = match c.value {
                 Value::Int(_) | Value::Float(_) | Value::Timestamp(_) | Value::TimestampTz(_) => true,
-                Value::Text(_) | Value::Bool(_) => c.op == Op::Eq,
+                Value::Text(_) => c.op == Op::Eq && !object_ids.contains(&c.field),
+                Value::Bool(_) => c.op == Op::Eq,
                 _ => false,
             };
             if pushable {

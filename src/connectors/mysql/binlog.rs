@@ -288,7 +288,8 @@ impl Mysql {
             let mut start: Option<String> = None;
             for f in files.iter().rev() {
                 let opened = first_event_time(&opts, id, f).await?;
-                if opened.is_some_and(|t| t <= at) {
+                // Strictly before: a transaction of the previous file may share the second.
+                if opened.is_some_and(|t| t < at) {
                     start = Some(f.clone());
                     break;
                 }
@@ -308,8 +309,15 @@ impl Mysql {
             let mut file: String = start;
             let mut after_gtid = false;
             loop {
-                let next = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
-                let Ok(Some(event)) = next else { return Ok::<_, Error>(None) };
+                // The end of the binlog is known: stopping short of it would skip changes, so a
+                // stream that stalls or ends first is an error, not "the end".
+                let next = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
+                let Ok(Some(event)) = next else {
+                    return Err(Error::unavailable(format!(
+                        "reading the binlog for the flow's start time stopped in {file} before its end ({}:{end_pos})",
+                        end_file
+                    )));
+                };
                 let event = event.map_err(my_err)?;
                 let h = event.header();
                 let begin = u64::from(h.log_pos()).saturating_sub(u64::from(h.event_size()));

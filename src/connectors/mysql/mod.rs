@@ -91,6 +91,9 @@ pub fn my_class(code: u16) -> ErrorKind {
         1044 | 1045 | 1142 | 1143 | 1227 => ErrorKind::Auth,
         // unknown database, table, column
         1049 | 1146 | 1054 => ErrorKind::NotFound,
+        // a record refused: null in a NOT NULL column, duplicate key, value out of range or
+        // truncated, bad value for the type, too long, foreign key, CHECK constraint
+        1048 | 1062 | 1264 | 1265 | 1292 | 1366 | 1406 | 1452 | 3819 | 4025 => ErrorKind::Rejected,
         _ => ErrorKind::Data,
     }
 }
@@ -526,6 +529,7 @@ mod class_tests {
         }
         assert_eq!(my_class(1045), ErrorKind::Auth);
         assert_eq!(my_class(1146), ErrorKind::NotFound);
-        assert_eq!(my_class(1062), ErrorKind::Data);
+        assert_eq!(my_class(1062), ErrorKind::Rejected);
+        assert_eq!(my_class(1021), ErrorKind::Data, "a full disk is not a record to skip");
     }
 }

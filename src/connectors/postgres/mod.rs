@@ -81,6 +81,8 @@ pub fn pg_class(code: &str) -> ErrorKind {
         // undefined table, column, object, schema; insufficient privilege
         "42P01" | "42703" | "42704" | "3F000" | "3D000" => ErrorKind::NotFound,
         "42501" => ErrorKind::Auth,
+        // data exceptions (a value out of range, of the wrong form) and integrity constraints
+        c if c.starts_with("22") || c.starts_with("23") => ErrorKind::Rejected,
         _ => ErrorKind::Data,
     }
 }
@@ -440,6 +442,7 @@ mod class_tests {
         assert_eq!(pg_class("28P01"), ErrorKind::Auth);
         assert_eq!(pg_class("42501"), ErrorKind::Auth);
         assert_eq!(pg_class("42P01"), ErrorKind::NotFound);
-        assert_eq!(pg_class("23505"), ErrorKind::Data);
+        assert_eq!(pg_class("23505"), ErrorKind::Rejected);
+        assert_eq!(pg_class("53100"), ErrorKind::Data, "a full disk is not a record to skip");
     }
 }

@@ -242,8 +242,9 @@ pub(super) fn pushed_filter(filter: &[crate::model::condition::Condition]) -> St
     if parts.is_empty() { String::new() } else { format!(" WHERE {}", parts.join(" AND ")) }
 }
 
+/// An escape-string literal, whatever `standard_conforming_strings` says.
 fn text_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 #[cfg(test)]

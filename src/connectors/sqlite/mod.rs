@@ -575,6 +575,11 @@ impl From<rusqlite::Error> for crate::error::Error {
             rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::CannotOpen => {
                 Error::unavailable(format!("SQLite: {e}"))
             }
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(f.code, ErrorCode::ConstraintViolation | ErrorCode::TypeMismatch | ErrorCode::TooBig) =>
+            {
+                Error::rejected(format!("SQLite: {e}"))
+            }
             _ => Error::data(format!("SQLite: {e}")),
         }
     }

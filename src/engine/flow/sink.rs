@@ -141,7 +141,7 @@ impl Sink {
                     shown.truncate(cut);
                     shown.push('…');
                 }
-                return Err(Error::data(format!(
+                return Err(Error::rejected(format!(
                     "flow {}: a record reaching target node {:?} ({}) has its key field {bad:?} {what}; \
                      records must keep their key through the processors (fields: {}) — record: {shown}",
                     self.flow,

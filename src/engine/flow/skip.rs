@@ -1,6 +1,6 @@
 //! TapData's `skipErrorEvent` with `SkipByLimit` (TapFlow's `skip_error_event_by_limit(n)`):
-//! a change that fails with a data error (a value a processor cannot convert, a row the target
-//! refuses) is skipped and logged, up to `n` in the flow's life; the next one stops the flow
+//! a change that is refused (a value a processor cannot convert, a row the target refuses: a
+//! constraint, a value out of range; `ErrorKind::Rejected`) is skipped and logged, up to `n` in one run of the flow (a restart counts anew); the next one stops the flow
 //! with the error. Without it (the default) the first such error stops the flow.
 //!
 //! A batch that fails is retried one change at a time, so only the changes that fail are
@@ -53,9 +53,10 @@ impl Skipper {
     }
 }
 
-/// Whether an error is one a skip may pass over: bad data, not a lost server or a bug.
+/// Whether an error is one a skip may pass over: a record refused (by the target or a
+/// processor), not a lost server, a full disk or a bug.
 pub(super) fn skippable(e: &Error) -> bool {
-    e.kind == ErrorKind::Data
+    e.kind == ErrorKind::Rejected
 }
 
 fn through(chain: &mut [Box<dyn Processor>], mut events: Vec<Event>) -> Result<Vec<Event>> {

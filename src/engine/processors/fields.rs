@@ -99,7 +99,8 @@ impl TimeAdjust {
         match v {
             Value::Timestamp(t) => Value::Timestamp(*t + d),
             Value::TimestampTz(t) => Value::TimestampTz(*t + d),
-            Value::Date(day) => day.and_hms_opt(0, 0, 0).map_or(v.clone(), |m| Value::Date((m + d).date())),
+            // A date has no time of day: it moves by whole days only.
+            Value::Date(day) => Value::Date(*day + Duration::days(self.hours / 24)),
             other => other.clone(),
         }
     }
@@ -190,7 +191,7 @@ impl TypeAdjust {
         for (field, shown, ty) in &self.converts {
             if let Some(v) = r.get_mut(field.as_str()) {
                 *v = convert(v, *ty).ok_or_else(|| {
-                    Error::data(format!(
+                    Error::rejected(format!(
                         "node {:?}: the value {} of field {field:?} cannot be converted to {shown}",
                         self.name,
                         v.to_json()

@@ -147,11 +147,13 @@ impl Processor for Unwind {
                 keys.push(self.key_text(r)?);
             }
         }
-        let marks = match &self.state {
+        let stored = match &self.state {
             Some((store, task)) if !keys.is_empty() => store.unwind_marks(task, &self.node_id, &keys)?,
             _ => vec![0; keys.len()],
         };
-        let mut marks = marks.into_iter();
+        // The marks as this batch raises them: a later change of the same record in the batch
+        // sees the rows an earlier one wrote.
+        let mut marks: std::collections::HashMap<String, u64> = keys.into_iter().zip(stored).collect();
         let mut raised: Vec<(String, u64)> = Vec::new();
         let mut out = Vec::with_capacity(events.len());
         for e in events {
@@ -160,17 +162,23 @@ impl Processor for Unwind {
             match e.change {
                 Change::Insert { after } => {
                     let rows = self.rows(&after);
-                    raised.push((self.key_text(&after)?, rows.len() as u64));
+                    let k = self.key_text(&after)?;
+                    let m = marks.entry(k.clone()).or_insert(0);
+                    *m = (*m).max(rows.len() as u64);
+                    raised.push((k, rows.len() as u64));
                     for r in rows {
                         push(&mut out, Change::Insert { after: r });
                     }
                 }
                 Change::Update { before, after } => {
-                    let mark = marks.next().unwrap_or(0);
+                    let k = self.key_text(&after)?;
                     let had = before.as_ref().and_then(|b| self.elements(b)).map_or(0, |e| e.len().max(1) as u64);
                     let rows = self.rows(&after);
                     let n = rows.len() as u64;
-                    raised.push((self.key_text(&after)?, n));
+                    let m = marks.entry(k.clone()).or_insert(0);
+                    let mark = *m;
+                    *m = (*m).max(n);
+                    raised.push((k, n));
                     // A key that changed leaves every row of the old one; a flattened row is
                     // rewritten whole (its element's fields may differ from the last one's), an
                     // embedded one is updated and the indexes past the array deleted.
@@ -184,7 +192,7 @@ impl Processor for Unwind {
                     }
                 }
                 Change::Delete { before } => {
-                    let mark = marks.next().unwrap_or(0);
+                    let mark = marks.get(&self.key_text(&before)?).copied().unwrap_or(0);
                     let had = self.elements(&before).map_or(0, |e| e.len() as u64);
                     let n = had.max(mark).max(u64::from(self.keep_null));
                     for i in 0..n {
@@ -229,6 +237,19 @@ mod tests {
         out.into_iter()
             .map(|e| (e.change.op().to_string(), serde_json::Value::Object(e.change.key_image().to_json())))
             .collect()
+    }
+
+    #[test]
+    fn a_delete_in_the_batch_of_its_insert_deletes_every_row_the_insert_wrote() {
+        let mut u = unwind(true, ArrayModel::Basic);
+        let out = u
+            .process(vec![
+                ev(Change::Insert { after: rec(json!({"id": 1, "items": [1, 2, 3]})) }),
+                ev(Change::Delete { before: rec(json!({"id": 1})) }),
+            ])
+            .expect("run");
+        let deletes = out.iter().filter(|e| matches!(e.change, Change::Delete { .. })).count();
+        assert_eq!(deletes, 3);
     }
 
     #[test]
