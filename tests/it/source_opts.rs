@@ -172,6 +172,26 @@ Flow("q2").read_from("P.orders", #{{ query: q, filter: "doubled >= 100" }}).writ
         query(&dst, "SELECT id, status, CAST(doubled AS REAL) FROM from_pg ORDER BY id"),
         vec![vec!["3", "SHIPPED", "100"]]
     );
+    // A query's numeric columns keep every digit (PostgreSQL into PostgreSQL).
+    let big = env.script(
+        "big.rhai",
+        &format!(
+            r#"{}
+Flow("q7").read_from("P.orders", #{{ query: "SELECT id, 123456789012345678.91::numeric AS big FROM orders WHERE id = 3" }})
+    .write_to("P.bigs").save().start();"#,
+            p.datasource("P", &schema)
+        ),
+    );
+    big.ok();
+    let got = || p.psql(&format!("SELECT big::text FROM {schema}.bigs")).trim().to_string();
+    assert!(
+        wait_until(Duration::from_secs(30), || p
+            .psql(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{schema}' AND tablename = 'bigs'"))
+            .trim()
+            == "1"
+            && got() == "123456789012345678.91"),
+        "the query's decimal arrives exact"
+    );
     // Following a query's changes is refused, in the builder and at save.
     let bad = env
         .script("bad.rhai", r#"Flow("q3").read_from("S.orders", #{ query: "SELECT * FROM orders" }).include_cdc();"#);
@@ -386,4 +406,40 @@ Flow("mfrom").read_from("M.t").only_cdc({at}).write_to("T.t").save().start();"#,
         rows(),
         env.tap(&["-c", "status mfrom"]).stdout
     );
+}
+
+#[test]
+fn a_mongodb_target_refusing_a_duplicate_is_a_change_skip_error_event_by_limit_skips() {
+    use mongodb::bson::doc;
+    let db = format!("rj_{}", std::process::id());
+    let d = Driver::new(&db, "c");
+    d.run(d.coll.client().database(&db).drop());
+    d.run(
+        d.coll.create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! {"code": 1})
+                .options(mongodb::options::IndexOptions::builder().unique(true).build())
+                .build(),
+        ),
+    );
+    let env = Env::new("mongo-rejected");
+    let src = env.path("src.sqlite");
+    exec(
+        &src,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, code TEXT); INSERT INTO t VALUES (1, 'x'), (2, 'x'), (3, 'y');",
+    );
+    let _engine = env.start_engine();
+    let script = format!(
+        r#"DataSource("sqlite", "S", #{{ database: "{}" }}).save();
+DataSource("mongodb", "M", #{{ uri: "{}" }}).save();
+Flow("rj").read_from("S.t").write_to("M.c").skip_error_event_by_limit(1).save().start();
+Flow("rj").wait_initial_sync();"#,
+        src.display(),
+        mongo_uri(&db)
+    );
+    env.script("r.rhai", &script).ok();
+    let n = d.run(d.coll.count_documents(doc! {}));
+    assert_eq!(n, 2, "the duplicate was skipped, the others written");
+    let logs = env.tap(&["-c", "logs rj"]).stdout;
+    assert!(logs.contains("skipped a change (1 of at most 1)"), "{logs}");
 }

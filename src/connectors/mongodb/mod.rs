@@ -67,6 +67,8 @@ fn doc_to_record(d: Document) -> Record {
 
 /// A driver error in its class, decided once here: network errors and errors labelled
 /// retryable (or transient) and I/O errors are transient, authentication fails at once, the rest are data errors.
+const REFUSED: [i32; 3] = [11000, 121, 10334];
+
 fn mg_err(e: mongodb::error::Error) -> Error {
     use mongodb::error::ErrorKind as K;
     let message = format!("MongoDB: {e}");
@@ -76,6 +78,17 @@ fn mg_err(e: mongodb::error::Error) -> Error {
     match *e.kind {
         K::Io(_) | K::ServerSelection { .. } | K::ConnectionPoolCleared { .. } => Error::unavailable(message),
         K::Authentication { .. } => Error::auth(message),
+        // A record refused: duplicate key (11000), document validation (121), too large (10334).
+        K::Write(mongodb::error::WriteFailure::WriteError(ref w)) if REFUSED.contains(&w.code) => {
+            Error::rejected(message)
+        }
+        K::BulkWrite(ref b)
+            if b.write_concern_errors.is_empty()
+                && !b.write_errors.is_empty()
+                && b.write_errors.values().all(|w| REFUSED.contains(&w.code)) =>
+        {
+            Error::rejected(message)
+        }
         _ => Error::data(message),
     }
 }

@@ -297,20 +297,50 @@ impl Connector for Postgres {
     }
     fn snapshot(&mut self, read: &SnapshotRequest, emit: &mut Emit<'_>) -> Result<()> {
         let (table, batch) = (read.table.as_str(), read.batch);
-        let schema = self.schema(table)?;
-        // A query names the connection's schema's tables unqualified, as in psql with it first
-        // on the search path.
-        let (from, path) = match &read.query {
-            Some(query) => (
-                format!("SELECT * FROM ({query}) tap_q"),
-                format!(" SET LOCAL search_path TO {}, public;", quote(&self.schema)),
-            ),
-            None => (format!("SELECT {} FROM {}", select_list(&schema), self.qualified(table)), String::new()),
-        };
-        self.batch(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;{path} DECLARE tap_snapshot NO SCROLL CURSOR FOR SELECT row_to_json(tap_row)::text FROM ({from}{}) tap_row",
-            pushed_filter(&read.filter)
-        ))?;
+        let mut schema = self.schema(table)?;
+        self.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        let declared = (|| {
+            let from = match &read.query {
+                Some(query) => {
+                    // A query names the connection's schema's tables unqualified, as in psql with
+                    // it first on the search path; its numeric columns are read as text (exact),
+                    // and typed as decimals when the table has no field of that name.
+                    self.batch(&format!("SET LOCAL search_path TO {}, public", quote(&self.schema)))?;
+                    let st =
+                        self.rt.run(self.client.prepare(&format!("SELECT * FROM ({query}) tap_q")))?.map_err(pg_err)?;
+                    let mut list = Vec::new();
+                    for c in st.columns() {
+                        if *c.type_() == tokio_postgres::types::Type::NUMERIC {
+                            list.push(format!("{0}::text AS {0}", quote(c.name())));
+                            if schema.field(c.name()).is_none() {
+                                schema.fields.push(Field {
+                                    name: c.name().to_string(),
+                                    ty: FieldType::Decimal,
+                                    data_type: "numeric".into(),
+                                    primary_key: false,
+                                    nullable: true,
+                                });
+                            }
+                        } else {
+                            list.push(quote(c.name()));
+                        }
+                    }
+                    format!(
+                        "SELECT {} FROM ({query}) tap_q",
+                        if list.is_empty() { "*".into() } else { list.join(", ") }
+                    )
+                }
+                None => format!("SELECT {} FROM {}", select_list(&schema), self.qualified(table)),
+            };
+            self.batch(&format!(
+                "DECLARE tap_snapshot NO SCROLL CURSOR FOR SELECT row_to_json(tap_row)::text FROM ({from}{}) tap_row",
+                pushed_filter(&read.filter)
+            ))
+        })();
+        if let Err(e) = declared {
+            let _ = self.batch("ROLLBACK");
+            return Err(e);
+        }
         let result = (|| {
             loop {
                 let rows = self.query(&format!("FETCH {batch} FROM tap_snapshot"), &[])?;
