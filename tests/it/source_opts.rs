@@ -443,3 +443,41 @@ Flow("rj").wait_initial_sync();"#,
     let logs = env.tap(&["-c", "logs rj"]).stdout;
     assert!(logs.contains("skipped a change (1 of at most 1)"), "{logs}");
 }
+
+#[test]
+fn type_and_time_processors_from_mysql_into_postgres_type_the_target_columns() {
+    let m = my();
+    let p = pg();
+    let tag = format!("tp_{}", std::process::id());
+    m.sql("mysql", &format!("DROP DATABASE IF EXISTS {tag}; CREATE DATABASE {tag}"));
+    m.sql(
+        &tag,
+        "CREATE TABLE t (id INT PRIMARY KEY, price VARCHAR(10), at DATETIME, note VARCHAR(20));
+         INSERT INTO t VALUES (1, '10', '2024-01-01 23:30:00', 'n1');",
+    );
+    p.psql(&format!("DROP SCHEMA IF EXISTS {tag} CASCADE; CREATE SCHEMA {tag};"));
+    let env = Env::new("types-my-pg");
+    let _engine = env.start_engine();
+    let script = format!(
+        r#"{}
+{}
+Flow("tp").read_from("My.t").type_adjust([["price", "bigint"]]).adjust_time(2, ["datetime"]).exclude_type("varchar")
+    .addTimeField("synced_at").write_to("P.t").save().start();
+Flow("tp").wait_initial_sync();"#,
+        m.datasource("My", &tag, &m.user, &m.password),
+        p.datasource("P", &tag)
+    );
+    env.script("t.rhai", &script).ok();
+    let cols = p.psql(&format!(
+        "SELECT string_agg(column_name || ':' || data_type, ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_schema = '{tag}' AND table_name = 't'"
+    ));
+    assert_eq!(
+        cols.trim(),
+        "id:bigint,price:bigint,at:timestamp without time zone,synced_at:timestamp with time zone",
+        "the converted column typed as its new type, the varchar gone, the stamp zoned"
+    );
+    assert_eq!(p.psql(&format!("SELECT id, price, at FROM {tag}.t")).trim(), "1|10|2024-01-02 01:30:00");
+    m.sql(&tag, "INSERT INTO t VALUES (2, '20', '2024-06-01 08:00:00', 'n2');");
+    let rows = || p.psql(&format!("SELECT count(*) FROM {tag}.t WHERE price = 20 AND at = '2024-06-01 10:00:00'"));
+    assert!(wait_until(Duration::from_secs(30), || rows().trim() == "1"), "after CDC: {}", rows());
+}
