@@ -255,3 +255,18 @@ fn a_stored_flow_names_its_tables_even_when_a_save_would_refuse_it_now() {
         table_nodes(&t).into_iter().map(|(n, src)| (n.connection_id, n.table_name, src)).collect();
     assert_eq!(got, vec![("c1".into(), "orders".into(), true), ("c2".into(), "wide".into(), false)]);
 }
+
+#[test]
+fn a_skip_setting_is_read_one_way_by_the_rules_and_the_plan() {
+    assert_eq!(skip_setting(&json!(null)), Some(None));
+    assert_eq!(skip_setting(&json!({"errorMode": "Disable", "limitMode": "SkipByLimit"})), Some(None));
+    let n = json!({"errorMode": "SkipData", "limitMode": "SkipByLimit", "limit": 3});
+    assert_eq!(skip_setting(&n), Some(Some(3)));
+    // Only the enum spelling: still a limit, not a setting silently off.
+    assert_eq!(
+        skip_setting(&json!({"errorModeEnum": "SkipData", "limitModeEnum": "SkipByLimit", "limit": 2})),
+        Some(Some(2))
+    );
+    assert_eq!(skip_setting(&json!({"errorMode": "SkipData", "limitMode": "SkipByRate", "limit": 2})), None);
+    assert_eq!(skip_setting(&json!({"errorMode": "SkipData"})), None, "a skip without its limit");
+}

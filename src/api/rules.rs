@@ -111,14 +111,25 @@ fn is_task_type(v: &Value) -> bool {
 /// `skipErrorEvent`: off (`Disable`), or TapFlow's `skip_error_event_by_limit(n)` (`SkipData`
 /// by `SkipByLimit` with a whole-number `limit`), which the engine does.
 fn is_skip_setting(v: &Value) -> bool {
+    skip_setting(v).is_some()
+}
+
+/// A `skipErrorEvent` setting read: `Some(None)` off, `Some(Some(n))` skip up to n, `None` a
+/// setting the engine does not do. The rules and the plan both read it here.
+pub(crate) fn skip_setting(v: &Value) -> Option<Option<u64>> {
+    if v.is_null() {
+        return Some(None);
+    }
     let text = |k: &str| v.get(k).and_then(Value::as_str);
     let mode = text("errorMode").or(text("errorModeEnum")).unwrap_or("Disable");
     let same = text("errorModeEnum").is_none_or(|m| m == mode);
     let by_limit = text("limitMode").or(text("limitModeEnum")).is_none_or(|m| m == "SkipByLimit")
         && text("limitModeEnum").is_none_or(|m| m == "SkipByLimit");
-    v.is_null()
-        || same && mode == "Disable"
-        || same && mode == "SkipData" && by_limit && v.get("limit").and_then(Value::as_u64).is_some()
+    match (same, mode) {
+        (true, "Disable") => Some(None),
+        (true, "SkipData") if by_limit => v.get("limit").and_then(Value::as_u64).map(Some),
+        _ => None,
+    }
 }
 /// Model declarations the engine does: fields added by `add_fields` (they arrive with the
 /// records anyway) and the key a function's records have (`js(…, #{ pk })`, which the plan

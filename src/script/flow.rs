@@ -83,6 +83,16 @@ impl FlowState {
         id
     }
 
+    /// The connection id of the source node `node_id` (empty if there is none).
+    pub fn source_connection(&self, node_id: &str) -> String {
+        self.nodes
+            .iter()
+            .find(|n| n.get("id").and_then(Value::as_str) == Some(node_id))
+            .and_then(|n| n.get("connectionId").and_then(Value::as_str))
+            .unwrap_or_default()
+            .to_string()
+    }
+
     fn require_source(&self, what: &str) -> Result<()> {
         if self.stage.is_none() {
             return Err(Error::usage(format!("{what}: call read_from(\"Connection.table\") first")));
@@ -418,14 +428,7 @@ fn natural_relation(
     }
     let (conn_id, main) = flow.with(|s| {
         let Some((node_id, main)) = s.sources.first() else { return (String::new(), String::new()) };
-        let conn = s
-            .nodes
-            .iter()
-            .find(|n| n.get("id").and_then(Value::as_str) == Some(node_id))
-            .and_then(|n| n.get("connectionId").and_then(Value::as_str))
-            .unwrap_or_default()
-            .to_string();
-        (conn, main.clone())
+        (s.source_connection(node_id), main.clone())
     });
     let fields: Vec<String> = session
         .client

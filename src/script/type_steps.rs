@@ -117,15 +117,7 @@ fn type_adjust(s: &Session, f: &Flow, converts: Dynamic, table: Option<&str>, na
                 None => "type_adjust: call read_from(\"Connection.table\") first".to_string(),
             }));
         };
-        let conn = st
-            .nodes
-            .iter()
-            .find(|n| n.get("id").and_then(Value::as_str) == Some(node_id))
-            .and_then(|n| n.get("connectionId"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        Ok((conn, t.clone()))
+        Ok((st.source_connection(node_id), t.clone()))
     })?;
     let (node, cmd) = type_adjust_node(s, &conn_id, &table, pairs, name)?;
     flow::add_step(s, f, "type_adjust", node, cmd, "type adjust added")?;

@@ -264,9 +264,7 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
         }
     }
     let skip = task.get("skipErrorEvent").or_else(|| task.pointer("/dag/skipErrorEvent"));
-    let skip_limit = skip
-        .filter(|s| s.get("errorMode").and_then(Value::as_str) == Some("SkipData"))
-        .map(|s| s.get("limit").and_then(Value::as_u64).unwrap_or(0));
+    let skip_limit = skip.and_then(crate::api::rules::skip_setting).flatten();
     let cdc_start = cdc_start(task, sync)?;
     Ok(Plan {
         skip_limit,

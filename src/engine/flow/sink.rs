@@ -1,5 +1,16 @@
 use super::*;
 
+/// A record as JSON for a message, cut to 300 bytes.
+pub(super) fn record_text(r: &Record) -> String {
+    let mut shown = Value::Object(r.to_json()).to_string();
+    if shown.len() > 300 {
+        let cut = (0..=300).rev().find(|&i| shown.is_char_boundary(i)).unwrap_or(0);
+        shown.truncate(cut);
+        shown.push('…');
+    }
+    shown
+}
+
 pub(super) fn open_connection(store: &Store, id: &str) -> Result<Box<dyn Connector>> {
     store.open_connection(id)
 }
@@ -135,12 +146,7 @@ impl Sink {
                 self.target.key.iter().find(|k| image.get(k.as_str()).is_none_or(crate::model::Value::is_null))
             {
                 let what = if image.contains_key(bad.as_str()) { "null" } else { "missing" };
-                let mut shown = Value::Object(image.to_json()).to_string();
-                if shown.len() > 300 {
-                    let cut = (0..=300).rev().find(|&i| shown.is_char_boundary(i)).unwrap_or(0);
-                    shown.truncate(cut);
-                    shown.push('…');
-                }
+                let shown = record_text(image);
                 return Err(Error::rejected(format!(
                     "flow {}: a record reaching target node {:?} ({}) has its key field {bad:?} {what}; \
                      records must keep their key through the processors (fields: {}) — record: {shown}",

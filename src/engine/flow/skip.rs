@@ -41,12 +41,7 @@ impl Skipper {
                 e.message, self.limit, self.limit
             )));
         }
-        let mut shown = Value::Object(change.key_image().to_json()).to_string();
-        if shown.len() > 300 {
-            let cut = (0..=300).rev().find(|&i| shown.is_char_boundary(i)).unwrap_or(0);
-            shown.truncate(cut);
-            shown.push('…');
-        }
+        let shown = record_text(change.key_image());
         let message = format!("skipped a change ({n} of at most {}): {} — record: {shown}", self.limit, e.message);
         let _ = self.store.log(&self.task_id, &self.record_id, "WARN", &message);
         Ok(())
