@@ -97,6 +97,9 @@ pub struct TableNode {
     pub table_name: String,
     pub update_condition_fields: Vec<String>,
     pub exist_data_process_mode: Option<String>,
+    /// A target's `updateOrInsert` (the default; `updateWrite` is the same for a table
+    /// target) or `appendWrite`.
+    pub write_strategy: Option<String>,
     pub read_batch_size: Option<u64>,
     /// A source's filter: applied when `is_filter`.
     pub is_filter: bool,

@@ -194,7 +194,7 @@ fn data_fields_the_engine_does_not_do_are_refused_by_name() {
     assert!(m.contains("node \"orders\" (table)") && m.contains("customCommand") && m.contains("an object"), "{m}");
     let m = refusal(src(json!({"conditions": "a > 1"})));
     assert!(m.contains("conditions") && m.contains("a list"), "{m}");
-    assert!(refusal(src(json!({"writeStrategy": "appendWrite"}))).contains("writeStrategy"));
+    assert!(refusal(src(json!({"writeStrategy": "insertOnly"}))).contains("writeStrategy"));
     assert!(refusal(src(json!({"nodeConfig": {"preImage": true}}))).contains("nodeConfig.preImage"));
     assert!(refusal(src(json!({"bogusField": 1}))).contains("bogusField"));
     // Defaults the official client always sends are accepted.

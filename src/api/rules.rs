@@ -87,8 +87,8 @@ fn is_dml_policy(v: &Value) -> bool {
 fn is_exist_mode(v: &Value) -> bool {
     matches!(v.as_str(), Some("keepData" | "removeData" | "dropTable"))
 }
-fn is_upsert(v: &Value) -> bool {
-    v.as_str() == Some("updateOrInsert")
+fn is_write_strategy(v: &Value) -> bool {
+    matches!(v.as_str(), Some("updateOrInsert" | "updateWrite" | "appendWrite"))
 }
 fn is_ddl_filter(v: &Value) -> bool {
     v.as_str() == Some("FILTER")
@@ -221,7 +221,14 @@ pub(crate) const TABLE: &[(&str, Rule)] = &[
         "ddlConfiguration",
         only(is_ddl_filter, "FILTER", "remove it (enableDDL()): added columns are followed, other DDL stops the flow"),
     ),
-    ("writeStrategy", only(is_upsert, "updateOrInsert", "remove it: the engine writes by key (update or insert)")),
+    (
+        "writeStrategy",
+        only(
+            is_write_strategy,
+            "updateOrInsert, updateWrite or appendWrite",
+            "use Sink(…).config(#{ writeStrategy: \"updateOrInsert\" }) or \"appendWrite\"",
+        ),
+    ),
 ];
 
 pub(crate) const JS: &[(&str, Rule)] = &[

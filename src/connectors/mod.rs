@@ -74,11 +74,20 @@ pub struct Target {
     pub table: String,
     pub key: Vec<String>,
     pub existing: ExistingData,
+    /// TapData's `appendWrite`: every change is inserted as a new row (an update's after image,
+    /// a delete's before image) into a table without a key. At-least-once: a batch repeated
+    /// after a crash is appended again.
+    pub append: bool,
 }
 
 impl Target {
     pub fn new(table: &str, key: &[String], existing: ExistingData) -> Self {
-        Target { table: table.to_string(), key: key.to_vec(), existing }
+        Target { table: table.to_string(), key: key.to_vec(), existing, append: false }
+    }
+
+    /// A target that appends every change (`appendWrite`): it has no key.
+    pub fn appending(table: &str, existing: ExistingData) -> Self {
+        Target { table: table.to_string(), key: Vec::new(), existing, append: true }
     }
 }
 
@@ -174,7 +183,8 @@ pub trait Connector: Send {
     /// Create or check the target table, from the flow's output `schema`.
     fn prepare_target(&mut self, target: &Target, schema: &Schema) -> Result<()>;
     /// Apply changes as if one by one, idempotently: inserts and updates upsert the whole image
-    /// by the target's key, deletes delete by it (the contract: `connectors/sql.rs`).
+    /// by the target's key, deletes delete by it (the contract: `connectors/sql.rs`). An
+    /// appending target ([`Target::append`]) inserts every change's image instead, in order.
     fn write(&mut self, target: &Target, changes: &[Change]) -> Result<()>;
 }
 

@@ -137,19 +137,40 @@ pub enum Run<'a> {
     Upsert(Vec<&'a Record>),
     /// Images whose key fields name rows to delete.
     Delete(Vec<&'a Record>),
+    /// Images to insert as new rows (an appending target), all with the same fields.
+    Append(Vec<&'a Record>),
 }
 
 impl Run<'_> {
     /// The columns of `cols` an upsert run writes: those its images carry.
     pub fn columns<'c>(&self, cols: &'c [(String, FieldType)]) -> Vec<&'c (String, FieldType)> {
         match self {
-            Run::Upsert(images) => {
+            Run::Upsert(images) | Run::Append(images) => {
                 let first = images.first();
                 cols.iter().filter(|(c, _)| first.is_some_and(|r| r.contains_key(c))).collect()
             }
             Run::Delete(_) => Vec::new(),
         }
     }
+}
+
+/// How a batch is written to `target`: by key ([`plan`]), or, on an appending target, as runs
+/// of inserts of every change's image (an update's after image, a delete's before image), in
+/// order, one shape per run.
+pub fn runs<'a>(changes: &'a [Change], target: &Target) -> Vec<Run<'a>> {
+    if !target.append {
+        return plan(changes, &target.key);
+    }
+    let mut runs: Vec<(String, Vec<&'a Record>)> = Vec::new();
+    for c in changes {
+        let image = c.key_image();
+        let shape = image.keys().map(String::as_str).collect::<Vec<_>>().join("\u{1f}");
+        match runs.last_mut() {
+            Some((sh, images)) if *sh == shape => images.push(image),
+            _ => runs.push((shape, vec![image])),
+        }
+    }
+    runs.into_iter().map(|(_, images)| Run::Append(images)).collect()
 }
 
 /// A batch as runs of upserts and deletes in order. A key change becomes a delete of the old key
@@ -226,7 +247,7 @@ mod tests {
     }
 
     fn ids(run: &Run) -> Vec<String> {
-        let (Run::Upsert(v) | Run::Delete(v)) = run;
+        let (Run::Upsert(v) | Run::Delete(v) | Run::Append(v)) = run;
         v.iter().map(|r| format!("{}{}", r["id"], r.get("n").map(|n| format!("/{n}")).unwrap_or_default())).collect()
     }
 
@@ -257,6 +278,20 @@ mod tests {
                 (true, vec!["2/3".into()]),
             ]
         );
+    }
+
+    #[test]
+    fn an_appending_target_inserts_every_image_in_order() {
+        let target = Target::appending("log", ExistingData::Keep);
+        let changes = vec![
+            Change::Insert { after: rec(json!({"id": 1, "n": 1})) },
+            Change::Update { before: Some(rec(json!({"id": 1, "n": 1}))), after: rec(json!({"id": 1, "n": 2})) },
+            Change::Delete { before: rec(json!({"id": 1})) },
+            Change::Insert { after: rec(json!({"id": 1, "n": 3})) },
+        ];
+        let runs = runs(&changes, &target);
+        assert!(runs.iter().all(|r| matches!(r, Run::Append(_))));
+        assert_eq!(runs.iter().map(ids).collect::<Vec<_>>(), vec![vec!["1/1", "1/2"], vec!["1"], vec!["1/3"]]);
     }
 
     #[test]

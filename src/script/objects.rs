@@ -110,7 +110,8 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
         Ok(s.set("writeBatchWaitMs", json!(count("set_write_wait", n)?), format!(".set_write_wait({n})")))
     });
     // `config(#{ … })` merges node fields, `update_node_config(#{ … })` the nodeConfig; the
-    // rules check both at save (a writeStrategy other than updateOrInsert is refused there).
+    // rules check both at save. `config(#{ writeStrategy: "appendWrite" })` appends every change
+    // as a new row: at-least-once (a batch repeated after a crash is appended again).
     engine.register_fn("config", |s: &mut TableSpec, m: rhai::Map| -> Result2 {
         let shown = format!(".config({})", rhai::Dynamic::from_map(m.clone()));
         let v: Value = rhai::serde::from_dynamic(&rhai::Dynamic::from_map(m)).map_err(|e| e.to_string())?;

@@ -7,6 +7,7 @@
 //! - on a SQL target an image that lacks a field leaves that column as it is (PostgreSQL leaves
 //!   unchanged large values out of an update's image); a MongoDB target replaces the document;
 //! - a table that exists without a key on the flow's key gets one, so upserts find their row;
+//! - an appending target (`appendWrite`) has no key and inserts every change's image;
 //! - a snapshot reads every row in batches no larger than asked;
 //! - CDC returns an insert, an update and a delete made after `cdc_position`, in order;
 //! - typed values come back as they were written, where the database can hold them: a decimal
@@ -152,6 +153,32 @@ fn keyless_target_contract(s: &mut Subject) {
     c.write(&plain, &[Change::Insert { after: rec(json!({"id": 1, "name": "a"})) }]).expect("write");
     c.write(&plain, &[Change::Insert { after: rec(json!({"id": 1, "name": "b"})) }]).expect("write again");
     assert_eq!(rows(c, "plain"), vec!["1: name=b"], "{}: an upsert into an existing keyless table", s.name);
+}
+
+/// `appendWrite`: every change is a new row (an update its after image, a delete its before
+/// image), in a table without a key, so a replayed batch is appended again.
+fn append_contract(s: &mut Subject) {
+    let c = s.conn.as_mut();
+    let log = Target::appending("log", ExistingData::Drop);
+    let mut schema = items_schema("log");
+    schema.fields.iter_mut().for_each(|f| f.primary_key = false);
+    c.prepare_target(&log, &schema).expect("prepare an appending target");
+    // (MongoDB's `_id` is a new ObjectId per document.)
+    let key = c.schema("log").expect("schema").primary_key();
+    assert!(key.is_empty() || key == ["_id"], "{}: an appending target has no key: {key:?}", s.name);
+    let batch = vec![
+        Change::Insert { after: rec(json!({"id": 1, "name": "a"})) },
+        Change::Update { before: Some(rec(json!({"id": 1, "name": "a"}))), after: rec(json!({"id": 1, "name": "b"})) },
+        Change::Delete { before: rec(json!({"id": 1, "name": "b"})) },
+        Change::Insert { after: rec(json!({"id": 2, "name": "c"})) },
+    ];
+    c.write(&log, &batch).expect("append");
+    let once = vec!["1: name=a", "1: name=b", "1: name=b", "2: name=c"];
+    assert_eq!(rows(c, "log"), once, "{}: every change appended", s.name);
+    c.write(&log, &batch).expect("append again");
+    let twice: Vec<&str> =
+        vec!["1: name=a", "1: name=a", "1: name=b", "1: name=b", "1: name=b", "1: name=b", "2: name=c", "2: name=c"];
+    assert_eq!(rows(c, "log"), twice, "{}: a replayed batch is appended again", s.name);
 }
 
 fn snapshot_contract(s: &mut Subject) {
@@ -307,6 +334,7 @@ fn run(mut s: Subject) {
     values_contract(&mut s);
     sink_contract(&mut s);
     keyless_target_contract(&mut s);
+    append_contract(&mut s);
     snapshot_contract(&mut s);
     cdc_contract(&mut s);
 }

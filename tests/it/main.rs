@@ -25,3 +25,4 @@ mod truth;
 mod udf;
 mod underneath;
 mod wire;
+mod write_modes;

@@ -368,11 +368,6 @@ DataSource("sqlite", "T", #{{ database: "{}" }}).save();
         );
         assert!(bad.code != 0 && bad.stderr.contains(field), "{call}: {}", bad.stderr);
     }
-    let bad = env.script(
-        "bad2.rhai",
-        &(head + r#"Flow("c").read_from("S.orders").write_to(Sink("T", "c").config(#{ writeStrategy: "appendWrite" })).save();"#),
-    );
-    assert!(bad.code != 0 && bad.stderr.contains("writeStrategy is \"appendWrite\""), "{}", bad.stderr);
 }
 
 #[test]

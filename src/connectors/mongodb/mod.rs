@@ -21,7 +21,7 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
-use mongodb::options::{DeleteOneModel, FullDocumentType, ReplaceOneModel, WriteModel};
+use mongodb::options::{DeleteOneModel, FullDocumentType, InsertOneModel, ReplaceOneModel, WriteModel};
 use mongodb::{Client, Namespace};
 use std::collections::HashMap;
 use std::future::IntoFuture;
@@ -542,10 +542,23 @@ impl Connector for Mongo {
 
     fn write(&mut self, target: &Target, changes: &[Change]) -> Result<()> {
         let (table, key) = (target.table.as_str(), &target.key[..]);
-        if key.is_empty() {
+        if key.is_empty() && !target.append {
             return Err(Error::schema(format!("target collection {table} has no key to write by")));
         }
         let ns = Namespace::new(self.database.clone(), table.to_string());
+        if target.append {
+            // Each change a new document with a new `_id` (a record's own `_id` is dropped, as
+            // in a write by any key but `_id`): the collection is a log of the changes.
+            let models: Vec<WriteModel> = changes
+                .iter()
+                .map(|c| {
+                    let mut document = to_doc(c.key_image());
+                    document.remove("_id");
+                    WriteModel::InsertOne(InsertOneModel::builder().namespace(ns.clone()).document(document).build())
+                })
+                .collect();
+            return self.run_models(table, models, true);
+        }
         // Every operation replaces or deletes a whole document, so the last one on a key decides
         // that document: keep only it, and the batch has one operation per key, in any order.
         let mut slots: Vec<Option<WriteModel>> = Vec::with_capacity(changes.len());
@@ -582,6 +595,13 @@ impl Connector for Mongo {
             }
         }
         let models: Vec<WriteModel> = slots.into_iter().flatten().collect();
+        self.run_models(table, models, false)
+    }
+}
+
+impl Mongo {
+    /// Run a batch's operations on `table`, in order when `ordered`.
+    fn run_models(&mut self, table: &str, models: Vec<WriteModel>, ordered: bool) -> Result<()> {
         if models.is_empty() {
             return Ok(());
         }
@@ -608,7 +628,7 @@ impl Connector for Mongo {
         }
         self.written.insert(table.to_string());
         if self.bulk {
-            self.rt.run(self.client.bulk_write(models).ordered(false).into_future())?.map_err(mg_err)?;
+            self.rt.run(self.client.bulk_write(models).ordered(ordered).into_future())?.map_err(mg_err)?;
             return Ok(());
         }
         let coll = self.coll(table);
@@ -621,6 +641,9 @@ impl Connector for Mongo {
                         }
                         WriteModel::DeleteOne(d) => {
                             coll.delete_one(d.filter).await?;
+                        }
+                        WriteModel::InsertOne(i) => {
+                            coll.insert_one(i.document).await?;
                         }
                         _ => {}
                     }

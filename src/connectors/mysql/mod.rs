@@ -333,7 +333,7 @@ impl Connector for Mysql {
 
     fn write(&mut self, target: &Target, changes: &[Change]) -> Result<()> {
         let (table, key) = (target.table.as_str(), &target.key[..]);
-        if key.is_empty() {
+        if key.is_empty() && !target.append {
             return Err(Error::schema(format!("target table {table} has no key to write by")));
         }
         let cols = sql::columns(self, table, changes)?;
@@ -341,7 +341,8 @@ impl Connector for Mysql {
         let q = self.qualified(table);
         let key_cols = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
         let mut statements: Vec<(String, Vec<My>)> = Vec::new();
-        for run in sql::plan(changes, key) {
+        for run in sql::runs(changes, target) {
+            let append = matches!(run, Run::Append(_));
             let run_cols = run.columns(&cols);
             match run {
                 Run::Delete(images) => {
@@ -359,15 +360,20 @@ impl Connector for Mysql {
                         ));
                     }
                 }
-                Run::Upsert(images) => {
+                Run::Upsert(images) | Run::Append(images) => {
                     let col_list = run_cols.iter().map(|(c, _)| quote(c)).collect::<Vec<_>>().join(", ");
                     let updates: Vec<String> = run_cols
                         .iter()
                         .filter(|(c, _)| !key.contains(c))
                         .map(|(c, _)| format!("{0} = VALUES({0})", quote(c)))
                         .collect();
-                    let on_dup =
-                        if updates.is_empty() { format!("{0} = {0}", quote(&key[0])) } else { updates.join(", ") };
+                    let on_dup = if append {
+                        String::new()
+                    } else if updates.is_empty() {
+                        format!(" ON DUPLICATE KEY UPDATE {0} = {0}", quote(&key[0]))
+                    } else {
+                        format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", "))
+                    };
                     let per = (60_000 / run_cols.len().max(1)).clamp(1, 1000);
                     for chunk in images.chunks(per) {
                         let mut params = Vec::with_capacity(chunk.len() * run_cols.len());
@@ -379,7 +385,7 @@ impl Connector for Mysql {
                         let row = format!("({})", vec!["?"; run_cols.len()].join(", "));
                         statements.push((
                             format!(
-                                "INSERT INTO {q} ({col_list}) VALUES {} ON DUPLICATE KEY UPDATE {on_dup}",
+                                "INSERT INTO {q} ({col_list}) VALUES {}{on_dup}",
                                 vec![row; chunk.len()].join(", ")
                             ),
                             params,

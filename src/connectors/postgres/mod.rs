@@ -384,7 +384,7 @@ impl Connector for Postgres {
 
     fn write(&mut self, target: &Target, changes: &[Change]) -> Result<()> {
         let (table, key) = (target.table.as_str(), &target.key[..]);
-        if key.is_empty() {
+        if key.is_empty() && !target.append {
             return Err(Error::schema(format!("target table {table} has no key to write by")));
         }
         let cols = sql::columns(self, table, changes)?;
@@ -393,9 +393,18 @@ impl Connector for Postgres {
         // Each run is one statement over a JSON array of its images, writing the columns they
         // carry (one shape per run).
         let mut statements: Vec<(String, String)> = Vec::new();
-        for run in sql::plan(changes, key) {
+        for run in sql::runs(changes, target) {
             let run_cols = run.columns(&cols);
             match run {
+                Run::Append(images) => {
+                    let col_list = run_cols.iter().map(|(c, _)| quote(c)).collect::<Vec<_>>().join(", ");
+                    statements.push((
+                        format!(
+                            "INSERT INTO {q} ({col_list}) SELECT {col_list} FROM jsonb_populate_recordset(NULL::{q}, $1::text::jsonb)"
+                        ),
+                        payload(&images, &run_cols.iter().map(|(c, _)| c).collect::<Vec<_>>()),
+                    ))
+                }
                 Run::Upsert(images) => {
                     let col_list = run_cols.iter().map(|(c, _)| quote(c)).collect::<Vec<_>>().join(", ");
                     let updates: Vec<String> = run_cols

@@ -487,7 +487,7 @@ impl Connector for Sqlite {
 
     fn write(&mut self, target: &Target, changes: &[Change]) -> Result<()> {
         let (table, key) = (target.table.as_str(), &target.key[..]);
-        if key.is_empty() {
+        if key.is_empty() && !target.append {
             return Err(Error::schema(format!("target table {table} has no key to write by")));
         }
         self.require_same_file()?;
@@ -500,26 +500,23 @@ impl Connector for Sqlite {
             let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
             let updates: Vec<String> =
                 names.iter().filter(|n| !key_cols.contains(n)).map(|n| format!("{n} = excluded.{n}")).collect();
-            let conflict = if updates.is_empty() {
-                "DO NOTHING".to_string()
+            let conflict = if target.append {
+                String::new()
+            } else if updates.is_empty() {
+                format!(" ON CONFLICT ({}) DO NOTHING", key_cols.join(", "))
             } else {
-                format!("DO UPDATE SET {}", updates.join(", "))
+                format!(" ON CONFLICT ({}) DO UPDATE SET {}", key_cols.join(", "), updates.join(", "))
             };
-            format!(
-                "INSERT INTO {qt} ({}) VALUES ({}) ON CONFLICT ({}) {conflict}",
-                names.join(", "),
-                marks.join(", "),
-                key_cols.join(", ")
-            )
+            format!("INSERT INTO {qt} ({}) VALUES ({}){conflict}", names.join(", "), marks.join(", "))
         };
         let cond: Vec<String> = key_cols.iter().enumerate().map(|(i, k)| format!("{k} = ?{}", i + 1)).collect();
         let delete = format!("DELETE FROM {qt} WHERE {}", cond.join(" AND "));
         let null = Value::Null;
         let tx = self.conn.transaction()?;
-        for run in sql::plan(changes, key) {
+        for run in sql::runs(changes, target) {
             let run_cols = run.columns(&cols);
             match run {
-                Run::Upsert(images) => {
+                Run::Upsert(images) | Run::Append(images) => {
                     let mut st = tx.prepare_cached(&upsert_of(&run_cols))?;
                     for img in images {
                         st.execute(params_from_iter(

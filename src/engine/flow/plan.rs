@@ -134,6 +134,8 @@ pub(super) struct SinkNode {
     pub(super) table: String,
     pub(super) key: Vec<String>,
     pub(super) existing: ExistingData,
+    /// `appendWrite`: every change is inserted as a new row.
+    pub(super) append: bool,
 }
 
 pub(super) struct Plan {
@@ -247,6 +249,14 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
             )));
         }
     }
+    let append = sink_table.write_strategy.as_deref() == Some("appendWrite");
+    if append && merge_id.is_some() {
+        return Err(Error::unsupported(format!(
+            "target node {:?} appends every change (writeStrategy appendWrite), but a lookup flow rebuilds whole \
+             documents by key: remove config(#{{ writeStrategy: \"appendWrite\" }}) from the sink",
+            sink.name
+        )));
+    }
     let sync = crate::api::dag::task_type(task);
     if let Some(s) = sources.iter().find(|s| s.query.is_some()) {
         if merge_id.is_some() {
@@ -277,6 +287,7 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
             table: sink_table.table_name,
             key: sink_table.update_condition_fields,
             existing: ExistingData::from_tapdata(sink_table.exist_data_process_mode.as_deref()),
+            append,
         },
         snapshot: sync.contains("initial_sync"),
         cdc: sync.contains("cdc"),

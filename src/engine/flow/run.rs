@@ -65,6 +65,16 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
 
     let mut checkpoint = start_checkpoint(ctx, &plan, &mut sources, &mut sink)?;
     sink.check_resumed(&checkpoint)?;
+    if plan.sink.append {
+        ctx.log(
+            "INFO",
+            &format!(
+                "target {} appends every change as a new row (writeStrategy appendWrite): at-least-once, so a batch \
+                 being written when the flow stopped abruptly is appended again when it resumes",
+                plan.sink.table
+            ),
+        );
+    }
 
     if checkpoint.phase == Phase::Snapshot {
         ctx.set_status("running", json!({"syncStatus": "SNAPSHOT"}));

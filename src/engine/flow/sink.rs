@@ -40,7 +40,11 @@ impl Sink {
             conn: open_connection(&ctx.store, &plan.sink.connection_id)?,
             store: ctx.store.clone(),
             connection_id: plan.sink.connection_id.clone(),
-            target: Target::new(&plan.sink.table, &key, plan.sink.existing),
+            target: if plan.sink.append {
+                Target::appending(&plan.sink.table, plan.sink.existing)
+            } else {
+                Target::new(&plan.sink.table, &key, plan.sink.existing)
+            },
             ready: false,
             schema,
             skips: None,
