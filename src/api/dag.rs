@@ -107,6 +107,14 @@ pub struct TableNode {
     /// A source's query: `{command: executeQuery, params: {sql}}`, read when enabled.
     pub enable_custom_command: bool,
     pub custom_command: Option<Value>,
+    /// A source's DDL handling: `enableDDL` with `ddlConfiguration` `SYNCHRONIZATION` (added
+    /// columns reach the target as they are added) or `ERROR` (any DDL stops the flow); `FILTER`
+    /// or disabled: columns are added as rows carry them.
+    #[serde(rename = "enableDDL")]
+    pub enable_ddl: bool,
+    pub ddl_configuration: Option<String>,
+    /// Connector-specific settings; `preImage` (`enablePreImage()`) is read.
+    pub node_config: Option<Value>,
 }
 
 /// One entry of a merge node's `mergeProperties` (the main table, then its lookups as
@@ -149,7 +157,7 @@ pub struct Node {
 #[derive(Debug, Clone)]
 pub enum NodeKind {
     /// `table`: a source (no edge leads to it) or the sink.
-    Table(TableNode),
+    Table(Box<TableNode>),
     /// `merge_table_processor`: the lookup tree.
     Merge(Vec<MergeProperty>),
     /// A processor.
@@ -196,10 +204,10 @@ impl Node {
             return Err(Refusal { message: format!("{what}: field id is missing: every node needs an id") });
         }
         let kind = match ty.as_str() {
-            "table" => NodeKind::Table(
+            "table" => NodeKind::Table(Box::new(
                 serde_json::from_value::<TableNode>(doc.clone())
                     .map_err(|e| Refusal { message: format!("{what}: {e}") })?,
-            ),
+            )),
             "merge_table_processor" => {
                 let props = obj.get("mergeProperties").cloned().unwrap_or(Value::Array(Vec::new()));
                 NodeKind::Merge(
@@ -224,7 +232,7 @@ impl Node {
     /// The table of a `table` node.
     pub fn table(&self) -> Option<&TableNode> {
         match &self.kind {
-            NodeKind::Table(t) => Some(t),
+            NodeKind::Table(t) => Some(t.as_ref()),
             _ => None,
         }
     }

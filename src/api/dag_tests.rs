@@ -195,7 +195,7 @@ fn data_fields_the_engine_does_not_do_are_refused_by_name() {
     let m = refusal(src(json!({"conditions": "a > 1"})));
     assert!(m.contains("conditions") && m.contains("a list"), "{m}");
     assert!(refusal(src(json!({"writeStrategy": "insertOnly"}))).contains("writeStrategy"));
-    assert!(refusal(src(json!({"nodeConfig": {"preImage": true}}))).contains("nodeConfig.preImage"));
+    assert!(refusal(src(json!({"nodeConfig": {"shardCollection": true}}))).contains("nodeConfig.shardCollection"));
     assert!(refusal(src(json!({"bogusField": 1}))).contains("bogusField"));
     // Defaults the official client always sends are accepted.
     assert!(

@@ -90,8 +90,8 @@ fn is_exist_mode(v: &Value) -> bool {
 fn is_write_strategy(v: &Value) -> bool {
     matches!(v.as_str(), Some("updateOrInsert" | "updateWrite" | "appendWrite"))
 }
-fn is_ddl_filter(v: &Value) -> bool {
-    v.as_str() == Some("FILTER")
+fn is_ddl_setting(v: &Value) -> bool {
+    matches!(v.as_str(), Some("FILTER" | "SYNCHRONIZATION" | "ERROR"))
 }
 fn is_retain_or_discard(v: &Value) -> bool {
     matches!(v.as_str(), Some("retain" | "discard"))
@@ -174,7 +174,8 @@ pub(crate) const NODE_CONFIG: &[(&str, Rule)] = &[
     ("syncIndex", only(is_false, "false", "create the target's indexes yourself; the engine creates its key only")),
     ("enableSaveDeleteData", only(is_false, "false", LATER)),
     ("shardCollection", only(is_false, "false", "shard the MongoDB collection yourself")),
-    ("preImage", only(is_false, "false", LATER)),
+    // `enablePreImage()`: each source connector arranges whole before images or refuses.
+    ("preImage", Rule::Honoured(Ty::Bool)),
 ];
 
 /// A table node: a source (no incoming edge) or the target (no outgoing edge).
@@ -213,13 +214,15 @@ pub(crate) const TABLE: &[(&str, Rule)] = &[
     ("customCommand", Rule::Honoured(Ty::Object)),
     ("enableCustomCommand", Rule::Honoured(Ty::Bool)),
     ("disabledEvents", only(is_empty, "an empty list", "drop the events with .filter(…) or a function")),
-    (
-        "enableDDL",
-        only(is_false, "false", "remove it (enableDDL()): added columns are followed, other DDL stops the flow"),
-    ),
+    // A source's DDL: see the plan's `DdlMode`.
+    ("enableDDL", Rule::Honoured(Ty::Bool)),
     (
         "ddlConfiguration",
-        only(is_ddl_filter, "FILTER", "remove it (enableDDL()): added columns are followed, other DDL stops the flow"),
+        only(
+            is_ddl_setting,
+            "FILTER, SYNCHRONIZATION or ERROR",
+            "use enableDDL() (SYNCHRONIZATION) or disableDDL() (FILTER)",
+        ),
     ),
     (
         "writeStrategy",

@@ -174,6 +174,19 @@ pub trait Connector: Send {
     fn cdc_ack(&mut self, flow_id: &str, position: &Position) -> Result<()>;
     /// Remove the CDC resources of `flow_id` (reset, delete).
     fn cdc_release(&mut self, flow_id: &str) -> Result<()>;
+    /// The flow wants the whole before image of every update and delete of `tables` (TapFlow's
+    /// `enablePreImage()`): arrange it, or refuse, saying what to change. A connector whose
+    /// change stream carries them anyway says so by returning `Ok`.
+    fn cdc_pre_images(&mut self, tables: &[String]) -> Result<()> {
+        let _ = tables;
+        Err(Error::unsupported("this database's change stream does not carry whole before images"))
+    }
+    /// The tables of the change stream that gained columns since the last call (an `ALTER
+    /// TABLE … ADD COLUMN` read in the stream), so a flow that synchronises DDL adds them to its
+    /// target before the rows that use them. Their schema is [`Connector::schema`] from then on.
+    fn take_altered(&mut self) -> Vec<String> {
+        Vec::new()
+    }
     /// What the connector changed that the flow's log should say (a database's journal mode
     /// switched, say), since the last call.
     fn take_notices(&mut self) -> Vec<String> {

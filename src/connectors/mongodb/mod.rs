@@ -14,6 +14,8 @@
 //! resumes where it stopped as long as the oplog still holds that point. Change streams need a
 //! replica set or a sharded cluster; a standalone server is named as the reason CDC cannot run.
 
+mod pre_images;
+
 use crate::connectors::{Connector, Emit, ExistingData, Position, Settings, SnapshotRequest, Target};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema, Value};
@@ -38,6 +40,8 @@ pub struct Mongo {
     stream: Option<ChangeStream<ChangeStreamEvent<Document>>>,
     /// Target collections this connector has written to (so they exist, until dropped).
     written: std::collections::HashSet<String>,
+    /// `enablePreImage()`: the change stream asks for each change's document before it.
+    pre_images: bool,
 }
 
 /// A change-stream position as a checkpoint keeps it, `{"token": …}` (the resume token as
@@ -187,10 +191,13 @@ fn to_event(ev: ChangeStreamEvent<Document>, names: &mut HashMap<String, std::sy
         .unwrap_or_else(crate::model::now_ms);
     let change = match ev.operation_type {
         OperationType::Insert => Change::Insert { after: doc_to_record(ev.full_document?) },
-        OperationType::Update | OperationType::Replace => {
-            Change::Update { before: ev.document_key.map(doc_to_record), after: doc_to_record(ev.full_document?) }
+        OperationType::Update | OperationType::Replace => Change::Update {
+            before: ev.full_document_before_change.or(ev.document_key).map(doc_to_record),
+            after: doc_to_record(ev.full_document?),
+        },
+        OperationType::Delete => {
+            Change::Delete { before: doc_to_record(ev.full_document_before_change.or(ev.document_key)?) }
         }
-        OperationType::Delete => Change::Delete { before: doc_to_record(ev.document_key?) },
         _ => return None,
     };
     Some(Event { table, change, ts_ms })
@@ -246,6 +253,7 @@ impl Mongo {
             masked_uri: masked,
             stream: None,
             written: std::collections::HashSet::new(),
+            pre_images: false,
         })
     }
 
@@ -329,6 +337,10 @@ impl Connector for Mongo {
 
     fn execute(&mut self, _statement: &str) -> Result<u64> {
         Err(Error::unsupported("sql() runs SQL; MongoDB connections do not take it"))
+    }
+
+    fn cdc_pre_images(&mut self, tables: &[String]) -> Result<()> {
+        self.require_pre_images(tables)
     }
 
     fn cdc_prepare(&mut self, _flow_id: &str, _tables: &[String], _resume: bool) -> Result<()> {
@@ -442,6 +454,10 @@ impl Connector for Mongo {
                 .full_document(FullDocumentType::UpdateLookup)
                 .max_await_time(wait.clamp(Duration::from_millis(10), Duration::from_secs(1)))
                 .resume_after(token);
+            if self.pre_images {
+                watch =
+                    watch.full_document_before_change(mongodb::options::FullDocumentBeforeChangeType::WhenAvailable);
+            }
             if let Some(t) = at {
                 watch = watch.start_at_operation_time(bson::Timestamp { time: t as u32, increment: 0 });
             }

@@ -442,6 +442,9 @@ impl Mysql {
                         Ddl::AddColumn => {
                             // Rows from here on carry the new column: decode them by the new schema.
                             self.schemas.remove(&table);
+                            if !self.altered.contains(&table) {
+                                self.altered.push(table.clone());
+                            }
                         }
                         Ddl::Other(what) => {
                             return Err(Error::unsupported(format!(

@@ -44,6 +44,8 @@ pub struct Mysql {
     conn: Option<Conn>,
     opts: Opts,
     database: String,
+    /// Tables that gained columns in the binlog read since the last `take_altered`.
+    altered: Vec<String>,
     schemas: HashMap<String, Schema>,
     stream: Option<BinlogStream>,
     /// Events of the transaction being read, not yet handed out.
@@ -134,6 +136,7 @@ impl Mysql {
             opts,
             database,
             schemas: HashMap::new(),
+            altered: Vec::new(),
             stream: None,
             pending: Vec::new(),
             txn_base: BinlogPosition::default(),
@@ -311,6 +314,16 @@ impl Connector for Mysql {
         wait: Duration,
     ) -> Result<(Vec<Event>, Position)> {
         self.read_changes(flow_id, tables, from, max, wait)
+    }
+
+    fn cdc_pre_images(&mut self, _tables: &[String]) -> Result<()> {
+        // CDC requires binlog_row_image=FULL (checked when it is prepared): every before image
+        // holds every column.
+        Ok(())
+    }
+
+    fn take_altered(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.altered)
     }
 
     fn cdc_ack(&mut self, _flow_id: &str, _position: &Position) -> Result<()> {

@@ -371,6 +371,12 @@ impl Connector for Postgres {
     ) -> Result<(Vec<Event>, Position)> {
         self.read_changes(flow_id, tables, from, max, wait)
     }
+    fn cdc_pre_images(&mut self, tables: &[String]) -> Result<()> {
+        tables.iter().try_for_each(|t| self.require_full_identity(t))
+    }
+    fn take_altered(&mut self) -> Vec<String> {
+        self.repl.as_mut().map(|r| std::mem::take(&mut r.decoder.altered)).unwrap_or_default()
+    }
     fn cdc_ack(&mut self, flow_id: &str, position: &Position) -> Result<()> {
         self.ack(flow_id, position)
     }

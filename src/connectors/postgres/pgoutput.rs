@@ -21,6 +21,11 @@ struct Relation {
 #[derive(Default)]
 pub struct Decoder {
     relations: HashMap<u32, Relation>,
+    /// Tables whose relation came again with columns added, since the last take.
+    pub(super) altered: Vec<String>,
+    /// The columns of the tables read when replication started: pgoutput sends a relation only
+    /// before its first change in a session, so a column added before that is found against these.
+    pub(super) known: HashMap<String, Vec<String>>,
 }
 
 struct Cursor<'a> {
@@ -110,6 +115,14 @@ impl Decoder {
                     let _typmod = c.u32()?;
                     columns.push((col, oid));
                 }
+                if ns == schema
+                    && !self.relations.contains_key(&id)
+                    && let Some(known) = self.known.get(&name)
+                    && columns.iter().any(|(c, _)| !known.contains(c))
+                    && !self.altered.contains(&name)
+                {
+                    self.altered.push(name.clone());
+                }
                 // A relation sent again after DDL: added columns are followed, others are not.
                 if let Some(old) = self.relations.get(&id)
                     && old.schema == schema
@@ -126,6 +139,9 @@ impl Decoder {
                              the flow follows added columns only, so it stops: reset it to copy the table again",
                             changed.join(", ")
                         )));
+                    }
+                    if columns.len() > old.columns.len() && !self.altered.contains(&name) {
+                        self.altered.push(name.clone());
                     }
                 }
                 self.relations.insert(id, Relation { schema: ns, table: Arc::from(name.as_str()), columns });

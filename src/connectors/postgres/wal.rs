@@ -89,6 +89,25 @@ impl Postgres {
         )))
     }
 
+    /// Whole before images (`enablePreImage()`): PostgreSQL logs them only for a table whose
+    /// replica identity is FULL.
+    pub(super) fn require_full_identity(&mut self, table: &str) -> Result<()> {
+        let rows = self.query(
+            "SELECT c.relreplident::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[&self.schema, &table],
+        )?;
+        if rows.first().is_some_and(|r| r.get::<_, String>(0) == "f") {
+            return Ok(());
+        }
+        Err(Error::config(format!(
+            "PostgreSQL table {table}: enablePreImage() needs whole before images of its updates and deletes, \
+             which PostgreSQL logs only with REPLICA IDENTITY FULL; run `ALTER TABLE {} REPLICA IDENTITY FULL;` \
+             and start the flow again, or remove enablePreImage()",
+            self.qualified(table)
+        )))
+    }
+
     /// The flow's replication slot and publication exist and every table is still published:
     /// a table dropped (or dropped and recreated) leaves the publication, and a slot dropped
     /// outside tap takes the changes since with it — either way changes would stop arriving
@@ -210,9 +229,14 @@ impl Postgres {
                 .rt
                 .run(pgwire_replication::ReplicationClient::connect(cfg))?
                 .map_err(|e| Error::unavailable(format!("PostgreSQL replication from slot {slot}: {e}")))?;
+            let mut decoder = pgoutput::Decoder::default();
+            for t in tables {
+                let columns = self.schema(t)?.fields.into_iter().map(|f| f.name).collect();
+                decoder.known.insert(t.clone(), columns);
+            }
             self.repl = Some(Replication {
                 client,
-                decoder: pgoutput::Decoder::default(),
+                decoder,
                 pending: Vec::new(),
                 txn: None,
                 txn_done: 0,

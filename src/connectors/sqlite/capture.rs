@@ -172,6 +172,7 @@ impl Sqlite {
             ));
             self.captured.insert(t.clone(), current);
             self.schemas.remove(t);
+            self.altered.push(t.clone());
         }
         self.schema_version = self.conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
         Ok(())
@@ -286,6 +287,9 @@ impl Sqlite {
                 let table = names.entry(tbl.clone()).or_insert_with(|| Arc::from(tbl.as_str())).clone();
                 events.push(Event { table, change, ts_ms: ts });
             }
+            // A column added while this call waited is reported with the rows read (which the
+            // flow may then write into a target that has it, typed).
+            self.follow_schema(tables)?;
             return Ok((events, LogPosition { seq }.value()));
         }
     }

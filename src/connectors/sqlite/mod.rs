@@ -48,6 +48,8 @@ pub struct Sqlite {
     /// Source tables' columns as their triggers capture them, and the database's schema
     /// version when they were last compared (a change makes CDC look again).
     captured: HashMap<String, Vec<String>>,
+    /// Tables that gained columns since the last `take_altered`.
+    altered: Vec<String>,
     schema_version: i64,
 }
 
@@ -154,6 +156,7 @@ impl Sqlite {
             read_only,
             notices: Vec::new(),
             captured: HashMap::new(),
+            altered: Vec::new(),
             schema_version: -1,
         })
     }
@@ -394,6 +397,15 @@ impl Connector for Sqlite {
 
     fn take_notices(&mut self) -> Vec<String> {
         std::mem::take(&mut self.notices)
+    }
+
+    fn cdc_pre_images(&mut self, _tables: &[String]) -> Result<()> {
+        // The triggers log every column of OLD.
+        Ok(())
+    }
+
+    fn take_altered(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.altered)
     }
 
     fn cdc_position(&mut self, flow_id: &str) -> Result<Position> {

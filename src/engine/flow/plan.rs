@@ -15,6 +15,33 @@ pub(super) struct SourceNode {
     pub(super) conditions: Vec<Condition>,
     /// A query read instead of the table (snapshot only).
     pub(super) query: Option<String>,
+    /// What a column added to the table in CDC does.
+    pub(super) ddl: DdlMode,
+    /// `enablePreImage()`: updates and deletes carry the whole row before them.
+    pub(super) pre_image: bool,
+}
+
+/// A source's DDL setting (TapData's `enableDDL` + `ddlConfiguration`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DdlMode {
+    /// Disabled (the default, `FILTER`): a column added to the source reaches the target with
+    /// the first row that carries it, typed from its value.
+    Follow,
+    /// `SYNCHRONIZATION` (`enableDDL()`): an added column is added to the target, typed as the
+    /// source declares it, before the rows that use it.
+    Sync,
+    /// `ERROR`: any DDL, an added column too, stops the flow.
+    Stop,
+}
+
+impl DdlMode {
+    fn of(t: &crate::api::dag::TableNode) -> Self {
+        match (t.enable_ddl, t.ddl_configuration.as_deref()) {
+            (true, Some("ERROR")) => DdlMode::Stop,
+            (true, _) => DdlMode::Sync,
+            _ => DdlMode::Follow,
+        }
+    }
 }
 
 impl SourceNode {
@@ -214,6 +241,8 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
         let name = if n.name.is_empty() { &t.table_name } else { &n.name };
         let filter = source_filter(name, &t)?;
         let query = source_query(name, &t)?;
+        let ddl = DdlMode::of(&t);
+        let pre_image = t.node_config.as_ref().and_then(|c| c.get("preImage")) == Some(&Value::Bool(true));
         sources.push(SourceNode {
             node_id: n.id.clone(),
             connection_id: t.connection_id,
@@ -223,6 +252,8 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
             filter,
             conditions: Vec::new(),
             query,
+            ddl,
+            pre_image,
         });
     }
     if sources.is_empty() {
@@ -248,6 +279,15 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
                 sink_table.update_condition_fields.join(", ")
             )));
         }
+    }
+    if merge_id.is_some()
+        && let Some(s) = sources.iter().find(|s| s.ddl != DdlMode::Follow)
+    {
+        return Err(Error::unsupported(format!(
+            "the source of {} synchronises DDL (enableDDL()), but a lookup flow keeps its wide documents from the \
+             tables' rows: remove enableDDL() (columns added to the source are followed as rows carry them)",
+            s.table
+        )));
     }
     let append = sink_table.write_strategy.as_deref() == Some("appendWrite");
     if append && merge_id.is_some() {

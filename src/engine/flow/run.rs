@@ -130,7 +130,12 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
     if let Some(outcome) = ctx.complete_or_cdc(plan.cdc)? {
         return Ok(outcome);
     }
-    cdc_loop(ctx, &mut sources, &mut checkpoint, |conn_id, events| {
+    cdc_loop(ctx, &mut sources, &mut checkpoint, |conn_id, conn, altered, events| {
+        for table in altered {
+            for node in plan.sources.iter_mut().filter(|s| s.connection_id == *conn_id && s.table == *table) {
+                source_altered(ctx, node, conn, &mut sink)?;
+            }
+        }
         // Route each event to the chain of the source node reading its table.
         let mut out = Vec::with_capacity(events.len());
         let mut by_table: Vec<(String, Vec<Event>)> = Vec::new();
@@ -148,6 +153,39 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
         sink.write(out, &ctx.metrics)?;
         Ok(())
     })
+}
+
+/// A source table gained columns (read in its change stream), as its DDL setting says: stop,
+/// or add them to the target now, typed as the source declares them and named as the node's
+/// processors output them, before the rows that use them; disabled, they come with the rows.
+fn source_altered(ctx: &FlowCtx, node: &mut SourceNode, conn: &mut dyn Connector, sink: &mut Sink) -> Result<()> {
+    match node.ddl {
+        DdlMode::Follow => Ok(()),
+        DdlMode::Stop => Err(Error::unsupported(format!(
+            "source table {} was altered (columns added), and its DDL setting is ERROR, so the flow stops: \
+             use enableDDL() to add such columns to the target, or disableDDL() to add them as rows carry them",
+            node.table
+        ))),
+        DdlMode::Sync => {
+            let mut schema = conn.schema(&node.table)?;
+            for p in node.chain.iter_mut() {
+                schema = p.schema(schema);
+            }
+            let added = sink.add_columns(&schema)?;
+            if !added.is_empty() {
+                ctx.log(
+                    "INFO",
+                    &format!(
+                        "DDL: source table {} gained column(s) {}; added to target {}",
+                        node.table,
+                        added.join(", "),
+                        sink.target.table
+                    ),
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Open one connector per distinct source connection, with the tables read from each.
@@ -169,13 +207,14 @@ pub(super) fn open_sources(store: &Store, plan: &Plan) -> Result<Sources> {
 }
 
 /// The CDC loop shared by every flow: poll each source connection after its saved position,
-/// hand the events to `apply` (which writes them), then save the position and acknowledge it
-/// to the source — in that order, so a position is saved only after its events are written.
+/// hand the events to `apply` (which writes them) with the tables that gained columns in them,
+/// then save the position and acknowledge it to the source — in that order, so a position is
+/// saved only after its events are written.
 pub(super) fn cdc_loop(
     ctx: &FlowCtx,
     sources: &mut Sources,
     checkpoint: &mut Checkpoint,
-    mut apply: impl FnMut(&str, Vec<Event>) -> Result<()>,
+    mut apply: impl FnMut(&str, &mut dyn Connector, &[String], Vec<Event>) -> Result<()>,
 ) -> Result<Outcome> {
     ctx.log("INFO", "Incremental sync (CDC) started");
     let flow_id = &ctx.task_id;
@@ -189,7 +228,11 @@ pub(super) fn cdc_loop(
                 events.retain(|e| e.ts_ms == 0 || e.ts_ms >= at);
             }
             ctx.notices(conn.as_mut());
+            let altered = conn.take_altered();
             if events.is_empty() {
+                if !altered.is_empty() {
+                    apply(conn_id, conn.as_mut(), &altered, Vec::new())?;
+                }
                 if let Ok(mut m) = ctx.metrics.lock() {
                     m.replicate_lag = 0;
                     m.tick();
@@ -201,7 +244,7 @@ pub(super) fn cdc_loop(
                         m.input[op_index(&e.change)] += 1;
                     }
                 }
-                apply(conn_id, events)?;
+                apply(conn_id, conn.as_mut(), &altered, events)?;
                 if let Ok(mut m) = ctx.metrics.lock() {
                     m.current_event_ts = Some(newest);
                     m.replicate_lag = (now_ms() - newest).max(0);
@@ -239,8 +282,12 @@ pub(super) fn start_checkpoint(
                 conn.cdc_prepare(flow_id, tables, true)?;
                 ctx.notices(conn.as_mut());
             }
+            pre_images(plan, sources)?;
         }
         return Ok(checkpoint);
+    }
+    if plan.cdc {
+        pre_images(plan, sources)?;
     }
     let mut positions = serde_json::Map::new();
     if plan.cdc {
@@ -263,6 +310,17 @@ pub(super) fn start_checkpoint(
     checkpoint.cdc_from_ms = plan.cdc_start;
     checkpoint.save(&ctx.store, flow_id)?;
     Ok(checkpoint)
+}
+
+/// The sources that want whole before images (`enablePreImage()`) get them, or the flow stops
+/// saying what to change.
+fn pre_images(plan: &Plan, sources: &mut Sources) -> Result<()> {
+    for s in plan.sources.iter().filter(|s| s.pre_image) {
+        source_mut(sources, &s.connection_id)?
+            .cdc_pre_images(std::slice::from_ref(&s.table))
+            .map_err(|e| e.context(format!("source node of {} (enablePreImage())", s.table)))?;
+    }
+    Ok(())
 }
 
 pub(super) fn source_mut<'a>(sources: &'a mut Sources, conn: &str) -> Result<&'a mut Box<dyn Connector>> {

@@ -104,6 +104,30 @@ impl Sink {
         Ok(())
     }
 
+    /// Columns added to a source (DDL synchronised): the fields of `output` (the flow's output
+    /// schema now) the target lacks are added to it, typed. Returns their names.
+    pub(super) fn add_columns(&mut self, output: &Schema) -> Result<Vec<String>> {
+        let new: Vec<crate::model::Field> =
+            output.fields.iter().filter(|f| self.schema.field(&f.name).is_none()).cloned().collect();
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.schema.fields.extend(new.iter().cloned());
+        if !self.ready {
+            // Created from the whole schema, the new fields with it.
+            self.ensure_ready(None)?;
+        } else {
+            let keep = Target { existing: ExistingData::Keep, ..self.target.clone() };
+            let fields = new.iter().cloned().map(|mut f| {
+                f.primary_key = false;
+                f
+            });
+            let added = Schema { table: self.target.table.clone(), fields: fields.collect() };
+            self.conn.prepare_target(&keep, &added)?;
+        }
+        Ok(new.into_iter().map(|f| f.name).collect())
+    }
+
     pub(super) fn write(&mut self, events: Vec<Event>, metrics: &Mutex<Metrics>) -> Result<()> {
         if events.is_empty() {
             return Ok(());

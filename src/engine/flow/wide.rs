@@ -232,7 +232,7 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
     if let Some(outcome) = ctx.complete_or_cdc(plan.cdc)? {
         return Ok(outcome);
     }
-    cdc_loop(ctx, &mut sources, &mut checkpoint, |conn_id, events| {
+    cdc_loop(ctx, &mut sources, &mut checkpoint, |conn_id, _, _, events| {
         let mut roots = std::collections::BTreeSet::new();
         lookup.begin()?;
         for e in events {
