@@ -10,6 +10,7 @@ use sample::demo_rows;
 pub use sample::{demo, demo_into};
 pub mod datasource;
 pub mod flow;
+mod lookup;
 mod more_steps;
 pub mod nodes;
 pub mod objects;
@@ -283,11 +284,11 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
             .collect::<Result<_>>()?;
         flow::add_step(s, f, "add_fields", nodes::add_fields(&parsed), ".add_fields(…)".into(), "custom function added")
     });
-    step!("lookup", |s, f, sig: &str, opts: Map| { flow::lookup(s, f, sig, &opts) });
-    step!("lookup", |s, f, sig: &str| { flow::lookup(s, f, sig, &Map::new()) });
-    step!("union", |s, f, sig: &str| { flow::union(s, f, Some(sig), &Map::new()) });
-    step!("union", |s, f, sig: &str, opts: Map| { flow::union(s, f, Some(sig), &opts) });
-    step!("union", |s, f| { flow::union(s, f, None, &Map::new()) });
+    step!("lookup", |s, f, sig: &str, opts: Map| { lookup::lookup(s, f, sig, &opts) });
+    step!("lookup", |s, f, sig: &str| { lookup::lookup(s, f, sig, &Map::new()) });
+    step!("union", |s, f, sig: &str| { lookup::union(s, f, Some(sig), &Map::new()) });
+    step!("union", |s, f, sig: &str, opts: Map| { lookup::union(s, f, Some(sig), &opts) });
+    step!("union", |s, f| { lookup::union(s, f, None, &Map::new()) });
     {
         let sess = session.clone();
         engine.register_fn("rhai", move |ctx: NativeCallContext, f: &mut Flow, func: FnPtr| -> RhaiResult<Flow> {

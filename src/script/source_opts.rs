@@ -231,7 +231,7 @@ fn cdc_from(f: &mut Flow, what: &str, t: Dynamic, tz: &str) -> Result<Flow> {
     f.with(|s| {
         if s.query_source {
             return Err(Error::usage(format!(
-                "{what}: the flow's source reads a query, which has no change stream to follow"
+                "{what}: a table of the flow is read by a query, which has no change stream to follow"
             )));
         }
         if s.sources.is_empty() {
@@ -302,7 +302,7 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
                 let ty = v.as_str().unwrap_or_default().to_string();
                 if ty.contains("cdc") && f.with(|s| s.query_source) {
                     return Err(raise(Error::usage(
-                        "config type: the flow's source reads a query, which has no change stream to follow",
+                        "config type: a table of the flow is read by a query, which has no change stream to follow",
                     )));
                 }
                 f.with(|s| s.sync_type = ty);
@@ -348,7 +348,7 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
         engine.register_fn(name, move |f: &mut Flow| -> std::result::Result<Flow, Box<EvalAltResult>> {
             if ty.contains("cdc") && f.with(|s| s.query_source) {
                 return Err(raise(Error::usage(format!(
-                    "{name}(): the flow's source reads a query, which has no change stream to follow: a query source is copied once (full_sync)"
+                    "{name}(): a table of the flow is read by a query, which has no change stream to follow: such a flow is copied once (full_sync)"
                 ))));
             }
             f.with(|s| s.sync_type = ty.to_string());

@@ -470,3 +470,51 @@ fn a_lookup_without_relation_joins_on_the_key_and_converts_and_moves_what_it_emb
     );
     assert!(bad.code != 0 && bad.stderr.contains("doubleActive"), "{}", bad.stderr);
 }
+
+#[test]
+fn a_lookup_query_embeds_the_rows_it_selects_and_makes_the_flow_copy_once() {
+    let m = crate::engine_mysql::my();
+    let tag = format!("lq_{}", std::process::id());
+    m.sql("mysql", &format!("DROP DATABASE IF EXISTS {tag}; CREATE DATABASE {tag}"));
+    m.sql(
+        &tag,
+        "CREATE TABLE orders (id INT PRIMARY KEY, cid INT);
+         CREATE TABLE customers (cid INT PRIMARY KEY, name VARCHAR(20), active INT);
+         INSERT INTO customers VALUES (1, 'Ana', 1), (2, 'Bo', 0);
+         INSERT INTO orders VALUES (10, 1), (11, 2);",
+    );
+    let env = Env::new("lookup-query");
+    let dst = env.path("dst.sqlite");
+    let _engine = env.start_engine();
+    let script = format!(
+        r#"{}
+DataSource("sqlite", "Dst", #{{ database: "{}" }}).save();
+let f = Flow("lq").read_from("My.orders")
+    .lookup("My.customers", #{{ path: "customer", type: "object", relation: [["cid", "cid"]],
+                                query: "SELECT cid, upper(name) AS name FROM customers WHERE active = 1" }})
+    .write_to("Dst.docs");
+f.save().start();
+Flow("lq").wait_initial_sync();"#,
+        m.datasource("My", &tag, &m.user, &m.password),
+        dst.display()
+    );
+    let run = env.script("lq.rhai", &script);
+    run.ok();
+    assert!(
+        run.stdout.contains("reads a query, which has no change stream, so the flow copies once"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        query(&dst, "SELECT id, customer FROM docs ORDER BY id"),
+        vec![vec!["10".to_string(), r#"{"cid":1,"name":"ANA"}"#.to_string()], vec!["11".into(), "NULL".into()]],
+        "only the query's rows, as it selects them"
+    );
+    let status = env.tap(&["-c", "status lq"]).stdout;
+    assert!(status.contains("current status is: complete"), "{status}");
+    let bad = env.script(
+        "bad.rhai",
+        r#"Flow("lq2").read_from("My.orders").lookup("My.customers", #{ path: "c", relation: [["cid", "cid"]], query: "SELECT * FROM customers" }).include_cdc();"#,
+    );
+    assert!(bad.code != 0 && bad.stderr.contains("no change stream to follow"), "{}", bad.stderr);
+}

@@ -298,20 +298,14 @@ pub(super) fn plan(task: &Value) -> Result<Plan> {
         )));
     }
     let sync = crate::api::dag::task_type(task);
-    if let Some(s) = sources.iter().find(|s| s.query.is_some()) {
-        if merge_id.is_some() {
-            return Err(Error::unsupported(format!(
-                "the source of {} reads a query: a lookup flow keeps whole tables, so read the table and filter it",
-                s.table
-            )));
-        }
-        if sync.contains("cdc") {
-            return Err(Error::config(format!(
-                "the source of {} reads a query, which has no change stream, so the flow can only copy its rows once: \
-                 make it snapshot-only with full_sync()",
-                s.table
-            )));
-        }
+    if sync.contains("cdc")
+        && let Some(s) = sources.iter().find(|s| s.query.is_some())
+    {
+        return Err(Error::config(format!(
+            "{} is read by a query, which has no change stream, so the flow can only copy its rows once: \
+             make it snapshot-only with full_sync()",
+            s.table
+        )));
     }
     let skip = task.get("skipErrorEvent").or_else(|| task.pointer("/dag/skipErrorEvent"));
     let skip_limit = skip.and_then(crate::api::rules::skip_setting).flatten();
