@@ -15,7 +15,9 @@ use std::sync::Arc;
 pub fn run(cli: Cli) -> Result<()> {
     let out = Output::new(cli.json);
     match cli.sub {
-        Some(Sub::Engine { listen, data_dir, action }) => return engine(listen, data_dir, action, out),
+        Some(Sub::Engine { listen, data_dir, allow_python, action }) => {
+            return engine(listen, data_dir, allow_python, action, out);
+        }
         Some(Sub::Completions { shell }) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut buf = Vec::new();
@@ -139,6 +141,7 @@ fn config_cmd(action: Option<ConfigAction>, flag: Option<&str>, out: Output) -> 
 fn engine(
     listen: Option<String>,
     data_dir: Option<std::path::PathBuf>,
+    allow_python: bool,
     action: Option<EngineAction>,
     out: Output,
 ) -> Result<()> {
@@ -151,7 +154,7 @@ fn engine(
     let listen = listen.unwrap_or_else(|| profile.server());
     let data_dir = data_dir.unwrap_or_else(|| profile.data_dir());
     match action {
-        None => crate::engine::run(&listen, &data_dir),
+        None => crate::engine::run(&listen, &data_dir, allow_python),
         Some(EngineAction::Status) => {
             let st = crate::local::status(&data_dir, &listen)?;
             print_status(&st, out);

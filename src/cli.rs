@@ -40,6 +40,10 @@ pub enum Sub {
         /// Where the engine keeps its store, logs and access code.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Run Python functions (`.py(…)`) although the engine listens beyond loopback: they run
+        /// with the engine's rights, so whoever holds a token runs code on this machine.
+        #[arg(long)]
+        allow_python: bool,
         #[command(subcommand)]
         action: Option<EngineAction>,
     },

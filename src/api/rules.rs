@@ -246,6 +246,11 @@ pub(crate) const JS: &[(&str, Rule)] = &[
     ),
 ];
 
+pub(crate) const PYTHON: &[(&str, Rule)] = &[
+    ("script", Rule::Honoured(Ty::Str)),
+    ("declareScript", only(is_empty, "empty", "give the target's key with write_to(\"Conn.table\", [\"field\"])")),
+];
+
 pub(crate) const RHAI: &[(&str, Rule)] = &[("script", Rule::Honoured(Ty::Str)), ("entry", Rule::Honoured(Ty::Str))];
 
 pub(crate) const ROW_FILTER: &[(&str, Rule)] = &[
@@ -361,12 +366,7 @@ pub const NODE_TYPES: &[(&str, NodeRules)] = &[
             "database-level (migrate) flows are not run by the embedded engine yet: read_from and write_to a table",
         ),
     ),
-    (
-        "python_processor",
-        NodeRules::Refused(
-            "the embedded engine does not support Python functions yet: use .js(...) or .rhai(...) instead, or run the flow on a TapData cluster",
-        ),
-    ),
+    ("python_processor", NodeRules::Runs(PYTHON)),
 ];
 
 /// Why the engine does not run nodes of type `ty`: its reason when the type is known and refused,

@@ -22,6 +22,8 @@ pub enum Step {
     Js { script: String, pk: Vec<String> },
     /// `rhai_processor`: a Rhai script and the function each record goes through.
     Rhai { script: String, entry: String },
+    /// `python_processor`: TapData's `def process(record, context)`, run by a CPython worker.
+    Python { script: String },
     /// `union_processor`: events pass as they are.
     Union,
     /// `table_rename_processor`: `(origin, current)` names, else prefix + name + suffix.
@@ -79,6 +81,7 @@ impl Step {
             "rhai_processor" => {
                 Step::Rhai { script: script("Rhai")?, entry: text(node, "entry").unwrap_or("process").to_string() }
             }
+            "python_processor" => Step::Python { script: script("Python")? },
             "union_processor" => Step::Union,
             "table_rename_processor" => {
                 let map = node

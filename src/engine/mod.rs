@@ -64,7 +64,7 @@ pub fn safe_id(id: &str) -> bool {
 }
 
 /// Run the engine in the foreground until SIGTERM or Ctrl-C.
-pub fn run(listen: &str, data_dir: &Path) -> Result<()> {
+pub fn run(listen: &str, data_dir: &Path, allow_python: bool) -> Result<()> {
     let given = data_dir.exists();
     create_dir_private(data_dir)?;
     if given {
@@ -113,6 +113,7 @@ pub fn run(listen: &str, data_dir: &Path) -> Result<()> {
         let address = local.map(|a| a.to_string()).unwrap_or_else(|| listen.to_string());
         write_private(&state_file(data_dir), &json!({"address": address, "pid": std::process::id()}).to_string())?;
         engine.log(&format!("engine listening on {address}, data dir {}", data_dir.display()));
+        processors::set_policy(local.is_some_and(|a| a.ip().is_loopback()), allow_python, &address);
         eprintln_or_ignore(&format!("tap engine: listening on {address}, data dir {}", data_dir.display()));
         if local.is_some_and(|a| !a.ip().is_loopback()) {
             let warning = format!(

@@ -14,6 +14,7 @@ mod lookup;
 mod more_steps;
 pub mod nodes;
 pub mod objects;
+mod python;
 mod source_opts;
 mod type_steps;
 
@@ -264,9 +265,7 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
         )
     });
     step!("js", |s, f, src: &str| { more_steps::js(s, f, src, Map::new()) });
-    step!("py", |s, f, src: &str| {
-        flow::add_step(s, f, "py", nodes::python(src), format!(".py({src})"), "custom function added")
-    });
+    step!("py", |s, f, src: &str| { python::py(s, f, src) });
     step!("add_fields", |s, f, fields: rhai::Array| {
         let parsed: Vec<(String, String, String)> = fields
             .into_iter()

@@ -67,10 +67,17 @@ impl Env {
 
     /// The same, with extra environment (a `TAP_FAILPOINT`, say).
     pub fn start_engine_with(&self, vars: &[(&str, &str)]) -> EngineProc {
+        self.start_engine_on(&self.server(), &[], vars)
+    }
+
+    /// The engine listening on `listen` (at this env's port), with extra arguments.
+    pub fn start_engine_on(&self, listen: &str, args: &[&str], vars: &[(&str, &str)]) -> EngineProc {
         let child = self
             .command()
             .envs(vars.iter().copied())
-            .args(["engine", "--listen", &self.server(), "--data-dir"])
+            .args(["engine", "--listen", listen])
+            .args(args)
+            .arg("--data-dir")
             .arg(self.data_dir())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -144,6 +151,10 @@ pub fn exec(path: &Path, sql: &str) {
 pub struct EngineProc(std::process::Child);
 
 impl EngineProc {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     /// Wait up to `timeout` for the engine to end by itself (a failpoint); whether it did.
     pub fn wait_exit(&mut self, timeout: Duration) -> bool {
         wait_until(timeout, || matches!(self.0.try_wait(), Ok(Some(_))))

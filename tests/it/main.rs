@@ -19,6 +19,7 @@ mod lookup;
 mod matrix;
 mod pre_images;
 mod pty;
+mod python_udf;
 mod security;
 mod source_opts;
 mod tapflow;

@@ -7,6 +7,7 @@
 //! | `row_filter_processor`     | keeps or drops rows by a JavaScript boolean `expression`          |
 //! | `js_processor`             | TapData's `function process(record)` in QuickJS, a batch per call |
 //! | `rhai_processor`           | ours: `fn <entry>(record)` in a sandboxed Rhai engine, a time limit per batch |
+//! | `python_processor`         | TapData's `def process(record, context)` in a CPython worker process, a batch per call |
 //! | `union_processor`          | passes events through (several sources feed one stream)          |
 //! | `table_rename_processor`   | renames the tables events belong to (prefix, suffix, a mapping)   |
 //! | `add_date_field_processor` | adds a field holding the time the record went through (UTC)       |
@@ -15,7 +16,7 @@
 //! | `field_mod_type_processor` | converts fields to another type (`CONVERT`)                       |
 //! | `unwind_processor`         | one row per element of an array field, keyed by its index         |
 //!
-//! Node types the engine does not run (Python functions among them) are refused by the DAG's
+//! Node types the engine does not run are refused by the DAG's
 //! rules (`api::dag`) before any processor is built.
 //!
 //! Every processor sees both images of an update, so a renamed or filtered key stays consistent
@@ -83,6 +84,7 @@ pub fn build(step: Step, name: &str) -> Result<Box<dyn Processor>> {
         }
         Step::Js { script, .. } => Box::new(Js::new(&script, name)?),
         Step::Rhai { script, entry } => Box::new(RhaiFn::with_limit(&script, name, &entry, udf_batch_limit())?),
+        Step::Python { script } => Box::new(python::Python::new(&script, name)?),
         Step::Union => Box::new(PassThrough),
         Step::TableRename { map, prefix, suffix } => Box::new(TableRename { map, prefix, suffix }),
         Step::AddDate { field } => Box::new(fields::AddDate { field }),
@@ -252,8 +254,10 @@ impl Processor for AddDel {
 }
 
 mod fields;
+mod python;
 pub mod source_filter;
 mod udf;
+pub use python::set_policy;
 mod unwind;
 
 use udf::udf_batch_limit;
@@ -394,10 +398,28 @@ mod tests {
     }
 
     #[test]
-    fn python_is_refused_with_a_clear_error() {
-        let err = build(&json!({"type": "python_processor", "name": "Python"})).err().expect("refused");
-        assert_eq!(err.kind, crate::error::ErrorKind::Unsupported);
-        assert!(err.message.contains("not support"));
+    fn a_python_function_runs_in_a_worker_with_typed_values_and_its_exception_is_the_error() {
+        let script = "from decimal import Decimal\ndef process(record, context):\n    if record['id'] == 3:\n        return None\n    record['op'] = context['op']\n    record['d'] = record['d'] * 2\n    return record\n";
+        let mut p = build(&json!({"type": "python_processor", "name": "Py", "script": script}))
+            .expect("build")
+            .expect("processor");
+        let mut a = rec(json!({"id": 1}));
+        a.insert("d".into(), Value::Decimal("2.25".into()));
+        let mut b = rec(json!({"id": 3}));
+        b.insert("d".into(), Value::Decimal("1".into()));
+        let out = p.process(vec![ev(Change::Insert { after: a }), ev(Change::Insert { after: b })]).expect("run");
+        assert_eq!(out.len(), 1, "None drops the record");
+        let got = out[0].change.key_image();
+        assert_eq!(
+            (got.get("d"), got.get("op")),
+            (Some(&Value::Decimal("4.50".into())), Some(&Value::Text("i".into())))
+        );
+        let mut bad = build(&json!({"type": "python_processor", "name": "Bad",
+            "script": "def process(record, context):\n    return record['n'] / 0\n"}))
+        .expect("build")
+        .expect("processor");
+        let err = bad.process(vec![ev(Change::Insert { after: rec(json!({"n": 1})) })]).expect_err("raises");
+        assert!(err.message.contains("ZeroDivisionError") && err.message.contains("line 2"), "{}", err.message);
     }
 
     #[test]
