@@ -21,6 +21,7 @@ mod pre_images;
 mod pty;
 mod python_udf;
 mod security;
+mod seed_flows;
 mod source_opts;
 mod tapflow;
 mod transcripts;
