@@ -117,6 +117,21 @@ pub struct TableNode {
     pub node_config: Option<Value>,
 }
 
+/// A database node's typed fields (a `migrate` task's source or target: TapFlow's `Pipeline`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DatabaseNode {
+    pub connection_id: String,
+    /// The tables a source reads (`custom`), or, for `expression`, those that matched when
+    /// the flow was built (the engine matches again at every start).
+    pub table_names: Vec<String>,
+    /// `expression` (the tables whose names `tableExpression` matches) or `custom`.
+    pub migrate_table_select_type: Option<String>,
+    pub table_expression: Option<String>,
+    pub exist_data_process_mode: Option<String>,
+    pub read_batch_size: Option<u64>,
+}
+
 /// One entry of a merge node's `mergeProperties` (the main table, then its lookups as
 /// `children`, nested).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -158,6 +173,8 @@ pub struct Node {
 pub enum NodeKind {
     /// `table`: a source (no edge leads to it) or the sink.
     Table(Box<TableNode>),
+    /// `database`: a whole database, the source or the target of a `migrate` task.
+    Database(Box<DatabaseNode>),
     /// `merge_table_processor`: the lookup tree.
     Merge(Vec<MergeProperty>),
     /// A processor.
@@ -193,7 +210,8 @@ impl Node {
         let Some((_, NodeRules::Runs(rules))) = NODE_TYPES.iter().find(|(t, _)| *t == ty) else {
             return Err(Refusal { message: format!("{what}: {}", refused_type(&ty)) });
         };
-        check_fields(&what, "", obj, &[COMMON, rules], false)?;
+        let data_node = if matches!(ty.as_str(), "table" | "database") { DATA_NODE } else { &[] };
+        check_fields(&what, "", obj, &[COMMON, data_node, rules], false)?;
         if ty == "merge_table_processor" {
             for p in obj.get("mergeProperties").and_then(Value::as_array).into_iter().flatten() {
                 check_merge_property(&what, "mergeProperties", p)?;
@@ -206,6 +224,10 @@ impl Node {
         let kind = match ty.as_str() {
             "table" => NodeKind::Table(Box::new(
                 serde_json::from_value::<TableNode>(doc.clone())
+                    .map_err(|e| Refusal { message: format!("{what}: {e}") })?,
+            )),
+            "database" => NodeKind::Database(Box::new(
+                serde_json::from_value::<DatabaseNode>(doc.clone())
                     .map_err(|e| Refusal { message: format!("{what}: {e}") })?,
             )),
             "merge_table_processor" => {
@@ -233,6 +255,14 @@ impl Node {
     pub fn table(&self) -> Option<&TableNode> {
         match &self.kind {
             NodeKind::Table(t) => Some(t.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// The fields of a `database` node.
+    pub fn database(&self) -> Option<&DatabaseNode> {
+        match &self.kind {
+            NodeKind::Database(d) => Some(d.as_ref()),
             _ => None,
         }
     }
@@ -351,7 +381,7 @@ pub fn table_nodes(task: &Value) -> Vec<(TableNode, bool)> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|n| n.get("type").and_then(Value::as_str) == Some("table"))
+        .filter(|n| matches!(n.get("type").and_then(Value::as_str), Some("table" | "database")))
         .map(|n| {
             let text = |k: &str| n.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
             let t =

@@ -103,7 +103,7 @@ fn is_main_table_first(v: &Value) -> bool {
     v.as_str() == Some("main_table_first")
 }
 fn is_sync_type(v: &Value) -> bool {
-    v.as_str() == Some("sync")
+    matches!(v.as_str(), Some("sync" | "migrate"))
 }
 fn is_task_type(v: &Value) -> bool {
     matches!(v.as_str(), Some("initial_sync" | "cdc" | "initial_sync+cdc"))
@@ -178,17 +178,12 @@ pub(crate) const NODE_CONFIG: &[(&str, Rule)] = &[
     ("preImage", Rule::Honoured(Ty::Bool)),
 ];
 
-/// A table node: a source (no incoming edge) or the target (no outgoing edge).
-pub(crate) const TABLE: &[(&str, Rule)] = &[
-    ("tableName", Rule::Honoured(Ty::Str)),
-    ("connectionId", Rule::Honoured(Ty::Str)),
-    ("updateConditionFields", Rule::Honoured(Ty::StrList)),
+/// The fields table and database nodes share.
+pub(crate) const DATA_NODE: &[(&str, Rule)] = &[
     (
         "existDataProcessMode",
         only(is_exist_mode, "keepData, removeData or dropTable", "use keep_data(), clean_data() or clean_table()"),
     ),
-    // The official client repeats the table here (a string in sync tasks); `tableName` is read.
-    ("tableNames", Rule::Inert),
     ("databaseType", Rule::Inert),
     ("increaseReadSize", Rule::Inert),
     // A source's rows per snapshot read (`Source(…).initial_read_size(n)`).
@@ -208,6 +203,15 @@ pub(crate) const TABLE: &[(&str, Rule)] = &[
         ),
     ),
     ("nodeConfig", Rule::Nested(NODE_CONFIG)),
+];
+
+/// A table node: a source (no incoming edge) or the target (no outgoing edge).
+pub(crate) const TABLE: &[(&str, Rule)] = &[
+    ("tableName", Rule::Honoured(Ty::Str)),
+    ("connectionId", Rule::Honoured(Ty::Str)),
+    ("updateConditionFields", Rule::Honoured(Ty::StrList)),
+    // The official client repeats the table here (a string in sync tasks); `tableName` is read.
+    ("tableNames", Rule::Inert),
     // A source's filter (`read_from(…, #{ filter })`) and query (`#{ query }`): see the plan.
     ("isFilter", Rule::Honoured(Ty::Bool)),
     ("conditions", Rule::Honoured(Ty::Array)),
@@ -242,6 +246,39 @@ pub(crate) const JS: &[(&str, Rule)] = &[
             is_declare_script,
             "empty, TapModelDeclare.addField(…) or TapModelDeclare.setPk(tapTable, 'field') lines",
             "give the target's key with js(…, #{ pk: \"field\" }) or write_to(\"Conn.table\", [\"field\"])",
+        ),
+    ),
+];
+
+/// A `database` node: a whole database, a `migrate` task's source or target (TapFlow's
+/// `Pipeline`).
+pub(crate) const DATABASE: &[(&str, Rule)] = &[
+    ("connectionId", Rule::Honoured(Ty::Str)),
+    ("tableNames", Rule::Honoured(Ty::StrList)),
+    (
+        "migrateTableSelectType",
+        only(
+            |v| matches!(v.as_str(), Some("expression" | "custom")),
+            "expression or custom",
+            "use Source(\"Conn\", #{ table_re: \"…\" }) or #{ table: [\"a\", \"b\"] }",
+        ),
+    ),
+    ("tableExpression", Rule::Honoured(Ty::Str)),
+    ("isTransformed", Rule::Inert),
+    (
+        "noPrimaryKeyTableSelectType",
+        only(|v| v.as_str() == Some("All"), "All", "remove it: a table without a key stops the pipeline, naming it"),
+    ),
+    (
+        "disabledEvents",
+        only(is_empty, "an empty list", "copy the tables with their deletes, or use a Flow with a filter"),
+    ),
+    (
+        "ddlConfiguration",
+        only(
+            |v| v.as_str() == Some("FILTER"),
+            "FILTER",
+            "remove it: added columns come with the rows, other DDL stops the pipeline",
         ),
     ),
 ];
@@ -360,12 +397,7 @@ pub const NODE_TYPES: &[(&str, NodeRules)] = &[
     ("field_mod_type_filter_processor", NodeRules::Runs(TYPE_FILTER)),
     ("field_mod_type_processor", NodeRules::Runs(TYPE_ADJUST)),
     ("unwind_processor", NodeRules::Runs(UNWIND)),
-    (
-        "database",
-        NodeRules::Refused(
-            "database-level (migrate) flows are not run by the embedded engine yet: read_from and write_to a table",
-        ),
-    ),
+    ("database", NodeRules::Runs(DATABASE)),
     ("python_processor", NodeRules::Runs(PYTHON)),
 ];
 
@@ -393,7 +425,7 @@ pub const TASK_SETTINGS: &[(&str, Rule)] = &[
         "type",
         only(is_task_type, "initial_sync, cdc or initial_sync+cdc", "use full_sync(), only_cdc() or include_cdc()"),
     ),
-    ("syncType", only(is_sync_type, "sync", "read_from and write_to a table")),
+    ("syncType", only(is_sync_type, "sync or migrate", "use Flow(…) for a table, Pipeline(…) for a database")),
     // A CDC-only flow's start time (`only_cdc(start_time)`): read by the plan.
     ("syncPoints", Rule::Honoured(Ty::Array)),
     (

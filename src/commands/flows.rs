@@ -13,6 +13,10 @@ pub fn status_line(session: &Session, doc: &Task) -> Result<(String, Value)> {
     let (qps, rows, lag) = (m.output_qps, m.snapshot_row_total, m.replicate_lag.unwrap_or(0));
     let mut line =
         format!("flow {name} current status is: {status}, qps is: {qps:.1}, total rows: {rows}, delay is: {lag}ms");
+    if m.table_total > 1 {
+        // A flow of many tables (a Pipeline): how many are copied; `logs` names each as it is.
+        line.push_str(&format!(", tables copied: {} of {}", m.snapshot_table_total.min(m.table_total), m.table_total));
+    }
     if task.status == TaskStatus::Error {
         line.push_str(&format!("\n  error: {}", flowops::last_error(session, &task)));
     }
@@ -21,7 +25,7 @@ pub fn status_line(session: &Session, doc: &Task) -> Result<(String, Value)> {
         line.push_str(&format!("\n  {retrying}"));
     }
     let mut v = json!({"name": name, "status": status, "qps": qps, "total_rows": rows, "delay_ms": lag,
-                   "sync_phase": task.sync_status});
+                   "sync_phase": task.sync_status, "tables": m.table_total, "tables_copied": m.snapshot_table_total});
     if !retrying.is_empty() {
         v["retrying"] = json!(retrying);
     }

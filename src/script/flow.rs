@@ -30,6 +30,8 @@ pub struct FlowState {
     pub key: Vec<String>,
     pub sink: Option<String>,
     pub sync_type: String,
+    /// `Pipeline(name)`: a `migrate` task, reading and writing whole databases.
+    pub migrate: bool,
     /// `show()`: the builder chain.
     pub commands: Vec<String>,
     pub merge: Option<String>,
@@ -121,7 +123,7 @@ impl FlowState {
     }
 
     pub fn show(&self) -> String {
-        format!("Flow({}){}", self.name, self.commands.concat())
+        format!("{}({}){}", if self.migrate { "Pipeline" } else { "Flow" }, self.name, self.commands.concat())
     }
 }
 
@@ -151,6 +153,15 @@ pub fn read_from_node(
     fields: &serde_json::Map<String, Value>,
     shown: &str,
 ) -> Result<()> {
+    if flow.with(|s| s.migrate) {
+        return super::pipeline::read_database(session, flow, sig, fields, shown);
+    }
+    if !sig.contains('.') && !sig.is_empty() {
+        return Err(Error::usage(format!(
+            "read_from({sig:?}) reads a whole database, which a Pipeline does: Pipeline(\"name\").read_from({sig:?}); \
+             a Flow reads one table: read_from(\"{sig}.table\")"
+        )));
+    }
     let (c, t) = split_target(sig)?;
     let conn = resolve::connection(session, c)?;
     if !conn.can_read() {
@@ -207,6 +218,9 @@ pub fn write_to_node(
     fields: &serde_json::Map<String, Value>,
     shown: &str,
 ) -> Result<()> {
+    if flow.with(|s| s.migrate) {
+        return super::pipeline::write_database(session, flow, sig, fields, shown);
+    }
     let (c, t) = split_target(sig)?;
     let conn = resolve::connection(session, c)?;
     if !conn.can_write() {
@@ -258,8 +272,8 @@ fn existing_id(session: &Session, name: &str) -> Result<Option<String>> {
 
 /// Save: create (T6) or, when the name exists, update (T7); then confirm (T8).
 pub fn save(session: &Session, flow: &Flow) -> Result<String> {
-    let (name, dag, sink, uses_rhai, has_nodes) =
-        flow.with(|s| (s.name.clone(), s.dag(), s.sink.clone(), s.uses_rhai, !s.nodes.is_empty()));
+    let (name, dag, sink, uses_rhai, has_nodes, migrate) =
+        flow.with(|s| (s.name.clone(), s.dag(), s.sink.clone(), s.uses_rhai, !s.nodes.is_empty(), s.migrate));
     if !has_nodes {
         return Err(Error::usage(format!("flow {name} has nothing to save: add read_from and write_to")));
     }
@@ -278,7 +292,7 @@ pub fn save(session: &Session, flow: &Flow) -> Result<String> {
     let now = crate::model::now_ms();
     let saved_dag = dag.clone();
     let mut job = json!({
-        "editVersion": now, "syncType": "sync", "name": name, "status": "edit", "env": {}, "dag": dag,
+        "editVersion": now, "syncType": if migrate { "migrate" } else { "sync" }, "name": name, "status": "edit", "env": {}, "dag": dag,
         "user_id": user_id, "customId": user_id, "createUser": username, "syncPoints": [],
         "dynamicAdjustMemoryUsage": true, "crontabExpressionFlag": false, "skipErrorEvent": dag.get("skipErrorEvent").cloned().unwrap_or_else(|| nodes::skip_error_event(None)),
     });

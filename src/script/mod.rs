@@ -14,6 +14,7 @@ mod lookup;
 mod more_steps;
 pub mod nodes;
 pub mod objects;
+mod pipeline;
 mod python;
 mod source_opts;
 mod type_steps;
@@ -182,6 +183,12 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
     source_opts::register(engine, session, raise);
     engine.register_type_with_name::<Flow>("Flow");
     engine.register_fn("Flow", |name: &str| Flow::new(name));
+    pipeline::register(engine, session, raise);
+    engine.register_fn("Pipeline", |name: &str| {
+        let f = Flow::new(name);
+        f.with(|s| s.migrate = true);
+        f
+    });
     engine.register_fn("to_string", |f: &mut Flow| f.with(|s| s.show()));
     engine.register_fn("show", |f: &mut Flow| f.with(|s| s.show()));
 
@@ -266,6 +273,8 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
     });
     step!("js", |s, f, src: &str| { more_steps::js(s, f, src, Map::new()) });
     step!("py", |s, f, src: &str| { python::py(s, f, src) });
+    step!("renameTable", |s, f, prefix: &str, suffix: &str| { pipeline::rename_table(s, f, prefix, suffix) });
+    step!("renameTable", |s, f, prefix: &str| { pipeline::rename_table(s, f, prefix, "") });
     step!("add_fields", |s, f, fields: rhai::Array| {
         let parsed: Vec<(String, String, String)> = fields
             .into_iter()

@@ -24,7 +24,7 @@ pub fn wrap_js(script: &str) -> String {
     }
 }
 
-fn data_attrs(conn: &Connection) -> Value {
+pub(super) fn data_attrs(conn: &Connection) -> Value {
     json!({
         "accessNodeProcessId": "",
         "capabilities": conn.extra.get("capabilities").cloned().unwrap_or_else(|| json!([])),
@@ -36,7 +36,7 @@ fn data_attrs(conn: &Connection) -> Value {
     })
 }
 
-fn dml_policy() -> Value {
+pub(super) fn dml_policy() -> Value {
     json!({"insertPolicy": "update_on_exists", "updatePolicy": "ignore_on_nonexists"})
 }
 

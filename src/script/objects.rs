@@ -20,11 +20,51 @@ pub struct TableSpec {
     pub fields: Map<String, Value>,
     pub calls: Vec<String>,
     pub(super) sink: bool,
+    /// A whole database's (`Source("Conn")`, `Source("Conn", #{ table | table_re })`): the
+    /// constructor's arguments after the connection, as written.
+    pub(super) database: Option<String>,
 }
 
 impl TableSpec {
     fn new(conn: &str, table: &str, sink: bool) -> Self {
-        TableSpec { sig: format!("{conn}.{table}"), fields: Map::new(), calls: Vec::new(), sink }
+        TableSpec { sig: format!("{conn}.{table}"), fields: Map::new(), calls: Vec::new(), sink, database: None }
+    }
+    /// A whole database (for a Pipeline): every table, a list, or those a pattern matches.
+    fn database(conn: &str, opts: rhai::Map, sink: bool) -> std::result::Result<Self, Box<EvalAltResult>> {
+        let bad = |m: String| Box::new(EvalAltResult::ErrorRuntime(m.into(), Position::NONE));
+        let mut fields = Map::new();
+        for (k, v) in &opts {
+            match (k.as_str(), sink) {
+                ("table", false) => {
+                    let list: Vec<Value> = match v.clone().into_array() {
+                        Ok(a) if !a.is_empty() => a.into_iter().map(|t| Value::String(t.to_string())).collect(),
+                        _ => match v.clone().into_immutable_string() {
+                            Ok(t) => vec![Value::String(t.to_string())],
+                            Err(_) => return Err(bad(format!("Source({conn:?}): table takes a list of table names"))),
+                        },
+                    };
+                    fields.insert("tableNames".into(), Value::Array(list));
+                    fields.insert("migrateTableSelectType".into(), json!("custom"));
+                }
+                ("table_re", false) => {
+                    let re = v
+                        .clone()
+                        .into_immutable_string()
+                        .map_err(|_| bad(format!("Source({conn:?}): table_re takes a pattern")))?;
+                    fields.insert("tableExpression".into(), json!(re.as_str()));
+                    fields.insert("migrateTableSelectType".into(), json!("expression"));
+                }
+                (other, _) => {
+                    return Err(bad(format!(
+                        "{}({conn:?}, #{{ {other}: … }}): it takes {}",
+                        if sink { "Sink" } else { "Source" },
+                        if sink { "no options (a whole database)" } else { "table: [names] or table_re: \"pattern\"" }
+                    )));
+                }
+            }
+        }
+        let args = if opts.is_empty() { String::new() } else { format!(", {}", rhai::Dynamic::from_map(opts)) };
+        Ok(TableSpec { sig: conn.to_string(), fields, calls: Vec::new(), sink, database: Some(args) })
     }
     fn set(&mut self, key: &str, v: Value, call: String) -> TableSpec {
         self.fields.insert(key.to_string(), v);
@@ -33,6 +73,10 @@ impl TableSpec {
     }
     /// The builder expression that recreates it.
     pub fn show(&self) -> String {
+        let kind = if self.sink { "Sink" } else { "Source" };
+        if let Some(args) = &self.database {
+            return format!("{kind}({:?}{args}){}", self.sig, self.calls.concat());
+        }
         let (c, t) = self.sig.split_once('.').unwrap_or((&self.sig, ""));
         format!("{}({c:?}, {t:?}){}", if self.sink { "Sink" } else { "Source" }, self.calls.concat())
     }
@@ -60,6 +104,9 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
     engine.register_type_with_name::<TableSpec>("Source");
     engine.register_fn("Source", |c: &str, t: &str| TableSpec::new(c, t, false));
     engine.register_fn("Sink", |c: &str, t: &str| TableSpec::new(c, t, true));
+    engine.register_fn("Source", |c: &str| TableSpec::database(c, rhai::Map::new(), false));
+    engine.register_fn("Source", |c: &str, opts: rhai::Map| TableSpec::database(c, opts, false));
+    engine.register_fn("Sink", |c: &str| TableSpec::database(c, rhai::Map::new(), true));
     engine.register_fn("to_string", |s: &mut TableSpec| s.show());
     // Source: rows per snapshot read (honoured), and the CDC read hint (kept).
     engine.register_fn("initial_read_size", |s: &mut TableSpec, n: i64| -> Result2 {

@@ -17,6 +17,7 @@ mod harness;
 mod keys;
 mod lookup;
 mod matrix;
+mod pipeline;
 mod pre_images;
 mod pty;
 mod python_udf;

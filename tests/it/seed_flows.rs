@@ -122,3 +122,24 @@ fn the_seed_readme_mysql_order_flow_chains_every_step() {
     assert_eq!(new.get_str("customer_city"), Ok("sao paulo"));
     my().sql("mysql", &format!("DROP DATABASE {db}"));
 }
+
+#[test]
+fn a_flow_per_table_built_from_the_tables_fields() {
+    let db = format!("seedp_{}", std::process::id());
+    let (_env, stdout) = run_example("per_table_flows", &db);
+    assert!(stdout.contains("6 flows, one per table"), "{stdout}");
+    let d = Docs(Driver::new(&db, "x"), db.clone());
+    let orders = d.find("ecomOrders", doc! {});
+    assert_eq!(orders.len(), 30);
+    assert!(
+        orders.iter().all(|o| o.contains_key("orderId")
+            && o.contains_key("orderStatus")
+            && !o.contains_key("order_id")
+            && !o.contains_key("orderPurchaseTimestamp")),
+        "camelCase fields, the dates left out: {:?}",
+        orders.first()
+    );
+    let moved = || d.find("ecomCustomers", doc! {"customerCity": "Tapville"}).len() == 1;
+    assert!(wait_until(Duration::from_secs(60), moved), "the change reaches its table's collection");
+    my().sql("mysql", &format!("DROP DATABASE {db}"));
+}

@@ -408,6 +408,7 @@ fn run_supervised(ctx: &FlowCtx, task: &Value) -> Ending {
 
 mod checkpoint;
 mod metrics;
+mod migrate;
 mod plan;
 mod run;
 mod sink;

@@ -408,6 +408,9 @@ pub(super) fn no_key(target: &str, table: &str, conn: &mut dyn Connector) -> Err
 }
 
 pub fn validate(task: &Value) -> Result<()> {
+    if super::migrate::plan(task)?.is_some() {
+        return Ok(());
+    }
     plan(task).map(|_| ())
 }
 
@@ -416,6 +419,9 @@ pub fn validate(task: &Value) -> Result<()> {
 /// when every source table can be read; otherwise (a server down, a table not created yet)
 /// the same checks run at start.
 pub fn check_sources(store: &Store, task: &Value) -> Result<()> {
+    if let Some(m) = super::migrate::plan(task)? {
+        return super::migrate::check(store, &m);
+    }
     let mut plan = plan(task)?;
     for s in plan.sources.iter().filter(|s| s.query.is_some()) {
         if let Ok(c) = store.connection(&s.connection_id)

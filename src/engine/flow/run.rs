@@ -1,6 +1,9 @@
 use super::*;
 
 pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
+    if let Some(m) = super::migrate::plan(task)? {
+        return super::migrate::run(ctx, m);
+    }
     let mut plan = plan(task)?;
     // User functions watch the flow's stop flag, so `stop` interrupts a batch in them.
     for p in plan.sources.iter_mut().flat_map(|s| s.chain.iter_mut()) {
@@ -130,29 +133,35 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
     if let Some(outcome) = ctx.complete_or_cdc(plan.cdc)? {
         return Ok(outcome);
     }
-    cdc_loop(ctx, &mut sources, &mut checkpoint, |conn_id, conn, altered, events| {
-        for table in altered {
-            for node in plan.sources.iter_mut().filter(|s| s.connection_id == *conn_id && s.table == *table) {
-                source_altered(ctx, node, conn, &mut sink)?;
+    cdc_loop(
+        ctx,
+        &mut sources,
+        &mut checkpoint,
+        |conn_id, conn, altered, events| {
+            for table in altered {
+                for node in plan.sources.iter_mut().filter(|s| s.connection_id == *conn_id && s.table == *table) {
+                    source_altered(ctx, node, conn, &mut sink)?;
+                }
             }
-        }
-        // Route each event to the chain of the source node reading its table.
-        let mut out = Vec::with_capacity(events.len());
-        let mut by_table: Vec<(String, Vec<Event>)> = Vec::new();
-        for e in events {
-            match by_table.last_mut() {
-                Some((t, v)) if **t == *e.table => v.push(e),
-                _ => by_table.push((e.table.to_string(), vec![e])),
+            // Route each event to the chain of the source node reading its table.
+            let mut out = Vec::with_capacity(events.len());
+            let mut by_table: Vec<(String, Vec<Event>)> = Vec::new();
+            for e in events {
+                match by_table.last_mut() {
+                    Some((t, v)) if **t == *e.table => v.push(e),
+                    _ => by_table.push((e.table.to_string(), vec![e])),
+                }
             }
-        }
-        for (table, batch) in by_table {
-            if let Some(node) = plan.sources.iter_mut().find(|s| s.connection_id == *conn_id && s.table == table) {
-                out.extend(run_chain(&mut node.chain, batch, skips.as_deref())?);
+            for (table, batch) in by_table {
+                if let Some(node) = plan.sources.iter_mut().find(|s| s.connection_id == *conn_id && s.table == table) {
+                    out.extend(run_chain(&mut node.chain, batch, skips.as_deref())?);
+                }
             }
-        }
-        sink.write(out, &ctx.metrics)?;
-        Ok(())
-    })
+            sink.write(out, &ctx.metrics)?;
+            Ok(())
+        },
+        |_, _| Ok(()),
+    )
 }
 
 /// A source table gained columns (read in its change stream), as its DDL setting says: stop,
@@ -215,6 +224,7 @@ pub(super) fn cdc_loop(
     sources: &mut Sources,
     checkpoint: &mut Checkpoint,
     mut apply: impl FnMut(&str, &mut dyn Connector, &[String], Vec<Event>) -> Result<()>,
+    mut between: impl FnMut(&mut Sources, &mut Checkpoint) -> Result<()>,
 ) -> Result<Outcome> {
     ctx.log("INFO", "Incremental sync (CDC) started");
     let flow_id = &ctx.task_id;
@@ -261,6 +271,7 @@ pub(super) fn cdc_loop(
             ctx.save_metrics();
             last_save = Instant::now();
         }
+        between(sources, checkpoint)?;
     }
     Ok(Outcome::Stopped)
 }

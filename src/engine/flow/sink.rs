@@ -34,17 +34,30 @@ pub(super) struct Sink {
 impl Sink {
     /// The plan's target, not prepared yet: it is created or checked from the first records.
     pub(super) fn open(ctx: &FlowCtx, plan: &Plan, key: Vec<String>, schema: Schema) -> Result<Self> {
+        let target = if plan.sink.append {
+            Target::appending(&plan.sink.table, plan.sink.existing)
+        } else {
+            Target::new(&plan.sink.table, &key, plan.sink.existing)
+        };
+        Sink::new(ctx, &plan.name, &plan.sink.name, &plan.sink.connection_id, target, schema)
+    }
+
+    /// A sink writing `target` through the connection `connection_id`.
+    pub(super) fn new(
+        ctx: &FlowCtx,
+        flow: &str,
+        node: &str,
+        connection_id: &str,
+        target: Target,
+        schema: Schema,
+    ) -> Result<Self> {
         Ok(Sink {
-            flow: plan.name.clone(),
-            node: plan.sink.name.clone(),
-            conn: open_connection(&ctx.store, &plan.sink.connection_id)?,
+            flow: flow.to_string(),
+            node: node.to_string(),
+            conn: open_connection(&ctx.store, connection_id)?,
             store: ctx.store.clone(),
-            connection_id: plan.sink.connection_id.clone(),
-            target: if plan.sink.append {
-                Target::appending(&plan.sink.table, plan.sink.existing)
-            } else {
-                Target::new(&plan.sink.table, &key, plan.sink.existing)
-            },
+            connection_id: connection_id.to_string(),
+            target,
             ready: false,
             schema,
             skips: None,

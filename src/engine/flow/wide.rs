@@ -232,38 +232,44 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
     if let Some(outcome) = ctx.complete_or_cdc(plan.cdc)? {
         return Ok(outcome);
     }
-    cdc_loop(ctx, &mut sources, &mut checkpoint, |conn_id, _, _, events| {
-        let mut roots = std::collections::BTreeSet::new();
-        lookup.begin()?;
-        for e in events {
-            for (i, &si) in node_source.iter().enumerate() {
-                let s = &mut plan.sources[si];
-                if s.connection_id != *conn_id || *s.table != *e.table {
-                    continue;
-                }
-                let batch = run_chain(&mut s.chain, vec![e.clone()], skips.as_deref())?;
-                for ev in batch {
-                    // The documents the row leaves: walked up from its old image.
-                    if let Change::Update { before: Some(b), .. } | Change::Delete { before: b } = &ev.change {
-                        lookup.roots(i, &*lookup.old_row(i, b)?, &mut roots)?;
+    cdc_loop(
+        ctx,
+        &mut sources,
+        &mut checkpoint,
+        |conn_id, _, _, events| {
+            let mut roots = std::collections::BTreeSet::new();
+            lookup.begin()?;
+            for e in events {
+                for (i, &si) in node_source.iter().enumerate() {
+                    let s = &mut plan.sources[si];
+                    if s.connection_id != *conn_id || *s.table != *e.table {
+                        continue;
                     }
-                    match &ev.change {
-                        Change::Insert { after } | Change::Update { after, .. } => {
-                            if let Change::Update { before: Some(b), .. } = &ev.change {
-                                lookup.remove(i, b)?;
-                            }
-                            lookup.put(i, after)?;
-                            lookup.roots(i, after, &mut roots)?;
+                    let batch = run_chain(&mut s.chain, vec![e.clone()], skips.as_deref())?;
+                    for ev in batch {
+                        // The documents the row leaves: walked up from its old image.
+                        if let Change::Update { before: Some(b), .. } | Change::Delete { before: b } = &ev.change {
+                            lookup.roots(i, &*lookup.old_row(i, b)?, &mut roots)?;
                         }
-                        Change::Delete { before } => lookup.remove(i, before)?,
+                        match &ev.change {
+                            Change::Insert { after } | Change::Update { after, .. } => {
+                                if let Change::Update { before: Some(b), .. } = &ev.change {
+                                    lookup.remove(i, b)?;
+                                }
+                                lookup.put(i, after)?;
+                                lookup.roots(i, after, &mut roots)?;
+                            }
+                            Change::Delete { before } => lookup.remove(i, before)?,
+                        }
                     }
                 }
             }
-        }
-        write_roots(roots.into_iter().map(|k| (k, None)).collect(), &mut sink, &mut post)?;
-        // The copies move on only once the documents are written: a crash in between rolls
-        // them back, and the replay finds the same old rows (and old parents) again.
-        lookup.commit()?;
-        Ok(())
-    })
+            write_roots(roots.into_iter().map(|k| (k, None)).collect(), &mut sink, &mut post)?;
+            // The copies move on only once the documents are written: a crash in between rolls
+            // them back, and the replay finds the same old rows (and old parents) again.
+            lookup.commit()?;
+            Ok(())
+        },
+        |_, _| Ok(()),
+    )
 }
