@@ -38,7 +38,14 @@ fn database_sink(conn: &Connection, tables: &[String]) -> Value {
 }
 
 fn table_names(session: &Session, conn: &Connection) -> Result<Vec<String>> {
-    let mut names: Vec<String> = session.client.tables(&conn.id)?.into_iter().map(|m| m.original_name).collect();
+    // A cluster lists the database itself among its metadata.
+    let mut names: Vec<String> = session
+        .client
+        .tables(&conn.id)?
+        .into_iter()
+        .filter(|m| m.meta_type != "database")
+        .map(|m| m.original_name)
+        .collect();
     names.sort();
     Ok(names)
 }

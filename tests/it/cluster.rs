@@ -520,7 +520,10 @@ fn route(st: &mut State, r: &Req, p: &mut Vec<String>) -> (u16, Value) {
         ("POST", ["Task"]) => {
             let b = &r.body;
             expect(b.get("id").is_none(), "a create carries an id");
-            expect(b["status"] == "edit" && b["syncType"] == "sync", "status edit / syncType sync");
+            expect(
+                b["status"] == "edit" && (b["syncType"] == "sync" || b["syncType"] == "migrate"),
+                "status edit / syncType sync or migrate",
+            );
             expect(b["dag"]["nodes"].is_array() && b["dag"]["edges"].is_array(), "dag.nodes / dag.edges");
             if s(b, "name").is_empty() {
                 return (200, error("Task.NameIsNull", "Task name is null"));
@@ -530,7 +533,7 @@ fn route(st: &mut State, r: &Req, p: &mut Vec<String>) -> (u16, Value) {
             }
             let id = format!("6720800ad6c2485881e9f0{:02}", st.next_id);
             st.next_id += 1;
-            let task = json!({"id": id, "name": b["name"], "status": "edit", "syncType": "sync",
+            let task = json!({"id": id, "name": b["name"], "status": "edit", "syncType": b["syncType"],
                               "type": b["dag"]["type"], "dag": {"nodes": b["dag"]["nodes"], "edges": b["dag"]["edges"]}});
             st.tasks.push(task.clone());
             (200, envelope(task))
@@ -692,7 +695,7 @@ fn dag_problems(dag: &Value) -> Vec<String> {
         if !incoming && !outgoing {
             out.push(format!("DAG.NodeIsolated {id}"));
         }
-        if !incoming && n["type"] != "table" {
+        if !incoming && n["type"] != "table" && n["type"] != "database" {
             out.push(format!("DAG.SourceIsNotData {id}"));
         }
     }
@@ -1233,4 +1236,54 @@ fn a_server_that_is_not_tapdata_is_named_as_such() {
     let run = tap(&env, &cluster, Profile::Cloud, &["-c", "show flows"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("not TapData"), "{}", run.stderr);
+}
+
+#[test]
+fn a_pipeline_and_a_python_function_send_tapdatas_nodes() {
+    let env = Env::new("cluster-pipeline");
+    let cluster = Cluster::start(Mode::Enterprise);
+    let run = script(
+        &env,
+        &cluster,
+        Profile::Enterprise,
+        "p.rhai",
+        r#"
+Pipeline("mig").read_from(Source("MySQL_ECommerce", #{ table_re: "ecom_.*" })).renameTable("bak_", "")
+    .write_to("MongoDB_ECommerce").save();
+Flow("py_flow").read_from("MySQL_ECommerce.ecom_orders")
+    .py("def pyfunc(record):\n    record['x'] = 1\n    return record\n")
+    .write_to("MongoDB_ECommerce.orders").save();
+"#,
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let reqs = cluster.take();
+    let tasks: Vec<&Value> = reqs.iter().filter(|r| r.method == "POST" && r.path == "/Task").map(|r| &r.body).collect();
+    assert_eq!(tasks.len(), 2, "{:?}", lines(&reqs));
+    let (mig, py) = (tasks[0], tasks[1]);
+    assert_eq!(mig["syncType"], "migrate");
+    let nodes = mig["dag"]["nodes"].as_array().expect("nodes");
+    let types: Vec<&str> = nodes.iter().map(|n| s(n, "type")).collect();
+    assert_eq!(types, ["database", "table_rename_processor", "database"]);
+    let (source, rename, sink) = (&nodes[0], &nodes[1], &nodes[2]);
+    assert_eq!(source["tableNames"], json!(["ecom_customers", "ecom_orders"]), "the tables the pattern matches");
+    assert_eq!(source["migrateTableSelectType"], "expression");
+    assert_eq!(source["tableExpression"], "ecom_.*");
+    assert_eq!(source["connectionId"], MYSQL_ID);
+    assert_eq!(source["name"], "MySQL_ECommerce");
+    assert_eq!(rename["prefix"], "bak_");
+    assert_eq!(
+        rename["tableNames"][1],
+        json!({"originTableName": "ecom_orders", "previousTableName": "ecom_orders", "currentTableName": "bak_ecom_orders"})
+    );
+    assert_eq!(sink["connectionId"], MONGO_ID);
+    assert_eq!(sink["existDataProcessMode"], "keepData");
+    assert_eq!(py["syncType"], "sync");
+    let node =
+        py["dag"]["nodes"].as_array().and_then(|n| n.iter().find(|n| n["type"] == "python_processor")).expect("py");
+    assert_eq!(
+        node["script"],
+        "def pyfunc(record):\n    record['x'] = 1\n    return record\n\n\ndef process(record, context):\n    return pyfunc(record)\n",
+        "TapData's process form, the user's function wrapped"
+    );
+    cluster.assert_no_problems();
 }

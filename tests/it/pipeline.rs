@@ -128,3 +128,71 @@ Flow("listed").wait_initial_sync();"#;
     let flow = env.script("flow.rhai", &format!("{head}Flow(\"f\").read_from(\"My\");"));
     assert!(flow.code != 0 && flow.stderr.contains("Pipeline(\"name\").read_from(\"My\")"), "{}", flow.stderr);
 }
+
+#[test]
+fn a_mongodb_pipeline_follows_its_collections_and_picks_up_a_new_one() {
+    use mongodb::bson::doc;
+    let db = format!("plm_{}", std::process::id());
+    let d = crate::engine_mongo::Driver::new(&db, "a");
+    let database = d.coll.client().database(&db);
+    d.run(database.drop());
+    d.run(d.coll.insert_one(doc! {"_id": 1_i64, "v": "a"}));
+    d.run(database.collection::<mongodb::bson::Document>("b").insert_one(doc! {"_id": 1_i64, "w": "b"}));
+    let env = Env::new("pipeline-mongo");
+    let dst = env.path("dst.sqlite");
+    let _engine = env.start_engine();
+    let script = format!(
+        r#"DataSource("mongodb", "M", #{{ uri: "{}" }}).save();
+DataSource("sqlite", "T", #{{ database: "{}" }}).save();
+Pipeline("mp").read_from("M").write_to("T").save().start();
+Flow("mp").wait_initial_sync();"#,
+        crate::engine_mongo::mongo_uri(&db),
+        dst.display()
+    );
+    env.script("m.rhai", &script).ok();
+    assert_eq!(query(&dst, "SELECT v FROM a"), vec![vec!["a"]]);
+    assert_eq!(query(&dst, "SELECT w FROM b"), vec![vec!["b"]]);
+    d.run(database.collection::<mongodb::bson::Document>("c").insert_one(doc! {"_id": 7_i64, "x": "c"}));
+    let has_c = || query(&dst, "SELECT count(*) FROM sqlite_master WHERE name = 'c'")[0][0] == "1";
+    assert!(wait_until(Duration::from_secs(30), has_c), "the new collection is copied");
+    d.run(database.collection::<mongodb::bson::Document>("c").insert_one(doc! {"_id": 8_i64, "x": "later"}));
+    d.run(d.coll.update_one(doc! {"_id": 1_i64}, doc! {"$set": {"v": "changed"}}));
+    let rows = || (query(&dst, "SELECT count(*) FROM c")[0][0].clone(), query(&dst, "SELECT v FROM a")[0][0].clone());
+    assert!(
+        wait_until(Duration::from_secs(30), || rows() == ("2".to_string(), "changed".to_string())),
+        "the new collection's changes, and the old ones', follow: {:?}",
+        rows()
+    );
+}
+
+#[test]
+fn a_postgres_pipeline_publishes_a_table_created_while_it_runs() {
+    let p = pg();
+    let tag = format!("plp_{}", std::process::id());
+    p.psql(&format!(
+        "DROP SCHEMA IF EXISTS {tag} CASCADE; CREATE SCHEMA {tag};
+         CREATE TABLE {tag}.a (id int PRIMARY KEY, v text); INSERT INTO {tag}.a VALUES (1, 'a');"
+    ));
+    let env = Env::new("pipeline-pg");
+    let dst = env.path("dst.sqlite");
+    let _engine = env.start_engine();
+    let script = format!(
+        r#"{}
+DataSource("sqlite", "T", #{{ database: "{}" }}).save();
+Pipeline("pp").read_from("P").write_to("T").save().start();
+Flow("pp").wait_initial_sync();"#,
+        p.datasource("P", &tag),
+        dst.display()
+    );
+    env.script("p.rhai", &script).ok();
+    p.psql(&format!("CREATE TABLE {tag}.b (id int PRIMARY KEY, w text); INSERT INTO {tag}.b VALUES (1, 'first');"));
+    let has_b = || query(&dst, "SELECT count(*) FROM sqlite_master WHERE name = 'b'")[0][0] == "1";
+    assert!(wait_until(Duration::from_secs(30), has_b), "the new table is copied");
+    p.psql(&format!("INSERT INTO {tag}.b VALUES (2, 'second'); UPDATE {tag}.a SET v = 'changed';"));
+    let rows = || (query(&dst, "SELECT count(*) FROM b")[0][0].clone(), query(&dst, "SELECT v FROM a")[0][0].clone());
+    assert!(
+        wait_until(Duration::from_secs(30), || rows() == ("2".to_string(), "changed".to_string())),
+        "published and followed: {:?}",
+        rows()
+    );
+}

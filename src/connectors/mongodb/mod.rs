@@ -42,6 +42,8 @@ pub struct Mongo {
     written: std::collections::HashSet<String>,
     /// `enablePreImage()`: the change stream asks for each change's document before it.
     pre_images: bool,
+    /// The collections CDC was last prepared for.
+    streamed: Vec<String>,
 }
 
 /// A change-stream position as a checkpoint keeps it, `{"token": …}` (the resume token as
@@ -254,6 +256,7 @@ impl Mongo {
             stream: None,
             written: std::collections::HashSet::new(),
             pre_images: false,
+            streamed: Vec::new(),
         })
     }
 
@@ -343,7 +346,13 @@ impl Connector for Mongo {
         self.require_pre_images(tables)
     }
 
-    fn cdc_prepare(&mut self, _flow_id: &str, _tables: &[String], _resume: bool) -> Result<()> {
+    fn cdc_prepare(&mut self, _flow_id: &str, tables: &[String], _resume: bool) -> Result<()> {
+        // The change stream filters the collections it was opened for: another list opens it
+        // again, from the position the flow resumes at.
+        if self.stream.is_some() && self.streamed.as_slice() != tables {
+            self.stream = None;
+        }
+        self.streamed = tables.to_vec();
         if !self.replica {
             return Err(Error::config(format!(
                 "MongoDB CDC reads change streams, which need a replica set or a sharded cluster; {} is a standalone server (start it with --replSet and run rs.initiate(), or use .full_sync() for a snapshot only)",
