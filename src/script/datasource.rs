@@ -1,9 +1,11 @@
 //! `DataSource`: a connection definition, saved as TapData's connection document (§7.3 of the
 //! client reference). Saving an existing name updates it, so scripts are idempotent.
 
+use crate::commands::resolve;
 use crate::commands::session::Session;
 use crate::error::{Error, Result};
 use reqwest::Method;
+use rhai::{Dynamic, Engine, EvalAltResult, Map as RhaiMap};
 use serde_json::{Map, Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -227,4 +229,156 @@ pub fn wait_loaded(session: &Session, id: &str, timeout: Duration) -> Result<Str
         }
         session.sleep(step)?;
     }
+}
+
+type RhaiResult<T> = std::result::Result<T, Box<EvalAltResult>>;
+
+/// `DataSource("Name")`: the saved connection, its config left to the server (a re-save
+/// merges into it); a connector's name alone makes a new one named after it.
+fn load(session: &Session, name: &str) -> Result<DataSource> {
+    let found = session.client.connections()?.into_iter().find(|c| c.name == name);
+    match found {
+        Some(c) => {
+            let ds = DataSource::new(&c.database_type.to_ascii_lowercase(), &c.name, Map::new());
+            ds.with(|d| {
+                d.id = Some(c.id.clone());
+                d.connection_type = c.connection_type.clone();
+            });
+            Ok(ds)
+        }
+        None if session
+            .client
+            .connectors()?
+            .iter()
+            .any(|c| c.get("name").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(name))) =>
+        {
+            Ok(DataSource::new(name, name, Map::new()))
+        }
+        None => {
+            let mut names: Vec<String> = session.client.connections()?.into_iter().map(|c| c.name).collect();
+            names.sort();
+            Err(Error::not_found(format!(
+                "DataSource({name:?}): no saved connection of that name (and no connector); connections: {}",
+                if names.is_empty() { "none".into() } else { names.join(", ") }
+            )))
+        }
+    }
+}
+
+/// `ds.desc()`: the saved connection as the server shows it, secrets masked.
+fn desc(session: &Session, ds: &DataSource) -> Result<()> {
+    let name = ds.with(|d| d.name.clone());
+    let c = resolve::connection(session, &name)?;
+    let doc = session.client.connection(&c.id)?.unwrap_or(c);
+    let mut rows = vec![
+        vec!["name".to_string(), doc.name.clone()],
+        vec!["connector".into(), doc.database_type.clone()],
+        vec!["type".into(), doc.connection_type.clone()],
+        vec!["status".into(), doc.status.clone()],
+    ];
+    for (k, v) in &doc.config {
+        let shown = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        rows.push(vec![format!("config.{k}"), shown]);
+    }
+    if session.out.json {
+        session.out.value(&json!({"name": doc.name, "connector": doc.database_type, "type": doc.connection_type,
+                                  "status": doc.status, "config": doc.config}));
+    } else {
+        session.out.table(&["field", "value"], rows);
+    }
+    Ok(())
+}
+
+/// `DataSource(…)` and its methods in Rhai.
+pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) -> Box<EvalAltResult>) {
+    engine.register_type_with_name::<DataSource>("DataSource");
+    engine.register_fn("DataSource", |connector: &str, name: &str| {
+        DataSource::new(connector, name, serde_json::Map::new())
+    });
+    // One argument: the saved connection of that name (TapFlow reloads it), else a new one of
+    // that connector, named after it.
+    let s = session.clone();
+    engine.register_fn("DataSource", move |name: &str| -> RhaiResult<DataSource> { load(&s, name).map_err(raise) });
+    let s = session.clone();
+    engine.register_fn("datasources", move || -> RhaiResult<rhai::Array> {
+        let mut names: Vec<String> = s.client.connections().map_err(raise)?.into_iter().map(|c| c.name).collect();
+        names.sort();
+        Ok(names.into_iter().map(Dynamic::from).collect())
+    });
+    let s = session.clone();
+    engine.register_fn("desc", move |ds: &mut DataSource| -> RhaiResult<()> { desc(&s, ds).map_err(raise) });
+    engine.register_fn("DataSource", |connector: &str, name: &str, config: RhaiMap| {
+        let cfg = crate::script::to_json(&Dynamic::from_map(config)).as_object().cloned().unwrap_or_default();
+        DataSource::new(connector, name, cfg)
+    });
+    engine.register_fn("type", |ds: &mut DataSource, t: &str| {
+        ds.set("type", json!(t));
+        ds.clone()
+    });
+    for key in
+        ["host", "database", "db", "user", "username", "password", "schema", "uri", "timezone", "additionalString"]
+    {
+        engine.register_fn(key, move |ds: &mut DataSource, v: &str| {
+            ds.set(key, json!(v));
+            ds.clone()
+        });
+    }
+    engine.register_fn("port", |ds: &mut DataSource, v: i64| {
+        ds.set("port", json!(v));
+        ds.clone()
+    });
+    engine.register_fn("set", |ds: &mut DataSource, k: &str, v: Dynamic| {
+        ds.set(k, crate::script::to_json(&v));
+        ds.clone()
+    });
+    engine.register_fn("config", |ds: &mut DataSource, m: RhaiMap| {
+        for (k, v) in m {
+            ds.set(k.as_str(), crate::script::to_json(&v));
+        }
+        ds.clone()
+    });
+    let s = session.clone();
+    engine.register_fn("save", move |ds: &mut DataSource| -> RhaiResult<DataSource> {
+        save(&s, ds).map_err(raise)?;
+        Ok(ds.clone())
+    });
+    for name in ["test", "validate"] {
+        let s = session.clone();
+        engine.register_fn(name, move |ds: &mut DataSource| -> RhaiResult<bool> {
+            let id = match ds.with(|d| d.id.clone()) {
+                Some(id) => id,
+                None => save(&s, ds).map_err(raise)?,
+            };
+            s.client
+                .call(
+                    reqwest::Method::PATCH,
+                    &format!("/Connections/{id}"),
+                    &[],
+                    Some(&json!({"id": id, "submit": true})),
+                )
+                .map_err(raise)?;
+            wait_loaded(&s, &id, Duration::from_secs(480)).map_err(raise)?;
+            s.out.text("connection test passed");
+            Ok(true)
+        });
+    }
+    let s = session.clone();
+    engine.register_fn("delete", move |ds: &mut DataSource| -> RhaiResult<bool> {
+        let name = ds.with(|d| d.name.clone());
+        let doc = resolve::connection(&s, &name).map_err(raise)?;
+        s.client.call(reqwest::Method::DELETE, &format!("/Connections/{}", doc.id), &[], None).map_err(raise)?;
+        s.out.text(&format!("connection {name} deleted"));
+        Ok(true)
+    });
+    let s = session.clone();
+    engine.register_fn("status", move |ds: &mut DataSource| -> RhaiResult<String> {
+        let name = ds.with(|d| d.name.clone());
+        Ok(resolve::connection(&s, &name).map_err(raise)?.status)
+    });
+    engine.register_fn("to_string", |ds: &mut DataSource| {
+        ds.with(|d| format!("DataSource({}, {})", d.connector, d.name))
+    });
 }

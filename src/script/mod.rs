@@ -10,6 +10,7 @@ use sample::demo_rows;
 pub use sample::{demo, demo_into};
 pub mod datasource;
 pub mod flow;
+mod flow_methods;
 mod lookup;
 mod more_steps;
 pub mod nodes;
@@ -23,7 +24,6 @@ use crate::commands as verbs;
 use crate::commands::resolve;
 use crate::commands::session::Session;
 use crate::error::{Error, Result};
-use datasource::DataSource;
 use flow::Flow;
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position};
 use serde_json::{Value, json};
@@ -98,82 +98,10 @@ pub fn engine(session: Arc<Session>) -> Engine {
         let s = session.clone();
         engine.on_progress(move |_| if s.interrupted() { Some(Dynamic::from("interrupted")) } else { None });
     }
-    register_datasource(&mut engine, &session);
+    datasource::register(&mut engine, &session, raise);
     register_flow(&mut engine, &session);
     register_verbs(&mut engine, &session);
     engine
-}
-
-fn register_datasource(engine: &mut Engine, session: &Arc<Session>) {
-    engine.register_type_with_name::<DataSource>("DataSource");
-    engine.register_fn("DataSource", |connector: &str, name: &str| {
-        DataSource::new(connector, name, serde_json::Map::new())
-    });
-    engine.register_fn("DataSource", |connector: &str| DataSource::new(connector, connector, serde_json::Map::new()));
-    engine.register_fn("DataSource", |connector: &str, name: &str, config: Map| {
-        let cfg = to_json(&Dynamic::from_map(config)).as_object().cloned().unwrap_or_default();
-        DataSource::new(connector, name, cfg)
-    });
-    engine.register_fn("type", |ds: &mut DataSource, t: &str| {
-        ds.set("type", json!(t));
-        ds.clone()
-    });
-    for key in
-        ["host", "database", "db", "user", "username", "password", "schema", "uri", "timezone", "additionalString"]
-    {
-        engine.register_fn(key, move |ds: &mut DataSource, v: &str| {
-            ds.set(key, json!(v));
-            ds.clone()
-        });
-    }
-    engine.register_fn("port", |ds: &mut DataSource, v: i64| {
-        ds.set("port", json!(v));
-        ds.clone()
-    });
-    engine.register_fn("set", |ds: &mut DataSource, k: &str, v: Dynamic| {
-        ds.set(k, to_json(&v));
-        ds.clone()
-    });
-    engine.register_fn("config", |ds: &mut DataSource, m: Map| {
-        for (k, v) in m {
-            ds.set(k.as_str(), to_json(&v));
-        }
-        ds.clone()
-    });
-    let s = session.clone();
-    engine.register_fn("save", move |ds: &mut DataSource| -> RhaiResult<DataSource> {
-        datasource::save(&s, ds).map_err(raise)?;
-        Ok(ds.clone())
-    });
-    let s = session.clone();
-    engine.register_fn("test", move |ds: &mut DataSource| -> RhaiResult<bool> {
-        let id = match ds.with(|d| d.id.clone()) {
-            Some(id) => id,
-            None => datasource::save(&s, ds).map_err(raise)?,
-        };
-        s.client
-            .call(reqwest::Method::PATCH, &format!("/Connections/{id}"), &[], Some(&json!({"id": id, "submit": true})))
-            .map_err(raise)?;
-        datasource::wait_loaded(&s, &id, Duration::from_secs(480)).map_err(raise)?;
-        s.out.text("connection test passed");
-        Ok(true)
-    });
-    let s = session.clone();
-    engine.register_fn("delete", move |ds: &mut DataSource| -> RhaiResult<bool> {
-        let name = ds.with(|d| d.name.clone());
-        let doc = resolve::connection(&s, &name).map_err(raise)?;
-        s.client.call(reqwest::Method::DELETE, &format!("/Connections/{}", doc.id), &[], None).map_err(raise)?;
-        s.out.text(&format!("connection {name} deleted"));
-        Ok(true)
-    });
-    let s = session.clone();
-    engine.register_fn("status", move |ds: &mut DataSource| -> RhaiResult<String> {
-        let name = ds.with(|d| d.name.clone());
-        Ok(resolve::connection(&s, &name).map_err(raise)?.status)
-    });
-    engine.register_fn("to_string", |ds: &mut DataSource| {
-        ds.with(|d| format!("DataSource({}, {})", d.connector, d.name))
-    });
 }
 
 fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
@@ -184,6 +112,7 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
     engine.register_type_with_name::<Flow>("Flow");
     engine.register_fn("Flow", |name: &str| Flow::new(name));
     pipeline::register(engine, session, raise);
+    flow_methods::register(engine, session, raise);
     engine.register_fn("Pipeline", |name: &str| {
         let f = Flow::new(name);
         f.with(|s| s.migrate = true);

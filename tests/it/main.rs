@@ -13,6 +13,7 @@ mod engine_postgres;
 mod engine_sqlite;
 mod examples;
 mod exits;
+mod flow_methods;
 mod harness;
 mod keys;
 mod lookup;
