@@ -177,8 +177,7 @@ pub trait Connector: Send {
     /// The flow wants the whole before image of every update and delete of `tables` (TapFlow's
     /// `enablePreImage()`): arrange it, or refuse, saying what to change. A connector whose
     /// change stream carries them anyway says so by returning `Ok`.
-    fn cdc_pre_images(&mut self, tables: &[String]) -> Result<()> {
-        let _ = tables;
+    fn cdc_pre_images(&mut self, _tables: &[String]) -> Result<()> {
         Err(Error::unsupported("this database's change stream does not carry whole before images"))
     }
     /// The tables of the change stream that gained columns since the last call (an `ALTER

@@ -12,6 +12,7 @@
 use super::*;
 use crate::api::dag::{Dag, DatabaseNode};
 use std::cell::RefCell;
+use std::rc::Rc;
 
 pub(super) struct MigratePlan {
     pub(super) name: String,
@@ -184,9 +185,11 @@ pub(super) fn run(ctx: &FlowCtx, plan: MigratePlan) -> Result<Outcome> {
             conn.tables()?.join(", ")
         )));
     }
+    // One connection into the target for every table's sink.
+    let target: SharedConnection = Rc::new(RefCell::new(open_connection(&ctx.store, &plan.target.connection_id)?));
     let mut copies: HashMap<String, Copy> = HashMap::new();
     for t in &tables {
-        copies.insert(t.clone(), open_copy(ctx, &plan, conn.as_mut(), t)?);
+        copies.insert(t.clone(), open_copy(ctx, &plan, conn.as_mut(), &target, t)?);
     }
     ctx.log("INFO", &format!("pipeline {}: {} tables: {}", plan.name, tables.len(), tables.join(", ")));
     if let Ok(mut m) = ctx.metrics.lock() {
@@ -279,7 +282,7 @@ pub(super) fn run(ctx: &FlowCtx, plan: MigratePlan) -> Result<Outcome> {
             all.extend(new.iter().cloned());
             conn.cdc_prepare(&flow_id, &all, false)?;
             for t in &new {
-                let mut copy = open_copy(ctx, &plan, conn.as_mut(), t)?;
+                let mut copy = open_copy(ctx, &plan, conn.as_mut(), &target, t)?;
                 ctx.log("INFO", &format!("pipeline {}: table {t} matches now: copying it", plan.name));
                 if !copy_table(ctx, &plan, conn.as_mut(), t, &mut copy)? {
                     return Ok(());
@@ -298,10 +301,24 @@ pub(super) fn run(ctx: &FlowCtx, plan: MigratePlan) -> Result<Outcome> {
 }
 
 /// The sink of one table, keyed by the table's own key.
-fn open_copy(ctx: &FlowCtx, plan: &MigratePlan, conn: &mut dyn Connector, table: &str) -> Result<Copy> {
+fn open_copy(
+    ctx: &FlowCtx,
+    plan: &MigratePlan,
+    conn: &mut dyn Connector,
+    target_conn: &SharedConnection,
+    table: &str,
+) -> Result<Copy> {
     let (schema, key) = table_key(plan, conn, table)?;
     let target = Target::new(&plan.target_table(table), &key, plan.existing);
-    let sink = Sink::new(ctx, &plan.name, &plan.target_node, &plan.target.connection_id, target, schema)?;
+    let sink = Sink::sharing(
+        ctx,
+        &plan.name,
+        &plan.target_node,
+        &plan.target.connection_id,
+        target_conn.clone(),
+        target,
+        schema,
+    );
     Ok(Copy { sink })
 }
 

@@ -286,6 +286,9 @@ pub(super) fn start_checkpoint(
     sink: &mut Sink,
 ) -> Result<Checkpoint> {
     let flow_id = &ctx.task_id;
+    if plan.cdc {
+        pre_images(plan, sources)?;
+    }
     if let Some(checkpoint) = Checkpoint::load(&ctx.store, flow_id)? {
         sink.target.existing = ExistingData::Keep;
         if plan.cdc {
@@ -293,12 +296,8 @@ pub(super) fn start_checkpoint(
                 conn.cdc_prepare(flow_id, tables, true)?;
                 ctx.notices(conn.as_mut());
             }
-            pre_images(plan, sources)?;
         }
         return Ok(checkpoint);
-    }
-    if plan.cdc {
-        pre_images(plan, sources)?;
     }
     let mut positions = serde_json::Map::new();
     if plan.cdc {

@@ -1,4 +1,9 @@
 use super::*;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// A target connection, shared by the sinks that write through it (one flow thread).
+pub(super) type SharedConnection = Rc<RefCell<Box<dyn Connector>>>;
 
 /// A record as JSON for a message, cut to 300 bytes.
 pub(super) fn record_text(r: &Record) -> String {
@@ -20,7 +25,8 @@ pub(super) struct Sink {
     /// The flow's and the target node's names, for errors.
     pub(super) flow: String,
     pub(super) node: String,
-    pub(super) conn: Box<dyn Connector>,
+    /// Its target connection; the sinks of a pipeline's tables share one.
+    pub(super) conn: SharedConnection,
     pub(super) store: Arc<Store>,
     pub(super) connection_id: String,
     /// The target table, its key, and what preparing it does to the rows it holds.
@@ -51,22 +57,36 @@ impl Sink {
         target: Target,
         schema: Schema,
     ) -> Result<Self> {
-        Ok(Sink {
+        let conn = Rc::new(RefCell::new(open_connection(&ctx.store, connection_id)?));
+        Ok(Sink::sharing(ctx, flow, node, connection_id, conn, target, schema))
+    }
+
+    /// The same, through a connection other sinks write through too.
+    pub(super) fn sharing(
+        ctx: &FlowCtx,
+        flow: &str,
+        node: &str,
+        connection_id: &str,
+        conn: SharedConnection,
+        target: Target,
+        schema: Schema,
+    ) -> Self {
+        Sink {
             flow: flow.to_string(),
             node: node.to_string(),
-            conn: open_connection(&ctx.store, connection_id)?,
+            conn,
             store: ctx.store.clone(),
             connection_id: connection_id.to_string(),
             target,
             ready: false,
             schema,
             skips: None,
-        })
+        }
     }
 
     /// Whether the target table exists now.
     pub(super) fn table_present(&mut self) -> Result<bool> {
-        Ok(self.conn.tables()?.contains(&self.target.table))
+        Ok(self.conn.borrow_mut().tables()?.contains(&self.target.table))
     }
 
     /// Resuming in CDC: a target table that existed when the snapshot ended must exist still
@@ -106,11 +126,11 @@ impl Sink {
         for f in &mut schema.fields {
             f.primary_key = self.target.key.contains(&f.name);
         }
-        self.conn.prepare_target(&self.target, &schema)?;
+        self.conn.borrow_mut().prepare_target(&self.target, &schema)?;
         self.ready = true;
         // Make the new table visible to `show tables`, `peek` and `count` right away.
         if let Ok(c) = self.store.connection(&self.connection_id) {
-            let created = self.conn.schema(&self.target.table)?;
+            let created = self.conn.borrow_mut().schema(&self.target.table)?;
             let doc = crate::api::metadata::metadata_doc(&self.connection_id, &c.name, &c.database_type, &created);
             self.store.put(METADATA, &doc)?;
         }
@@ -136,7 +156,7 @@ impl Sink {
                 f
             });
             let added = Schema { table: self.target.table.clone(), fields: fields.collect() };
-            self.conn.prepare_target(&keep, &added)?;
+            self.conn.borrow_mut().prepare_target(&keep, &added)?;
         }
         Ok(new.into_iter().map(|f| f.name).collect())
     }
@@ -198,6 +218,6 @@ impl Sink {
                 )));
             }
         }
-        self.conn.write(&self.target, changes)
+        self.conn.borrow_mut().write(&self.target, changes)
     }
 }

@@ -10,7 +10,7 @@
 //! engine may — so an engine that listens beyond loopback refuses them unless it was started
 //! with `--allow-python` ([`set_policy`]).
 
-use super::udf::{Budget, inputs, rebuild, udf_batch_limit};
+use super::udf::{Budget, apply_batch, udf_batch_limit};
 use super::*;
 use base64::Engine as _;
 use std::collections::VecDeque;
@@ -256,14 +256,7 @@ impl Processor for Python {
     }
 
     fn process(&mut self, events: Vec<Event>) -> Result<Vec<Event>> {
-        if events.is_empty() {
-            return Ok(events);
-        }
-        let outputs = {
-            let items = inputs(&events);
-            self.call(&items)?
-        };
-        rebuild(events, &mut outputs.into_iter())
+        apply_batch(events, |items| self.call(items))
     }
 }
 

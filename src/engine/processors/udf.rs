@@ -201,15 +201,24 @@ impl Processor for Js {
     }
 
     fn process(&mut self, events: Vec<Event>) -> Result<Vec<Event>> {
-        if events.is_empty() {
-            return Ok(events);
-        }
-        let outputs = {
-            let items = inputs(&events);
-            self.call(&items)?
-        };
-        rebuild(events, &mut outputs.into_iter())
+        apply_batch(events, |items| self.call(items))
     }
+}
+
+/// A batch function over a batch of events: called once with the batch's [`inputs`], the events
+/// rebuilt from what it answers.
+pub(super) fn apply_batch(
+    events: Vec<Event>,
+    call: impl FnOnce(&[(&'static str, &str, &Record)]) -> Result<Vec<Option<Record>>>,
+) -> Result<Vec<Event>> {
+    if events.is_empty() {
+        return Ok(events);
+    }
+    let outputs = {
+        let items = inputs(&events);
+        call(&items)?
+    };
+    rebuild(events, &mut outputs.into_iter())
 }
 
 /// A Rhai user function, sandboxed: bounded operations, sizes and call depth; no `eval`; Rhai
