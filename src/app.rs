@@ -28,7 +28,18 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Sub::Config { action }) => return config_cmd(action, cli.profile.as_deref(), out),
         _ => {}
     }
-    let session = Arc::new(connect(cli.profile.as_deref(), out)?);
+    if let Some(line) = &cli.command
+        && std::path::Path::new(line.trim()).is_file()
+    {
+        return Err(Error::usage(format!(
+            "-c runs a command line, and {line} is a file: `tap --config {line}` reads a TapFlow config file, \
+             `tap -f {line}` runs a script"
+        )));
+    }
+    let session = match &cli.config {
+        Some(file) => Arc::new(Session::connect(config::tapflow::read(file)?, out)?),
+        None => Arc::new(connect(cli.profile.as_deref(), out)?),
+    };
     match cli.sub {
         Some(Sub::Demo { rows, into, force }) => demo(&session, rows, into.as_deref(), force),
         _ => {
@@ -125,6 +136,37 @@ fn config_cmd(action: Option<ConfigAction>, flag: Option<&str>, out: Output) -> 
             out.text(&format!("removed profile {name}"));
             Ok(())
         }
+        Some(ConfigAction::Import { file, name }) => {
+            let file = match file {
+                Some(f) => f,
+                None => [config::tapflow::default_ini(), config::tapflow::default_application_yml()]
+                    .into_iter()
+                    .find(|f| f.is_file())
+                    .ok_or_else(|| {
+                        Error::not_found(format!(
+                            "no TapFlow settings to import: neither {} nor {} exists (name a file: `tap config import FILE`)",
+                            config::tapflow::default_ini().display(),
+                            config::tapflow::default_application_yml().display()
+                        ))
+                    })?,
+            };
+            let profile = config::tapflow::read(&file)?;
+            config::validate(&name, &profile)?;
+            let described = profile.describe();
+            config::wizard::save(&name, profile, false)?;
+            let file_now = config::File::load()?.unwrap_or_default();
+            let default = file_now.default.as_deref() == Some(name.as_str());
+            out.text(&format!(
+                "imported {} into profile {name} ({described}){}",
+                file.display(),
+                if default {
+                    ", the default".to_string()
+                } else {
+                    format!(": `tap --profile {name}` uses it, `tap config default {name}` makes it the default")
+                }
+            ));
+            Ok(())
+        }
         Some(ConfigAction::Default { name }) => {
             let mut file = config::File::load()?.unwrap_or_default();
             if !file.profiles.contains_key(&name) {
@@ -191,16 +233,7 @@ fn demo(session: &Session, rows: usize, into: Option<&str>, force: bool) -> Resu
 }
 
 fn run_file(session: &Arc<Session>, file: &std::path::Path) -> Result<()> {
-    if file.extension().is_some_and(|e| e == "py") {
-        return Err(Error::usage(format!(
-            "{}: tap runs Rhai scripts, not Python. TapFlow's Python translates line for line: \
-             `Flow(\"name\").read_from(\"Conn.table\")…`, `let` for variables, `#{{ key: value }}` for dicts, \
-             `fn f(record) {{ … }}` for functions (see the README, \"Using it\")",
-            file.display()
-        )));
-    }
-    let text =
-        std::fs::read_to_string(file).map_err(|e| Error::usage(format!("cannot read {}: {e}", file.display())))?;
+    let text = script::read_script(file)?;
     run_source(session, &text, &file.display().to_string())
 }
 
@@ -266,6 +299,7 @@ fn run_line_with(
     origin: &str,
 ) -> Result<()> {
     match verbs::parse(line) {
+        Some((verb, args)) if verb.name == "tap" => script::run_file_in(engine, session, scope, lib, &args),
         Some((verb, args)) => {
             if verb.name == "delete" && !args.iter().any(|a| a == "-y" || a == "--yes") {
                 return Err(Error::usage(

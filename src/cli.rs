@@ -20,6 +20,9 @@ pub struct Cli {
     /// Run one shell line or Rhai statement and exit.
     #[arg(short = 'c', long = "command", value_name = "LINE")]
     pub command: Option<String>,
+    /// Use a TapFlow config file (`~/.tapflow/config.ini` format) for this run only.
+    #[arg(long = "config", global = true, value_name = "FILE", conflicts_with = "profile")]
+    pub config: Option<PathBuf>,
     /// The cluster profile to use (see `tap config list`).
     #[arg(long, global = true, value_name = "NAME")]
     pub profile: Option<String>,
@@ -89,4 +92,12 @@ pub enum ConfigAction {
     Remove { name: String },
     /// Make a profile the default.
     Default { name: String },
+    /// Import TapFlow's settings into a profile: FILE, else ~/.tapflow/config.ini, else an
+    /// agent's application.yml (./.workDir or ./application.yml).
+    Import {
+        file: Option<PathBuf>,
+        /// The profile's name.
+        #[arg(long, default_value = "tapflow")]
+        name: String,
+    },
 }

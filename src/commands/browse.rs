@@ -104,18 +104,17 @@ pub fn show(session: &Session, args: &[String]) -> Result<()> {
             session.out.table(&["name", "type", "status"], rows);
             Ok(())
         }
-        "" => Err(Error::usage("usage: show dbs|connections|tables [like X]|flows [like X]|connectors")),
+        "agents" => objects::show_agents(session),
+        "apis" => objects::show_apis(session, like.as_deref()),
+        "" => Err(Error::usage(
+            "usage: show dbs|connections|tables [like X]|flows [like X]|connectors|agents|apis, or show FLOW",
+        )),
         other => {
             // `show FLOW` prints a flow's definition, as TapFlow does.
             match resolve::flow(session, other) {
-                Ok(doc) => {
-                    let mut dag = doc.extra.get("dag").cloned().unwrap_or(Value::Null);
-                    crate::output::mask_secrets(&mut dag);
-                    session.out.record(&dag);
-                    Ok(())
-                }
+                Ok(doc) => objects::show_flow(session, &doc),
                 Err(_) => Err(Error::usage(format!(
-                    "show {other}: expected dbs, connections, tables, flows, connectors or a flow name"
+                    "show {other}: expected dbs, connections, tables, flows, connectors, agents, apis or a flow name"
                 ))),
             }
         }

@@ -41,10 +41,11 @@ pub const VERBS: &[Verb] = &[
     Verb {
         name: "show",
         aliases: &[],
-        usage: "show dbs|connections|tables [like X]|flows [like X]|connectors",
-        summary: "list connections, tables of the used connection, flows or connectors",
-        arg: Arg::Words(&["dbs", "connections", "tables", "flows", "connectors"]),
-        examples: &["show dbs", "show tables like order", "show flows"],
+        usage: "show dbs|connections|tables [like X]|flows [like X]|connectors|agents|apis, or show FLOW",
+        summary: "list connections, tables of the used connection, flows, connectors, agents or Data APIs; \
+                  `show FLOW` prints the Rhai that recreates a flow",
+        arg: Arg::Words(&["dbs", "connections", "tables", "flows", "connectors", "agents", "apis"]),
+        examples: &["show dbs", "show tables like order", "show flows", "show agents"],
     },
     Verb {
         name: "use",
@@ -57,10 +58,10 @@ pub const VERBS: &[Verb] = &[
     Verb {
         name: "desc",
         aliases: &[],
-        usage: "desc [CONNECTION.]TABLE",
-        summary: "describe a table's fields",
+        usage: "desc [table] [CONNECTION.]TABLE | desc datasource CONNECTION | desc job FLOW",
+        summary: "describe a table's fields, a connection's settings (secrets masked) or a flow's nodes",
         arg: Arg::Table,
-        examples: &["desc ecom_orders"],
+        examples: &["desc ecom_orders", "desc table Demo.ecom_orders", "desc datasource Demo", "desc job quickstart"],
     },
     Verb {
         name: "peek",
@@ -77,6 +78,14 @@ pub const VERBS: &[Verb] = &[
         summary: "count the rows of a table",
         arg: Arg::Table,
         examples: &["count ecom_orders"],
+    },
+    Verb {
+        name: "validate",
+        aliases: &[],
+        usage: "validate [datasource] CONNECTION",
+        summary: "test a saved connection again and reload its schema",
+        arg: Arg::Connection,
+        examples: &["validate datasource Demo"],
     },
     Verb {
         name: "status",
@@ -137,10 +146,26 @@ pub const VERBS: &[Verb] = &[
     Verb {
         name: "delete",
         aliases: &[],
-        usage: "delete FLOW [-y]",
-        summary: "delete a stopped flow (asks first; -y skips)",
+        usage: "delete FLOW [-y] | delete datasource CONNECTION [-y]",
+        summary: "delete a stopped flow, or a connection no flow uses (asks first; -y skips)",
         arg: Arg::Flow,
-        examples: &["delete quickstart -y"],
+        examples: &["delete job quickstart -y"],
+    },
+    Verb {
+        name: "preview",
+        aliases: &[],
+        usage: "preview FLOW [-n N]",
+        summary: "the first N records (5) the flow would write, without running it",
+        arg: Arg::Flow,
+        examples: &["preview quickstart -n 2"],
+    },
+    Verb {
+        name: "tap",
+        aliases: &[],
+        usage: "tap [-f] FILE",
+        summary: "run a Rhai script in this session: its variables and functions stay",
+        arg: Arg::Nothing,
+        examples: &[],
     },
     Verb {
         name: "copy",
@@ -180,6 +205,10 @@ pub fn parse(line: &str) -> Option<(&'static Verb, Vec<String>)> {
     let (word, rest) = trimmed.split_once(char::is_whitespace).unwrap_or((trimmed, ""));
     let verb = find(word)?;
     let rest = rest.trim();
+    // `tap FILE` names a path, which may start with `/` or `.`.
+    if verb.name == "tap" && !rest.is_empty() && !rest.starts_with(['(', '=']) {
+        return Some((verb, shell_words(rest)));
+    }
     if rest.starts_with(['(', '.', '=', '[', '+', '-', '*', '/', '<', '>', '!', '&', '|', '?'])
         && !rest.starts_with("-n")
         && !rest.starts_with("-y")
@@ -228,17 +257,78 @@ fn need<'a>(args: &'a [String], verb: &Verb) -> Result<&'a str> {
 pub type Confirm<'a> = &'a dyn Fn(&str) -> bool;
 
 pub fn run(session: &Session, verb: &Verb, args: &[String], confirm: Confirm<'_>) -> Result<()> {
+    use objects::Kind;
     match verb.name {
         "show" => show(session, args),
         "use" => use_connection(session, need(args, verb)?),
-        "desc" => desc(session, need(args, verb)?),
         "peek" => {
-            let (n, rest) = take_n(args, 5)?;
+            let (n, rest) = take_n(&table_args(verb, args)?, 5)?;
             let table = rest.first().ok_or_else(|| Error::usage(format!("usage: {}", verb.usage)))?;
             let filter = parse_filter(&rest[1..], verb)?;
             if filter.is_empty() { peek(session, table, n) } else { peek_where(session, table, &filter, n) }
         }
-        "count" => count(session, need(args, verb)?),
+        "count" => count(session, need(&table_args(verb, args)?, verb)?),
+        "desc" => match objects::typed(args) {
+            (Some(Kind::Connection), rest) => objects::desc_connection(session, need(&rest, verb)?),
+            (Some(Kind::Flow), rest) => objects::desc_flow(session, need(&rest, verb)?),
+            (None | Some(Kind::Table), rest) => desc(session, need(&rest, verb)?),
+            (Some(Kind::Api), _) => Err(Error::usage(format!("desc describes no Data API (usage: {})", verb.usage))),
+        },
+        "validate" => match objects::typed(args) {
+            (None | Some(Kind::Connection), rest) => {
+                let c = resolve::connection(session, need(&rest, verb)?)?;
+                objects::validate_connection(session, &c.id)
+            }
+            _ => Err(Error::usage(format!("validate tests a connection (usage: {})", verb.usage))),
+        },
+        "preview" => {
+            let (n, rest) = take_n(&objects::flow_args(verb, args)?, 5)?;
+            let task = objects::full_task(session, need(&rest, verb)?)?;
+            objects::preview(session, &task, n.min(100)).map(|_| ())
+        }
+        "tap" => Err(Error::usage("`tap FILE` runs a script inside the shell; from the command line: `tap -f FILE`")),
+        "delete" => {
+            let yes = args.iter().any(|a| a == "-y" || a == "--yes");
+            let words: Vec<String> = args.iter().filter(|a| !a.starts_with('-')).cloned().collect();
+            let (kind, rest) = objects::typed(&words);
+            let name = rest.first().ok_or_else(|| Error::usage(format!("usage: {}", verb.usage)))?;
+            match kind {
+                Some(Kind::Connection) => {
+                    let c = resolve::connection(session, name)?;
+                    if !yes && !confirm(&format!("Are you sure you want to delete datasource {} (y/[n]): ", c.name)) {
+                        session.out.text("not deleted");
+                        return Ok(());
+                    }
+                    objects::delete_connection(session, &c.name)
+                }
+                None | Some(Kind::Flow) => {
+                    let doc = resolve::flow(session, name)?;
+                    if !yes && !confirm(&format!("Are you sure you want to delete flow {name} (y/[n]): ")) {
+                        session.out.text("not deleted");
+                        return Ok(());
+                    }
+                    delete(session, &doc)
+                }
+                Some(_) => Err(Error::usage(format!("delete removes a flow or a datasource (usage: {})", verb.usage))),
+            }
+        }
+        "help" => help(session, args.first().map(String::as_str)),
+        "exit" => Ok(()),
+        _ => run_flow_verb(session, verb, &objects::flow_args(verb, args)?),
+    }
+}
+
+/// `peek table T`, `count table T`: the typed form's word removed.
+fn table_args(verb: &Verb, args: &[String]) -> Result<Vec<String>> {
+    match objects::typed(args) {
+        (None | Some(objects::Kind::Table), rest) => Ok(rest),
+        _ => Err(Error::usage(format!("{} reads a table (usage: {})", verb.name, verb.usage))),
+    }
+}
+
+/// The verbs that act on one flow (their typed form's `job` already removed).
+fn run_flow_verb(session: &Session, verb: &Verb, args: &[String]) -> Result<()> {
+    match verb.name {
         "status" => status(session, need(args, verb)?),
         "stats" => stats(session, need(args, verb)?),
         "logs" => {
@@ -290,19 +380,6 @@ pub fn run(session: &Session, verb: &Verb, args: &[String], confirm: Confirm<'_>
         "start" => start(session, need(args, verb)?),
         "stop" => stop(session, need(args, verb)?),
         "reset" => reset(session, need(args, verb)?),
-        "delete" => {
-            let yes = args.iter().any(|a| a == "-y" || a == "--yes");
-            let name = args
-                .iter()
-                .find(|a| !a.starts_with('-'))
-                .ok_or_else(|| Error::usage(format!("usage: {}", verb.usage)))?;
-            let doc = resolve::flow(session, name)?;
-            if !yes && !confirm(&format!("Are you sure you want to delete flow {name} (y/[n]): ")) {
-                session.out.text("not deleted");
-                return Ok(());
-            }
-            delete(session, &doc)
-        }
         "copy" => {
             let doc = resolve::flow(session, need(args, verb)?)?;
             let copy = session.client.copy_task(&doc.id)?;
@@ -312,8 +389,6 @@ pub fn run(session: &Session, verb: &Verb, args: &[String], confirm: Confirm<'_>
             );
             Ok(())
         }
-        "help" => help(session, args.first().map(String::as_str)),
-        "exit" => Ok(()),
         other => Err(Error::internal(format!("verb {other} has no implementation"))),
     }
 }
@@ -399,6 +474,7 @@ pub fn help(session: &Session, topic: Option<&str>) -> Result<()> {
 
 mod browse;
 mod flows;
+pub mod objects;
 
 pub use browse::*;
 pub use flows::*;

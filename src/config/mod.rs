@@ -7,6 +7,7 @@
 //! `enterprise` (L: TapData Enterprise/Community, server + access code), `cloud` (C: TapData
 //! Cloud, access key + secret key).
 
+pub mod tapflow;
 pub mod wizard;
 
 use crate::error::{Error, Result};

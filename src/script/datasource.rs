@@ -8,7 +8,7 @@ use reqwest::Method;
 use rhai::{Dynamic, Engine, EvalAltResult, Map as RhaiMap};
 use serde_json::{Map, Value, json};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Default)]
 pub struct DataSourceState {
@@ -201,35 +201,7 @@ pub fn save(session: &Session, ds: &DataSource) -> Result<String> {
     Ok(id)
 }
 
-/// Poll the connection until its schema load ends; an invalid connection is an error.
-pub fn wait_loaded(session: &Session, id: &str, timeout: Duration) -> Result<String> {
-    let deadline = Instant::now() + timeout;
-    let step = if session.is_embedded() { Duration::from_millis(100) } else { Duration::from_secs(2) };
-    loop {
-        let doc =
-            session.client.connection(id)?.ok_or_else(|| Error::not_found(format!("connection {id} vanished")))?;
-        let load = doc.load_fields_status.as_str();
-        if matches!(load, "finished" | "error" | "invalid") {
-            if doc.status == "invalid" || load != "finished" {
-                let detail = doc.extra.get("response_body").and_then(|b| b.pointer("/validate_details/0/fail_message"));
-                let why = Some(doc.load_error.as_str())
-                    .filter(|e| !e.is_empty())
-                    .or_else(|| detail.and_then(Value::as_str))
-                    .unwrap_or("the connection test failed");
-                let name = if doc.name.is_empty() { id } else { doc.name.as_str() };
-                return Err(Error::unavailable(format!("connection {name} is invalid: {why}")));
-            }
-            return Ok(load.to_string());
-        }
-        if Instant::now() > deadline {
-            return Err(Error::unavailable(format!(
-                "the schema of connection {id} is still loading after {}s",
-                timeout.as_secs()
-            )));
-        }
-        session.sleep(step)?;
-    }
-}
+pub use crate::commands::objects::wait_loaded;
 
 type RhaiResult<T> = std::result::Result<T, Box<EvalAltResult>>;
 
@@ -265,33 +237,6 @@ fn load(session: &Session, name: &str) -> Result<DataSource> {
     }
 }
 
-/// `ds.desc()`: the saved connection as the server shows it, secrets masked.
-fn desc(session: &Session, ds: &DataSource) -> Result<()> {
-    let name = ds.with(|d| d.name.clone());
-    let c = resolve::connection(session, &name)?;
-    let doc = session.client.connection(&c.id)?.unwrap_or(c);
-    let mut rows = vec![
-        vec!["name".to_string(), doc.name.clone()],
-        vec!["connector".into(), doc.database_type.clone()],
-        vec!["type".into(), doc.connection_type.clone()],
-        vec!["status".into(), doc.status.clone()],
-    ];
-    for (k, v) in &doc.config {
-        let shown = match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        rows.push(vec![format!("config.{k}"), shown]);
-    }
-    if session.out.json {
-        session.out.value(&json!({"name": doc.name, "connector": doc.database_type, "type": doc.connection_type,
-                                  "status": doc.status, "config": doc.config}));
-    } else {
-        session.out.table(&["field", "value"], rows);
-    }
-    Ok(())
-}
-
 /// `DataSource(…)` and its methods in Rhai.
 pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) -> Box<EvalAltResult>) {
     engine.register_type_with_name::<DataSource>("DataSource");
@@ -309,7 +254,9 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
         Ok(names.into_iter().map(Dynamic::from).collect())
     });
     let s = session.clone();
-    engine.register_fn("desc", move |ds: &mut DataSource| -> RhaiResult<()> { desc(&s, ds).map_err(raise) });
+    engine.register_fn("desc", move |ds: &mut DataSource| -> RhaiResult<()> {
+        crate::commands::objects::desc_connection(&s, &ds.with(|d| d.name.clone())).map_err(raise)
+    });
     engine.register_fn("DataSource", |connector: &str, name: &str, config: RhaiMap| {
         let cfg = crate::script::to_json(&Dynamic::from_map(config)).as_object().cloned().unwrap_or_default();
         DataSource::new(connector, name, cfg)
@@ -352,25 +299,13 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
                 Some(id) => id,
                 None => save(&s, ds).map_err(raise)?,
             };
-            s.client
-                .call(
-                    reqwest::Method::PATCH,
-                    &format!("/Connections/{id}"),
-                    &[],
-                    Some(&json!({"id": id, "submit": true})),
-                )
-                .map_err(raise)?;
-            wait_loaded(&s, &id, Duration::from_secs(480)).map_err(raise)?;
-            s.out.text("connection test passed");
+            crate::commands::objects::validate_connection(&s, &id).map_err(raise)?;
             Ok(true)
         });
     }
     let s = session.clone();
     engine.register_fn("delete", move |ds: &mut DataSource| -> RhaiResult<bool> {
-        let name = ds.with(|d| d.name.clone());
-        let doc = resolve::connection(&s, &name).map_err(raise)?;
-        s.client.call(reqwest::Method::DELETE, &format!("/Connections/{}", doc.id), &[], None).map_err(raise)?;
-        s.out.text(&format!("connection {name} deleted"));
+        crate::commands::objects::delete_connection(&s, &ds.with(|d| d.name.clone())).map_err(raise)?;
         Ok(true)
     });
     let s = session.clone();

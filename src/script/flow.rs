@@ -4,6 +4,7 @@
 //! to one flow. Building emits TapData's node JSON ([`super::nodes`]); `save()` creates the task,
 //! or — when a flow of that name exists — replaces its DAG, so re-running a script is idempotent.
 
+use super::chain::text;
 use super::nodes;
 use crate::api::connection::Connection;
 use crate::api::task::TaskStatus;
@@ -44,6 +45,9 @@ pub struct FlowState {
     pub join_value_change: bool,
     /// `config(#{ … })`: task settings laid over the defaults.
     pub settings: serde_json::Map<String, Value>,
+    /// Loaded from a saved flow (`Flow("existing")`): `read_from` starts the DAG anew, other
+    /// steps go before its sink, `write_to` replaces the sink.
+    pub loaded: bool,
     /// The DAG as last saved, so `start()` saves again only when the flow changed since (the
     /// official client re-saves on every start, §13 bug 12).
     pub saved_dag: Option<Value>,
@@ -77,6 +81,15 @@ impl Flow {
 impl FlowState {
     pub(super) fn add(&mut self, node: Value) -> String {
         let id = node.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+        // A loaded flow keeps its sink: the step goes in before it (TapFlow's append).
+        if let (true, Some(sink), Some(stage)) = (self.loaded, self.sink.clone(), self.stage.clone()) {
+            self.edges.retain(|(s, t)| !(*s == stage && *t == sink));
+            self.edges.push((stage, id.clone()));
+            self.edges.push((id.clone(), sink));
+            self.nodes.push(node);
+            self.stage = Some(id.clone());
+            return id;
+        }
         if let Some(stage) = &self.stage {
             self.edges.push((stage.clone(), id.clone()));
         }
@@ -99,7 +112,7 @@ impl FlowState {
         if self.stage.is_none() {
             return Err(Error::usage(format!("{what}: call read_from(\"Connection.table\") first")));
         }
-        if self.sink.is_some() {
+        if self.sink.is_some() && !self.loaded {
             return Err(Error::usage(format!(
                 "{what}: the flow already has its target (write_to); add steps before it"
             )));
@@ -122,9 +135,82 @@ impl FlowState {
         dag
     }
 
+    /// The Rhai builder chain that recreates the flow, rendered from its DAG.
     pub fn show(&self) -> String {
-        format!("{}({}){}", if self.migrate { "Pipeline" } else { "Flow" }, self.name, self.commands.concat())
+        super::chain::render(&self.name, &self.dag(), if self.migrate { "migrate" } else { "sync" }, &self.sync_type)
     }
+
+    /// A saved flow's state, from its task document.
+    pub fn from_task(task: &crate::api::task::Task) -> FlowState {
+        let dag = task.extra.get("dag").cloned().unwrap_or(Value::Null);
+        let nodes: Vec<Value> = dag.get("nodes").and_then(Value::as_array).cloned().unwrap_or_default();
+        let edges = crate::commands::objects::dag_edges(&dag);
+        let id_of = |n: &Value| text(n, "id");
+        let sink = nodes.iter().map(id_of).find(|id| !edges.iter().any(|(s, _)| s == id) && !edges.is_empty());
+        let stage = sink.as_ref().and_then(|k| edges.iter().find(|(_, t)| t == k).map(|(s, _)| s.clone()));
+        let sources = nodes
+            .iter()
+            .filter(|n| matches!(text(n, "type").as_str(), "table" | "database"))
+            .filter(|n| !edges.iter().any(|(_, t)| *t == id_of(n)))
+            .map(|n| (id_of(n), text(n, "tableName")))
+            .collect();
+        let sink_node = nodes.iter().find(|n| Some(id_of(n)) == sink);
+        let key = sink_node
+            .and_then(|n| n.get("updateConditionFields"))
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default();
+        let sync_type = if task.kind.is_empty() { "initial_sync+cdc".to_string() } else { task.kind.clone() };
+        let defaults = nodes::sync_settings(&sync_type);
+        let settings = dag
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| {
+                !["nodes", "edges", "skipErrorEvent"].contains(&k.as_str()) && defaults.get(k.as_str()) != Some(v)
+            })
+            .filter(|(k, _)| defaults.get(k.as_str()).is_some())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let skip_limit = (dag.pointer("/skipErrorEvent/errorMode").and_then(Value::as_str) == Some("SkipData"))
+            .then(|| dag.pointer("/skipErrorEvent/limit").and_then(Value::as_u64))
+            .flatten();
+        FlowState {
+            name: task.name.clone(),
+            id: Some(task.id.clone()),
+            merge: nodes.iter().find(|n| text(n, "type") == "merge_table_processor").map(id_of),
+            uses_rhai: nodes.iter().any(|n| text(n, "type") == "rhai_processor"),
+            query_source: nodes.iter().any(|n| n.get("enableCustomCommand") == Some(&Value::Bool(true))),
+            migrate: task.sync_type == "migrate",
+            nodes,
+            edges,
+            stage,
+            sources,
+            key,
+            sink,
+            sync_type,
+            settings,
+            skip_limit,
+            loaded: true,
+            saved_dag: Some(dag),
+            ..Default::default()
+        }
+    }
+}
+
+/// `Flow(name)` / `Pipeline(name)`: the saved flow of that name, loaded (TapFlow reloads it),
+/// else a new one.
+pub fn open(session: &Session, name: &str, migrate: bool) -> Result<Flow> {
+    let found = session.client.tasks()?.into_iter().find(|t| t.name == name);
+    let Some(doc) = found else {
+        let f = Flow::new(name);
+        f.with(|s| s.migrate = migrate);
+        return Ok(f);
+    };
+    let task = session.client.task(&doc.id)?.unwrap_or(doc);
+    // A saved flow loads as what it is: `Flow("p")` on a saved Pipeline is that pipeline.
+    let state = FlowState::from_task(&task);
+    Ok(Flow(Arc::new(Mutex::new(state))))
 }
 
 pub(super) fn split_target(sig: &str) -> Result<(&str, &str)> {
@@ -153,6 +239,7 @@ pub fn read_from_node(
     fields: &serde_json::Map<String, Value>,
     shown: &str,
 ) -> Result<()> {
+    start_anew(flow);
     if flow.with(|s| s.migrate) {
         return super::pipeline::read_database(session, flow, sig, fields, shown);
     }
@@ -218,6 +305,7 @@ pub fn write_to_node(
     fields: &serde_json::Map<String, Value>,
     shown: &str,
 ) -> Result<()> {
+    drop_loaded_sink(flow);
     if flow.with(|s| s.migrate) {
         return super::pipeline::write_database(session, flow, sig, fields, shown);
     }
@@ -240,6 +328,32 @@ pub fn write_to_node(
     })?;
     session.out.text("Flow updated: sink added");
     Ok(())
+}
+
+/// `read_from` on a loaded flow: the script defines the flow again, from its first source.
+pub fn start_anew(flow: &Flow) {
+    flow.with(|s| {
+        if s.loaded {
+            *s = FlowState {
+                name: std::mem::take(&mut s.name),
+                id: s.id.take(),
+                migrate: s.migrate,
+                saved_dag: s.saved_dag.take(),
+                sync_type: "initial_sync+cdc".into(),
+                ..Default::default()
+            };
+        }
+    });
+}
+
+/// `write_to` on a loaded flow: the new target replaces the saved one.
+pub fn drop_loaded_sink(flow: &Flow) {
+    flow.with(|s| {
+        if let (true, Some(sink)) = (s.loaded, s.sink.take()) {
+            s.nodes.retain(|n| n.get("id").and_then(Value::as_str) != Some(sink.as_str()));
+            s.edges.retain(|(_, t)| *t != sink);
+        }
+    });
 }
 
 pub fn add_step(session: &Session, flow: &Flow, what: &str, node: Value, command: String, message: &str) -> Result<()> {
@@ -407,23 +521,5 @@ pub fn wait_initial_sync(session: &Session, id: &str, timeout: Duration) -> Resu
 pub fn preview(session: &Session, flow: &Flow, rows: usize) -> Result<()> {
     let id = save(session, flow)?;
     let task = session.client.task(&id)?.ok_or_else(|| Error::not_found(format!("flow {} vanished", flow.name())))?;
-    let started = std::time::Instant::now();
-    let data = session.client.preview(&task, rows)?;
-    let sink = flow.with(|s| s.sink.clone()).unwrap_or_default();
-    let result = data.pointer(&format!("/nodeResult/{sink}")).cloned().unwrap_or(Value::Null);
-    if let Some(err) = result.get("errorMsg").and_then(Value::as_str) {
-        return Err(Error::data(format!("preview of {} failed: {err}", flow.name())));
-    }
-    let records = result.get("data").and_then(Value::as_array).cloned().unwrap_or_default();
-    session.out.text(&format!("preview view took {} ms", started.elapsed().as_millis()));
-    if session.out.json {
-        session.out.value(&Value::Array(records));
-    } else if records.is_empty() {
-        session.out.line("no rows reach the target (a filter may drop them all)");
-    } else {
-        for r in &records {
-            session.out.record(r);
-        }
-    }
-    Ok(())
+    crate::commands::objects::preview(session, &task, rows).map(|_| ())
 }

@@ -8,6 +8,7 @@
 mod sample;
 use sample::demo_rows;
 pub use sample::{demo, demo_into};
+pub mod chain;
 pub mod datasource;
 pub mod flow;
 mod flow_methods;
@@ -33,6 +34,38 @@ use std::time::Duration;
 type RhaiResult<T> = std::result::Result<T, Box<EvalAltResult>>;
 
 /// Carry our error through Rhai (kind preserved) and back.
+/// TapFlow's camelCase spelling of a snake_case builder (`read_from` → `readFrom`), if it has one.
+pub fn camel(name: &str) -> Option<String> {
+    if !name.contains('_') {
+        return None;
+    }
+    let mut out = String::new();
+    let mut up = false;
+    for c in name.chars() {
+        match c {
+            '_' => up = true,
+            c if up => {
+                out.extend(c.to_uppercase());
+                up = false;
+            }
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// Register a function under its name and its camelCase alias (TapFlow accepts both).
+#[macro_export]
+macro_rules! register_both {
+    ($engine:expr, $name:expr, $f:expr $(,)?) => {{
+        let f = $f;
+        if let Some(c) = $crate::script::camel($name) {
+            $engine.register_fn(c, f.clone());
+        }
+        $engine.register_fn($name, f);
+    }};
+}
+
 fn raise(e: Error) -> Box<EvalAltResult> {
     Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(e), Position::NONE))
 }
@@ -84,6 +117,7 @@ fn strings(a: rhai::Array) -> Vec<String> {
 
 /// Build the Rhai engine for a session.
 pub fn engine(session: Arc<Session>) -> Engine {
+    let _ = crate::commands::objects::CHAIN.set(chain::render_task);
     let mut engine = Engine::new();
     engine.set_max_expr_depths(256, 128);
     {
@@ -110,21 +144,19 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
     type_steps::register(engine, session, raise);
     source_opts::register(engine, session, raise);
     engine.register_type_with_name::<Flow>("Flow");
-    engine.register_fn("Flow", |name: &str| Flow::new(name));
+    let s = session.clone();
+    engine.register_fn("Flow", move |name: &str| flow::open(&s, name, false).map_err(raise));
     pipeline::register(engine, session, raise);
     flow_methods::register(engine, session, raise);
-    engine.register_fn("Pipeline", |name: &str| {
-        let f = Flow::new(name);
-        f.with(|s| s.migrate = true);
-        f
-    });
+    let s = session.clone();
+    engine.register_fn("Pipeline", move |name: &str| flow::open(&s, name, true).map_err(raise));
     engine.register_fn("to_string", |f: &mut Flow| f.with(|s| s.show()));
     engine.register_fn("show", |f: &mut Flow| f.with(|s| s.show()));
 
     macro_rules! step {
         ($name:literal, |$s:ident, $f:ident $(, $arg:ident : $ty:ty)*| $body:block) => {{
             let sess = session.clone();
-            engine.register_fn($name, move |$f: &mut Flow $(, $arg: $ty)*| -> RhaiResult<Flow> {
+            crate::register_both!(engine, $name, move |$f: &mut Flow $(, $arg: $ty)*| -> RhaiResult<Flow> {
                 let $s = &sess;
                 #[allow(clippy::redundant_closure_call)]
                 let r: Result<()> = (|| $body)();
@@ -152,29 +184,9 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
     step!("include", |s, f, a: &str, b: &str, c: &str, d: &str| {
         column(s, f, vec![a.into(), b.into(), c.into(), d.into()], true)
     });
-    step!("rename_fields", |s, f, m: Map| {
-        let mut pairs: Vec<(String, String)> = Vec::with_capacity(m.len());
-        for (k, v) in m {
-            // A new name must be a non-empty string: `()` or 42 would become a column "" or "42".
-            match v.into_immutable_string() {
-                Ok(to) if !to.is_empty() => pairs.push((k.to_string(), to.to_string())),
-                Ok(_) => return Err(Error::usage(format!("rename_fields: the new name of {k:?} is empty"))),
-                Err(ty) => {
-                    return Err(Error::usage(format!(
-                        "rename_fields: the new name of {k:?} is a {ty}, not a string: write #{{ {k}: \"new_name\" }}"
-                    )));
-                }
-            }
-        }
-        let cmd = format!(
-            ".rename_fields({})",
-            serde_json::to_string(&pairs.iter().cloned().collect::<std::collections::BTreeMap<_, _>>())
-                .unwrap_or_default()
-        );
-        flow::add_step(s, f, "rename_fields", nodes::rename(&pairs), cmd, "fields rename node added")?;
-        flow::rename_key(f, &pairs);
-        Ok(())
-    });
+    step!("rename_fields", |s, f, m: Map| { rename_fields(s, f, m) });
+    // TapFlow's camelCase spelling is singular.
+    step!("renameField", |s, f, m: Map| { rename_fields(s, f, m) });
     step!("filter", |s, f, expr: &str| {
         flow::add_step(
             s,
@@ -375,6 +387,29 @@ fn slice(src: &str, start: Position, end: Position) -> Option<String> {
     Some(out)
 }
 
+fn rename_fields(s: &Session, f: &Flow, m: Map) -> Result<()> {
+    let mut pairs: Vec<(String, String)> = Vec::with_capacity(m.len());
+    for (k, v) in m {
+        // A new name must be a non-empty string: `()` or 42 would become a column "" or "42".
+        match v.into_immutable_string() {
+            Ok(to) if !to.is_empty() => pairs.push((k.to_string(), to.to_string())),
+            Ok(_) => return Err(Error::usage(format!("rename_fields: the new name of {k:?} is empty"))),
+            Err(ty) => {
+                return Err(Error::usage(format!(
+                    "rename_fields: the new name of {k:?} is a {ty}, not a string: write #{{ {k}: \"new_name\" }}"
+                )));
+            }
+        }
+    }
+    let cmd = format!(
+        ".rename_fields({})",
+        serde_json::to_string(&pairs.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()).unwrap_or_default()
+    );
+    flow::add_step(s, f, "rename_fields", nodes::rename(&pairs), cmd, "fields rename node added")?;
+    flow::rename_key(f, &pairs);
+    Ok(())
+}
+
 fn register_verbs(engine: &mut Engine, session: &Arc<Session>) {
     let verb1 = |engine: &mut Engine, fname: &'static str, verb: &'static str, session: &Arc<Session>| {
         let s = session.clone();
@@ -526,6 +561,46 @@ pub fn join_continued_lines(source: &str) -> std::borrow::Cow<'_, str> {
         i += 1;
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// A script file's text; a Python file is refused with the way to Rhai.
+pub fn read_script(file: &std::path::Path) -> Result<String> {
+    if file.extension().is_some_and(|e| e == "py") {
+        return Err(Error::usage(format!(
+            "{}: tap runs Rhai scripts, not Python. TapFlow's Python translates line for line: \
+             `Flow(\"name\").read_from(\"Conn.table\")…`, `let` for variables, `#{{ key: value }}` for dicts, \
+             `fn f(record) {{ … }}` for functions (docs/from-tapflow.md shows each)",
+            file.display()
+        )));
+    }
+    std::fs::read_to_string(file).map_err(|e| Error::usage(format!("cannot read {}: {e}", file.display())))
+}
+
+/// `tap FILE` (or `tap -f FILE`) inside the shell: the script runs in the shell's own scope, so
+/// the variables and functions it defines stay; a file of verbs runs line by line.
+pub fn run_file_in(
+    engine: &Engine,
+    session: &Session,
+    scope: &mut rhai::Scope<'static>,
+    lib: &mut rhai::AST,
+    args: &[String],
+) -> Result<()> {
+    let path = match args {
+        [f] if !f.starts_with('-') => f,
+        [flag, f] if flag == "-f" => f,
+        _ => return Err(Error::usage("usage: tap [-f] FILE (a Rhai script)")),
+    };
+    let text = read_script(std::path::Path::new(path))?;
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("//")).collect();
+    if !lines.is_empty() && lines.iter().all(|l| verbs::parse(l).is_some()) {
+        for l in lines {
+            if let Some((verb, args)) = verbs::parse(l) {
+                verbs::run(session, verb, &args, &|_| false)?;
+            }
+        }
+        return Ok(());
+    }
+    eval_chunk(engine, session, scope, lib, &text, path).map(|_| ())
 }
 
 pub fn eval_chunk(

@@ -188,19 +188,15 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
     });
 
     let sess = session.clone();
-    engine.register_fn(
-        "read_from",
-        move |f: &mut Flow, s: TableSpec| -> std::result::Result<Flow, Box<EvalAltResult>> {
-            if s.sink {
-                return Err(raise(Error::usage(format!(
-                    "read_from takes a Source, not {}: write Source(…)",
-                    s.show()
-                ))));
-            }
-            flow::read_from_node(&sess, f, &s.sig, &s.fields, &s.show()).map_err(raise)?;
-            Ok(f.clone())
-        },
-    );
+    crate::register_both!(engine, "read_from", move |f: &mut Flow,
+                                                     s: TableSpec|
+          -> std::result::Result<Flow, Box<EvalAltResult>> {
+        if s.sink {
+            return Err(raise(Error::usage(format!("read_from takes a Source, not {}: write Source(…)", s.show()))));
+        }
+        flow::read_from_node(&sess, f, &s.sig, &s.fields, &s.show()).map_err(raise)?;
+        Ok(f.clone())
+    },);
     let sess = session.clone();
     let write = move |f: &mut Flow, s: &TableSpec, pk: Option<Vec<String>>| -> Result<Flow> {
         if !s.sink {
@@ -210,12 +206,12 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
         Ok(f.clone())
     };
     let w = write.clone();
-    engine.register_fn("write_to", move |f: &mut Flow, s: TableSpec| w(f, &s, None).map_err(raise));
+    crate::register_both!(engine, "write_to", move |f: &mut Flow, s: TableSpec| w(f, &s, None).map_err(raise));
     let w = write.clone();
-    engine.register_fn("write_to", move |f: &mut Flow, s: TableSpec, pk: &str| {
+    crate::register_both!(engine, "write_to", move |f: &mut Flow, s: TableSpec, pk: &str| {
         w(f, &s, Some(vec![pk.to_string()])).map_err(raise)
     });
-    engine.register_fn("write_to", move |f: &mut Flow, s: TableSpec, pk: rhai::Array| {
+    crate::register_both!(engine, "write_to", move |f: &mut Flow, s: TableSpec, pk: rhai::Array| {
         let pk: Vec<String> = pk.into_iter().map(|v| v.to_string()).collect();
         write(f, &s, Some(pk)).map_err(raise)
     });

@@ -265,11 +265,11 @@ fn cdc_from(f: &mut Flow, what: &str, t: Dynamic, tz: &str) -> Result<Flow> {
 
 pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) -> Box<EvalAltResult>) {
     let s = session.clone();
-    engine.register_fn("read_from", move |f: &mut Flow, sig: &str, opts: Map| {
+    crate::register_both!(engine, "read_from", move |f: &mut Flow, sig: &str, opts: Map| {
         read_with(&s, f, sig, &serde_json::Map::new(), sig, opts).map_err(raise)
     });
     let s = session.clone();
-    engine.register_fn("read_from", move |f: &mut Flow, spec: TableSpec, opts: Map| {
+    crate::register_both!(engine, "read_from", move |f: &mut Flow, spec: TableSpec, opts: Map| {
         if spec.sink {
             return Err(raise(Error::usage(format!("read_from takes a Source, not {}: write Source(…)", spec.show()))));
         }

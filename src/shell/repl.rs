@@ -42,8 +42,25 @@ impl Completer for TapHelper {
                 .map(|v| v.name.to_string())
                 .chain(["DataSource".into(), "Flow".into(), "let".into()])
                 .collect()
+        } else if let Some(kind) = typed_word(&before[..start]) {
+            // `desc datasource <TAB>`, `start job <TAB>`: names of what the word says.
+            match kind {
+                verbs::objects::Kind::Connection => names.connections.clone(),
+                verbs::objects::Kind::Flow => names.flows.clone(),
+                verbs::objects::Kind::Table => names.tables.clone(),
+                verbs::objects::Kind::Api => Vec::new(),
+            }
         } else {
-            match verbs::find(first).map(|v| v.arg) {
+            let typed: &[&str] = match first {
+                "desc" => &["table", "datasource", "job"],
+                "delete" => &["job", "datasource"],
+                "validate" => &["datasource"],
+                _ if verbs::find(first).is_some_and(|v| v.arg == Arg::Flow) => &["job"],
+                _ => &[],
+            };
+            let only_verb = before[..start].split_whitespace().count() == 1;
+            let extra = typed.iter().filter(|_| only_verb).map(|s| s.to_string());
+            let base: Vec<String> = match verbs::find(first).map(|v| v.arg) {
                 Some(Arg::Words(words)) => words.iter().map(|s| s.to_string()).collect(),
                 Some(Arg::Connection) => names.connections.clone(),
                 Some(Arg::Table) => names.tables.clone(),
@@ -51,7 +68,8 @@ impl Completer for TapHelper {
                 Some(Arg::Topic) => verbs::VERBS.iter().map(|v| v.name.to_string()).collect(),
                 Some(Arg::Nothing) => Vec::new(),
                 None => names.connections.iter().chain(names.flows.iter()).cloned().collect(),
-            }
+            };
+            base.into_iter().chain(extra).collect()
         };
         cands.sort();
         cands.dedup();
@@ -62,6 +80,16 @@ impl Completer for TapHelper {
             .collect();
         Ok((start, pairs))
     }
+}
+
+/// The kind a typed form's second word names, when the words before the cursor are exactly a
+/// verb and such a word (`desc datasource `).
+fn typed_word(before: &str) -> Option<verbs::objects::Kind> {
+    let words: Vec<String> = before.split_whitespace().map(str::to_string).collect();
+    if words.len() != 2 || verbs::find(&words[0]).is_none() {
+        return None;
+    }
+    verbs::objects::typed(&[words[1].clone(), String::new()]).0
 }
 
 impl Hinter for TapHelper {
@@ -173,6 +201,9 @@ pub fn run(session: Arc<Session>) -> Result<()> {
             break;
         }
         let result = match verbs::parse(trimmed) {
+            Some((verb, args)) if verb.name == "tap" => {
+                script::run_file_in(&engine, &session, &mut scope, &mut lib, &args)
+            }
             Some((verb, args)) => {
                 let confirm = |q: &str| -> bool {
                     let mut e: Editor<(), rustyline::history::DefaultHistory> = match Editor::new() {

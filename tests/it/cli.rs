@@ -1,6 +1,6 @@
 //! The command line: exit codes, error messages, and the engine's refusal of unauthenticated calls.
 
-use crate::harness::Env;
+use crate::harness::{Env, Run};
 use std::io::{Read, Write};
 
 #[test]
@@ -151,4 +151,75 @@ Flow("lg").wait_initial_sync();"#;
         assert_eq!(run.code, 2, "{line}: {run:?}");
         assert!(run.stderr.contains(says), "{line}: {}", run.stderr);
     }
+}
+
+/// A TapFlow user's `~/.tapflow/config.ini` works as it is: `--config FILE` for one run,
+/// `tap config import` into a profile (the embedded engine speaks TapData's access-code login,
+/// so it stands in for the cluster here); `-c FILE` says what to use instead.
+#[test]
+fn a_tapflow_config_ini_is_read_for_one_run_or_imported() {
+    let env = Env::new("tapflow-ini");
+    let _engine = env.start_engine();
+    let code = std::fs::read_to_string(env.data_dir().join("access_code")).expect("access code");
+    let ini = env.path("config.ini");
+    std::fs::write(
+        &ini,
+        format!(
+            "[backend]\n; ak = \n; sk = \n\n; If you are using TapData Enterprise, please specify the server URL & access token.\nserver = {}\naccess_code = {}\n",
+            env.server(),
+            code.trim()
+        ),
+    )
+    .expect("write config.ini");
+    let ini_arg = ini.display().to_string();
+    let mut one = env.command();
+    // No TAP_SERVER: the file alone says where the cluster is.
+    one.env_remove("TAP_SERVER").args(["--config", &ini_arg, "-c", "show agents"]);
+    let run = Run::from(one.output().expect("run"));
+    run.ok();
+    assert!(run.stdout.contains("running agents: 1"), "{}", run.stdout);
+    // A wrong code is the cluster's answer, not a fall-back to another profile.
+    let bad = env.path("bad.ini");
+    std::fs::write(&bad, format!("[backend]\nserver = {}\naccess_code = nope\n", env.server())).expect("write");
+    let run = env.tap(&["--config", &bad.display().to_string(), "-c", "show dbs"]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    // `-c FILE` is a command line, not a config file.
+    let run = env.tap(&["-c", &ini_arg]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("--config"), "{}", run.stderr);
+    // Import: from ~/.tapflow/config.ini by default, into the profile `tapflow`.
+    let home = env.path("home");
+    std::fs::create_dir_all(home.join(".tapflow")).expect("home");
+    std::fs::copy(&ini, home.join(".tapflow/config.ini")).expect("copy");
+    let mut import = env.command();
+    import.env("HOME", &home).args(["config", "import"]);
+    let run = Run::from(import.output().expect("run"));
+    run.ok();
+    assert!(run.stdout.contains("into profile tapflow"), "{}", run.stdout);
+    let listed = env.tap(&["config", "list"]);
+    assert!(listed.stdout.contains("tapflow") && !listed.stdout.contains(code.trim()), "{}", listed.stdout);
+    let mut use_it = env.command();
+    use_it.env_remove("TAP_SERVER").args(["--profile", "tapflow", "-c", "show agents"]);
+    Run::from(use_it.output().expect("run")).ok();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(env.path("config/config.toml")).expect("profiles").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the imported secret is private");
+    }
+    // An agent's application.yml, by name.
+    let yml = env.path("application.yml");
+    std::fs::write(
+        &yml,
+        format!(
+            "tapdata:\n  cloud:\n    accessCode: {}\n  conf:\n    backendUrl: http://{}/api/\n",
+            code.trim(),
+            env.server()
+        ),
+    )
+    .expect("write yml");
+    env.tap(&["config", "import", &yml.display().to_string(), "--name", "agent"]).ok();
+    let mut use_agent = env.command();
+    use_agent.env_remove("TAP_SERVER").args(["--profile", "agent", "-c", "show agents"]);
+    Run::from(use_agent.output().expect("run")).ok();
 }

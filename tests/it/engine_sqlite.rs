@@ -136,7 +136,7 @@ fn rename_row_filter_and_filter_columns_run_and_the_key_follows_the_rename() {
              Flow("steps").wait_initial_sync();"#;
     let run = env.script("s.rhai", &script);
     run.ok();
-    assert!(run.stdout.contains(r#".rename("id", "ident")"#), "{}", run.stdout);
+    assert!(run.stdout.contains(r#".rename_fields(#{ id: "ident" })"#), "{}", run.stdout);
     assert_eq!(
         query(&dst, "SELECT ident, v, tag FROM t ORDER BY ident"),
         vec![vec!["2", "b", "t2"], vec!["4", "d", "t4"]]
@@ -180,7 +180,7 @@ fn type_and_time_processors_convert_move_drop_and_stamp_fields_through_snapshot_
              Flow("types").wait_initial_sync();"#;
     let run = env.script("s.rhai", &script);
     run.ok();
-    assert!(run.stdout.contains(r#".exclude_type(['varchar'])"#), "{}", run.stdout);
+    assert!(run.stdout.contains(r#".exclude_type(["varchar"])"#), "{}", run.stdout);
     assert_eq!(
         query(&dst, "SELECT id, price, typeof(price), at FROM t ORDER BY id"),
         vec![vec!["1", "10", "integer", "2024-01-02 01:30:00"], vec!["2", "20", "integer", "2024-06-01 10:00:00"]]

@@ -30,5 +30,6 @@ mod transcripts;
 mod truth;
 mod udf;
 mod underneath;
+mod verbs;
 mod wire;
 mod write_modes;

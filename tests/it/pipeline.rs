@@ -28,7 +28,7 @@ Flow("all").wait_initial_sync();"#;
     let run = env.script("p.rhai", &script);
     run.ok();
     assert!(
-        run.stdout.contains(r#"Pipeline(all).read_from(Src).renameTable("copy_", "").write_to(Dst)"#),
+        run.stdout.contains(r#"Pipeline("all").read_from("Src").renameTable("copy_", "").write_to("Dst")"#),
         "{}",
         run.stdout
     );

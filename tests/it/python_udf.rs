@@ -37,7 +37,7 @@ Flow("py").wait_initial_sync();"#,
     );
     let run = env.script("p.rhai", &script);
     run.ok();
-    assert!(run.stdout.contains(r#".py("standardize.py")"#), "{}", run.stdout);
+    assert!(run.stdout.contains(r#".py("import datetime\n\ndef pyfunc(record):"#), "{}", run.stdout);
     let rows = || {
         p.psql(&format!(
             "SELECT id, status, total, next_day, later AT TIME ZONE 'UTC', encode(blob, 'hex'), kinds FROM {tag}.out ORDER BY id"

@@ -356,7 +356,7 @@ DataSource("sqlite", "T", #{{ database: "{}" }}).save();
              Flow("m").wait_initial_sync();"#),
     );
     ok.ok();
-    assert!(ok.stdout.contains(".disableDDL().initial_read_threads(2)"), "{}", ok.stdout);
+    assert!(ok.stdout.contains(".disableDDL().config(#{ nodeConfig: #{ batchReadThreadSize: 2 } })"), "{}", ok.stdout);
     assert_eq!(query(&dst, "SELECT id, v FROM orders"), vec![vec!["1", "a"]]);
 }
 

@@ -201,7 +201,7 @@ fn a_source_reads_in_the_batches_it_sets_and_a_sink_cleans_its_table_first() {
     let run = env.script("o.rhai", &script);
     assert!(
         run.stdout.contains(r#".read_from(Source("Src", "t").initial_read_size(3))"#)
-            && run.stdout.contains(r#".write_to(Sink("Dst", "t").clean_data())"#),
+            && run.stdout.contains(r#".write_to(Sink("Dst", "t").clean_data(), ["id"])"#),
         "show prints the builder chain: {}",
         run.stdout
     );
