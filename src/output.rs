@@ -41,6 +41,22 @@ impl Output {
         }
     }
 
+    /// Whether stdout is a terminal that takes a live line (not in JSON mode).
+    pub fn live_ok(&self) -> bool {
+        !self.json && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    }
+
+    /// Replace the terminal's current line with `s` (no newline): a progress line.
+    pub fn live(&self, s: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "\r\x1b[2K{s}").and_then(|_| out.flush());
+    }
+
+    /// Clear the live line.
+    pub fn live_end(&self) {
+        self.live("");
+    }
+
     /// Human text; suppressed in JSON mode (where `value` carries the data).
     pub fn text(&self, s: &str) {
         if !self.json {

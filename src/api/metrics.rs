@@ -55,6 +55,17 @@ pub struct TaskMetrics {
     pub snapshot_table_total: u64,
     #[serde(default, deserialize_with = "count")]
     pub create_table_total: u64,
+    /// The embedded engine's: about how many rows the snapshot copies (the sources' counts, or
+    /// their own estimates of large tables), and the table it copies now.
+    #[serde(default, deserialize_with = "count")]
+    pub snapshot_row_estimate: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub snapshot_table: String,
+    /// The embedded engine's: commit → written, over the changes of the last minute.
+    #[serde(default, deserialize_with = "instant", skip_serializing_if = "Option::is_none")]
+    pub replicate_lag_p50: Option<i64>,
+    #[serde(default, deserialize_with = "instant", skip_serializing_if = "Option::is_none")]
+    pub replicate_lag_p99: Option<i64>,
     /// The source commit time of the last change read (epoch ms).
     #[serde(default, deserialize_with = "instant")]
     pub current_event_timestamp: Option<i64>,

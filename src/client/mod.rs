@@ -47,6 +47,9 @@ pub struct Client {
     server: String,
     auth: Auth,
     session: Mutex<Session>,
+    /// The server is the embedded engine: metrics queries ask for its own fields too
+    /// (a cluster gets TapFlow's exact list).
+    embedded: std::sync::atomic::AtomicBool,
 }
 
 const CLOUD_TCM_PATHS: [&str; 4] =
@@ -70,7 +73,13 @@ impl Client {
             server: server.trim_end_matches('/').to_string(),
             auth,
             session: Mutex::new(Session::default()),
+            embedded: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Say that the server is the embedded engine.
+    pub fn set_embedded(&self) {
+        self.embedded.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn is_cloud(&self) -> bool {
@@ -391,6 +400,10 @@ impl Client {
             "outputQpsAvg",
             "lastFiveMinutesQps",
         ];
+        let mut fields: Vec<&str> = fields.to_vec();
+        if self.embedded.load(std::sync::atomic::Ordering::Relaxed) {
+            fields.extend(["snapshotRowEstimate", "snapshotTable", "replicateLagP50", "replicateLagP99"]);
+        }
         let body = json!({"totalData": {"uri": "/api/measurement/query/v2",
             "param": {"startAt": now - 300_000, "endAt": now,
               "samples": {"data": {"endAt": now, "fields": fields,

@@ -13,7 +13,13 @@ pub fn status_line(session: &Session, doc: &Task) -> Result<(String, Value)> {
     let (qps, rows, lag) = (m.output_qps, m.snapshot_row_total, m.replicate_lag.unwrap_or(0));
     let mut line =
         format!("flow {name} current status is: {status}, qps is: {qps:.1}, total rows: {rows}, delay is: {lag}ms");
-    if m.table_total > 1 {
+    if let (Some(p50), Some(p99)) = (m.replicate_lag_p50, m.replicate_lag_p99) {
+        // Commit → written over the last minute's changes.
+        line.push_str(&format!(", lag p50/p99: {p50}/{p99}ms"));
+    }
+    if super::progress::in_snapshot(&task) && !task.record_id.is_empty() {
+        line.push_str(&format!("\n  {}", super::progress::describe(&m, 0.0)));
+    } else if m.table_total > 1 {
         // A flow of many tables (a Pipeline): how many are copied; `logs` names each as it is.
         line.push_str(&format!(", tables copied: {} of {}", m.snapshot_table_total.min(m.table_total), m.table_total));
     }
@@ -25,7 +31,9 @@ pub fn status_line(session: &Session, doc: &Task) -> Result<(String, Value)> {
         line.push_str(&format!("\n  {retrying}"));
     }
     let mut v = json!({"name": name, "status": status, "qps": qps, "total_rows": rows, "delay_ms": lag,
-                   "sync_phase": task.sync_status, "tables": m.table_total, "tables_copied": m.snapshot_table_total});
+                   "sync_phase": task.sync_status, "tables": m.table_total, "tables_copied": m.snapshot_table_total,
+                   "snapshot_rows_estimate": m.snapshot_row_estimate,
+                   "lag_p50_ms": m.replicate_lag_p50, "lag_p99_ms": m.replicate_lag_p99});
     if !retrying.is_empty() {
         v["retrying"] = json!(retrying);
     }
@@ -134,6 +142,8 @@ pub fn start(session: &Session, name: &str) -> Result<()> {
     session.client.start_task(&doc.id).map_err(|e| e.context(format!("cannot start flow {name}")))?;
     flowops::wait_status(session, &doc.id, &[TaskStatus::Running, TaskStatus::Complete], Duration::from_secs(60))?;
     session.out.either(&format!("flow {name} started"), &json!({"flow": name, "status": "running"}));
+    // On a terminal, the snapshot's progress until it is copied (Ctrl-C leaves it running).
+    super::progress::follow(session, &doc.id, None)?;
     Ok(())
 }
 

@@ -475,6 +475,7 @@ pub fn help(session: &Session, topic: Option<&str>) -> Result<()> {
 mod browse;
 mod flows;
 pub mod objects;
+pub mod progress;
 
 pub use browse::*;
 pub use flows::*;

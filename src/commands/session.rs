@@ -47,6 +47,9 @@ impl Session {
             },
         };
         let client = Client::new(&server, auth)?;
+        if profile.kind == Kind::Embedded {
+            client.set_embedded();
+        }
         client.login()?;
         Ok(Self {
             client,

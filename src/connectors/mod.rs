@@ -136,6 +136,11 @@ pub trait Connector: Send {
         Ok(Vec::new())
     }
     fn count(&mut self, table: &str) -> Result<u64>;
+    /// About how many rows `table` has, for a snapshot's progress: the exact count unless the
+    /// database keeps a cheaper estimate of a large table.
+    fn estimate(&mut self, table: &str) -> Result<u64> {
+        self.count(table)
+    }
     fn sample(&mut self, table: &str, limit: usize) -> Result<Vec<Record>>;
     /// Up to `limit` rows whose fields equal `filter`'s values (`peek TABLE field=value`).
     fn find(&mut self, table: &str, filter: &Record, limit: usize) -> Result<Vec<Record>>;
@@ -281,6 +286,9 @@ pub const CONNECTORS: &[ConnectorInfo] = &[
 /// the generic keys the official client sends, at values the engine honours), of their types,
 /// with the required ones: anything else, which would otherwise be ignored or fail later, is
 /// refused naming the key and the keys there are.
+/// Rows from which a database's own estimate is used for progress instead of a count.
+pub const BIG_TABLE: i64 = 1_000_000;
+
 pub fn check_config(info: &'static ConnectorInfo, config: &Value) -> Result<()> {
     Settings::parse(info, config).map(|_| ())
 }

@@ -8,6 +8,8 @@
 //! to the source) and `after_lookup_copy` (a batch of a lookup's table copy is committed, the
 //! table not yet marked done).
 //! The process aborts (no destructors, no flush), as a SIGKILL or a power cut would end it.
+//! `hold_after_batch:N` instead holds the flow after its Nth batch while the file named by
+//! `TAP_FAILPOINT_HOLD` exists.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +31,19 @@ fn points() -> &'static [Point] {
             })
             .collect()
     })
+}
+
+/// `hold_NAME:N` (with `TAP_FAILPOINT_HOLD=FILE`): from the Nth pass through `NAME` on, wait
+/// while FILE exists, so a test sees a flow mid-snapshot, then lets it go by removing the file.
+pub fn hold(name: &str) {
+    let Some(p) = points().iter().find(|p| p.name.strip_prefix("hold_") == Some(name)) else { return };
+    if p.seen.fetch_add(1, Ordering::SeqCst) + 1 < p.at {
+        return;
+    }
+    let Some(file) = std::env::var_os("TAP_FAILPOINT_HOLD") else { return };
+    while std::path::Path::new(&file).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Count a pass through the failpoint `name`; abort the process when its count is reached.

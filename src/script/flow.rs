@@ -499,6 +499,7 @@ pub fn start(session: &Session, flow: &Flow) -> Result<()> {
 /// Wait until the initial sync is done (CDC phase reached, or complete).
 pub fn wait_initial_sync(session: &Session, id: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
+    crate::commands::progress::follow(session, id, Some(deadline))?;
     loop {
         let task = session.client.task(id)?.ok_or_else(|| Error::not_found(format!("flow {id} vanished")))?;
         if task.initial_sync_done() {

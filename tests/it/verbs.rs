@@ -102,6 +102,14 @@ fn a_loaded_flow_appends_before_its_sink_and_read_from_starts_it_anew() {
         std::panic::catch_unwind(|| crate::harness::query(&dst, "SELECT count(*) FROM t"))
             .is_ok_and(|rows| rows == [vec!["1".to_string()]])
     }));
+    // Changes through CDC: `status` adds the lag percentiles of the last minute's changes.
+    exec(&src, "INSERT INTO t VALUES (2, 'p', 'q');");
+    assert!(crate::harness::wait_until(std::time::Duration::from_secs(30), || {
+        std::panic::catch_unwind(|| crate::harness::query(&dst, "SELECT count(*) FROM t"))
+            .is_ok_and(|rows| rows == [vec!["2".to_string()]])
+    }));
+    let status = env.tap(&["-c", "status f"]);
+    assert!(status.stdout.contains(", lag p50/p99: "), "{}", status.stdout);
     // A saved flow loads as what it is, whichever builder names it.
     let as_pipeline = env.script("p.rhai", "print(Pipeline(\"f\").show());\n");
     as_pipeline.ok();

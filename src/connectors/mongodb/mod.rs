@@ -325,6 +325,10 @@ impl Connector for Mongo {
         self.rt.run(self.coll(table).count_documents(doc! {}).into_future())?.map_err(mg_err)
     }
 
+    fn estimate(&mut self, table: &str) -> Result<u64> {
+        self.rt.run(self.coll(table).estimated_document_count().into_future())?.map_err(mg_err)
+    }
+
     fn sample(&mut self, table: &str, limit: usize) -> Result<Vec<Record>> {
         self.find(table, &Record::new(), limit)
     }

@@ -254,6 +254,16 @@ impl Connector for Postgres {
         Ok(rows.first().map(|r| r.get::<_, i64>(0)).unwrap_or(0).max(0) as u64)
     }
 
+    fn estimate(&mut self, table: &str) -> Result<u64> {
+        let rows = self
+            .query("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)", &[&self.qualified(table)])?;
+        match rows.first().map(|r| r.get::<_, i64>(0)) {
+            // Planner statistics: -1 before the first ANALYZE; small tables are counted.
+            Some(n) if n >= crate::connectors::BIG_TABLE => Ok(n as u64),
+            _ => self.count(table),
+        }
+    }
+
     fn sample(&mut self, table: &str, limit: usize) -> Result<Vec<Record>> {
         self.find(table, &Record::new(), limit)
     }

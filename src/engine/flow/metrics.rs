@@ -13,6 +13,10 @@ pub struct Metrics {
     pub tables: u64,
     pub current_event_ts: Option<i64>,
     pub replicate_lag: i64,
+    pub snapshot_estimate: u64,
+    pub snapshot_table: String,
+    /// (written at, commit → written) of recent changes, bounded: the lag percentiles.
+    pub lags: std::collections::VecDeque<(i64, i64)>,
     pub input_qps: f64,
     pub output_qps: f64,
     pub output_qps_max: f64,
@@ -27,6 +31,31 @@ impl Metrics {
     pub(super) fn total_in(&self) -> u64 {
         self.input.iter().sum()
     }
+    /// Record the lag of changes committed at `commits` (epoch ms), written now; a large batch
+    /// is sampled, and only the last minute is kept.
+    pub(super) fn record_lags(&mut self, commits: &[i64]) {
+        const KEEP: usize = 4096;
+        let now = now_ms();
+        let step = (commits.len() / 256).max(1);
+        for ts in commits.iter().filter(|t| **t > 0).step_by(step) {
+            self.lags.push_back((now, (now - ts).max(0)));
+        }
+        while self.lags.len() > KEEP || self.lags.front().is_some_and(|(at, _)| now - at > 60_000) {
+            self.lags.pop_front();
+        }
+    }
+
+    fn lag_percentile(&self, p: f64) -> Option<i64> {
+        let now = now_ms();
+        let mut v: Vec<i64> = self.lags.iter().filter(|(at, _)| now - at <= 60_000).map(|(_, l)| *l).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
+        Some(v[i])
+    }
+
     /// Update the rates once a second or more.
     pub(super) fn tick(&mut self) {
         let now = Instant::now();
@@ -69,6 +98,10 @@ impl Metrics {
             table_total: self.tables,
             snapshot_table_total: self.snapshot_tables,
             current_event_timestamp: self.current_event_ts,
+            snapshot_row_estimate: self.snapshot_estimate.max(self.snapshot_rows),
+            snapshot_table: self.snapshot_table.clone(),
+            replicate_lag_p50: self.lag_percentile(0.5),
+            replicate_lag_p99: self.lag_percentile(0.99),
             ..Default::default()
         }
     }
@@ -90,6 +123,7 @@ impl Metrics {
             tables: m.table_total,
             current_event_ts: m.current_event_timestamp,
             output_qps_max: m.output_qps_max,
+            snapshot_estimate: m.snapshot_row_estimate,
             ..Default::default()
         }
     }

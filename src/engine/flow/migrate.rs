@@ -332,6 +332,12 @@ fn copy_table(
 ) -> Result<bool> {
     let name: Arc<str> = Arc::from(table);
     let started = now_ms();
+    // A pipeline learns its tables as it goes: each adds its estimate when its copy starts.
+    let estimate = conn.estimate(table).unwrap_or(0);
+    if let Ok(mut m) = ctx.metrics.lock() {
+        m.snapshot_table = table.to_string();
+        m.snapshot_estimate = m.snapshot_estimate.max(m.snapshot_rows) + estimate;
+    }
     conn.snapshot(&SnapshotRequest::table(table, plan.read_batch), &mut |rows| {
         if ctx.stopped() {
             return Ok(ControlFlow::Break(()));

@@ -86,9 +86,13 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
             m.snapshot_start_at.get_or_insert(started);
         }
         ctx.log("INFO", "Initial sync started");
+        estimate_snapshot(ctx, &plan, &checkpoint, &mut sources);
         for s in &mut plan.sources {
             if checkpoint.snapshot_done_for(&s.node_id) {
                 continue;
+            }
+            if let Ok(mut m) = ctx.metrics.lock() {
+                m.snapshot_table = s.table.clone();
             }
             let (_, conn, _) = sources
                 .iter_mut()
@@ -249,6 +253,7 @@ pub(super) fn cdc_loop(
                 }
             } else {
                 let newest = events.iter().map(|e| e.ts_ms).max().unwrap_or(0);
+                let commits: Vec<i64> = events.iter().map(|e| e.ts_ms).collect();
                 if let Ok(mut m) = ctx.metrics.lock() {
                     for e in &events {
                         m.input[op_index(&e.change)] += 1;
@@ -258,6 +263,7 @@ pub(super) fn cdc_loop(
                 if let Ok(mut m) = ctx.metrics.lock() {
                     m.current_event_ts = Some(newest);
                     m.replicate_lag = (now_ms() - newest).max(0);
+                    m.record_lags(&commits);
                 }
             }
             if from != next {
@@ -331,6 +337,20 @@ fn pre_images(plan: &Plan, sources: &mut Sources) -> Result<()> {
             .map_err(|e| e.context(format!("source node of {} (enablePreImage())", s.table)))?;
     }
     Ok(())
+}
+
+/// About how many rows the snapshot copies, for its progress: what is copied so far and the
+/// sources' estimates of the tables still to copy (a table read by a query counts as it goes).
+pub(super) fn estimate_snapshot(ctx: &FlowCtx, plan: &Plan, checkpoint: &Checkpoint, sources: &mut Sources) {
+    let mut rest = 0;
+    for s in plan.sources.iter().filter(|s| s.query.is_none() && !checkpoint.snapshot_done_for(&s.node_id)) {
+        if let Ok(conn) = source_mut(sources, &s.connection_id) {
+            rest += conn.estimate(&s.table).unwrap_or(0);
+        }
+    }
+    if let Ok(mut m) = ctx.metrics.lock() {
+        m.snapshot_estimate = m.snapshot_rows + rest;
+    }
 }
 
 pub(super) fn source_mut<'a>(sources: &'a mut Sources, conn: &str) -> Result<&'a mut Box<dyn Connector>> {

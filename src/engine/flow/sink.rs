@@ -188,6 +188,7 @@ impl Sink {
 
     fn written(&mut self, changes: &[Change], metrics: &Mutex<Metrics>) -> Result<()> {
         crate::engine::failpoint::hit("after_batch");
+        crate::engine::failpoint::hold("after_batch");
         if let Ok(mut m) = metrics.lock() {
             for c in changes {
                 m.output[op_index(c)] += 1;

@@ -171,12 +171,16 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
             m.snapshot_start_at.get_or_insert(started);
         }
         ctx.log("INFO", "Initial sync started: copying the main and lookup tables");
+        super::run::estimate_snapshot(ctx, &plan, &checkpoint, &mut sources);
         for (i, &si) in node_source.iter().enumerate() {
             let node_id = plan.sources[si].node_id.clone();
             if checkpoint.snapshot_done_for(&node_id) {
                 continue;
             }
             let (conn_id, table) = (plan.sources[si].connection_id.clone(), plan.sources[si].table.clone());
+            if let Ok(mut m) = ctx.metrics.lock() {
+                m.snapshot_table = table.clone();
+            }
             let request = plan.sources[si].snapshot_request();
             let conn = source_mut(&mut sources, &conn_id)?;
             let t: Arc<str> = Arc::from(table.as_str());
