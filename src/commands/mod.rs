@@ -277,7 +277,7 @@ pub fn run(session: &Session, verb: &Verb, args: &[String], confirm: Confirm<'_>
         "validate" => match objects::typed(args) {
             (None | Some(Kind::Connection), rest) => {
                 let c = resolve::connection(session, need(&rest, verb)?)?;
-                objects::validate_connection(session, &c.id)
+                objects::validate_connection(session, &c)
             }
             _ => Err(Error::usage(format!("validate tests a connection (usage: {})", verb.usage))),
         },
@@ -299,7 +299,7 @@ pub fn run(session: &Session, verb: &Verb, args: &[String], confirm: Confirm<'_>
                         session.out.text("not deleted");
                         return Ok(());
                     }
-                    objects::delete_connection(session, &c.name)
+                    objects::delete_connection(session, &c)
                 }
                 None | Some(Kind::Flow) => {
                     let doc = resolve::flow(session, name)?;

@@ -101,8 +101,11 @@ pub fn wait_loaded(session: &Session, id: &str, timeout: Duration) -> Result<Str
 
 /// Test a saved connection again and reload its schema (TapFlow's `validate`): `submit: true`,
 /// then wait for the load.
-pub fn validate_connection(session: &Session, id: &str) -> Result<()> {
-    session.client.call(Method::PATCH, &format!("/Connections/{id}"), &[], Some(&json!({"id": id, "submit": true})))?;
+pub fn validate_connection(session: &Session, conn: &crate::api::connection::Connection) -> Result<()> {
+    // A cluster's PATCH needs the connector (`database_type`), or the server fails on it.
+    let id = conn.id.as_str();
+    let body = json!({"id": id, "database_type": conn.database_type, "submit": true});
+    session.client.call(Method::PATCH, &format!("/Connections/{id}"), &[], Some(&body))?;
     let status = wait_loaded(session, id, Duration::from_secs(480))?;
     session.out.text(&format!("load schema status: {status}"));
     session.out.text("connection test passed");
@@ -138,8 +141,7 @@ pub fn desc_connection(session: &Session, name: &str) -> Result<()> {
 }
 
 /// `delete datasource X`: refused by the server while a flow uses it.
-pub fn delete_connection(session: &Session, name: &str) -> Result<()> {
-    let doc = resolve::connection(session, name)?;
+pub fn delete_connection(session: &Session, doc: &crate::api::connection::Connection) -> Result<()> {
     session.client.call(Method::DELETE, &format!("/Connections/{}", doc.id), &[], None)?;
     session.out.either(&format!("connection {} deleted", doc.name), &json!({"deleted": doc.name}));
     Ok(())

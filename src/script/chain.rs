@@ -175,6 +175,32 @@ fn step(n: &Value, is_sink: bool, nodes: &[Value], edges: &[(String, String)], p
             format!(".adjust_time({hours}, {}, {})", lit(&get("dataTypes")), lit(&get("name")))
         }
         "field_mod_type_filter_processor" => format!(".exclude_type({})", lit(&get("filterTypes"))),
+        "unwind_processor" => {
+            let embedded = text(n, "unwindModel") == "EMBEDDED";
+            let mut o = Map::new();
+            o.insert("index_name".into(), get("includeArrayIndex"));
+            if !embedded {
+                o.insert("array_elem".into(), Value::String(text(n, "arrayModel")));
+                o.insert("joiner".into(), get("joiner"));
+            }
+            o.insert("keep_null".into(), get("preserveNullAndEmptyArrays"));
+            let what = if embedded { "embedded_unwind" } else { "flat_unwind" };
+            format!(".{what}({}, {})", lit(&get("path")), lit(&Value::Object(o)))
+        }
+        "field_mod_type_processor" => {
+            let ops = n.get("operations").and_then(Value::as_array).cloned().unwrap_or_default();
+            let converts: Vec<Value> = ops
+                .iter()
+                .map(|o| Some(Value::Array(vec![o.get("field").cloned()?, o.get("operand").cloned()?])))
+                .collect::<Option<_>>()?;
+            let table = ops.first().map(|o| text(o, "table_name")).unwrap_or_default();
+            format!(
+                ".type_adjust({}, {}, {})",
+                lit(&Value::Array(converts)),
+                lit(&Value::String(table)),
+                lit(&get("name"))
+            )
+        }
         "merge_table_processor" => lookups(n, nodes, edges)?,
         _ => return None,
     })

@@ -71,7 +71,7 @@ fn set_key(s: &mut DataSourceState, key: &str, v: Value) {
 }
 
 /// The connector entry (A7) for a name given by the user, matched case-insensitively.
-fn connector(session: &Session, name: &str) -> Result<Value> {
+pub(super) fn connector(session: &Session, name: &str) -> Result<Value> {
     let all = session.client.connectors()?;
     let want = match name.to_ascii_lowercase().as_str() {
         "postgres" | "pg" => "postgresql".to_string(),
@@ -205,19 +205,22 @@ pub use crate::commands::objects::wait_loaded;
 
 type RhaiResult<T> = std::result::Result<T, Box<EvalAltResult>>;
 
+/// A handle on a saved connection, its config left to the server (a re-save merges into it).
+pub fn from_connection(c: &crate::api::connection::Connection) -> DataSource {
+    let ds = DataSource::new(&c.database_type.to_ascii_lowercase(), &c.name, Map::new());
+    ds.with(|d| {
+        d.id = Some(c.id.clone());
+        d.connection_type = c.connection_type.clone();
+    });
+    ds
+}
+
 /// `DataSource("Name")`: the saved connection, its config left to the server (a re-save
 /// merges into it); a connector's name alone makes a new one named after it.
 fn load(session: &Session, name: &str) -> Result<DataSource> {
     let found = session.client.connections()?.into_iter().find(|c| c.name == name);
     match found {
-        Some(c) => {
-            let ds = DataSource::new(&c.database_type.to_ascii_lowercase(), &c.name, Map::new());
-            ds.with(|d| {
-                d.id = Some(c.id.clone());
-                d.connection_type = c.connection_type.clone();
-            });
-            Ok(ds)
-        }
+        Some(c) => Ok(from_connection(&c)),
         None if session
             .client
             .connectors()?
@@ -299,13 +302,19 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
                 Some(id) => id,
                 None => save(&s, ds).map_err(raise)?,
             };
-            crate::commands::objects::validate_connection(&s, &id).map_err(raise)?;
+            let conn = s
+                .client
+                .connection(&id)
+                .map_err(raise)?
+                .ok_or_else(|| raise(Error::not_found(format!("connection {id} vanished"))))?;
+            crate::commands::objects::validate_connection(&s, &conn).map_err(raise)?;
             Ok(true)
         });
     }
     let s = session.clone();
     engine.register_fn("delete", move |ds: &mut DataSource| -> RhaiResult<bool> {
-        crate::commands::objects::delete_connection(&s, &ds.with(|d| d.name.clone())).map_err(raise)?;
+        let doc = resolve::connection(&s, &ds.with(|d| d.name.clone())).map_err(raise)?;
+        crate::commands::objects::delete_connection(&s, &doc).map_err(raise)?;
         Ok(true)
     });
     let s = session.clone();

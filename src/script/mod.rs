@@ -9,7 +9,9 @@ mod sample;
 use sample::demo_rows;
 pub use sample::{demo, demo_into};
 pub mod chain;
+pub use files::{is_identifier, read_script, run_file_in};
 pub mod datasource;
+mod files;
 pub mod flow;
 mod flow_methods;
 mod lookup;
@@ -18,6 +20,7 @@ pub mod nodes;
 pub mod objects;
 mod pipeline;
 mod python;
+mod setters;
 mod source_opts;
 mod type_steps;
 
@@ -133,6 +136,7 @@ pub fn engine(session: Arc<Session>) -> Engine {
         engine.on_progress(move |_| if s.interrupted() { Some(Dynamic::from("interrupted")) } else { None });
     }
     datasource::register(&mut engine, &session, raise);
+    setters::register(&mut engine, &session, raise);
     register_flow(&mut engine, &session);
     register_verbs(&mut engine, &session);
     engine
@@ -561,46 +565,6 @@ pub fn join_continued_lines(source: &str) -> std::borrow::Cow<'_, str> {
         i += 1;
     }
     std::borrow::Cow::Owned(out)
-}
-
-/// A script file's text; a Python file is refused with the way to Rhai.
-pub fn read_script(file: &std::path::Path) -> Result<String> {
-    if file.extension().is_some_and(|e| e == "py") {
-        return Err(Error::usage(format!(
-            "{}: tap runs Rhai scripts, not Python. TapFlow's Python translates line for line: \
-             `Flow(\"name\").read_from(\"Conn.table\")…`, `let` for variables, `#{{ key: value }}` for dicts, \
-             `fn f(record) {{ … }}` for functions (docs/from-tapflow.md shows each)",
-            file.display()
-        )));
-    }
-    std::fs::read_to_string(file).map_err(|e| Error::usage(format!("cannot read {}: {e}", file.display())))
-}
-
-/// `tap FILE` (or `tap -f FILE`) inside the shell: the script runs in the shell's own scope, so
-/// the variables and functions it defines stay; a file of verbs runs line by line.
-pub fn run_file_in(
-    engine: &Engine,
-    session: &Session,
-    scope: &mut rhai::Scope<'static>,
-    lib: &mut rhai::AST,
-    args: &[String],
-) -> Result<()> {
-    let path = match args {
-        [f] if !f.starts_with('-') => f,
-        [flag, f] if flag == "-f" => f,
-        _ => return Err(Error::usage("usage: tap [-f] FILE (a Rhai script)")),
-    };
-    let text = read_script(std::path::Path::new(path))?;
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("//")).collect();
-    if !lines.is_empty() && lines.iter().all(|l| verbs::parse(l).is_some()) {
-        for l in lines {
-            if let Some((verb, args)) = verbs::parse(l) {
-                verbs::run(session, verb, &args, &|_| false)?;
-            }
-        }
-        return Ok(());
-    }
-    eval_chunk(engine, session, scope, lib, &text, path).map(|_| ())
 }
 
 pub fn eval_chunk(

@@ -166,7 +166,15 @@ pub fn run(session: Arc<Session>) -> Result<()> {
     let mut lib = rhai::AST::empty();
     let mut ed: Editor<TapHelper, rustyline::history::DefaultHistory> =
         Editor::new().map_err(|e| crate::error::Error::internal(format!("line editor: {e}")))?;
-    let methods = script::method_names(&engine);
+    let mut methods = script::method_names(&engine);
+    // The setters of every key a connector declares (`.logPluginName(…)`) complete too.
+    for c in session.client.connectors().unwrap_or_default() {
+        if let Some(props) = c.pointer("/properties/connection/properties").and_then(serde_json::Value::as_object) {
+            methods.extend(props.keys().cloned());
+        }
+    }
+    methods.sort();
+    methods.dedup();
     ed.set_helper(Some(TapHelper { session: session.clone(), methods, hinter: HistoryHinter::new() }));
     let history = history_path(&session);
     let _ = std::fs::create_dir_all(history.parent().unwrap_or(std::path::Path::new(".")));
@@ -175,6 +183,13 @@ pub fn run(session: Arc<Session>) -> Result<()> {
     // Fill the completion caches quietly.
     if let Ok(c) = session.client.connections() {
         crate::commands::resolve::remember_connections(&session, &c);
+        // As TapFlow binds them: each connection whose name is a Rhai identifier is a variable
+        // holding it (`Demo.desc()`, `Demo.validate()`).
+        for conn in &c {
+            if script::is_identifier(&conn.name) {
+                scope.push(conn.name.clone(), script::datasource::from_connection(conn));
+            }
+        }
     }
     if let Ok(t) = session.client.tasks() {
         crate::commands::resolve::remember_flows(&session, &t);

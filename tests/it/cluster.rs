@@ -382,6 +382,30 @@ fn route(st: &mut State, r: &Req, p: &mut Vec<String>) -> (u16, Value) {
         ("GET", ["users"]) => (200, envelope(json!({"items": [{"id": USER_ID, "username": USERNAME}], "total": 1}))),
         // A4 (Cloud)
         ("GET", ["agent", "agentCount"]) => (200, envelope(json!({"agentRunningCount": 1, "agentTotalCount": 1}))),
+        // A3
+        ("GET", ["agent"]) => (
+            200,
+            envelope(json!({"items": [{"name": "agent-1", "status": "Running",
+                                        "metric": {"systemInfo": {"ips": ["10.0.0.5"], "cpus": 4}}}], "total": 1})),
+        ),
+        // Data APIs (show apis)
+        ("GET", ["Modules"]) => {
+            expect(r.q("order") == Some("createAt DESC") && r.q("limit") == Some("20"), "Modules query");
+            (
+                200,
+                envelope(json!({"items": [{"id": "6720900ad6c2485881e9a001", "name": "orders_api", "status": "active",
+                                          "tableName": "ecom_orders", "basePath": "orders"}], "total": 1})),
+            )
+        }
+        // C6
+        ("DELETE", ["Connections", id]) => {
+            let before = st.connections.len();
+            st.connections.retain(|c| c["id"] != *id);
+            if st.connections.len() == before {
+                return (200, error("Datasource.NotFound", "Data source not found"));
+            }
+            (200, envelope(json!(null)))
+        }
         // A7
         ("GET", ["DatabaseTypes", "getDatabases"]) => {
             expect(f == json!({"where": {"tag": "All", "authentication": "All"}, "order": "name ASC"}), "A7 filter");
@@ -628,6 +652,16 @@ fn route(st: &mut State, r: &Req, p: &mut Vec<String>) -> (u16, Value) {
         // T18: hand-built JSON, not a ResponseMessage (tapdata-api §5).
         ("POST", ["proxy", "call"]) => {
             let b = &r.body;
+            if b["className"] == "TaskPreviewService" {
+                // T19: the task document as a string, rows; the target node's first rows.
+                let task: Value = serde_json::from_str(b["args"][0].as_str().unwrap_or("")).unwrap_or_default();
+                expect(task["dag"]["nodes"].as_array().is_some_and(|n| !n.is_empty()), "preview without the DAG");
+                let sink = task["dag"]["nodes"].as_array().and_then(|n| n.last()).map(|n| s(n, "id").to_string());
+                let row = json!({"order_id": "ORD000001", "order_status": "delivered"});
+                let mut result = serde_json::Map::new();
+                result.insert(sink.unwrap_or_default(), json!({"data": [row]}));
+                return (200, envelope(json!({"nodeResult": result})));
+            }
             expect(b["className"] == "QueryDataBaseDataService" && b["method"] == "getData", "proxy className/method");
             let conn = b["args"][0].as_str().unwrap_or("");
             let table = b["args"][1].as_str().unwrap_or("");
@@ -1290,5 +1324,66 @@ Flow("py_flow").read_from("MySQL_ECommerce.ecom_orders")
         "def pyfunc(record):\n    record['x'] = 1\n    return record\n\n\ndef process(record, context):\n    return pyfunc(record)\n",
         "TapData's process form, the user's function wrapped"
     );
+    cluster.assert_no_problems();
+}
+
+/// The verbs and methods added for TapFlow users send what a cluster answers: A3 for
+/// `show agents`, `/Modules` for `show apis`, C3 for `desc datasource`, C5 + C3 for `validate`,
+/// C6 for `delete datasource`, T1 + T5 for `show FLOW` and `Flow("existing")`, T19 for
+/// `preview`.
+#[test]
+fn tapflows_other_verbs_send_what_a_cluster_answers() {
+    let env = Env::new("cluster-verbs");
+    let cluster = Cluster::start(Mode::Enterprise);
+    let run = script(&env, &cluster, Profile::Enterprise, "flow.rhai", &seed_flow(false));
+    run.ok();
+    cluster.take();
+    let verb = |line: &str| {
+        let run = tap(&env, &cluster, Profile::Enterprise, &["-c", line]);
+        assert_eq!(run.code, 0, "{line}: {}", run.stderr);
+        let reqs = cluster.take();
+        let l = lines(&reqs);
+        assert_eq!(&l[..2], ["POST /users/generatetoken", "GET /users"], "{line}");
+        (run.stdout, l[2..].to_vec(), reqs)
+    };
+    let (out, l, _) = verb("show agents");
+    assert!(out.contains("running agents: 1") && out.contains("10.0.0.5"), "{out}");
+    assert_eq!(l, ["GET /agent"]);
+    let (out, l, _) = verb("show apis");
+    assert!(out.contains("orders_api") && out.contains("ecom_orders"), "{out}");
+    assert_eq!(l, ["GET /Modules"]);
+    let (out, l, _) = verb("desc datasource MySQL_ECommerce");
+    assert!(out.contains("Mysql"), "{out}");
+    assert_eq!(l, ["GET /Connections", &format!("GET /Connections/{MYSQL_ID}")]);
+    let (out, l, reqs) = verb("validate datasource MySQL_ECommerce");
+    assert!(out.contains("load schema status: finished"), "{out}");
+    assert_eq!(
+        l,
+        ["GET /Connections", &format!("PATCH /Connections/{MYSQL_ID}"), &format!("GET /Connections/{MYSQL_ID}")]
+    );
+    assert_eq!(reqs[3].body, json!({"id": MYSQL_ID, "database_type": "Mysql", "submit": true}));
+    let (out, l, _) = verb("show orders_flow");
+    assert!(out.starts_with("Flow(\"orders_flow\").read_from(\"MySQL_ECommerce.ecom_orders\")"), "{out}");
+    assert_eq!(l, ["GET /Task", "GET /Task/6720800ad6c2485881e9f001"]);
+    let (out, l, _) = verb("preview orders_flow -n 1");
+    assert!(out.contains("ORD000001"), "{out}");
+    assert_eq!(l, ["GET /Task", "GET /Task/6720800ad6c2485881e9f001", "POST /proxy/call"]);
+    // Flow("existing") loads, and the appended step is saved before the sink (T7).
+    let run = script(
+        &env,
+        &cluster,
+        Profile::Enterprise,
+        "more.rhai",
+        "Flow(\"orders_flow\").exclude(\"order_status\").save();\n",
+    );
+    run.ok();
+    let reqs = cluster.take();
+    let l = lines(&reqs);
+    assert_eq!(&l[2..4], ["GET /Task", "GET /Task/6720800ad6c2485881e9f001"]);
+    let patch = reqs.iter().find(|r| r.line() == "PATCH /Task").expect("T7");
+    let nodes = patch.body["dag"]["nodes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(nodes.last().map(|n| n["name"].clone()), Some(json!("Exclude")), "the exclude is added");
+    let (_, l, _) = verb("delete datasource MongoDB_ECommerce -y");
+    assert_eq!(l, ["GET /Connections", &format!("DELETE /Connections/{MONGO_ID}")]);
     cluster.assert_no_problems();
 }

@@ -113,6 +113,14 @@ print("PROGRESS_SHOWN")
 os.remove(hold)
 expect("tap> ")
 print("PROMPT_BACK")
+os.write(fd, b"Src.status()\r")
+expect("ready")
+print("CONNECTION_BOUND")
+os.write(fd, b"DataSource(\"postgres\", \"x\").logPlugin\t")
+expect("logPluginName")
+os.write(fd, b"\x03")
+expect("tap> ")
+print("SETTER_COMPLETED")
 os.write(fd, b"\x04")
 _, status = os.waitpid(pid, 0)
 print("EXIT", os.WEXITSTATUS(status))
@@ -179,7 +187,7 @@ fn a_snapshot_shows_its_progress_on_a_terminal() {
         shell.join().expect("driver")
     });
     let stdout = String::from_utf8_lossy(&child.stdout);
-    for marker in ["PROGRESS_SHOWN", "PROMPT_BACK", "EXIT 0"] {
+    for marker in ["PROGRESS_SHOWN", "PROMPT_BACK", "CONNECTION_BOUND", "SETTER_COMPLETED", "EXIT 0"] {
         assert!(stdout.contains(marker), "missing {marker}:\n{stdout}\n{}", String::from_utf8_lossy(&child.stderr));
     }
     assert!(crate::harness::wait_until(std::time::Duration::from_secs(30), || {

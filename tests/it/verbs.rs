@@ -50,9 +50,12 @@ Flow("wide").read_from("Src.o", #{ filter: "id > 0" })
     .write_to(Sink("Dst", "wide").keepData().config(#{ writeStrategy: "updateOrInsert", initialConcurrentWriteNum: 4 }), ["id"])
     .save();
 Flow("plain").read_from("Src.o").rhai(tidy).write_to("Dst.plain").save();
+Flow("more").read_from("Src.o").type_adjust([["c", "String"]], "o", "Types")
+    .flat_unwind("s", #{ index_name: "_i", array_elem: "BASIC", joiner: "_", keep_null: true })
+    .write_to("Dst.more").save();
 "#;
     env.script("flows.rhai", &flows).ok();
-    for flow in ["wide", "plain"] {
+    for flow in ["wide", "plain", "more"] {
         let shown = env.tap(&["-c", &format!("show {flow}")]);
         shown.ok();
         let chain = shown.stdout.trim().to_string();
@@ -186,4 +189,35 @@ Flow("camel").readFrom("Src.t")
         std::panic::catch_unwind(|| crate::harness::query(&dst, "SELECT id, aa FROM t"))
             .is_ok_and(|rows| rows == [vec!["1".to_string(), "x".to_string()]])
     }));
+}
+
+/// Any config key the connector declares has a setter (`.logPluginName("pgoutput")` on
+/// PostgreSQL); a key it does not declare, or a value of the wrong kind, is refused with what it
+/// declares.
+#[test]
+fn a_datasource_has_a_setter_for_every_key_its_connector_declares() {
+    let pg = crate::engine_postgres::pg();
+    let env = Env::new("verbs-setters");
+    let _engine = env.start_engine();
+    let script = format!(
+        r#"DataSource("postgres", "Pl").host("{}").port({}).database("{}").user("{}").password("{}")
+    .logPluginName("pgoutput").save();"#,
+        pg.host, pg.port, pg.database, pg.user, pg.password
+    );
+    env.script("ok.rhai", &script).ok();
+    let desc = env.tap(&["-c", "desc datasource Pl"]);
+    desc.ok();
+    assert!(desc.stdout.contains("config.logPluginName") && desc.stdout.contains("pgoutput"), "{}", desc.stdout);
+    let unknown = env.script("unknown.rhai", "DataSource(\"sqlite\", \"S\").jounral(\"wal\");\n");
+    assert_ne!(unknown.code, 0);
+    assert!(
+        unknown.stderr.contains("has no setting \"jounral\": the connector declares database"),
+        "{}",
+        unknown.stderr
+    );
+    let wrong = env.script("wrong.rhai", "DataSource(\"postgres\", \"P2\").logPluginName(5);\n");
+    assert!(wrong.code != 0 && wrong.stderr.contains("logPluginName takes a string, not i64"), "{}", wrong.stderr);
+    // Other missing methods keep Rhai's own error.
+    let other = env.script("other.rhai", "Flow(\"x\").nosuch(1);\n");
+    assert!(other.code != 0 && other.stderr.contains("nosuch"), "{}", other.stderr);
 }
