@@ -33,7 +33,19 @@ pub fn render(name: &str, dag: &Value, sync_type: &str, kind: &str) -> String {
         .filter(|n| text(n, "type") == "merge_table_processor")
         .flat_map(|m| child_ids(m.pointer("/mergeProperties/0").unwrap_or(&Value::Null)))
         .collect();
-    let side: Vec<String> = side_nodes(&merge_children, &nodes, &edges);
+    let mut side: Vec<String> = side_nodes(&merge_children, &nodes, &edges);
+    for u in nodes.iter().filter(|n| text(n, "type") == "union_processor") {
+        if let Some(added) = union_source(u, &nodes, &edges) {
+            let mut at = text(&added, "id");
+            while at != text(u, "id") && !side.contains(&at) {
+                side.push(at.clone());
+                match edges.iter().find(|(s, _)| *s == at) {
+                    Some((_, t)) => at = t.clone(),
+                    None => break,
+                }
+            }
+        }
+    }
     let Some(first) =
         nodes.iter().find(|n| !edges.iter().any(|(_, t)| *t == text(n, "id")) && !side.contains(&text(n, "id")))
     else {
@@ -202,6 +214,7 @@ fn step(n: &Value, is_sink: bool, nodes: &[Value], edges: &[(String, String)], p
             )
         }
         "merge_table_processor" => lookups(n, nodes, edges)?,
+        "union_processor" => union(n, nodes, edges)?,
         _ => return None,
     })
 }
@@ -253,6 +266,43 @@ fn spec(n: &Value, kind: &str, mut diff: Map<String, Value>) -> String {
     format!("{kind}({c}, {t}){calls}")
 }
 
+/// The union's added table (the input that is not the main line: the source stored later),
+/// with its pre-processors as options; `union()` when it has none.
+fn union(n: &Value, nodes: &[Value], edges: &[(String, String)]) -> Option<String> {
+    let id = text(n, "id");
+    let inputs: Vec<&String> = edges.iter().filter(|(_, t)| *t == id).map(|(s, _)| s).collect();
+    if inputs.len() < 2 {
+        return Some(".union()".into());
+    }
+    let added = union_source(n, nodes, edges)?;
+    let mut o = Map::new();
+    pre_options(&text(&added, "id"), "union_processor", nodes, edges, &mut o)?;
+    let sig = lit(&Value::String(format!("{}.{}", conn_name(&added), text(&added, "tableName"))));
+    Some(if o.is_empty() { format!(".union({sig})") } else { format!(".union({sig}, {})", lit(&Value::Object(o))) })
+}
+
+/// The source a union adds: of the sources whose chains reach the union, the one stored last.
+fn union_source(n: &Value, nodes: &[Value], edges: &[(String, String)]) -> Option<Value> {
+    let id = text(n, "id");
+    let reaches = |src: &str| {
+        let mut at = src.to_string();
+        for _ in 0..nodes.len() {
+            match edges.iter().find(|(s, _)| *s == at) {
+                Some((_, t)) if *t == id => return true,
+                Some((_, t)) => at = t.clone(),
+                None => return false,
+            }
+        }
+        false
+    };
+    nodes
+        .iter()
+        .rfind(|s| {
+            text(s, "type") == "table" && !edges.iter().any(|(_, t)| *t == text(s, "id")) && reaches(&text(s, "id"))
+        })
+        .cloned()
+}
+
 /// Each lookup of a merge node, parents before their children.
 fn lookups(merge: &Value, nodes: &[Value], edges: &[(String, String)]) -> Option<String> {
     let head = merge.pointer("/mergeProperties/0")?;
@@ -294,32 +344,7 @@ fn lookups(merge: &Value, nodes: &[Value], edges: &[(String, String)]) -> Option
                 o.insert("query".into(), src.pointer("/customCommand/params/sql").cloned().unwrap_or_default());
             }
             // The pre-processors between the looked-up table and the merge.
-            let mut at = id.clone();
-            loop {
-                let next = edges.iter().find(|(s, _)| *s == at).map(|(_, t)| t.clone())?;
-                let node = nodes.iter().find(|n| text(n, "id") == next)?;
-                if text(node, "type") == "merge_table_processor" {
-                    break;
-                }
-                match text(node, "type").as_str() {
-                    "row_filter_processor" => {
-                        o.insert("filter".into(), node.get("expression").cloned().unwrap_or_default());
-                    }
-                    "js_processor" => match column_fields(node) {
-                        Some((fields, keep)) => {
-                            o.insert(if keep { "include" } else { "exclude" }.into(), Value::Array(fields));
-                        }
-                        None => {
-                            o.insert("js".into(), node.get("script").cloned().unwrap_or_default());
-                        }
-                    },
-                    "field_rename_processor" => {
-                        o.insert("rename".into(), Value::Object(renames(node)));
-                    }
-                    _ => return None,
-                }
-                at = next;
-            }
+            pre_options(&id, "merge_table_processor", nodes, edges, &mut o)?;
             out.push_str(&format!(
                 ".lookup({}, {})",
                 lit(&Value::String(format!("{}.{}", conn_name(src), text(src, "tableName")))),
@@ -331,6 +356,58 @@ fn lookups(merge: &Value, nodes: &[Value], edges: &[(String, String)]) -> Option
     }
     walk(head, nodes, edges, &mut out, &mut join_change)?;
     Some(out)
+}
+
+/// The options (`filter`, `include`/`exclude`, `rename`, `js`, `type_adjust`, `adjust_time`)
+/// of the pre-processors after `start`, up to the node of type `until` (a lookup's merge, a
+/// union); `None` when one is not such an option.
+fn pre_options(
+    start: &str,
+    until: &str,
+    nodes: &[Value],
+    edges: &[(String, String)],
+    o: &mut Map<String, Value>,
+) -> Option<()> {
+    let mut at = start.to_string();
+    loop {
+        let next = edges.iter().find(|(s, _)| *s == at).map(|(_, t)| t.clone())?;
+        let node = nodes.iter().find(|n| text(n, "id") == next)?;
+        let get = |k: &str| node.get(k).cloned().unwrap_or_default();
+        match text(node, "type").as_str() {
+            t if t == until => return Some(()),
+            "row_filter_processor" => {
+                o.insert("filter".into(), get("expression"));
+            }
+            "js_processor" => match column_fields(node) {
+                Some((fields, keep)) => {
+                    o.insert(if keep { "include" } else { "exclude" }.into(), Value::Array(fields));
+                }
+                None => {
+                    o.insert("js".into(), get("script"));
+                }
+            },
+            "field_rename_processor" => {
+                o.insert("rename".into(), Value::Object(renames(node)));
+            }
+            "field_mod_type_processor" => {
+                let converts: Vec<Value> = get("operations")
+                    .as_array()?
+                    .iter()
+                    .map(|c| Some(Value::Array(vec![c.get("field").cloned()?, c.get("operand").cloned()?])))
+                    .collect::<Option<_>>()?;
+                o.insert("type_adjust".into(), Value::Array(converts));
+            }
+            "date_processor" => {
+                let hours = get("hours").as_i64().unwrap_or(0) * if get("add") == Value::Bool(true) { 1 } else { -1 };
+                let mut a = Map::new();
+                a.insert("addHours".into(), hours.into());
+                a.insert("t".into(), get("dataTypes"));
+                o.insert("adjust_time".into(), Value::Object(a));
+            }
+            _ => return None,
+        }
+        at = next;
+    }
 }
 
 fn renames(n: &Value) -> Map<String, Value> {

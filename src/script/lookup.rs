@@ -268,6 +268,13 @@ pub fn union(session: &Session, flow: &Flow, sig: Option<&str>, opts: &rhai::Map
     if let Some(k) = opts.keys().find(|k| !OPTIONS.contains(&k.as_str())) {
         return Err(Error::usage(format!("union: option {k} is not one it takes ({})", OPTIONS.join(", "))));
     }
+    if sig.is_some() && flow.with(|s| s.loaded) {
+        return Err(Error::usage(format!(
+            "union({:?}) on the saved flow {}: a union reads another table, so define the flow again from read_from(…) with the union in it",
+            sig.unwrap_or_default(),
+            flow.name()
+        )));
+    }
     let pre = match sig {
         Some(sig) if !opts.is_empty() => {
             let (conn, table, _) = table_info(session, sig)?;

@@ -649,6 +649,15 @@ fn route(st: &mut State, r: &Req, p: &mut Vec<String>) -> (u16, Value) {
                                                  "data": {"samples": {"data": [sample]}}}})),
             )
         }
+        // T17
+        ("POST", ["MonitoringLogs", "query"]) => {
+            let b = &r.body;
+            let known = st.tasks.iter().any(|t| t["id"] == b["taskId"] && t["taskRecordId"] == b["taskRecordId"]);
+            expect(known, "logs of no run of a known task");
+            expect(b["order"] == "desc" && b["page"] == 1 && b["pageSize"].is_u64(), "T17 paging");
+            let line = json!({"level": "WARN", "message": "a warning", "date": now_ms(), "taskId": b["taskId"]});
+            (200, envelope(json!({"items": [line], "total": 1})))
+        }
         // T18: hand-built JSON, not a ResponseMessage (tapdata-api §5).
         ("POST", ["proxy", "call"]) => {
             let b = &r.body;
@@ -1386,4 +1395,38 @@ fn tapflows_other_verbs_send_what_a_cluster_answers() {
     let (_, l, _) = verb("delete datasource MongoDB_ECommerce -y");
     assert_eq!(l, ["GET /Connections", &format!("DELETE /Connections/{MONGO_ID}")]);
     cluster.assert_no_problems();
+}
+
+/// The Flow methods a TapFlow script calls send TapData's requests: `metrics()` and
+/// `full_qps()` T16, `logs(#{ limit, level })` T17 with its page size and levels, `stop(#{ force })`
+/// T11 with `force=True`, `wait_status` T5.
+#[test]
+fn flow_methods_send_tapdatas_requests() {
+    let env = Env::new("cluster-flow-methods");
+    let cluster = Cluster::start(Mode::Enterprise);
+    script(&env, &cluster, Profile::Enterprise, "flow.rhai", &seed_flow(false)).ok();
+    cluster.take();
+    let run = script(
+        &env,
+        &cluster,
+        Profile::Enterprise,
+        "methods.rhai",
+        r#"let f = Flow("orders_flow");
+print("rows " + f.metrics().snapshotRowTotal);
+print("qps " + f.full_qps());
+f.logs(#{ limit: 3, level: "warn" });
+f.stop(#{ force: true });
+print("stopped " + f.wait_status("stop", 10));
+"#,
+    );
+    run.ok();
+    assert!(run.stdout.contains("rows 99441") && run.stdout.contains("a warning"), "{}", run.stdout);
+    assert!(run.stdout.contains("stopped true"), "{}", run.stdout);
+    cluster.assert_no_problems();
+    let reqs = cluster.take();
+    let logs = reqs.iter().find(|r| r.line() == "POST /MonitoringLogs/query").expect("T17");
+    assert_eq!((logs.body["pageSize"].clone(), logs.body["levels"].clone()), (json!(3), json!(["WARN", "ERROR"])));
+    let stop = reqs.iter().find(|r| r.line() == "PUT /Task/batchStop").expect("T11");
+    assert_eq!(stop.q("force"), Some("True"));
+    assert!(reqs.iter().filter(|r| r.line() == "POST /measurement/batch").count() >= 2, "{:?}", lines(&reqs));
 }

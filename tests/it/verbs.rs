@@ -29,6 +29,7 @@ fn show_flow_prints_rhai_that_recreates_the_flow() {
         "CREATE TABLE o (id INTEGER PRIMARY KEY, c INTEGER, s TEXT, at TEXT, note TEXT); \
          CREATE TABLE c (cid INTEGER PRIMARY KEY, name TEXT, secret TEXT); \
          CREATE TABLE i (iid INTEGER PRIMARY KEY, oid INTEGER, qty INTEGER); \
+         CREATE TABLE o2 (id INTEGER PRIMARY KEY, c INTEGER, s TEXT, at TEXT, note TEXT); \
          INSERT INTO o VALUES (1, 1, 'x', '2024-01-01 00:00:00', 'n'); INSERT INTO c VALUES (1, 'a', 'z');",
     );
     let _engine = env.start_engine();
@@ -53,9 +54,11 @@ Flow("plain").read_from("Src.o").rhai(tidy).write_to("Dst.plain").save();
 Flow("more").read_from("Src.o").type_adjust([["c", "String"]], "o", "Types")
     .flat_unwind("s", #{ index_name: "_i", array_elem: "BASIC", joiner: "_", keep_null: true })
     .write_to("Dst.more").save();
+Flow("both").read_from("Src.o").union("Src.o2", #{ exclude: ["note"], rename: #{ s: "state" } })
+    .write_to("Dst.both").save();
 "#;
     env.script("flows.rhai", &flows).ok();
-    for flow in ["wide", "plain", "more"] {
+    for flow in ["wide", "plain", "more", "both"] {
         let shown = env.tap(&["-c", &format!("show {flow}")]);
         shown.ok();
         let chain = shown.stdout.trim().to_string();
@@ -91,6 +94,9 @@ fn a_loaded_flow_appends_before_its_sink_and_read_from_starts_it_anew() {
     assert_eq!(types, ["table", "js_processor", "table"], "exclude goes between source and sink");
     let shown = env.tap(&["-c", "show f"]);
     assert!(shown.stdout.contains(".exclude([\"b\"]).write_to(\"Dst.t\""), "{}", shown.stdout);
+    // A union reads another table: on a loaded flow it is refused, not half applied.
+    let union = env.script("union.rhai", "Flow(\"f\").union(\"Src.t\").save();\n");
+    assert!(union.code != 0 && union.stderr.contains("a union reads another table"), "{}", union.stderr);
     // write_to on a loaded flow replaces the target.
     env.script("retarget.rhai", "Flow(\"f\").write_to(\"Dst.u\").save();\n").ok();
     assert!(env.tap(&["-c", "show f"]).stdout.contains(".write_to(\"Dst.u\""));
