@@ -61,12 +61,19 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| Error::internal(format!("cannot start the runtime: {e}")))?;
-        let http = reqwest::Client::builder()
+        // rustls's process-wide provider (ring); a second install is refused, harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("tap/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))?;
+            .timeout(Duration::from_secs(60));
+        // A plain-HTTP server (the embedded engine, a cluster on its LAN port) needs no TLS roots:
+        // reading the system's certificate store was most of a one-line command's CPU time.
+        let trimmed = server.trim_end_matches('/');
+        if !trimmed.starts_with("https://") && !matches!(auth, Auth::Cloud { .. } if !trimmed.contains("://")) {
+            builder = builder.tls_certs_only(Vec::<reqwest::Certificate>::new());
+        }
+        let http = builder.build().map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             rt,
             http,
