@@ -12,7 +12,8 @@ pub static CHAIN: std::sync::OnceLock<fn(&Task) -> String> = std::sync::OnceLock
 
 /// `show FLOW`: the Rhai that recreates the flow (secrets are not in a DAG; masked anyway).
 pub fn show_flow(session: &Session, doc: &Task) -> Result<()> {
-    let task = session.client.task(&doc.id)?.unwrap_or_else(|| doc.clone());
+    let mut task = session.client.task(&doc.id)?.unwrap_or_else(|| doc.clone());
+    name_connections(session, &mut task)?;
     let mut dag = task.extra.get("dag").cloned().unwrap_or(Value::Null);
     crate::output::mask_secrets(&mut dag);
     match CHAIN.get() {
@@ -21,6 +22,31 @@ pub fn show_flow(session: &Session, doc: &Task) -> Result<()> {
             session.out.either(&chain, &json!({"flow": task.name, "chain": chain, "dag": dag}));
         }
         None => session.out.record(&dag),
+    }
+    Ok(())
+}
+
+/// A node saved without its connection's name (a flow made in TapData's UI, say) gets it from
+/// the connection list, so the printed chain can name it.
+fn name_connections(session: &Session, task: &mut Task) -> Result<()> {
+    let Some(nodes) = task.extra.get_mut("dag").and_then(|d| d.get_mut("nodes")).and_then(Value::as_array_mut) else {
+        return Ok(());
+    };
+    let unnamed = |n: &Value| {
+        n.get("connectionId").is_some()
+            && n.pointer("/attrs/connectionName").and_then(Value::as_str).is_none_or(str::is_empty)
+    };
+    if !nodes.iter().any(unnamed) {
+        return Ok(());
+    }
+    let conns = session.client.connections()?;
+    for n in nodes.iter_mut().filter(|n| unnamed(n)) {
+        if let Some(c) = conns.iter().find(|c| c.id == s(n, "connectionId")) {
+            if !n.get("attrs").is_some_and(Value::is_object) {
+                n["attrs"] = json!({});
+            }
+            n["attrs"]["connectionName"] = json!(c.name);
+        }
     }
     Ok(())
 }

@@ -227,3 +227,35 @@ fn a_datasource_has_a_setter_for_every_key_its_connector_declares() {
     let other = env.script("other.rhai", "Flow(\"x\").nosuch(1);\n");
     assert!(other.code != 0 && other.stderr.contains("nosuch"), "{}", other.stderr);
 }
+
+/// A flow whose nodes do not carry their connection's name (as TapData's UI may save them)
+/// still prints as runnable Rhai: `show` names each connection from the connection list.
+#[test]
+fn show_flow_names_connections_a_node_does_not_name() {
+    let env = Env::new("verbs-unnamed");
+    let (src, dst) = (env.path("src.sqlite"), env.path("dst.sqlite"));
+    exec(&src, "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT);");
+    let _engine = env.start_engine();
+    env.script(
+        "f.rhai",
+        &(sqlite_src_dst(&src, &dst) + "Flow(\"f\").read_from(\"Src.t\").write_to(\"Dst.t\").save();\n"),
+    )
+    .ok();
+    let token = crate::harness::token(&env);
+    let list: Value =
+        serde_json::from_str(&crate::harness::http(&env, "GET", &format!("/api/Task?access_token={token}"), ""))
+            .expect("task list");
+    let id = list["data"]["items"][0]["id"].as_str().expect("task id").to_string();
+    let mut task: Value =
+        serde_json::from_str(&crate::harness::http(&env, "GET", &format!("/api/Task/{id}?access_token={token}"), ""))
+            .expect("task");
+    let mut task = task["data"].take();
+    for n in task["dag"]["nodes"].as_array_mut().expect("nodes") {
+        n["attrs"].as_object_mut().map(|a| a.remove("connectionName"));
+    }
+    let answer = crate::harness::http(&env, "PATCH", &format!("/api/Task?access_token={token}"), &task.to_string());
+    assert!(answer.contains("\"code\":\"ok\""), "{answer}");
+    let shown = env.tap(&["-c", "show f"]);
+    shown.ok();
+    assert!(shown.stdout.contains(".read_from(\"Src.t\").write_to(\"Dst.t\""), "{}", shown.stdout);
+}
