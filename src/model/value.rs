@@ -296,6 +296,34 @@ pub fn is_decimal(s: &str) -> bool {
     !s.is_empty() && s.parse::<f64>().is_ok_and(f64::is_finite) && !s.contains(['i', 'I', 'n', 'N'])
 }
 
+/// `%Y-%m-%d`, written directly (chrono's format strings are parsed anew on every call, which
+/// was a tenth of a snapshot's CPU); years outside 0..=9999 as chrono writes them.
+fn write_date(f: &mut fmt::Formatter<'_>, d: &NaiveDate) -> fmt::Result {
+    use chrono::Datelike;
+    if !(0..=9999).contains(&d.year()) {
+        return write!(f, "{}", d.format("%Y-%m-%d"));
+    }
+    write!(f, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+}
+
+/// `%Y-%m-%d %H:%M:%S%.f`, written directly: the fraction with 3, 6 or 9 digits as needed (none
+/// when whole), as chrono's `%.f` writes it; a leap second as chrono writes it.
+fn write_timestamp(f: &mut fmt::Formatter<'_>, t: &NaiveDateTime) -> fmt::Result {
+    use chrono::Timelike;
+    let nanos = t.nanosecond();
+    if nanos >= 1_000_000_000 || !(0..=9999).contains(&chrono::Datelike::year(t)) {
+        return write!(f, "{}", t.format("%Y-%m-%d %H:%M:%S%.f"));
+    }
+    write_date(f, &t.date())?;
+    write!(f, " {:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())?;
+    match nanos {
+        0 => Ok(()),
+        n if n % 1_000_000 == 0 => write!(f, ".{:03}", n / 1_000_000),
+        n if n % 1_000 == 0 => write!(f, ".{:06}", n / 1_000),
+        n => write!(f, ".{n:09}"),
+    }
+}
+
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -305,9 +333,12 @@ impl fmt::Display for Value {
             Value::Float(x) => write!(f, "{}", Json::from(*x)),
             Value::Decimal(s) | Value::Text(s) => f.write_str(s),
             Value::Bytes(b) => f.write_str(&hex(b)),
-            Value::Date(d) => write!(f, "{}", d.format("%Y-%m-%d")),
-            Value::Timestamp(t) => write!(f, "{}", t.format("%Y-%m-%d %H:%M:%S%.f")),
-            Value::TimestampTz(t) => write!(f, "{}", t.format("%Y-%m-%d %H:%M:%S%.f+00:00")),
+            Value::Date(d) => write_date(f, d),
+            Value::Timestamp(t) => write_timestamp(f, t),
+            Value::TimestampTz(t) => {
+                write_timestamp(f, &t.naive_utc())?;
+                f.write_str("+00:00")
+            }
             Value::Object(_) | Value::Array(_) => write!(f, "{}", self.to_json()),
         }
     }
@@ -493,6 +524,20 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn dates_and_times_are_written_as_chrono_writes_them() {
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap_or_default();
+        for d in [day(2024, 2, 29), day(1, 1, 1), day(0, 1, 1), day(9999, 12, 31), day(10000, 1, 1), day(-44, 3, 15)] {
+            assert_eq!(Value::Date(d).to_string(), d.format("%Y-%m-%d").to_string());
+            for nanos in [0, 500_000_000, 123_000_000, 123_456_000, 123_456_789, 7, 1_000_000_000, 1_500_000_000] {
+                let Some(t) = d.and_hms_nano_opt(23, 59, 59, nanos) else { continue };
+                assert_eq!(Value::Timestamp(t).to_string(), t.format("%Y-%m-%d %H:%M:%S%.f").to_string(), "{t:?}");
+                let z = t.and_utc();
+                assert_eq!(Value::TimestampTz(z).to_string(), z.format("%Y-%m-%d %H:%M:%S%.f+00:00").to_string());
+            }
+        }
+    }
 
     fn every_type() -> Record {
         let ts = NaiveDateTime::parse_from_str("2024-01-02 03:04:05.5", "%Y-%m-%d %H:%M:%S%.f").unwrap_or_default();

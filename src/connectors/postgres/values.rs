@@ -151,8 +151,25 @@ pub(super) fn payload(images: &[&Record], fields: &[&String]) -> String {
     out
 }
 
+/// `s` as a JSON string literal, appended without an intermediate value.
 fn json_string(s: &str, out: &mut String) {
-    out.push_str(&serde_json::Value::from(s).to_string());
+    out.push('"');
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(s);
+    } else {
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+    }
+    out.push('"');
 }
 
 fn json_value(v: &Value, out: &mut String) {
@@ -250,6 +267,15 @@ fn text_literal(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        for s in ["plain", "", "quote \" and \\ back", "tab\tnew\nline\r", "\u{1}\u{1f}", "é 漢 🎉", "\u{7f}"] {
+            let mut out = String::new();
+            json_string(s, &mut out);
+            assert_eq!(serde_json::from_str::<String>(&out).ok().as_deref(), Some(s), "{out}");
+        }
+    }
 
     #[test]
     fn decimals_keep_their_digits_into_postgresql() {
