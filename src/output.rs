@@ -48,8 +48,13 @@ impl Output {
 
     /// Replace the terminal's current line with `s` (no newline): a progress line.
     pub fn live(&self, s: &str) {
+        if STDOUT_GONE.load(Ordering::Relaxed) {
+            return;
+        }
         let mut out = std::io::stdout().lock();
-        let _ = write!(out, "\r\x1b[2K{s}").and_then(|_| out.flush());
+        if write!(out, "\r\x1b[2K{s}").and_then(|_| out.flush()).is_err() {
+            STDOUT_GONE.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Clear the live line.

@@ -63,17 +63,19 @@ pub enum Kind {
 /// `start job X` → (Some(Flow), [X]); `start X` → (None, [X]). A lone word is a name (a flow may
 /// be called `job`).
 pub fn typed(args: &[String]) -> (Option<Kind>, Vec<String>) {
-    let kind = match args.first().map(|a| a.to_ascii_lowercase()).as_deref() {
-        _ if args.len() < 2 => None,
-        Some("job" | "jobs" | "flow" | "flows" | "pipeline" | "task") => Some(Kind::Flow),
-        Some("datasource" | "datasources" | "connection" | "connections" | "db" | "dbs" | "conn") => {
-            Some(Kind::Connection)
-        }
-        Some("table" | "tables") => Some(Kind::Table),
-        Some("api" | "apis") => Some(Kind::Api),
-        _ => None,
-    };
+    let kind = if args.len() < 2 { None } else { args.first().and_then(|a| kind_word(a)) };
     (kind, if kind.is_some() { args[1..].to_vec() } else { args.to_vec() })
+}
+
+/// The kind a typed form's word names (`job`, `datasource`, `table`, `api`, …).
+pub fn kind_word(word: &str) -> Option<Kind> {
+    match word.to_ascii_lowercase().as_str() {
+        "job" | "jobs" | "flow" | "flows" | "pipeline" | "task" => Some(Kind::Flow),
+        "datasource" | "datasources" | "connection" | "connections" | "db" | "dbs" | "conn" => Some(Kind::Connection),
+        "table" | "tables" => Some(Kind::Table),
+        "api" | "apis" => Some(Kind::Api),
+        _ => None,
+    }
 }
 
 /// The arguments of a verb that acts on flows only, with its typed form's word removed.

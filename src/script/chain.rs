@@ -502,6 +502,13 @@ pub(super) fn text(v: &Value, k: &str) -> String {
     v.get(k).and_then(Value::as_str).unwrap_or("").to_string()
 }
 
+/// Rhai's keywords (and reserved words a name may not be): quoted as map keys, never bound as
+/// a connection's variable.
+pub const RESERVED: [&str; 27] = [
+    "let", "const", "if", "else", "switch", "do", "while", "loop", "until", "for", "in", "continue", "break", "return",
+    "throw", "try", "catch", "fn", "private", "import", "export", "as", "true", "false", "this", "global", "Fn",
+];
+
 /// A JSON value as a Rhai literal.
 pub fn lit(v: &Value) -> String {
     match v {
@@ -538,9 +545,5 @@ pub fn lit(v: &Value) -> String {
 fn key(k: &str) -> String {
     let plain = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    const RESERVED: [&str; 24] = [
-        "let", "const", "if", "else", "switch", "do", "while", "loop", "until", "for", "in", "continue", "break",
-        "return", "throw", "try", "catch", "fn", "private", "import", "export", "as", "true", "false",
-    ];
     if plain && !RESERVED.contains(&k) { k.to_string() } else { lit(&Value::String(k.into())) }
 }

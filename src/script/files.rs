@@ -12,35 +12,7 @@ pub fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !matches!(
-            name,
-            "true"
-                | "false"
-                | "this"
-                | "let"
-                | "fn"
-                | "if"
-                | "for"
-                | "while"
-                | "loop"
-                | "in"
-                | "import"
-                | "export"
-                | "as"
-                | "switch"
-                | "return"
-                | "throw"
-                | "try"
-                | "catch"
-                | "do"
-                | "until"
-                | "const"
-                | "private"
-                | "global"
-                | "continue"
-                | "break"
-                | "else"
-        )
+        && !super::chain::RESERVED.contains(&name)
 }
 
 /// A script file's text; a Python file is refused with the way to Rhai.

@@ -85,11 +85,11 @@ impl Completer for TapHelper {
 /// The kind a typed form's second word names, when the words before the cursor are exactly a
 /// verb and such a word (`desc datasource `).
 fn typed_word(before: &str) -> Option<verbs::objects::Kind> {
-    let words: Vec<String> = before.split_whitespace().map(str::to_string).collect();
-    if words.len() != 2 || verbs::find(&words[0]).is_none() {
+    let words: Vec<&str> = before.split_whitespace().collect();
+    if words.len() != 2 || verbs::find(words[0]).is_none() {
         return None;
     }
-    verbs::objects::typed(&[words[1].clone(), String::new()]).0
+    verbs::objects::kind_word(words[1])
 }
 
 impl Hinter for TapHelper {
