@@ -33,8 +33,6 @@ pub struct FlowState {
     pub sync_type: String,
     /// `Pipeline(name)`: a `migrate` task, reading and writing whole databases.
     pub migrate: bool,
-    /// `show()`: the builder chain.
-    pub commands: Vec<String>,
     pub merge: Option<String>,
     pub uses_rhai: bool,
     /// A source or a lookup reads a query: the flow is snapshot-only.
@@ -228,20 +226,19 @@ pub(super) fn table_info(session: &Session, sig: &str) -> Result<(Connection, St
 }
 
 pub fn read_from(session: &Session, flow: &Flow, sig: &str) -> Result<()> {
-    read_from_node(session, flow, sig, &serde_json::Map::new(), sig)
+    read_from_node(session, flow, sig, &serde_json::Map::new())
 }
 
-/// `read_from`, with node fields a `Source(…)` set; `shown` is what `show` prints.
+/// `read_from`, with node fields a `Source(…)` set.
 pub fn read_from_node(
     session: &Session,
     flow: &Flow,
     sig: &str,
     fields: &serde_json::Map<String, Value>,
-    shown: &str,
 ) -> Result<()> {
     start_anew(flow);
     if flow.with(|s| s.migrate) {
-        return super::pipeline::read_database(session, flow, sig, fields, shown);
+        return super::pipeline::read_database(session, flow, sig, fields);
     }
     if !sig.contains('.') && !sig.is_empty() {
         return Err(Error::usage(format!(
@@ -283,7 +280,6 @@ pub fn read_from_node(
         }
         s.sources.push((id, t.to_string()));
         s.key = key;
-        s.commands.push(format!(".read_from({shown})"));
         Ok(())
     })?;
     if !fields.get("quiet").and_then(Value::as_bool).unwrap_or(false) {
@@ -293,21 +289,20 @@ pub fn read_from_node(
 }
 
 pub fn write_to(session: &Session, flow: &Flow, sig: &str, pk: Option<Vec<String>>) -> Result<()> {
-    write_to_node(session, flow, sig, pk, &serde_json::Map::new(), sig)
+    write_to_node(session, flow, sig, pk, &serde_json::Map::new())
 }
 
-/// `write_to`, with node fields a `Sink(…)` set; `shown` is what `show` prints.
+/// `write_to`, with node fields a `Sink(…)` set.
 pub fn write_to_node(
     session: &Session,
     flow: &Flow,
     sig: &str,
     pk: Option<Vec<String>>,
     fields: &serde_json::Map<String, Value>,
-    shown: &str,
 ) -> Result<()> {
     drop_loaded_sink(flow);
     if flow.with(|s| s.migrate) {
-        return super::pipeline::write_database(session, flow, sig, fields, shown);
+        return super::pipeline::write_database(session, flow, sig, fields);
     }
     let (c, t) = split_target(sig)?;
     let conn = resolve::connection(session, c)?;
@@ -323,7 +318,6 @@ pub fn write_to_node(
         }
         let id = s.add(node);
         s.sink = Some(id);
-        s.commands.push(format!(".write_to({shown})"));
         Ok::<_, Error>(())
     })?;
     session.out.text("Flow updated: sink added");
@@ -356,11 +350,10 @@ pub fn drop_loaded_sink(flow: &Flow) {
     });
 }
 
-pub fn add_step(session: &Session, flow: &Flow, what: &str, node: Value, command: String, message: &str) -> Result<()> {
+pub fn add_step(session: &Session, flow: &Flow, what: &str, node: Value, message: &str) -> Result<()> {
     flow.with(|s| {
         s.require_source(what)?;
         s.add(node);
-        s.commands.push(command);
         Ok::<_, Error>(())
     })?;
     session.out.text(&format!("Flow updated: {message}"));

@@ -171,7 +171,6 @@ pub fn lookup(session: &Session, flow: &Flow, sig: &str, opts: &rhai::Map) -> Re
             last = id;
         }
         s.edges.push((last, merge_id));
-        s.commands.push(format!(".lookup({sig}, path={path}, type={ty})"));
         if query.is_some() {
             s.query_source = true;
             s.sync_type = "initial_sync".into();
@@ -287,7 +286,7 @@ pub fn union(session: &Session, flow: &Flow, sig: Option<&str>, opts: &rhai::Map
         }
         _ => Vec::new(),
     };
-    add_step(session, flow, "union", nodes::union(), ".union()".into(), "union added")?;
+    add_step(session, flow, "union", nodes::union(), "union added")?;
     if let Some(sig) = sig {
         let union_id = flow.with(|s| s.stage.clone()).unwrap_or_default();
         read_from(session, flow, sig)?;

@@ -192,14 +192,7 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
     // TapFlow's camelCase spelling is singular.
     step!("renameField", |s, f, m: Map| { rename_fields(s, f, m) });
     step!("filter", |s, f, expr: &str| {
-        flow::add_step(
-            s,
-            f,
-            "filter",
-            nodes::row_filter(&nodes::filter_expression(expr), true),
-            format!(".filter({expr})"),
-            "filter added",
-        )
+        flow::add_step(s, f, "filter", nodes::row_filter(&nodes::filter_expression(expr), true), "filter added")
     });
     step!("filter", |s, f, expr: &str, mode: &str| {
         let keep = match mode {
@@ -207,14 +200,7 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
             "delete" | "discard" => false,
             other => return Err(Error::usage(format!("filter mode must be \"keep\" or \"discard\", not {other:?}"))),
         };
-        flow::add_step(
-            s,
-            f,
-            "filter",
-            nodes::row_filter(&nodes::filter_expression(expr), keep),
-            format!(".filter({expr})"),
-            "filter added",
-        )
+        flow::add_step(s, f, "filter", nodes::row_filter(&nodes::filter_expression(expr), keep), "filter added")
     });
     step!("js", |s, f, src: &str| { more_steps::js(s, f, src, Map::new()) });
     step!("py", |s, f, src: &str| { python::py(s, f, src) });
@@ -235,7 +221,7 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
                 ))
             })
             .collect::<Result<_>>()?;
-        flow::add_step(s, f, "add_fields", nodes::add_fields(&parsed), ".add_fields(…)".into(), "custom function added")
+        flow::add_step(s, f, "add_fields", nodes::add_fields(&parsed), "custom function added")
     });
     step!("lookup", |s, f, sig: &str, opts: Map| { lookup::lookup(s, f, sig, &opts) });
     step!("lookup", |s, f, sig: &str| { lookup::lookup(s, f, sig, &Map::new()) });
@@ -247,15 +233,7 @@ fn register_flow(engine: &mut Engine, session: &Arc<Session>) {
         engine.register_fn("rhai", move |ctx: NativeCallContext, f: &mut Flow, func: FnPtr| -> RhaiResult<Flow> {
             let src = function_source(&sess, &ctx, &func).map_err(raise)?;
             let name = func.fn_name().to_string();
-            flow::add_step(
-                &sess,
-                f,
-                "rhai",
-                nodes::rhai(&src, &name),
-                format!(".rhai({name})"),
-                "custom function added",
-            )
-            .map_err(raise)?;
+            flow::add_step(&sess, f, "rhai", nodes::rhai(&src, &name), "custom function added").map_err(raise)?;
             f.with(|s| s.uses_rhai = true);
             Ok(f.clone())
         });
@@ -405,11 +383,7 @@ fn rename_fields(s: &Session, f: &Flow, m: Map) -> Result<()> {
             }
         }
     }
-    let cmd = format!(
-        ".rename_fields({})",
-        serde_json::to_string(&pairs.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()).unwrap_or_default()
-    );
-    flow::add_step(s, f, "rename_fields", nodes::rename(&pairs), cmd, "fields rename node added")?;
+    flow::add_step(s, f, "rename_fields", nodes::rename(&pairs), "fields rename node added")?;
     flow::rename_key(f, &pairs);
     Ok(())
 }

@@ -56,7 +56,7 @@ pub fn js(s: &Session, f: &Flow, src: &str, opts: rhai::Map) -> Result<()> {
         declare.push_str(&format!("TapModelDeclare.setPk(tapTable, '{k}');\n"));
     }
     let name = text("name").unwrap_or_else(|| "JS".into());
-    flow::add_step(s, f, "js", nodes::js(&src, &declare, &name), format!(".js({src})"), "custom function added")?;
+    flow::add_step(s, f, "js", nodes::js(&src, &declare, &name), "custom function added")?;
     if !pk.is_empty() {
         f.with(|st| st.key = pk);
     }
@@ -69,8 +69,7 @@ pub fn column(s: &Session, f: &Flow, fields: Vec<String>, keep: bool) -> Result<
     if fields.is_empty() {
         return Err(Error::usage(format!("{what}: name the fields")));
     }
-    let cmd = format!(".{what}({})", nodes::python_list(&fields));
-    flow::add_step(s, f, what, nodes::column_filter(&fields, keep), cmd, "column filter added")
+    flow::add_step(s, f, what, nodes::column_filter(&fields, keep), "column filter added")
 }
 
 pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) -> Box<EvalAltResult>) {
@@ -112,8 +111,7 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
             return Err(raise(Error::usage("rename(old, new): both names must be non-empty")));
         }
         let pairs = vec![(old.to_string(), new.to_string())];
-        flow::add_step(&s, f, "rename", nodes::rename(&pairs), format!(".rename({old:?}, {new:?})"), "rename added")
-            .map_err(raise)?;
+        flow::add_step(&s, f, "rename", nodes::rename(&pairs), "rename added").map_err(raise)?;
         flow::rename_key(f, &pairs);
         Ok(f.clone())
     });
@@ -126,8 +124,7 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
             if expr.trim().is_empty() {
                 return Err(Error::usage("rowFilter: the expression is empty"));
             }
-            let cmd = format!(".rowFilter({expr:?}, {mode:?})");
-            flow::add_step(&s, f, "rowFilter", nodes::row_filter(expr, keep), cmd, "row filter added")?;
+            flow::add_step(&s, f, "rowFilter", nodes::row_filter(expr, keep), "row filter added")?;
             Ok(f.clone())
         }
     };
@@ -145,8 +142,7 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
             if fields.is_empty() {
                 return Err(Error::usage("filter_columns: give the fields, as a list"));
             }
-            let cmd = format!(".filter_columns({}, {mode:?})", nodes::python_list(&fields));
-            flow::add_step(&s, f, "filter_columns", nodes::column_filter(&fields, keep), cmd, "column filter added")?;
+            flow::add_step(&s, f, "filter_columns", nodes::column_filter(&fields, keep), "column filter added")?;
             Ok(f.clone())
         }
     };
@@ -167,8 +163,7 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
                 return Err(raise(Error::usage(format!("{name}: the field name is empty"))));
             }
             let fields = vec![(field.to_string(), ty.to_string(), expr.to_string())];
-            let cmd = format!(".{name}({field:?}, {ty:?}, {expr:?})");
-            flow::add_step(&s, f, name, nodes::add_fields(&fields), cmd, "field added").map_err(raise)?;
+            flow::add_step(&s, f, name, nodes::add_fields(&fields), "field added").map_err(raise)?;
             Ok(f.clone())
         });
     }

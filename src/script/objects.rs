@@ -194,7 +194,7 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
         if s.sink {
             return Err(raise(Error::usage(format!("read_from takes a Source, not {}: write Source(…)", s.show()))));
         }
-        flow::read_from_node(&sess, f, &s.sig, &s.fields, &s.show()).map_err(raise)?;
+        flow::read_from_node(&sess, f, &s.sig, &s.fields).map_err(raise)?;
         Ok(f.clone())
     },);
     let sess = session.clone();
@@ -202,7 +202,7 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
         if !s.sink {
             return Err(Error::usage(format!("write_to takes a Sink, not {}: write Sink(…)", s.show())));
         }
-        flow::write_to_node(&sess, f, &s.sig, pk, &s.fields, &s.show())?;
+        flow::write_to_node(&sess, f, &s.sig, pk, &s.fields)?;
         Ok(f.clone())
     };
     let w = write.clone();

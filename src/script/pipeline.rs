@@ -52,7 +52,7 @@ fn table_names(session: &Session, conn: &Connection) -> Result<Vec<String>> {
 
 /// `read_from` on a pipeline: `sig` names a connection; `fields` may hold the table list or
 /// expression a `Source("Conn", #{ … })` set.
-pub fn read_database(session: &Session, f: &Flow, sig: &str, fields: &Map<String, Value>, shown: &str) -> Result<()> {
+pub fn read_database(session: &Session, f: &Flow, sig: &str, fields: &Map<String, Value>) -> Result<()> {
     if sig.contains('.') {
         return Err(Error::usage(format!(
             "read_from({sig:?}): a Pipeline copies whole databases: read_from(\"Conn\"), or \
@@ -107,7 +107,6 @@ pub fn read_database(session: &Session, f: &Flow, sig: &str, fields: &Map<String
         s.nodes.push(node);
         s.stage = Some(id.clone());
         s.sources.push((id, sig.to_string()));
-        s.commands.push(format!(".read_from({shown})"));
         Ok(())
     })?;
     session.out.text(&format!("Pipeline updated: source {sig} added ({count} tables now)"));
@@ -115,7 +114,7 @@ pub fn read_database(session: &Session, f: &Flow, sig: &str, fields: &Map<String
 }
 
 /// `write_to("Target")` on a pipeline.
-pub fn write_database(session: &Session, f: &Flow, sig: &str, fields: &Map<String, Value>, shown: &str) -> Result<()> {
+pub fn write_database(session: &Session, f: &Flow, sig: &str, fields: &Map<String, Value>) -> Result<()> {
     if sig.contains('.') {
         return Err(Error::usage(format!(
             "write_to({sig:?}): a Pipeline writes into a database, each table into its own: write_to(\"Conn\")"
@@ -134,7 +133,6 @@ pub fn write_database(session: &Session, f: &Flow, sig: &str, fields: &Map<Strin
         s.require_source("write_to")?;
         let id = s.add(node);
         s.sink = Some(id);
-        s.commands.push(format!(".write_to({shown})"));
         Ok::<_, Error>(())
     })?;
     session.out.text("Pipeline updated: sink added");
@@ -160,14 +158,7 @@ pub fn rename_table(session: &Session, f: &Flow, prefix: &str, suffix: &str) -> 
         .collect();
     let node = json!({"catalog": "processor", "elementType": "Node", "name": "TableRename", "prefix": prefix,
                       "suffix": suffix, "type": "table_rename_processor", "tableNames": names, "id": nodes::new_node_id()});
-    flow::add_step(
-        session,
-        f,
-        "renameTable",
-        node,
-        format!(".renameTable({prefix:?}, {suffix:?})"),
-        "table rename added",
-    )
+    flow::add_step(session, f, "renameTable", node, "table rename added")
 }
 
 /// `tables("Conn")` and `fields("Conn.table")`, for scripts that build a flow per table from

@@ -53,21 +53,20 @@ pub fn process_form(src: &str) -> Result<String> {
 /// `.py(x)` on a flow.
 pub fn py(session: &Session, flow: &Flow, x: &str) -> Result<()> {
     let path = std::path::Path::new(x.trim());
-    let (src, shown) = if x.trim().ends_with(".py") && !x.contains('\n') {
-        let src = std::fs::read_to_string(path).map_err(|e| {
+    let src = if x.trim().ends_with(".py") && !x.contains('\n') {
+        std::fs::read_to_string(path).map_err(|e| {
             Error::not_found(format!(
                 "py: cannot read {} ({e}); a name ending in .py is read as a file, relative to {}",
                 path.display(),
                 std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()
             ))
-        })?;
-        (src, format!(".py({:?})", x.trim()))
+        })?
     } else {
-        (x.to_string(), format!(".py({x:?})"))
+        x.to_string()
     };
     let mut node = nodes::python("");
     node["script"] = serde_json::Value::String(process_form(&src)?);
-    flow::add_step(session, flow, "py", node, shown, "custom function added")
+    flow::add_step(session, flow, "py", node, "custom function added")
 }
 
 #[cfg(test)]

@@ -148,19 +148,11 @@ fn source_fields(opts: Map) -> Result<(serde_json::Map<String, Value>, bool)> {
     Ok((fields, has_query))
 }
 
-fn read_with(
-    session: &Session,
-    f: &Flow,
-    sig: &str,
-    base: &serde_json::Map<String, Value>,
-    shown: &str,
-    opts: Map,
-) -> Result<Flow> {
+fn read_with(session: &Session, f: &Flow, sig: &str, base: &serde_json::Map<String, Value>, opts: Map) -> Result<Flow> {
     let (mut fields, query) = source_fields(opts.clone())?;
     let mut all = base.clone();
     all.append(&mut fields);
-    let shown = format!("{shown}, {}", Dynamic::from_map(opts));
-    flow::read_from_node(session, f, sig, &all, &shown)?;
+    flow::read_from_node(session, f, sig, &all)?;
     if query {
         f.with(|s| {
             s.query_source = true;
@@ -257,7 +249,6 @@ fn cdc_from(f: &mut Flow, what: &str, t: Dynamic, tz: &str) -> Result<Flow> {
         s.sync_type = "cdc".into();
         s.settings.insert("syncPoints".into(), Value::Array(points));
         s.settings.insert("timeZone".into(), json!(tz));
-        s.commands.push(format!(".{what}({t:?}, {tz:?})"));
         Ok(())
     })?;
     Ok(f.clone())
@@ -266,14 +257,14 @@ fn cdc_from(f: &mut Flow, what: &str, t: Dynamic, tz: &str) -> Result<Flow> {
 pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) -> Box<EvalAltResult>) {
     let s = session.clone();
     crate::register_both!(engine, "read_from", move |f: &mut Flow, sig: &str, opts: Map| {
-        read_with(&s, f, sig, &serde_json::Map::new(), sig, opts).map_err(raise)
+        read_with(&s, f, sig, &serde_json::Map::new(), opts).map_err(raise)
     });
     let s = session.clone();
     crate::register_both!(engine, "read_from", move |f: &mut Flow, spec: TableSpec, opts: Map| {
         if spec.sink {
             return Err(raise(Error::usage(format!("read_from takes a Source, not {}: write Source(…)", spec.show()))));
         }
-        read_with(&s, f, &spec.sig, &spec.fields, &spec.show(), opts).map_err(raise)
+        read_with(&s, f, &spec.sig, &spec.fields, opts).map_err(raise)
     });
     // `config(#{ … })`: TapData's task settings, laid over the defaults; a key that is not one
     // is refused here, a value the engine does not do at save (api::rules::TASK_SETTINGS).
@@ -326,7 +317,6 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
                 .map_err(|_| raise(Error::usage(format!("skip_error_event_by_limit: {n} is not a count"))))?;
             f.with(|s| {
                 s.skip_limit = Some(n);
-                s.commands.push(format!(".skip_error_event_by_limit({n})"));
             });
             Ok(f.clone())
         },

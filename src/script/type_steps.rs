@@ -29,8 +29,7 @@ fn adjust_time(s: &Session, f: &Flow, hours: i64, types: Vec<String>, name: &str
     if hours.unsigned_abs() > 1_000_000 {
         return Err(Error::usage(format!("adjust_time: {hours} hours is more than a million")));
     }
-    let cmd = format!(".adjust_time({hours}, {}, {name:?})", nodes::python_list(&types));
-    flow::add_step(s, f, "adjust_time", nodes::adjust_time(hours, &types, name), cmd, "time adjust added")?;
+    flow::add_step(s, f, "adjust_time", nodes::adjust_time(hours, &types, name), "time adjust added")?;
     Ok(f.clone())
 }
 
@@ -84,7 +83,7 @@ fn type_adjust_node(
     table: &str,
     pairs: Vec<(String, String)>,
     name: &str,
-) -> Result<(Value, String)> {
+) -> Result<Value> {
     let meta = s.client.table(conn_id, table)?.unwrap_or_default();
     let mut converts = Vec::with_capacity(pairs.len());
     for (field, to) in pairs {
@@ -97,9 +96,7 @@ fn type_adjust_node(
         };
         converts.push(nodes::Convert { field, to, original: m.data_type.clone(), primary_key: m.primary_key });
     }
-    let shown: Vec<String> = converts.iter().map(|c| format!("[{:?}, {:?}]", c.field, c.to)).collect();
-    let cmd = format!(".type_adjust([{}], {table:?}, {name:?})", shown.join(", "));
-    Ok((nodes::type_adjust(conn_id, table, &converts, name), cmd))
+    Ok(nodes::type_adjust(conn_id, table, &converts, name))
 }
 
 fn type_adjust(s: &Session, f: &Flow, converts: Dynamic, table: Option<&str>, name: &str) -> Result<Flow> {
@@ -119,8 +116,8 @@ fn type_adjust(s: &Session, f: &Flow, converts: Dynamic, table: Option<&str>, na
         };
         Ok((st.source_connection(node_id), t.clone()))
     })?;
-    let (node, cmd) = type_adjust_node(s, &conn_id, &table, pairs, name)?;
-    flow::add_step(s, f, "type_adjust", node, cmd, "type adjust added")?;
+    let node = type_adjust_node(s, &conn_id, &table, pairs, name)?;
+    flow::add_step(s, f, "type_adjust", node, "type adjust added")?;
     Ok(f.clone())
 }
 
@@ -129,7 +126,7 @@ fn type_adjust(s: &Session, f: &Flow, converts: Dynamic, table: Option<&str>, na
 pub fn lookup_pre(s: &Session, conn: &Connection, table: &str, opts: &rhai::Map) -> Result<Vec<Value>> {
     let mut pre = Vec::new();
     if let Some(c) = opts.get("type_adjust") {
-        pre.push(type_adjust_node(s, &conn.id, table, conversions(c.clone())?, "Type Adjust")?.0);
+        pre.push(type_adjust_node(s, &conn.id, table, conversions(c.clone())?, "Type Adjust")?);
     }
     if let Some(a) = opts.get("adjust_time") {
         let (hours, types) = if a.is_map() {
@@ -176,7 +173,7 @@ fn unwind(s: &Session, f: &Flow, embedded: bool, path: &str, opts: rhai::Map) ->
         Some(v) => v.as_bool().map_err(|t| Error::usage(format!("{what}: keep_null is true or false, not a {t}")))?,
     };
     let node = nodes::unwind(path, &index, &array_elem, &text("joiner", "_"), keep_null, embedded);
-    flow::add_step(s, f, what, node, format!(".{what}({path:?}, {index:?})"), "unwind added")?;
+    flow::add_step(s, f, what, node, "unwind added")?;
     f.with(|st| {
         if !st.key.contains(&index) {
             st.key.push(index);
@@ -210,8 +207,7 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
                 if field.is_empty() {
                     return Err(raise(Error::usage(format!("{name}: the field name is empty"))));
                 }
-                let cmd = format!(".{name}({field:?})");
-                flow::add_step(&s, f, name, nodes::add_date_field(field), cmd, "time field added").map_err(raise)?;
+                flow::add_step(&s, f, name, nodes::add_date_field(field), "time field added").map_err(raise)?;
                 Ok(f.clone())
             }
         };
@@ -261,8 +257,7 @@ pub fn register(engine: &mut Engine, session: &Arc<Session>, raise: fn(Error) ->
         if types.iter().all(|t| t.trim().is_empty()) {
             return Err(raise(Error::usage("exclude_type: name the types whose fields go")));
         }
-        let cmd = format!(".exclude_type({})", nodes::python_list(&types));
-        flow::add_step(&s, f, "exclude_type", nodes::exclude_type(&types), cmd, "type filter added").map_err(raise)?;
+        flow::add_step(&s, f, "exclude_type", nodes::exclude_type(&types), "type filter added").map_err(raise)?;
         Ok(f.clone())
     });
 
