@@ -23,6 +23,7 @@ pub fn render(name: &str, dag: &Value, sync_type: &str, kind: &str) -> String {
     let edges = crate::commands::objects::dag_edges(dag);
     let by_id = |id: &str| nodes.iter().find(|n| text(n, "id") == id);
     let mut prelude = String::new();
+    let mut sink = String::new();
     let mut skipped = Vec::new();
     let migrate = sync_type == "migrate";
     let mut out = format!("{}({})", if migrate { "Pipeline" } else { "Flow" }, lit(&Value::String(name.into())));
@@ -33,19 +34,13 @@ pub fn render(name: &str, dag: &Value, sync_type: &str, kind: &str) -> String {
         .filter(|n| text(n, "type") == "merge_table_processor")
         .flat_map(|m| child_ids(m.pointer("/mergeProperties/0").unwrap_or(&Value::Null)))
         .collect();
-    let mut side: Vec<String> = side_nodes(&merge_children, &nodes, &edges);
-    for u in nodes.iter().filter(|n| text(n, "type") == "union_processor") {
-        if let Some(added) = union_source(u, &nodes, &edges) {
-            let mut at = text(&added, "id");
-            while at != text(u, "id") && !side.contains(&at) {
-                side.push(at.clone());
-                match edges.iter().find(|(s, _)| *s == at) {
-                    Some((_, t)) => at = t.clone(),
-                    None => break,
-                }
-            }
-        }
-    }
+    let union_added: Vec<String> = nodes
+        .iter()
+        .filter(|n| text(n, "type") == "union_processor")
+        .filter_map(|u| union_source(u, &nodes, &edges).map(|s| text(&s, "id")))
+        .collect();
+    let mut side = side_nodes(&merge_children, "merge_table_processor", &nodes, &edges);
+    side.extend(side_nodes(&union_added, "union_processor", &nodes, &edges));
     let Some(first) =
         nodes.iter().find(|n| !edges.iter().any(|(_, t)| *t == text(n, "id")) && !side.contains(&text(n, "id")))
     else {
@@ -61,61 +56,44 @@ pub fn render(name: &str, dag: &Value, sync_type: &str, kind: &str) -> String {
         seen.push(id.clone());
         let is_sink = !edges.iter().any(|(s, _)| *s == id);
         match step(&n, is_sink, &nodes, &edges, &mut prelude) {
+            Some(s) if is_sink => sink = s,
             Some(s) => out.push_str(&s),
             None => skipped.push(format!("{} ({})", text(&n, "name"), text(&n, "type"))),
         }
         cur = edges.iter().find(|(s, t)| *s == id && !side.contains(t)).and_then(|(_, t)| by_id(t).cloned());
     }
-    let defaults = nodes::sync_settings(if kind.is_empty() { "initial_sync+cdc" } else { kind });
+    let kind = if kind.is_empty() { "initial_sync+cdc" } else { kind };
     let mut settings = Map::new();
-    if !kind.is_empty() && kind != "initial_sync+cdc" {
+    if kind != "initial_sync+cdc" {
         settings.insert("type".into(), Value::String(kind.into()));
     }
-    for (k, v) in dag.as_object().into_iter().flatten() {
-        if ["nodes", "edges", "skipErrorEvent", "type", "syncType"].contains(&k.as_str()) {
-            continue;
-        }
-        if defaults.get(k).is_some_and(|d| d != v) {
-            settings.insert(k.clone(), v.clone());
-        }
-    }
-    let mut tail = String::new();
+    settings.extend(nodes::changed_settings(dag, kind));
+    // Task settings go before the sink, so the chain stays one expression ending in write_to.
     if !settings.is_empty() {
-        tail.push_str(&format!(".config({})", lit(&Value::Object(settings))));
+        out.push_str(&format!(".config({})", lit(&Value::Object(settings))));
     }
-    if let Some(n) = dag.pointer("/skipErrorEvent/limit").and_then(Value::as_u64)
-        && dag.pointer("/skipErrorEvent/errorMode").and_then(Value::as_str) == Some("SkipData")
-    {
-        tail.push_str(&format!(".skip_error_event_by_limit({n})"));
+    if let Some(n) = nodes::skip_limit(dag) {
+        out.push_str(&format!(".skip_error_event_by_limit({n})"));
     }
-    // Task settings go before the sink so the chain stays one expression ending in write_to.
-    if let Some(i) = out.rfind(".write_to(") {
-        out.insert_str(i, &tail);
-    } else {
-        out.push_str(&tail);
-    }
-    let mut text = String::new();
-    if !prelude.is_empty() {
-        text.push_str(&prelude);
-    }
+    let mut text = prelude;
     text.push_str(&out);
+    text.push_str(&sink);
     for s in skipped {
         text.push_str(&format!("\n// node {s} has no builder here: it is not recreated"));
     }
     text
 }
 
-/// The nodes that only feed a lookup: each looked-up table and its pre-processors, up to the
-/// merge.
-fn side_nodes(children: &[String], nodes: &[Value], edges: &[(String, String)]) -> Vec<String> {
+/// The nodes that only feed a lookup or a union: each added table and its pre-processors, up
+/// to the node of type `until` (the merge, the union).
+fn side_nodes(children: &[String], until: &str, nodes: &[Value], edges: &[(String, String)]) -> Vec<String> {
     let mut side = Vec::new();
     for child in children {
         let mut at = child.clone();
         while !side.contains(&at) {
             side.push(at.clone());
             let Some((_, next)) = edges.iter().find(|(s, _)| *s == at) else { break };
-            let is_merge = nodes.iter().any(|n| text(n, "id") == *next && text(n, "type") == "merge_table_processor");
-            if is_merge {
+            if nodes.iter().any(|n| text(n, "id") == *next && text(n, "type") == until) {
                 break;
             }
             at = next.clone();

@@ -159,20 +159,8 @@ impl FlowState {
             .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
             .unwrap_or_default();
         let sync_type = if task.kind.is_empty() { "initial_sync+cdc".to_string() } else { task.kind.clone() };
-        let defaults = nodes::sync_settings(&sync_type);
-        let settings = dag
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(k, v)| {
-                !["nodes", "edges", "skipErrorEvent"].contains(&k.as_str()) && defaults.get(k.as_str()) != Some(v)
-            })
-            .filter(|(k, _)| defaults.get(k.as_str()).is_some())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let skip_limit = (dag.pointer("/skipErrorEvent/errorMode").and_then(Value::as_str) == Some("SkipData"))
-            .then(|| dag.pointer("/skipErrorEvent/limit").and_then(Value::as_u64))
-            .flatten();
+        let settings = nodes::changed_settings(&dag, &sync_type);
+        let skip_limit = nodes::skip_limit(&dag);
         FlowState {
             name: task.name.clone(),
             id: Some(task.id.clone()),

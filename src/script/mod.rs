@@ -120,6 +120,7 @@ fn strings(a: rhai::Array) -> Vec<String> {
 
 /// Build the Rhai engine for a session.
 pub fn engine(session: Arc<Session>) -> Engine {
+    // Set by the first engine of the process; later ones find it set (the same function).
     let _ = crate::commands::objects::CHAIN.set(chain::render_task);
     let mut engine = Engine::new();
     engine.set_max_expr_depths(256, 128);

@@ -242,6 +242,26 @@ pub fn sync_settings(sync_type: &str) -> Value {
         "_deleted": false})
 }
 
+/// The task settings a saved DAG carries beyond the defaults of its task type `kind` (what
+/// `config(#{ … })` set; the type itself and `skipErrorEvent` aside).
+pub fn changed_settings(dag: &Value, kind: &str) -> serde_json::Map<String, Value> {
+    let defaults = sync_settings(kind);
+    dag.as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !["nodes", "edges", "skipErrorEvent", "type", "syncType"].contains(&k.as_str()))
+        .filter(|(k, v)| defaults.get(k.as_str()).is_some_and(|d| d != *v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// `skip_error_event_by_limit(n)`'s n, read back from a saved DAG.
+pub fn skip_limit(dag: &Value) -> Option<u64> {
+    (dag.pointer("/skipErrorEvent/errorMode").and_then(Value::as_str) == Some("SkipData"))
+        .then(|| dag.pointer("/skipErrorEvent/limit").and_then(Value::as_u64))
+        .flatten()
+}
+
 /// `skipErrorEvent`: off, or `skip_error_event_by_limit(n)` (§8.7).
 pub fn skip_error_event(limit: Option<u64>) -> Value {
     match limit {
