@@ -358,3 +358,47 @@ fn an_unchanged_large_value_survives_an_update() {
     env.tap(&["-c", "delete toast -y"]).ok();
     pg.psql(&format!("DROP SCHEMA {schema} CASCADE"));
 }
+
+/// The snapshot reads each column in PostgreSQL's binary format by its type; the types it does
+/// not decode itself come through `to_jsonb`: every one arrives as the value it holds, the
+/// infinities and NaN as their text, nulls as nulls.
+#[test]
+fn a_snapshot_reads_every_postgresql_type() {
+    let p = pg();
+    let schema = format!("odd_{}", std::process::id());
+    p.psql(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; SET search_path TO {schema};
+         CREATE TYPE mood AS ENUM ('ok', 'sad'); CREATE TYPE pair AS (a int, b text);
+         CREATE TABLE odd (id int PRIMARY KEY, s smallint, r real, u uuid, arr int[], tarr text[],
+             iv interval, d date, ts timestamp, tz timestamptz, n numeric, c char(4), m mood, p pair,
+             j json, o oid, v varchar(10), tm time, bo boolean, f float8);
+         INSERT INTO odd VALUES (1, -2, 1.1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{{1,2,NULL}}', '{{x,\"y z\"}}',
+             '1 day 02:00:00', 'infinity', '-infinity', 'infinity', 'NaN', 'ab', 'sad', ROW(1, 'q'),
+             '{{\"k\": [1, 2.5]}}', 42, 'vv', '03:04:05', false, 'NaN');
+         INSERT INTO odd (id) VALUES (2);"
+    ));
+    let config = serde_json::json!({"host": p.host, "port": p.port, "database": p.database, "schema": schema,
+                                    "user": p.user, "password": p.password});
+    let mut conn = tap::connectors::open("PostgreSQL", &config).expect("open");
+    let mut rows = Vec::new();
+    conn.snapshot(&tap::connectors::SnapshotRequest::table("odd", 10), &mut |batch| {
+        rows.extend(batch);
+        Ok(std::ops::ControlFlow::Continue(()))
+    })
+    .expect("snapshot");
+    rows.sort_by_key(|r| r["id"].text());
+    let want = |v: serde_json::Value| tap::model::Record::from_json_value(v).expect("an object");
+    assert_eq!(
+        rows,
+        vec![
+            want(serde_json::json!({"id": 1, "s": -2, "r": 1.1, "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+                "arr": [1, 2, null], "tarr": ["x", "y z"], "iv": "1 day 02:00:00", "d": "infinity",
+                "ts": "-infinity", "tz": "infinity", "n": "NaN", "c": "ab  ", "m": "sad", "p": {"a": 1, "b": "q"},
+                "j": {"k": [1, 2.5]}, "o": 42, "v": "vv", "tm": "03:04:05", "bo": false, "f": null})),
+            want(serde_json::json!({"id": 2, "s": null, "r": null, "u": null, "arr": null, "tarr": null, "iv": null,
+                "d": null, "ts": null, "tz": null, "n": null, "c": null, "m": null, "p": null, "j": null, "o": null,
+                "v": null, "tm": null, "bo": null, "f": null})),
+        ]
+    );
+    p.psql(&format!("DROP SCHEMA {schema} CASCADE"));
+}

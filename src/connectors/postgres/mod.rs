@@ -1,7 +1,7 @@
 //! PostgreSQL connector (tokio-postgres for SQL, pgwire-replication for logical replication).
 //!
 //! Source: the snapshot reads each table inside one `REPEATABLE READ` transaction through a
-//! cursor, `FETCH`ing batches; CDC streams `pgoutput` from a replication slot and a publication
+//! cursor, `FETCH`ing batches of binary rows decoded by column type (`binary`); CDC streams `pgoutput` from a replication slot and a publication
 //! the connector creates per flow (`tap_<flow id>`) and drops on `cdc_release` (reset, delete).
 //! A position is an LSN: the end of the last whole transaction handed out, and the slot is
 //! advanced (`cdc_ack`) only to such an LSN, after the runner saved the position. A transaction
@@ -12,14 +12,17 @@
 //!
 //! Target: tables created from the flow's output schema, with a primary key on the flow's key;
 //! a batch is applied in one transaction as runs of set-based statements: upserts through
-//! `jsonb_populate_recordset … ON CONFLICT DO UPDATE`, deletes through `… WHERE (key) IN (…)`.
+//! `jsonb_populate_recordset … ON CONFLICT DO UPDATE`, deletes through `… WHERE (key) IN (…)`,
+//! long runs through `COPY`, falling back to upserts when a row is there already (`write`).
 //!
 //! Replica identity is left as the user set it: with the default, deletes carry the key only,
 //! which is all a keyed target needs.
 
+mod binary;
 mod pgoutput;
 mod values;
 mod wal;
+mod write;
 
 use crate::connectors::sql::{self, Run, SqlTarget};
 use crate::connectors::{Connector, Emit, Position, Settings, SnapshotRequest, Target, UniqueKey};
@@ -45,6 +48,8 @@ pub struct Postgres {
     repl: Option<Replication>,
     /// When the flow's slot and publication were last checked (every few seconds of CDC).
     checked: Option<Instant>,
+    /// Tables a COPY found rows in already: written with upserts only (see `write`).
+    upsert_only: std::collections::HashSet<String>,
 }
 
 pub fn quote(ident: &str) -> String {
@@ -134,6 +139,7 @@ impl Postgres {
             schemas: HashMap::new(),
             repl: None,
             checked: None,
+            upsert_only: Default::default(),
         })
     }
 
@@ -307,60 +313,48 @@ impl Connector for Postgres {
     }
     fn snapshot(&mut self, read: &SnapshotRequest, emit: &mut Emit<'_>) -> Result<()> {
         let (table, batch) = (read.table.as_str(), read.batch);
-        let mut schema = self.schema(table)?;
+        let schema = self.schema(table)?;
         self.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
         let declared = (|| {
-            let from = match &read.query {
+            let base = match &read.query {
                 Some(query) => {
                     // A query names the connection's schema's tables unqualified, as in psql with
-                    // it first on the search path; its numeric columns are read as text (exact),
-                    // and typed as decimals when the table has no field of that name.
+                    // it first on the search path.
                     self.batch(&format!("SET LOCAL search_path TO {}, public", quote(&self.schema)))?;
-                    let st =
-                        self.rt.run(self.client.prepare(&format!("SELECT * FROM ({query}) tap_q")))?.map_err(pg_err)?;
-                    let mut list = Vec::new();
-                    for c in st.columns() {
-                        if *c.type_() == tokio_postgres::types::Type::NUMERIC {
-                            list.push(format!("{0}::text AS {0}", quote(c.name())));
-                            if schema.field(c.name()).is_none() {
-                                schema.fields.push(Field {
-                                    name: c.name().to_string(),
-                                    ty: FieldType::Decimal,
-                                    data_type: "numeric".into(),
-                                    primary_key: false,
-                                    nullable: true,
-                                });
-                            }
-                        } else {
-                            list.push(quote(c.name()));
-                        }
-                    }
-                    format!(
-                        "SELECT {} FROM ({query}) tap_q",
-                        if list.is_empty() { "*".into() } else { list.join(", ") }
-                    )
+                    format!("SELECT * FROM ({query}) tap_q")
                 }
-                None => format!("SELECT {} FROM {}", select_list(&schema), self.qualified(table)),
+                None => format!("SELECT * FROM {}", self.qualified(table)),
             };
-            self.batch(&format!(
-                "DECLARE tap_snapshot NO SCROLL CURSOR FOR SELECT row_to_json(tap_row)::text FROM ({from}{}) tap_row",
-                pushed_filter(&read.filter)
-            ))
+            let from = format!("({base}{}) tap_row", pushed_filter(&read.filter));
+            // Each column read by its type (binary::column); its name as the row has it.
+            let st = self.rt.run(self.client.prepare(&format!("SELECT * FROM {from}")))?.map_err(pg_err)?;
+            let (mut list, mut names, mut cols) = (Vec::new(), Vec::new(), Vec::new());
+            for c in st.columns() {
+                let (expr, col) = binary::column(c.name(), c.type_(), schema.field(c.name()).map(|f| f.ty));
+                list.push(expr);
+                names.push(c.name().to_string());
+                cols.push(col);
+            }
+            let list = if list.is_empty() { "*".to_string() } else { list.join(", ") };
+            self.batch(&format!("DECLARE tap_snapshot NO SCROLL CURSOR FOR SELECT {list} FROM {from}"))?;
+            let fetch =
+                self.rt.run(self.client.prepare(&format!("FETCH {batch} FROM tap_snapshot")))?.map_err(pg_err)?;
+            Ok::<_, Error>((fetch, names, cols))
         })();
-        if let Err(e) = declared {
-            let _ = self.batch("ROLLBACK");
-            return Err(e);
-        }
+        let (fetch, names, cols) = match declared {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = self.batch("ROLLBACK");
+                return Err(e);
+            }
+        };
         let result = (|| {
             loop {
-                let rows = self.query(&format!("FETCH {batch} FROM tap_snapshot"), &[])?;
+                let rows = self.rt.run(self.client.query(&fetch, &[]))?.map_err(pg_err)?;
                 if rows.is_empty() {
                     return Ok(());
                 }
-                let mut out = Vec::with_capacity(rows.len());
-                for r in &rows {
-                    out.push(decode_row(r.get::<_, &str>(0), &schema)?);
-                }
+                let out = rows.iter().map(|r| binary::decode(r, &names, &cols)).collect::<Result<Vec<_>>>()?;
                 if emit(out)?.is_break() {
                     return Ok(());
                 }
@@ -395,69 +389,12 @@ impl Connector for Postgres {
     }
 
     fn prepare_target(&mut self, target: &Target, schema: &Schema) -> Result<()> {
+        self.upsert_only.remove(&target.table);
         sql::prepare(self, target, schema)
     }
 
     fn write(&mut self, target: &Target, changes: &[Change]) -> Result<()> {
-        let (table, key) = (target.table.as_str(), &target.key[..]);
-        if key.is_empty() && !target.append {
-            return Err(Error::schema(format!("target table {table} has no key to write by")));
-        }
-        let cols = sql::columns(self, table, changes)?;
-        let q = self.qualified(table);
-        let key_list = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
-        // Each run is one statement over a JSON array of its images, writing the columns they
-        // carry (one shape per run).
-        let mut statements: Vec<(String, String)> = Vec::new();
-        for run in sql::runs(changes, target) {
-            let run_cols = run.columns(&cols);
-            match run {
-                Run::Append(images) => {
-                    let col_list = run_cols.iter().map(|(c, _)| quote(c)).collect::<Vec<_>>().join(", ");
-                    statements.push((
-                        format!(
-                            "INSERT INTO {q} ({col_list}) SELECT {col_list} FROM jsonb_populate_recordset(NULL::{q}, $1::text::jsonb)"
-                        ),
-                        payload(&images, &run_cols.iter().map(|(c, _)| c).collect::<Vec<_>>()),
-                    ))
-                }
-                Run::Upsert(images) => {
-                    let col_list = run_cols.iter().map(|(c, _)| quote(c)).collect::<Vec<_>>().join(", ");
-                    let updates: Vec<String> = run_cols
-                        .iter()
-                        .filter(|(c, _)| !key.contains(c))
-                        .map(|(c, _)| format!("{0} = EXCLUDED.{0}", quote(c)))
-                        .collect();
-                    let conflict = if updates.is_empty() {
-                        "DO NOTHING".into()
-                    } else {
-                        format!("DO UPDATE SET {}", updates.join(", "))
-                    };
-                    statements.push((
-                        format!(
-                            "INSERT INTO {q} ({col_list}) SELECT {col_list} FROM jsonb_populate_recordset(NULL::{q}, $1::text::jsonb) ON CONFLICT ({key_list}) {conflict}"
-                        ),
-                        payload(&images, &run_cols.iter().map(|(c, _)| c).collect::<Vec<_>>()),
-                    ))
-                }
-                Run::Delete(images) => statements.push((
-                    format!(
-                        "DELETE FROM {q} WHERE ({key_list}) IN (SELECT {key_list} FROM jsonb_populate_recordset(NULL::{q}, $1::text::jsonb))"
-                    ),
-                    payload(&images, &key.iter().collect::<Vec<_>>()),
-                )),
-            }
-        }
-        let client = &mut self.client;
-        self.rt
-            .run(async {
-                let tx = client.transaction().await?;
-                for (sql, payload) in &statements {
-                    tx.execute(sql.as_str(), &[payload]).await?;
-                }
-                tx.commit().await
-            })?
-            .map_err(pg_err)
+        self.write_batch(target, changes)
     }
 }
 

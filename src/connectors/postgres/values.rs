@@ -172,7 +172,7 @@ fn json_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
-fn json_value(v: &Value, out: &mut String) {
+pub(super) fn json_value(v: &Value, out: &mut String) {
     match v {
         Value::Decimal(d) if json_number(d) => out.push_str(d),
         Value::Bytes(b) => json_string(&format!("\\x{}", crate::model::hex(b)), out),

@@ -338,7 +338,7 @@ fn copy_table(
         m.snapshot_table = table.to_string();
         m.snapshot_estimate = m.snapshot_estimate.max(m.snapshot_rows) + estimate;
     }
-    conn.snapshot(&SnapshotRequest::table(table, plan.read_batch), &mut |rows| {
+    super::run::read_ahead(conn, &SnapshotRequest::table(table, plan.read_batch), &mut |rows| {
         if ctx.stopped() {
             return Ok(ControlFlow::Break(()));
         }

@@ -44,6 +44,8 @@ use std::time::{Duration, Instant};
 
 const SNAPSHOT_BATCH: usize = 5000;
 const CDC_BATCH: usize = 5000;
+/// Snapshot batches read ahead of the one being written (see `run::read_ahead`).
+const READ_AHEAD: usize = 2;
 
 struct Running {
     stop: Arc<AtomicBool>,

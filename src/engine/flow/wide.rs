@@ -185,7 +185,7 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
             let conn = source_mut(&mut sources, &conn_id)?;
             let t: Arc<str> = Arc::from(table.as_str());
             let chain = &mut plan.sources[si].chain;
-            conn.snapshot(&request, &mut |rows| {
+            read_ahead(conn.as_mut(), &request, &mut |rows| {
                 if ctx.stopped() {
                     return Ok(ControlFlow::Break(()));
                 }
