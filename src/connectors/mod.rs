@@ -286,6 +286,10 @@ pub const CONNECTORS: &[ConnectorInfo] = &[
 /// the generic keys the official client sends, at values the engine honours), of their types,
 /// with the required ones: anything else, which would otherwise be ignored or fail later, is
 /// refused naming the key and the keys there are.
+/// Images in one run from which a sink may write them through its bulk path (PostgreSQL's
+/// COPY, MongoDB's inserts) as new rows, falling back to upserts when one is there already.
+pub const BULK_FROM: usize = 100;
+
 /// Rows from which a database's own estimate is used for progress instead of a count.
 pub const BIG_TABLE: i64 = 1_000_000;
 

@@ -5,7 +5,8 @@
 //! unique index on the key fields that the connector creates) and deleted by it. A batch keeps
 //! the last operation per key (each one replaces or deletes a whole document, so the last one
 //! decides) and goes out as one unordered bulk write (`bulkWrite`, MongoDB 8+; older servers get
-//! the same operations one by one).
+//! the classic `update`/`delete` commands of many statements each, `commands`); a long run of
+//! new documents goes in as inserts, falling back to upserts on a duplicate key (`write`).
 //! Dates and timestamps become BSON dates, nested ones included.
 //!
 //! Source: snapshot of a collection (its documents as records), then CDC from a change stream
@@ -14,11 +15,13 @@
 //! resumes where it stopped as long as the oplog still holds that point. Change streams need a
 //! replica set or a sharded cluster; a standalone server is named as the reason CDC cannot run.
 
+mod commands;
 mod pre_images;
 
 use crate::connectors::{Connector, Emit, ExistingData, Position, Settings, SnapshotRequest, Target};
 use crate::error::{Error, Result};
 use crate::model::{Change, Event, Field, FieldType, Record, Schema, Value};
+use commands::Statement;
 use futures_util::TryStreamExt;
 use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::change_stream::ChangeStream;
@@ -44,6 +47,8 @@ pub struct Mongo {
     pre_images: bool,
     /// The collections CDC was last prepared for.
     streamed: Vec<String>,
+    /// Collections an insert found documents in already: upserted only (see `write`).
+    upsert_only: std::collections::HashSet<String>,
 }
 
 /// A change-stream position as a checkpoint keeps it, `{"token": …}` (the resume token as
@@ -257,6 +262,7 @@ impl Mongo {
             written: std::collections::HashSet::new(),
             pre_images: false,
             streamed: Vec::new(),
+            upsert_only: std::collections::HashSet::new(),
         })
     }
 
@@ -546,6 +552,7 @@ impl Connector for Mongo {
     fn prepare_target(&mut self, target: &Target, _schema: &Schema) -> Result<()> {
         let (table, key, existing) = (target.table.as_str(), &target.key[..], target.existing);
         let coll = self.coll(table);
+        self.upsert_only.remove(table);
         match existing {
             ExistingData::Drop => self.rt.run(coll.drop().into_future())?.map_err(mg_err)?,
             ExistingData::Remove => {
@@ -624,61 +631,29 @@ impl Connector for Mongo {
             }
         }
         let models: Vec<WriteModel> = slots.into_iter().flatten().collect();
-        self.run_models(table, models, false)
-    }
-}
-
-impl Mongo {
-    /// Run a batch's operations on `table`, in order when `ordered`.
-    fn run_models(&mut self, table: &str, models: Vec<WriteModel>, ordered: bool) -> Result<()> {
-        if models.is_empty() {
-            return Ok(());
-        }
-        // Upserts recreate a dropped collection without a word, holding only the changes from
-        // then on: a collection written before must still be there.
-        if self.written.contains(table) {
-            let names = self
-                .rt
-                .run(
-                    self.client
-                        .database(&self.database)
-                        .list_collection_names()
-                        .filter(doc! {"name": table})
-                        .into_future(),
-                )?
-                .map_err(mg_err)?;
-            if names.is_empty() {
-                return Err(Error::not_found(format!(
-                    "MongoDB collection {}.{table} was dropped while the flow wrote to it; its upserts would \
-                     recreate it holding only the changes from now on, so the flow stops: reset it to copy again",
-                    self.database
-                )));
+        // A long run of documents (a snapshot's batch) goes in as inserts; one there already
+        // (a duplicate key) sends the batch again as upserts, which end as if it had been
+        // upserted from the start, and the collection is upserted only from then on.
+        if models.len() >= crate::connectors::BULK_FROM
+            && !self.upsert_only.contains(table)
+            && models.iter().all(|m| matches!(m, WriteModel::ReplaceOne(_)))
+        {
+            self.check_present(table)?;
+            let inserts: Vec<Statement> = models
+                .iter()
+                .filter_map(|m| match m {
+                    WriteModel::ReplaceOne(r) => Some(Statement::Insert(&r.replacement)),
+                    _ => None,
+                })
+                .collect();
+            match self.run_statements(table, &inserts, false)? {
+                None => return Ok(()),
+                Some(r) if r.code == 11000 => {
+                    self.upsert_only.insert(table.to_string());
+                }
+                Some(r) => return Err(r.error(&self.database, table)),
             }
         }
-        self.written.insert(table.to_string());
-        if self.bulk {
-            self.rt.run(self.client.bulk_write(models).ordered(ordered).into_future())?.map_err(mg_err)?;
-            return Ok(());
-        }
-        let coll = self.coll(table);
-        self.rt
-            .run(async {
-                for m in models {
-                    match m {
-                        WriteModel::ReplaceOne(r) => {
-                            coll.replace_one(r.filter, r.replacement).upsert(true).await?;
-                        }
-                        WriteModel::DeleteOne(d) => {
-                            coll.delete_one(d.filter).await?;
-                        }
-                        WriteModel::InsertOne(i) => {
-                            coll.insert_one(i.document).await?;
-                        }
-                        _ => {}
-                    }
-                }
-                Ok::<_, mongodb::error::Error>(())
-            })?
-            .map_err(mg_err)
+        self.run_models(table, models, false)
     }
 }

@@ -1,7 +1,7 @@
 //! The sink's batch, in one transaction: runs of set-based statements over a JSON array of
 //! their images (`jsonb_populate_recordset … ON CONFLICT DO UPDATE`, `DELETE … WHERE (key) IN`).
 //!
-//! A long run ([`COPY_FROM`] images or more: a snapshot's batch, a large inserting transaction)
+//! A long run ([`crate::connectors::BULK_FROM`] images or more: a snapshot's batch, a large inserting transaction)
 //! goes in with `COPY … FROM STDIN` instead, as plain inserts — the server's fastest way in, and
 //! no JSON to build or parse. A keyed target always has a unique key on the flow's key
 //! (`sql::prepare`), so a row that is there already makes the COPY fail with a unique
@@ -12,9 +12,6 @@
 use super::*;
 use futures_util::SinkExt;
 use tokio_postgres::error::SqlState;
-
-/// Images from which a run is copied rather than upserted.
-pub(super) const COPY_FROM: usize = 100;
 
 enum Step {
     /// A statement and its one parameter (the images as JSON).
@@ -54,7 +51,7 @@ impl Postgres {
             let col_list = run_cols.iter().map(|(c, _)| quote(c)).collect::<Vec<_>>().join(", ");
             let names = || run_cols.iter().map(|(c, _)| c).collect::<Vec<_>>();
             match run {
-                Run::Append(images) | Run::Upsert(images) if copy && images.len() >= COPY_FROM => {
+                Run::Append(images) | Run::Upsert(images) if copy && images.len() >= crate::connectors::BULK_FROM => {
                     steps.push(Step::Copy(format!("COPY {q} ({col_list}) FROM STDIN"), copy_rows(&images, &run_cols)))
                 }
                 Run::Append(images) => steps.push(Step::Exec(
