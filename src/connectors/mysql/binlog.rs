@@ -171,6 +171,19 @@ async fn first_event_time(opts: &mysql_async::Opts, id: u32, file: &str) -> Resu
 }
 
 /// A 16-byte source id as MySQL prints it.
+/// The file a rotate event names, as the server lists it (`files`, from `SHOW BINARY LOGS`):
+/// the rotate event a stream starts with comes before the format event that says the binlog
+/// has checksums, so its name arrives with the 4 checksum bytes after it. The longest listed
+/// name the event's starts with; the event's own name if none does.
+pub(super) fn listed_name(raw: &[u8], files: &[String]) -> String {
+    files
+        .iter()
+        .filter(|f| raw.starts_with(f.as_bytes()))
+        .max_by_key(|f| f.len())
+        .cloned()
+        .unwrap_or_else(|| String::from_utf8_lossy(raw).into_owned())
+}
+
 pub(super) fn uuid_text(b: &[u8; 16]) -> String {
     let h = hex(b);
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
@@ -333,11 +346,7 @@ impl Mysql {
                     s
                 };
                 if let Ok(Some(EventData::RotateEvent(r))) = event.read_data() {
-                    // The name as the server lists it (the event's may carry its checksum).
-                    let raw = String::from_utf8_lossy(r.name_raw()).into_owned();
-                    if let Some(f) = files.iter().find(|f| raw.starts_with(f.as_str())) {
-                        file = f.clone();
-                    }
+                    file = listed_name(r.name_raw(), &files);
                     continue;
                 }
                 if starts && i64::from(h.timestamp()) >= at && h.log_pos() > 0 {
@@ -412,7 +421,10 @@ impl Mysql {
             let data = event.read_data().map_err(|e| Error::data(format!("binlog event: {e}")))?;
             match data {
                 Some(EventData::RotateEvent(r)) => {
-                    self.file = String::from_utf8_lossy(r.name_raw()).into_owned();
+                    let raw = r.name_raw().to_vec();
+                    let rows: Vec<mysql_async::Row> = self.rows("SHOW BINARY LOGS")?;
+                    let files: Vec<String> = rows.into_iter().filter_map(|r| r.get::<String, _>(0)).collect();
+                    self.file = listed_name(&raw, &files);
                 }
                 Some(EventData::GtidEvent(g)) => {
                     let uuid = uuid_text(&g.sid());
@@ -645,6 +657,16 @@ mod tests {
         // Another connector's position is refused by name, not read as the start of the binlog.
         let err = BinlogPosition::read(&json!({"lsn": "0/16B3748"})).expect_err("not a binlog position");
         assert!(err.message.contains("reset the flow"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_rotate_events_name_is_the_listed_file_without_its_checksum() {
+        let files = vec!["mysql-bin.000001".to_string(), "mysql-bin.000002".to_string()];
+        let mut raw = b"mysql-bin.000002".to_vec();
+        raw.extend_from_slice(&[0xc3, b'_', 0x9f, 0x01]);
+        assert_eq!(listed_name(&raw, &files), "mysql-bin.000002");
+        assert_eq!(listed_name(b"mysql-bin.000001", &files), "mysql-bin.000001");
+        assert_eq!(listed_name(b"other.000009", &files), "other.000009", "unlisted: as the event says");
     }
 
     #[test]
