@@ -229,14 +229,16 @@ fn campaign(source: &'static str, target: &'static str) {
     // Restarted for good: the target equals the source.
     let _engine = p.env.start_engine();
     let want = p.source_rows();
-    let same = crate::harness::wait_until(Duration::from_secs(120), || p.target_rows() == want);
+    let every = Duration::from_millis(if target == "mongodb" { 1000 } else { 50 });
+    let same = crate::harness::wait_every(Duration::from_secs(120), every, || p.target_rows() == want);
     if !same {
         let got = p.target_rows();
         let missing: Vec<&String> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
         let extra: Vec<&String> = got.iter().filter(|r| !want.contains(r)).take(5).collect();
         let status = p.env.tap(&["-c", &format!("status {flow}")]).stdout;
+        let logs = p.env.tap(&["-c", &format!("logs {flow}")]).stdout;
         panic!(
-            "{flow}: target ({} rows) != source ({} rows); missing {missing:?}, extra {extra:?}\n{status}",
+            "{flow}: target ({} rows) != source ({} rows); missing {missing:?}, extra {extra:?}\n{status}\n{logs}",
             got.len(),
             want.len()
         );

@@ -173,13 +173,20 @@ impl Drop for EngineProc {
     }
 }
 
-pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+pub fn wait_until(timeout: Duration, f: impl FnMut() -> bool) -> bool {
+    wait_every(timeout, Duration::from_millis(50), f)
+}
+
+/// [`wait_until`] checking every `every`: for checks that read a whole table from a server a
+/// flow writes to. SecantusDB holds its one storage lock while it scans, so a target polled
+/// every 50 ms by two tests at once leaves the flows' writes almost no turn.
+pub fn wait_every(timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if f() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(every);
     }
     false
 }
