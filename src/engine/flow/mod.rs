@@ -44,6 +44,13 @@ use std::time::{Duration, Instant};
 
 const SNAPSHOT_BATCH: usize = 5000;
 const CDC_BATCH: usize = 5000;
+/// After a CDC batch smaller than [`PACE_BELOW`] changes, the loop waits this long before it
+/// reads again, so the changes committed meanwhile arrive as one batch: at a few thousand
+/// single-row commits a second the engine otherwise wakes, writes and saves its position for
+/// each one. Costs at most this much commit → visible latency; a busy source (full batches)
+/// is never paced.
+const CDC_PACE: Duration = Duration::from_millis(20);
+const PACE_BELOW: usize = 500;
 /// Snapshot batches read ahead of the one being written (see `run::read_ahead`).
 const READ_AHEAD: usize = 2;
 

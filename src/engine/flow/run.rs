@@ -235,9 +235,11 @@ pub(super) fn cdc_loop(
     let wait = Duration::from_millis((200 / sources.len().max(1)) as u64);
     let mut last_save = Instant::now();
     while !ctx.stopped() {
+        let mut small = true;
         for (conn_id, conn, tables) in sources.iter_mut() {
             let from: Position = checkpoint.positions.get(conn_id.as_str()).cloned().unwrap_or(Value::Null);
             let (mut events, next) = conn.changes(flow_id, tables, &from, CDC_BATCH, wait)?;
+            small &= !events.is_empty() && events.len() < PACE_BELOW;
             if let Some(at) = checkpoint.cdc_from_ms {
                 events.retain(|e| e.ts_ms == 0 || e.ts_ms >= at);
             }
@@ -278,6 +280,9 @@ pub(super) fn cdc_loop(
             last_save = Instant::now();
         }
         between(sources, checkpoint)?;
+        if small && !ctx.stopped() {
+            std::thread::sleep(CDC_PACE);
+        }
     }
     Ok(Outcome::Stopped)
 }
