@@ -170,7 +170,6 @@ async fn first_event_time(opts: &mysql_async::Opts, id: u32, file: &str) -> Resu
     Ok(None)
 }
 
-/// A 16-byte source id as MySQL prints it.
 /// The file a rotate event names, as the server lists it (`files`, from `SHOW BINARY LOGS`):
 /// the rotate event a stream starts with comes before the format event that says the binlog
 /// has checksums, so its name arrives with the 4 checksum bytes after it. The longest listed
@@ -184,6 +183,7 @@ pub(super) fn listed_name(raw: &[u8], files: &[String]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(raw).into_owned())
 }
 
+/// A 16-byte source id as MySQL prints it.
 pub(super) fn uuid_text(b: &[u8; 16]) -> String {
     let h = hex(b);
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
@@ -283,14 +283,19 @@ impl Mysql {
         Ok(BinlogPosition { file, pos, gtid, ..Default::default() }.value())
     }
 
+    /// The binlog files the server keeps, oldest first (`SHOW BINARY LOGS`).
+    fn binlog_files(&mut self) -> Result<Vec<String>> {
+        let rows: Vec<mysql_async::Row> = self.rows("SHOW BINARY LOGS")?;
+        Ok(rows.into_iter().filter_map(|r| r.get::<String, _>(0)).collect())
+    }
+
     /// The binlog position of the first transaction that began at or after `at_ms`: the binlog
     /// is read from the newest file that was opened before that time (its format event says
     /// when), to the second (the binlog's resolution). A time older than the oldest file left is
     /// refused; one after the last transaction is the binlog's end.
     pub(super) fn binlog_position_at(&mut self, flow_id: &str, at_ms: i64) -> Result<Position> {
         let at = at_ms.div_euclid(1000) + i64::from(at_ms.rem_euclid(1000) > 0);
-        let rows: Vec<mysql_async::Row> = self.rows("SHOW BINARY LOGS")?;
-        let files: Vec<String> = rows.into_iter().filter_map(|r| r.get::<String, _>(0)).collect();
+        let files = self.binlog_files()?;
         let end = BinlogPosition::read(&self.binlog_position(flow_id)?)?;
         let id = server_id(&format!("{flow_id}-seek"));
         let opts = self.opts.clone();
@@ -421,10 +426,8 @@ impl Mysql {
             let data = event.read_data().map_err(|e| Error::data(format!("binlog event: {e}")))?;
             match data {
                 Some(EventData::RotateEvent(r)) => {
-                    let raw = r.name_raw().to_vec();
-                    let rows: Vec<mysql_async::Row> = self.rows("SHOW BINARY LOGS")?;
-                    let files: Vec<String> = rows.into_iter().filter_map(|r| r.get::<String, _>(0)).collect();
-                    self.file = listed_name(&raw, &files);
+                    let files = self.binlog_files()?;
+                    self.file = listed_name(r.name_raw(), &files);
                 }
                 Some(EventData::GtidEvent(g)) => {
                     let uuid = uuid_text(&g.sid());
