@@ -10,7 +10,7 @@
 
 use super::{Connector, ExistingData, Target};
 use crate::error::Result;
-use crate::model::{Change, Field, FieldType, Record, Schema};
+use crate::model::{Change, Field, FieldType, Hasher, Record, Schema};
 use std::collections::{HashMap, HashSet};
 
 /// A SQL connector's dialect, as the shared sink code needs it.
@@ -102,8 +102,14 @@ pub fn prepare<T: SqlTarget>(t: &mut T, target: &Target, schema: &Schema) -> Res
 pub fn columns<T: SqlTarget>(t: &mut T, table: &str, changes: &[Change]) -> Result<Vec<(String, FieldType)>> {
     let mut schema = t.target_schema(table)?;
     let mut added = false;
+    let mut last: Option<&Record> = None;
     for c in changes {
         if let Change::Insert { after } | Change::Update { after, .. } = c {
+            // An image with the fields of the one before it adds no column.
+            if last.is_some_and(|l| same_fields(l, after)) {
+                continue;
+            }
+            last = Some(after);
             for (name, v) in after {
                 if schema.field(name).is_some() {
                     continue;
@@ -179,14 +185,13 @@ pub fn runs<'a>(changes: &'a [Change], target: &Target) -> Vec<Run<'a>> {
 /// run writes each row once (PostgreSQL's ON CONFLICT refuses to touch a row twice) and ends
 /// where the changes one by one would.
 pub fn plan<'a>(changes: &'a [Change], key: &[String]) -> Vec<Run<'a>> {
-    // (upsert, shape, images in order — a replaced one leaves its slot empty —, key → slot)
-    type Open<'a> = (bool, String, Vec<Option<&'a Record>>, HashMap<String, usize>);
+    // (upsert, the run's first image — its fields are the run's shape —, images in order — a
+    // replaced one leaves its slot empty —, key → slot)
+    type Open<'a> = (bool, &'a Record, Vec<Option<&'a Record>>, HashMap<String, usize, Hasher>);
     let mut runs: Vec<Open<'a>> = Vec::new();
     let mut push = |upsert: bool, image: &'a Record| {
-        let shape =
-            if upsert { image.keys().map(String::as_str).collect::<Vec<_>>().join("\u{1f}") } else { String::new() };
-        if runs.last().is_none_or(|(u, sh, ..)| *u != upsert || *sh != shape) {
-            runs.push((upsert, shape, Vec::new(), HashMap::new()));
+        if runs.last().is_none_or(|(u, first, ..)| *u != upsert || (upsert && !same_fields(first, image))) {
+            runs.push((upsert, image, Vec::new(), HashMap::default()));
         }
         let (_, _, images, at) = runs.last_mut().expect("a run was pushed");
         // The image takes the latest place: a database that compares keys by its own rules
@@ -218,13 +223,26 @@ pub fn plan<'a>(changes: &'a [Change], key: &[String]) -> Vec<Run<'a>> {
         .collect()
 }
 
+/// Whether two images have the same fields in the same order.
+fn same_fields(a: &Record, b: &Record) -> bool {
+    a.len() == b.len() && a.keys().zip(b.keys()).all(|(x, y)| x == y)
+}
+
 /// The key fields of an image as one text, each part length-prefixed so no two keys share it.
 /// A key column has one type, so values of the same text (`1` and `"1"`) are one row.
 fn key_text(image: &Record, key: &[String]) -> String {
+    use std::fmt::Write as _;
     let mut s = String::new();
     for k in key {
-        let part = image.get(k).map(|v| v.text()).unwrap_or_default();
-        s.push_str(&format!("{}:{part};", part.len()));
+        match image.get(k) {
+            Some(crate::model::Value::Text(t) | crate::model::Value::Decimal(t)) => {
+                let _ = write!(s, "{}:{t};", t.len());
+            }
+            v => {
+                let part = v.map(|v| v.text()).unwrap_or_default();
+                let _ = write!(s, "{}:{part};", part.len());
+            }
+        }
     }
     s
 }

@@ -13,7 +13,7 @@ pub mod condition;
 mod convert;
 mod value;
 pub use convert::convert;
-pub use value::{Plain, Record, Value, hex, is_decimal, unhex};
+pub use value::{Hasher, Plain, Record, Value, hex, is_decimal, unhex};
 
 /// Column types every connector maps to and from (see README, "Types").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

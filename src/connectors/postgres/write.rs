@@ -11,6 +11,7 @@
 
 use super::*;
 use futures_util::SinkExt;
+use std::fmt::Write as _;
 use tokio_postgres::error::SqlState;
 
 enum Step {
@@ -140,8 +141,11 @@ pub(super) fn copy_rows(images: &[&Record], cols: &[&(String, FieldType)]) -> Ve
                     values::json_value(v, &mut json);
                     escape(&json, &mut out);
                 }
-                Some(v @ (Value::Bool(_) | Value::Int(_) | Value::Float(_))) => out.push_str(&v.to_json().to_string()),
-                Some(v) => escape(&v.text(), &mut out),
+                // Numbers, booleans, dates and timestamps hold nothing to escape: written as
+                // their text straight into the rows, no string of their own.
+                Some(v) => {
+                    let _ = write!(out, "{v}");
+                }
             }
         }
         out.push('\n');
