@@ -231,18 +231,17 @@ fn same_fields(a: &Record, b: &Record) -> bool {
 /// The key fields of an image as one text, each part length-prefixed so no two keys share it.
 /// A key column has one type, so values of the same text (`1` and `"1"`) are one row.
 fn key_text(image: &Record, key: &[String]) -> String {
+    use crate::model::Value;
+    use std::borrow::Cow;
     use std::fmt::Write as _;
     let mut s = String::new();
     for k in key {
-        match image.get(k) {
-            Some(crate::model::Value::Text(t) | crate::model::Value::Decimal(t)) => {
-                let _ = write!(s, "{}:{t};", t.len());
-            }
-            v => {
-                let part = v.map(|v| v.text()).unwrap_or_default();
-                let _ = write!(s, "{}:{part};", part.len());
-            }
-        }
+        let part = match image.get(k) {
+            Some(Value::Text(t) | Value::Decimal(t)) => Cow::Borrowed(t.as_str()),
+            v => Cow::Owned(v.map(Value::text).unwrap_or_default()),
+        };
+        // Writing into a String cannot fail.
+        let _ = write!(s, "{}:{part};", part.len());
     }
     s
 }

@@ -142,7 +142,8 @@ pub(super) fn copy_rows(images: &[&Record], cols: &[&(String, FieldType)]) -> Ve
                     escape(&json, &mut out);
                 }
                 // Numbers, booleans, dates and timestamps hold nothing to escape: written as
-                // their text straight into the rows, no string of their own.
+                // their text straight into the rows, no string of their own (writing into a
+                // String cannot fail).
                 Some(v) => {
                     let _ = write!(out, "{v}");
                 }
