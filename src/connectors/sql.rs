@@ -167,16 +167,16 @@ pub fn runs<'a>(changes: &'a [Change], target: &Target) -> Vec<Run<'a>> {
     if !target.append {
         return plan(changes, &target.key);
     }
-    let mut runs: Vec<(String, Vec<&'a Record>)> = Vec::new();
+    // Each run's shape is its first image's fields (`same_fields`), as in `plan`.
+    let mut runs: Vec<Vec<&'a Record>> = Vec::new();
     for c in changes {
         let image = c.key_image();
-        let shape = image.keys().map(String::as_str).collect::<Vec<_>>().join("\u{1f}");
         match runs.last_mut() {
-            Some((sh, images)) if *sh == shape => images.push(image),
-            _ => runs.push((shape, vec![image])),
+            Some(images) if same_fields(images[0], image) => images.push(image),
+            _ => runs.push(vec![image]),
         }
     }
-    runs.into_iter().map(|(_, images)| Run::Append(images)).collect()
+    runs.into_iter().map(Run::Append).collect()
 }
 
 /// A batch as runs of upserts and deletes in order. A key change becomes a delete of the old key
