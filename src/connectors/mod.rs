@@ -203,6 +203,11 @@ pub trait Connector: Send {
     /// by the target's key, deletes delete by it (the contract: `connectors/sql.rs`). An
     /// appending target ([`Target::append`]) inserts every change's image instead, in order.
     fn write(&mut self, target: &Target, changes: &[Change]) -> Result<()>;
+    /// Whether two connections may write disjoint keys of one table at the same time without
+    /// waiting on or deadlocking each other, so a large batch is written as two halves at once.
+    fn concurrent_writes(&self) -> bool {
+        false
+    }
 }
 
 /// One entry of the connector registry.

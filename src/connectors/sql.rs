@@ -224,7 +224,7 @@ pub fn plan<'a>(changes: &'a [Change], key: &[String]) -> Vec<Run<'a>> {
 }
 
 /// Whether two images have the same fields in the same order.
-fn same_fields(a: &Record, b: &Record) -> bool {
+pub fn same_fields(a: &Record, b: &Record) -> bool {
     a.len() == b.len() && a.keys().zip(b.keys()).all(|(x, y)| x == y)
 }
 

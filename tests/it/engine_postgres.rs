@@ -402,3 +402,50 @@ fn a_snapshot_reads_every_postgresql_type() {
     );
     p.psql(&format!("DROP SCHEMA {schema} CASCADE"));
 }
+
+/// A CDC batch of thousands of changes into PostgreSQL is written as two halves by key on two
+/// connections at once (the log says so) and lands exact; a large batch that moves rows to
+/// other keys (and reuses the old ones) is written by one connection, in order, and lands exact.
+#[test]
+fn a_large_cdc_batch_into_postgres_is_split_over_two_connections_and_lands_exact() {
+    let pg = pg();
+    let env = Env::new("pgsplit");
+    let schema = format!("it_pgsplit_{}", std::process::id());
+    pg.psql(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+         CREATE TABLE {schema}.items (id int PRIMARY KEY, name text, qty numeric(10,2), flag boolean);
+         INSERT INTO {schema}.items SELECT i, 'item ' || i, i * 1.5, i % 2 = 0 FROM generate_series(1, 100) i;"
+    ));
+    let script = format!(
+        r#"{src}
+           Flow("split").read_from("S.items").write_to("S.items_copy").save();
+           start("split");
+           Flow("split").wait_initial_sync();"#,
+        src = pg.datasource("S", &schema),
+    );
+    env.script("split.rhai", &script).ok();
+    let same = || pg_rows(&pg, &schema, "items") == pg_rows(&pg, &schema, "items_copy");
+    assert!(wait_until(Duration::from_secs(60), same), "snapshot");
+    // One transaction of about 4,300 changes: one batch, split by key.
+    pg.psql(&format!(
+        "BEGIN;
+         INSERT INTO {schema}.items SELECT i, 'new ' || i, i, i % 3 = 0 FROM generate_series(101, 3100) i;
+         UPDATE {schema}.items SET name = 'changed ' || id, qty = qty + 1 WHERE id % 3 = 0;
+         DELETE FROM {schema}.items WHERE id % 11 = 0;
+         COMMIT;"
+    ));
+    assert!(wait_until(Duration::from_secs(60), same), "the split batch:\n{}", pg_rows(&pg, &schema, "items_copy"));
+    let logs = env.tap(&["-c", "logs split"]).stdout;
+    assert!(logs.contains("written by two connections at once"), "the second writer is said: {logs}");
+    // Rows moved to new keys, their old keys taken again in the same transaction.
+    pg.psql(&format!(
+        "BEGIN;
+         UPDATE {schema}.items SET id = id + 100000 WHERE id % 5 = 0;
+         INSERT INTO {schema}.items SELECT i, 'again ' || i, 2, true FROM generate_series(5, 3100, 5) i;
+         COMMIT;"
+    ));
+    assert!(wait_until(Duration::from_secs(60), same), "moved keys:\n{}", pg_rows(&pg, &schema, "items_copy"));
+    env.tap(&["-c", "stop split"]).ok();
+    env.tap(&["-c", "delete split -y"]).ok();
+    pg.psql(&format!("DROP SCHEMA {schema} CASCADE"));
+}

@@ -396,6 +396,10 @@ impl Connector for Postgres {
     fn write(&mut self, target: &Target, changes: &[Change]) -> Result<()> {
         self.write_batch(target, changes)
     }
+    /// Upserts and deletes of disjoint keys lock only their own rows and index entries.
+    fn concurrent_writes(&self) -> bool {
+        true
+    }
 }
 
 impl SqlTarget for Postgres {

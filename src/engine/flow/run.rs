@@ -137,6 +137,7 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
     if let Some(outcome) = ctx.complete_or_cdc(plan.cdc)? {
         return Ok(outcome);
     }
+    sink.split = Some((ctx.task_id.clone(), ctx.record_id.clone()));
     cdc_loop(
         ctx,
         &mut sources,

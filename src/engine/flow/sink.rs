@@ -35,7 +35,22 @@ pub(super) struct Sink {
     pub(super) schema: Schema,
     /// `skip_error_event_by_limit`: changes the target refuses are skipped, up to a limit.
     pub(super) skips: Option<Arc<super::skip::Skipper>>,
+    /// Whether large batches may be split (see [`Sink::splits`]), and the flow's task and
+    /// record ids to log it under: set for a plain flow's CDC. A snapshot's batches are not
+    /// split: measured on two cores, two concurrent COPYs into one table copied slower than one.
+    pub(super) split: Option<(String, String)>,
+    /// A large batch into a target that takes concurrent writers is split by key over this
+    /// sink's connection and a second one (see [`Sink::write_split`]): opened at the first
+    /// such batch, dropped when the target's columns change.
+    second: Option<Box<dyn Connector>>,
+    /// The target table's columns once prepared: a batch is split only if its images carry
+    /// no other field (a field the target lacks is added by the writer, which must be one).
+    columns: Option<std::collections::HashSet<String>>,
 }
+
+/// A batch this large (or larger) into a target whose connector takes concurrent writers is
+/// written as two halves by key, each on its own connection at the same time.
+const SPLIT_FROM: usize = 1000;
 
 impl Sink {
     /// The plan's target, not prepared yet: it is created or checked from the first records.
@@ -81,6 +96,9 @@ impl Sink {
             ready: false,
             schema,
             skips: None,
+            split: None,
+            second: None,
+            columns: None,
         }
     }
 
@@ -128,9 +146,10 @@ impl Sink {
         }
         self.conn.borrow_mut().prepare_target(&self.target, &schema)?;
         self.ready = true;
+        let created = self.conn.borrow_mut().schema(&self.target.table)?;
+        self.columns = Some(created.fields.iter().map(|f| f.name.clone()).collect());
         // Make the new table visible to `show tables`, `peek` and `count` right away.
         if let Ok(c) = self.store.connection(&self.connection_id) {
-            let created = self.conn.borrow_mut().schema(&self.target.table)?;
             let doc = crate::api::metadata::metadata_doc(&self.connection_id, &c.name, &c.database_type, &created);
             self.store.put(METADATA, &doc)?;
         }
@@ -157,6 +176,11 @@ impl Sink {
             });
             let added = Schema { table: self.target.table.clone(), fields: fields.collect() };
             self.conn.borrow_mut().prepare_target(&keep, &added)?;
+            // The second writer knew the columns before: it is opened anew when next needed.
+            self.second = None;
+            if let Some(cols) = self.columns.as_mut() {
+                cols.extend(new.iter().map(|f| f.name.clone()));
+            }
         }
         Ok(new.into_iter().map(|f| f.name).collect())
     }
@@ -167,6 +191,11 @@ impl Sink {
         }
         let changes: Vec<Change> = events.into_iter().map(|e| e.change).collect();
         self.ensure_ready(changes.first())?;
+        if self.skips.is_none() && self.splits(&changes) {
+            let (a, b) = split_by_key(changes, &self.target.key);
+            self.write_split(&a, &b)?;
+            return self.written(a.iter().chain(&b), metrics);
+        }
         match (self.write_changes(&changes), self.skips.clone()) {
             (Ok(()), _) => {}
             (Err(e), Some(skips)) if super::skip::skippable(&e) => {
@@ -186,7 +215,79 @@ impl Sink {
         self.written(&changes, metrics)
     }
 
-    fn written(&mut self, changes: &[Change], metrics: &Mutex<Metrics>) -> Result<()> {
+    /// Whether this batch is written as two halves by key at once: it is large, the target is
+    /// keyed and its connector takes concurrent writers, no update moves a row to another key
+    /// (its delete and insert would land in different halves) and no image carries a field the
+    /// target lacks (adding it is one writer's job).
+    fn splits(&self, changes: &[Change]) -> bool {
+        let Some(columns) = &self.columns else { return false };
+        if self.split.is_none()
+            || changes.len() < SPLIT_FROM
+            || self.target.append
+            || self.target.key.is_empty()
+            || !self.conn.borrow().concurrent_writes()
+        {
+            return false;
+        }
+        let key = &self.target.key;
+        let mut last: Option<&Record> = None;
+        for c in changes {
+            if let Change::Update { before: Some(b), after } = c
+                && key.iter().any(|k| b.get(k) != after.get(k))
+            {
+                return false;
+            }
+            let image = c.key_image();
+            if last.is_some_and(|l| crate::connectors::sql::same_fields(l, image)) {
+                continue;
+            }
+            if !image.keys().all(|f| columns.contains(f)) {
+                return false;
+            }
+            last = Some(image);
+        }
+        true
+    }
+
+    /// Write the two halves of a batch at once, `a` through this sink's connection and `b`
+    /// through its second one, each in a transaction of its own. Each key is in one half, in
+    /// its order, so the target ends as one writer would leave it; if either fails the batch
+    /// fails, its position is not saved, and the replay rewrites both halves (the writes are
+    /// idempotent by key).
+    fn write_split(&mut self, a: &[Change], b: &[Change]) -> Result<()> {
+        self.check_keys(a)?;
+        self.check_keys(b)?;
+        if self.second.is_none() {
+            self.second = Some(open_connection(&self.store, &self.connection_id)?);
+            if let Some((task, record)) = &self.split {
+                let message = format!(
+                    "target {}: large batches of changes are written by two connections at once, each taking the \
+                     keys of its half",
+                    self.target.table
+                );
+                let _ = self.store.log(task, record, "INFO", &message);
+            }
+        }
+        let second = self.second.as_deref_mut().ok_or_else(|| Error::internal("second writer"))?;
+        let target = &self.target;
+        let mut first = self.conn.borrow_mut();
+        let (one, two) = std::thread::scope(|s| {
+            let other = std::thread::Builder::new()
+                .name("tap-write".into())
+                .spawn_scoped(s, move || second.write(target, b))
+                .map_err(|e| Error::internal(format!("cannot start a second writer thread: {e}")));
+            let one = first.write(target, a);
+            let two = other.and_then(|t| t.join().map_err(|_| Error::internal("the second writer thread panicked"))?);
+            (one, two)
+        });
+        if two.is_err() {
+            // Whatever it was in the middle of is gone with it: a new one next time.
+            self.second = None;
+        }
+        one.and(two)
+    }
+
+    fn written<'a>(&mut self, changes: impl IntoIterator<Item = &'a Change>, metrics: &Mutex<Metrics>) -> Result<()> {
         crate::engine::failpoint::hit("after_batch");
         crate::engine::failpoint::hold("after_batch");
         if let Ok(mut m) = metrics.lock() {
@@ -200,8 +301,13 @@ impl Sink {
 
     /// Write changes to the target, each carrying its whole key.
     fn write_changes(&mut self, changes: &[Change]) -> Result<()> {
-        // Every record must carry its whole key: a null or missing key would write a row no
-        // later change can find (and duplicate on replay), so the flow stops instead.
+        self.check_keys(changes)?;
+        self.conn.borrow_mut().write(&self.target, changes)
+    }
+
+    /// Every record must carry its whole key: a null or missing key would write a row no later
+    /// change can find (and duplicate on replay), so the flow stops instead.
+    fn check_keys(&self, changes: &[Change]) -> Result<()> {
         for c in changes {
             let image = c.key_image();
             if let Some(bad) =
@@ -219,6 +325,36 @@ impl Sink {
                 )));
             }
         }
-        self.conn.borrow_mut().write(&self.target, changes)
+        Ok(())
     }
+}
+
+/// A batch as two halves by a hash of each change's key, each key's changes in their order.
+/// A key is hashed as its values' text (as `sql::plan` tells keys apart, `1` and `"1"` alike),
+/// written straight into the hasher.
+fn split_by_key(changes: Vec<Change>, key: &[String]) -> (Vec<Change>, Vec<Change>) {
+    use std::fmt::Write as _;
+    use std::hash::{BuildHasher, Hasher as _};
+    struct Feed<H>(H);
+    impl<H: std::hash::Hasher> std::fmt::Write for Feed<H> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.write(s.as_bytes());
+            Ok(())
+        }
+    }
+    let hasher = crate::model::Hasher::default();
+    let (mut a, mut b) = (Vec::with_capacity(changes.len() / 2 + 1), Vec::with_capacity(changes.len() / 2 + 1));
+    for c in changes {
+        let image = c.key_image();
+        let mut feed = Feed(hasher.build_hasher());
+        for k in key {
+            // Writing into a hasher cannot fail.
+            if let Some(v) = image.get(k) {
+                let _ = write!(feed, "{v}");
+            }
+            feed.0.write_u8(0xff);
+        }
+        if feed.0.finish() & 1 == 0 { a.push(c) } else { b.push(c) }
+    }
+    (a, b)
 }
