@@ -28,20 +28,6 @@ impl Blocking {
         Ok(Self { rt })
     }
 
-    /// A runtime with one worker thread of its own, for a change stream: the tasks spawned on
-    /// it (a replication client's receiver, a binlog reader) go on receiving while the flow's
-    /// thread is out writing a batch, so reading the next batch overlaps writing this one.
-    /// What they receive waits in their bounded channels, so memory still follows the batch.
-    pub fn with_worker(name: &str) -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name(name)
-            .enable_all()
-            .build()
-            .map_err(|e| Error::internal(format!("cannot start the {name} runtime: {e}")))?;
-        Ok(Self { rt })
-    }
-
     /// Drive `f` to completion on this connector's runtime.
     pub fn run<F: Future>(&self, f: F) -> Result<F::Output> {
         if INSIDE.with(Cell::get) {

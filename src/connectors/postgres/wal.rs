@@ -42,13 +42,10 @@ impl WalPosition {
 }
 
 /// How many received WAL messages may wait for the flow (a row change is one message): about
-/// one batch, so memory follows the batch size.
+/// one batch, so memory follows the batch size (the client's default is 8,192).
 const WAL_BUFFER: usize = 4096;
 
 pub(super) struct Replication {
-    /// The stream's own runtime: its receiver runs on a thread of its own (see
-    /// [`Blocking::with_worker`](crate::connectors::blocking::Blocking::with_worker)).
-    pub(super) rt: crate::connectors::blocking::Blocking,
     pub(super) client: pgwire_replication::ReplicationClient,
     pub(super) decoder: pgoutput::Decoder,
     /// Events of the transaction being received, not yet handed out.
@@ -233,8 +230,8 @@ impl Postgres {
             .with_tls(pgwire_replication::TlsConfig::disabled())
             .with_start_lsn(start)
             .with_buffer_size(WAL_BUFFER);
-            let rt = crate::connectors::blocking::Blocking::with_worker("tap-pg-wal")?;
-            let client = rt
+            let client = self
+                .rt
                 .run(pgwire_replication::ReplicationClient::connect(cfg))?
                 .map_err(|e| Error::unavailable(format!("PostgreSQL replication from slot {slot}: {e}")))?;
             let mut decoder = pgoutput::Decoder::default();
@@ -243,7 +240,6 @@ impl Postgres {
                 decoder.known.insert(t.clone(), columns);
             }
             self.repl = Some(Replication {
-                rt,
                 client,
                 decoder,
                 pending: Vec::new(),
@@ -262,7 +258,7 @@ impl Postgres {
             let repl = self.repl.as_mut().ok_or_else(|| Error::internal("replication"))?;
             // Once something is ready, only drain what is already there.
             let timeout = if out.is_empty() { remaining } else { Duration::from_millis(1) };
-            let next = repl.rt.run(async { tokio::time::timeout(timeout, repl.client.recv()).await })?;
+            let next = self.rt.run(async { tokio::time::timeout(timeout, repl.client.recv()).await })?;
             let ev = match next {
                 Err(_) => break,
                 Ok(Err(e)) => {
@@ -345,7 +341,7 @@ impl Postgres {
     pub(super) fn release_capture(&mut self, flow_id: &str) -> Result<()> {
         if let Some(mut r) = self.repl.take() {
             // A stream that fails to close is closed anyway: the slot is dropped below.
-            let _ = r.rt.run(r.client.shutdown())?;
+            let _ = self.rt.run(r.client.shutdown())?;
         }
         let name = slot_name(flow_id);
         // The slot may still be held by a stream that is closing: retry briefly.
