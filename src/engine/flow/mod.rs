@@ -20,8 +20,9 @@
 //!
 //! Here: the [`Runner`] (one thread per flow, start/stop, the watchdog) and the supervision of a
 //! run. `plan` turns the typed DAG into a plan and holds the save-time checks; `run` is the
-//! plain flow (snapshot, CDC loop, checkpoints); `wide` the lookup (wide-table) flow; `sink` the
-//! target side; `metrics` the counters `stats` shows.
+//! plain flow (snapshot, CDC loop, checkpoints), `pipelined` its CDC loop with the reading on a
+//! thread of its own; `wide` the lookup (wide-table) flow; `sink` the target side; `metrics`
+//! the counters `stats` shows.
 //!
 //! Errors: `Unavailable` errors are retried with exponential backoff (1 s … 30 s), everything
 //! else stops the flow in state `error` with the message in the task logs and in `status`.
@@ -418,6 +419,7 @@ fn run_supervised(ctx: &FlowCtx, task: &Value) -> Ending {
 mod checkpoint;
 mod metrics;
 mod migrate;
+mod pipelined;
 mod plan;
 mod run;
 mod sink;

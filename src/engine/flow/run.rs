@@ -138,41 +138,36 @@ pub(super) fn run(ctx: &FlowCtx, task: &Value) -> Result<Outcome> {
         return Ok(outcome);
     }
     sink.split = Some((ctx.task_id.clone(), ctx.record_id.clone()));
-    cdc_loop(
-        ctx,
-        &mut sources,
-        &mut checkpoint,
-        |conn_id, conn, altered, events| {
-            for table in altered {
-                for node in plan.sources.iter_mut().filter(|s| s.connection_id == *conn_id && s.table == *table) {
-                    source_altered(ctx, node, conn, &mut sink)?;
-                }
+    super::pipelined::cdc_pipelined(ctx, &mut sources, &mut checkpoint, |conn_id, altered, events| {
+        for (table, schema) in altered {
+            for node in plan.sources.iter_mut().filter(|s| s.connection_id == *conn_id && s.table == *table) {
+                source_altered(ctx, node, schema.clone(), &mut sink)?;
             }
-            // Route each event to the chain of the source node reading its table.
-            let mut out = Vec::with_capacity(events.len());
-            let mut by_table: Vec<(String, Vec<Event>)> = Vec::new();
-            for e in events {
-                match by_table.last_mut() {
-                    Some((t, v)) if **t == *e.table => v.push(e),
-                    _ => by_table.push((e.table.to_string(), vec![e])),
-                }
+        }
+        // Route each event to the chain of the source node reading its table.
+        let mut out = Vec::with_capacity(events.len());
+        let mut by_table: Vec<(String, Vec<Event>)> = Vec::new();
+        for e in events {
+            match by_table.last_mut() {
+                Some((t, v)) if **t == *e.table => v.push(e),
+                _ => by_table.push((e.table.to_string(), vec![e])),
             }
-            for (table, batch) in by_table {
-                if let Some(node) = plan.sources.iter_mut().find(|s| s.connection_id == *conn_id && s.table == table) {
-                    out.extend(run_chain(&mut node.chain, batch, skips.as_deref())?);
-                }
+        }
+        for (table, batch) in by_table {
+            if let Some(node) = plan.sources.iter_mut().find(|s| s.connection_id == *conn_id && s.table == table) {
+                out.extend(run_chain(&mut node.chain, batch, skips.as_deref())?);
             }
-            sink.write(out, &ctx.metrics)?;
-            Ok(())
-        },
-        |_, _| Ok(()),
-    )
+        }
+        sink.write(out, &ctx.metrics)?;
+        Ok(())
+    })
 }
 
-/// A source table gained columns (read in its change stream), as its DDL setting says: stop,
-/// or add them to the target now, typed as the source declares them and named as the node's
-/// processors output them, before the rows that use them; disabled, they come with the rows.
-fn source_altered(ctx: &FlowCtx, node: &mut SourceNode, conn: &mut dyn Connector, sink: &mut Sink) -> Result<()> {
+/// A source table gained columns (read in its change stream; `schema` is its schema now), as
+/// its DDL setting says: stop, or add them to the target now, typed as the source declares
+/// them and named as the node's processors output them, before the rows that use them;
+/// disabled, they come with the rows.
+fn source_altered(ctx: &FlowCtx, node: &mut SourceNode, mut schema: Schema, sink: &mut Sink) -> Result<()> {
     match node.ddl {
         DdlMode::Follow => Ok(()),
         DdlMode::Stop => Err(Error::unsupported(format!(
@@ -181,7 +176,6 @@ fn source_altered(ctx: &FlowCtx, node: &mut SourceNode, conn: &mut dyn Connector
             node.table
         ))),
         DdlMode::Sync => {
-            let mut schema = conn.schema(&node.table)?;
             for p in node.chain.iter_mut() {
                 schema = p.schema(schema);
             }
@@ -255,19 +249,7 @@ pub(super) fn cdc_loop(
                     m.tick();
                 }
             } else {
-                let newest = events.iter().map(|e| e.ts_ms).max().unwrap_or(0);
-                let commits: Vec<i64> = events.iter().map(|e| e.ts_ms).collect();
-                if let Ok(mut m) = ctx.metrics.lock() {
-                    for e in &events {
-                        m.input[op_index(&e.change)] += 1;
-                    }
-                }
-                apply(conn_id, conn.as_mut(), &altered, events)?;
-                if let Ok(mut m) = ctx.metrics.lock() {
-                    m.current_event_ts = Some(newest);
-                    m.replicate_lag = (now_ms() - newest).max(0);
-                    m.record_lags(&commits);
-                }
+                counted(ctx, events, |events| apply(conn_id, conn.as_mut(), &altered, events))?;
             }
             if from != next {
                 checkpoint.positions.insert(conn_id.clone(), next.clone());
@@ -286,6 +268,24 @@ pub(super) fn cdc_loop(
         }
     }
     Ok(Outcome::Stopped)
+}
+
+/// A CDC batch counted in, applied by `apply`, then its lag behind the source noted.
+pub(super) fn counted(ctx: &FlowCtx, events: Vec<Event>, apply: impl FnOnce(Vec<Event>) -> Result<()>) -> Result<()> {
+    let newest = events.iter().map(|e| e.ts_ms).max().unwrap_or(0);
+    let commits: Vec<i64> = events.iter().map(|e| e.ts_ms).collect();
+    if let Ok(mut m) = ctx.metrics.lock() {
+        for e in &events {
+            m.input[op_index(&e.change)] += 1;
+        }
+    }
+    apply(events)?;
+    if let Ok(mut m) = ctx.metrics.lock() {
+        m.current_event_ts = Some(newest);
+        m.replicate_lag = (now_ms() - newest).max(0);
+        m.record_lags(&commits);
+    }
+    Ok(())
 }
 
 /// The flow's checkpoint, or — on a fresh run — a new one holding each source's CDC position,

@@ -1,0 +1,162 @@
+//! The plain flow's CDC loop, pipelined: a reader thread owns the source connections and reads
+//! the next batch while this thread writes the one before, so a busy stream costs about the
+//! longer of reading and writing instead of their sum.
+//!
+//! The order of [`run::cdc_loop`](super::run::cdc_loop) holds: a position is saved only after
+//! its events are written, and acknowledged to the source only after it is saved (the reader
+//! acknowledges what this thread sends back before it reads again). At most one batch waits
+//! between the threads, so memory follows the batch size (three batches at most: one being
+//! read, one waiting, one being written).
+
+use super::*;
+use run::Sources;
+use std::sync::mpsc;
+
+/// One read of one source connection, handed from the reader to the writer.
+struct Read {
+    /// The connection's index in the flow's sources.
+    source: usize,
+    events: Vec<Event>,
+    /// The position the read started at, and the one after it.
+    from: Position,
+    next: Position,
+    /// The tables that gained columns in it, with their schema as the source has it now.
+    altered: Vec<(String, Schema)>,
+}
+
+/// Read `sources` on a thread of their own and hand each batch to `apply` on this one (with the
+/// tables altered in it, and their schemas), saving and acknowledging each position after its
+/// events are written.
+pub(super) fn cdc_pipelined(
+    ctx: &FlowCtx,
+    sources: &mut Sources,
+    checkpoint: &mut Checkpoint,
+    mut apply: impl FnMut(&str, &[(String, Schema)], Vec<Event>) -> Result<()>,
+) -> Result<Outcome> {
+    ctx.log("INFO", "Incremental sync (CDC) started");
+    let ids: Vec<String> = sources.iter().map(|(id, _, _)| id.clone()).collect();
+    let start: Vec<Position> =
+        ids.iter().map(|id| checkpoint.positions.get(id).cloned().unwrap_or(Value::Null)).collect();
+    let (tx, rx) = mpsc::sync_channel::<Result<Read>>(1);
+    let (ack_tx, ack_rx) = mpsc::channel::<(usize, Position)>();
+    // Set when this side stops taking batches, so a reader finding nothing to hand over ends too.
+    let quit = AtomicBool::new(false);
+    let quit = &quit;
+    std::thread::scope(|s| {
+        let reader = std::thread::Builder::new()
+            .name("tap-cdc-read".into())
+            .spawn_scoped(s, move || {
+                let outcome = read_loop(ctx, sources, start, &tx, &ack_rx, quit);
+                if let Err(e) = outcome {
+                    // The writer reports it (unless it stopped taking batches first).
+                    let _ = tx.send(Err(e));
+                }
+            })
+            .map_err(|e| Error::internal(format!("cannot start the CDC reader thread: {e}")))?;
+        let mut last_save = Instant::now();
+        let mut written = Ok(());
+        for read in rx.iter() {
+            if let Err(e) = read.and_then(|r| write_one(ctx, checkpoint, &ids, r, &mut apply, &ack_tx)) {
+                written = Err(e);
+                break;
+            }
+            if last_save.elapsed() > Duration::from_secs(2) {
+                ctx.save_metrics();
+                last_save = Instant::now();
+            }
+        }
+        // The reader ends at its next read (or hand-over, which fails).
+        quit.store(true, Ordering::SeqCst);
+        drop(rx);
+        reader.join().map_err(|_| Error::internal("the CDC reader thread panicked"))?;
+        written
+    })?;
+    Ok(Outcome::Stopped)
+}
+
+/// The reader: each source in turn, from where the last read ended, until the flow stops or
+/// the writer stops taking batches (`quit`).
+fn read_loop(
+    ctx: &FlowCtx,
+    sources: &mut Sources,
+    mut at: Vec<Position>,
+    tx: &mpsc::SyncSender<Result<Read>>,
+    acks: &mpsc::Receiver<(usize, Position)>,
+    quit: &AtomicBool,
+) -> Result<()> {
+    let flow_id = ctx.task_id.as_str();
+    let wait = Duration::from_millis((200 / sources.len().max(1)) as u64);
+    let ack = |sources: &mut Sources| -> Result<()> {
+        for (i, position) in acks.try_iter() {
+            if let Some((_, conn, _)) = sources.get_mut(i) {
+                conn.cdc_ack(flow_id, &position)?;
+            }
+        }
+        Ok(())
+    };
+    while !ctx.stopped() && !quit.load(Ordering::SeqCst) {
+        ack(sources)?;
+        let mut small = true;
+        for (i, (_, conn, tables)) in sources.iter_mut().enumerate() {
+            let from = at[i].clone();
+            let (events, next) = conn.changes(flow_id, tables, &from, CDC_BATCH, wait)?;
+            small &= !events.is_empty() && events.len() < PACE_BELOW;
+            ctx.notices(conn.as_mut());
+            let mut altered = Vec::new();
+            for table in conn.take_altered() {
+                let schema = conn.schema(&table)?;
+                altered.push((table, schema));
+            }
+            if events.is_empty()
+                && let Ok(mut m) = ctx.metrics.lock()
+            {
+                m.replicate_lag = 0;
+                m.tick();
+            }
+            if events.is_empty() && altered.is_empty() && next == from {
+                continue;
+            }
+            at[i] = next.clone();
+            if tx.send(Ok(Read { source: i, events, from, next, altered })).is_err() {
+                return Ok(());
+            }
+        }
+        if small && !ctx.stopped() {
+            std::thread::sleep(CDC_PACE);
+        }
+    }
+    // Whatever was saved meanwhile is acknowledged before the connections close.
+    ack(sources)
+}
+
+/// The writer's part of one read: its events written, then its position saved, then handed
+/// back to the reader to acknowledge.
+fn write_one(
+    ctx: &FlowCtx,
+    checkpoint: &mut Checkpoint,
+    ids: &[String],
+    read: Read,
+    apply: &mut impl FnMut(&str, &[(String, Schema)], Vec<Event>) -> Result<()>,
+    acks: &mpsc::Sender<(usize, Position)>,
+) -> Result<()> {
+    let id = ids.get(read.source).ok_or_else(|| Error::internal("CDC source"))?;
+    let mut events = read.events;
+    if let Some(at) = checkpoint.cdc_from_ms {
+        events.retain(|e| e.ts_ms == 0 || e.ts_ms >= at);
+    }
+    if events.is_empty() {
+        if !read.altered.is_empty() {
+            apply(id, &read.altered, Vec::new())?;
+        }
+    } else {
+        run::counted(ctx, events, |events| apply(id, &read.altered, events))?;
+    }
+    if read.from != read.next {
+        checkpoint.positions.insert(id.clone(), read.next.clone());
+        checkpoint.save(&ctx.store, &ctx.task_id)?;
+        crate::engine::failpoint::hit("after_checkpoint");
+        // The reader is gone only once the flow ends: nothing is left to acknowledge then.
+        let _ = acks.send((read.source, read.next));
+    }
+    Ok(())
+}
