@@ -358,3 +358,50 @@ fn split_by_key(changes: Vec<Change>, key: &[String]) -> (Vec<Change>, Vec<Chang
     }
     (a, b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(v: Value) -> Record {
+        Record::from_json_value(v).expect("object")
+    }
+
+    /// Each key's changes land in one half, in their order, and both halves get some.
+    #[test]
+    fn a_split_keeps_each_keys_changes_together_and_in_order() {
+        let key = vec!["id".to_string(), "k".to_string()];
+        let mut changes = Vec::new();
+        for round in 0..3 {
+            for id in 0..200 {
+                let image = rec(json!({"id": id, "k": "x", "n": round}));
+                changes.push(if round == 0 {
+                    Change::Insert { after: image }
+                } else if round == 1 {
+                    Change::Update { before: None, after: image }
+                } else {
+                    Change::Delete { before: image }
+                });
+            }
+        }
+        // A key written as text is the same key as the number (as the planner sees it).
+        changes.push(Change::Delete { before: rec(json!({"id": "7", "k": "x", "n": 3})) });
+        let (a, b) = split_by_key(changes, &key);
+        assert!(a.len() > 50 && b.len() > 50, "both halves are used: {} / {}", a.len(), b.len());
+        for half in [&a, &b] {
+            let mut seen: HashMap<String, i64> = HashMap::new();
+            for c in half.iter() {
+                let image = c.key_image();
+                let id = image["id"].to_string();
+                let round = image["n"].to_json().as_i64().unwrap_or(-1);
+                let last = seen.insert(id.clone(), round);
+                assert!(last.is_none_or(|l| l < round), "key {id}: round {round} after {last:?}");
+            }
+        }
+        let keys = |half: &[Change]| -> std::collections::HashSet<String> {
+            half.iter().map(|c| c.key_image()["id"].to_string()).collect()
+        };
+        assert!(keys(&a).is_disjoint(&keys(&b)), "no key is in both halves");
+        assert_eq!(keys(&a).len() + keys(&b).len(), 200);
+    }
+}
