@@ -53,16 +53,11 @@ pub(super) fn cdc_pipelined(
                 }
             })
             .map_err(|e| Error::internal(format!("cannot start the CDC reader thread: {e}")))?;
-        let mut last_save = Instant::now();
         let mut written = Ok(());
         for read in rx.iter() {
             if let Err(e) = read.and_then(|r| write_one(ctx, checkpoint, &ids, r, &mut apply, &ack_tx)) {
                 written = Err(e);
                 break;
-            }
-            if last_save.elapsed() > Duration::from_secs(2) {
-                ctx.save_metrics();
-                last_save = Instant::now();
             }
         }
         // The reader ends at its next read (or hand-over, which fails).
@@ -94,8 +89,14 @@ fn read_loop(
         }
         Ok(())
     };
+    let mut last_save = Instant::now();
     while !ctx.stopped() && !quit.load(Ordering::SeqCst) {
         ack(sources)?;
+        // The counters are kept every few seconds, busy or idle (the writer updates them too).
+        if last_save.elapsed() > Duration::from_secs(2) {
+            ctx.save_metrics();
+            last_save = Instant::now();
+        }
         let mut small = true;
         for (i, (_, conn, tables)) in sources.iter_mut().enumerate() {
             let from = at[i].clone();

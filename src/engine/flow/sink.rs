@@ -265,6 +265,7 @@ impl Sink {
                      keys of its half",
                     self.target.table
                 );
+                // Best effort, as every line of a flow's log (`FlowCtx::log`).
                 let _ = self.store.log(task, record, "INFO", &message);
             }
         }
