@@ -6,7 +6,9 @@
 //! its events are written, and acknowledged to the source only after it is saved (the reader
 //! acknowledges what this thread sends back before it reads again). At most one batch waits
 //! between the threads, so memory follows the batch size (three batches at most: one being
-//! read, one waiting, one being written).
+//! read, one waiting, one being written). On a quiet stream (small batches) the reader waits
+//! for the writer to finish before it pauses, as the unpipelined loop did: reading ahead there
+//! only made more, smaller batches, each with its transaction and checkpoint.
 
 use super::*;
 use run::Sources;
@@ -38,7 +40,7 @@ pub(super) fn cdc_pipelined(
     let start: Vec<Position> =
         ids.iter().map(|id| checkpoint.positions.get(id).cloned().unwrap_or(Value::Null)).collect();
     let (tx, rx) = mpsc::sync_channel::<Result<Read>>(1);
-    let (ack_tx, ack_rx) = mpsc::channel::<(usize, Position)>();
+    let (ack_tx, ack_rx) = mpsc::channel::<(usize, Option<Position>)>();
     // Set when this side stops taking batches, so a reader finding nothing to hand over ends too.
     let quit = AtomicBool::new(false);
     let quit = &quit;
@@ -76,22 +78,26 @@ fn read_loop(
     sources: &mut Sources,
     mut at: Vec<Position>,
     tx: &mpsc::SyncSender<Result<Read>>,
-    acks: &mpsc::Receiver<(usize, Position)>,
+    acks: &mpsc::Receiver<(usize, Option<Position>)>,
     quit: &AtomicBool,
 ) -> Result<()> {
     let flow_id = ctx.task_id.as_str();
     let wait = Duration::from_millis((200 / sources.len().max(1)) as u64);
-    let ack = |sources: &mut Sources| -> Result<()> {
-        for (i, position) in acks.try_iter() {
-            if let Some((_, conn, _)) = sources.get_mut(i) {
-                conn.cdc_ack(flow_id, &position)?;
-            }
+    // Reads handed over that the writer has not finished yet.
+    let mut outstanding = 0usize;
+    let done = |sources: &mut Sources, (i, saved): (usize, Option<Position>), outstanding: &mut usize| {
+        *outstanding = outstanding.saturating_sub(1);
+        match (saved, sources.get_mut(i)) {
+            (Some(position), Some((_, conn, _))) => conn.cdc_ack(flow_id, &position),
+            _ => Ok(()),
         }
-        Ok(())
+    };
+    let ack = |sources: &mut Sources, outstanding: &mut usize| -> Result<()> {
+        acks.try_iter().try_for_each(|m| done(sources, m, outstanding))
     };
     let mut last_save = Instant::now();
     while !ctx.stopped() && !quit.load(Ordering::SeqCst) {
-        ack(sources)?;
+        ack(sources, &mut outstanding)?;
         // The counters are kept every few seconds, busy or idle (the writer updates them too).
         if last_save.elapsed() > Duration::from_secs(2) {
             ctx.save_metrics();
@@ -121,13 +127,24 @@ fn read_loop(
             if tx.send(Ok(Read { source: i, events, from, next, altered })).is_err() {
                 return Ok(());
             }
+            outstanding += 1;
         }
         if small && !ctx.stopped() {
+            // A quiet stream: the writer finishes what it has, then the pause, so what is
+            // committed meanwhile comes as one batch (reading ahead pays for full batches only;
+            // on small ones it made more, smaller batches and cost CPU per change).
+            while outstanding > 0 && !ctx.stopped() && !quit.load(Ordering::SeqCst) {
+                match acks.recv_timeout(Duration::from_millis(50)) {
+                    Ok(m) => done(sources, m, &mut outstanding)?,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
             std::thread::sleep(CDC_PACE);
         }
     }
     // Whatever was saved meanwhile is acknowledged before the connections close.
-    ack(sources)
+    ack(sources, &mut outstanding)
 }
 
 /// The writer's part of one read: its events written, then its position saved, then handed
@@ -138,7 +155,7 @@ fn write_one(
     ids: &[String],
     read: Read,
     apply: &mut impl FnMut(&str, &[(String, Schema)], Vec<Event>) -> Result<()>,
-    acks: &mpsc::Sender<(usize, Position)>,
+    acks: &mpsc::Sender<(usize, Option<Position>)>,
 ) -> Result<()> {
     let id = ids.get(read.source).ok_or_else(|| Error::internal("CDC source"))?;
     let mut events = read.events;
@@ -152,12 +169,16 @@ fn write_one(
     } else {
         run::counted(ctx, events, |events| apply(id, &read.altered, events))?;
     }
-    if read.from != read.next {
+    let saved = if read.from != read.next {
         checkpoint.positions.insert(id.clone(), read.next.clone());
         checkpoint.save(&ctx.store, &ctx.task_id)?;
         crate::engine::failpoint::hit("after_checkpoint");
-        // The reader is gone only once the flow ends: nothing is left to acknowledge then.
-        let _ = acks.send((read.source, read.next));
-    }
+        Some(read.next)
+    } else {
+        None
+    };
+    // Done, and the position to acknowledge if one was saved. The reader is gone only once the
+    // flow ends: nothing is left to acknowledge then.
+    let _ = acks.send((read.source, saved));
     Ok(())
 }
