@@ -114,13 +114,12 @@ fn read_loop(
                 let schema = conn.schema(&table)?;
                 altered.push((table, schema));
             }
-            if events.is_empty()
-                && let Ok(mut m) = ctx.metrics.lock()
-            {
-                m.replicate_lag = 0;
-                m.tick();
-            }
             if events.is_empty() && altered.is_empty() && next == from {
+                // Nothing to hand over: the counters note the quiet here (else `deliver` does).
+                if let Ok(mut m) = ctx.metrics.lock() {
+                    m.replicate_lag = 0;
+                    m.tick();
+                }
                 continue;
             }
             at[i] = next.clone();
@@ -158,27 +157,12 @@ fn write_one(
     acks: &mpsc::Sender<(usize, Option<Position>)>,
 ) -> Result<()> {
     let id = ids.get(read.source).ok_or_else(|| Error::internal("CDC source"))?;
-    let mut events = read.events;
-    if let Some(at) = checkpoint.cdc_from_ms {
-        events.retain(|e| e.ts_ms == 0 || e.ts_ms >= at);
-    }
-    if events.is_empty() {
-        if !read.altered.is_empty() {
-            apply(id, &read.altered, Vec::new())?;
-        }
-    } else {
-        run::counted(ctx, events, |events| apply(id, &read.altered, events))?;
-    }
-    let saved = if read.from != read.next {
-        checkpoint.positions.insert(id.clone(), read.next.clone());
-        checkpoint.save(&ctx.store, &ctx.task_id)?;
-        crate::engine::failpoint::hit("after_checkpoint");
-        Some(read.next)
-    } else {
-        None
-    };
+    let Read { source, events, from, next, altered } = read;
+    let write = |events| apply(id, &altered, events);
+    let moved = (from != next).then_some(next);
+    let saved = run::deliver(ctx, checkpoint, id, moved, events, !altered.is_empty(), write)?;
     // Done, and the position to acknowledge if one was saved. The reader is gone only once the
     // flow ends: nothing is left to acknowledge then.
-    let _ = acks.send((read.source, saved));
+    let _ = acks.send((source, saved));
     Ok(())
 }

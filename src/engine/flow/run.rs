@@ -233,29 +233,14 @@ pub(super) fn cdc_loop(
         let mut small = true;
         for (conn_id, conn, tables) in sources.iter_mut() {
             let from: Position = checkpoint.positions.get(conn_id.as_str()).cloned().unwrap_or(Value::Null);
-            let (mut events, next) = conn.changes(flow_id, tables, &from, CDC_BATCH, wait)?;
+            let (events, next) = conn.changes(flow_id, tables, &from, CDC_BATCH, wait)?;
             small &= !events.is_empty() && events.len() < PACE_BELOW;
-            if let Some(at) = checkpoint.cdc_from_ms {
-                events.retain(|e| e.ts_ms == 0 || e.ts_ms >= at);
-            }
             ctx.notices(conn.as_mut());
             let altered = conn.take_altered();
-            if events.is_empty() {
-                if !altered.is_empty() {
-                    apply(conn_id, conn.as_mut(), &altered, Vec::new())?;
-                }
-                if let Ok(mut m) = ctx.metrics.lock() {
-                    m.replicate_lag = 0;
-                    m.tick();
-                }
-            } else {
-                counted(ctx, events, |events| apply(conn_id, conn.as_mut(), &altered, events))?;
-            }
-            if from != next {
-                checkpoint.positions.insert(conn_id.clone(), next.clone());
-                checkpoint.save(&ctx.store, flow_id)?;
-                crate::engine::failpoint::hit("after_checkpoint");
-                conn.cdc_ack(flow_id, &next)?;
+            let write = |events| apply(conn_id, conn.as_mut(), &altered, events);
+            let moved = (from != next).then_some(next);
+            if let Some(saved) = deliver(ctx, checkpoint, conn_id, moved, events, !altered.is_empty(), write)? {
+                conn.cdc_ack(flow_id, &saved)?;
             }
         }
         if last_save.elapsed() > Duration::from_secs(2) {
@@ -270,22 +255,50 @@ pub(super) fn cdc_loop(
     Ok(Outcome::Stopped)
 }
 
-/// A CDC batch counted in, applied by `apply`, then its lag behind the source noted.
-pub(super) fn counted(ctx: &FlowCtx, events: Vec<Event>, apply: impl FnOnce(Vec<Event>) -> Result<()>) -> Result<()> {
-    let newest = events.iter().map(|e| e.ts_ms).max().unwrap_or(0);
-    let commits: Vec<i64> = events.iter().map(|e| e.ts_ms).collect();
-    if let Ok(mut m) = ctx.metrics.lock() {
-        for e in &events {
-            m.input[op_index(&e.change)] += 1;
+/// One read of a source, delivered the same way by both CDC loops: the changes from before the
+/// flow's start time dropped, the rest counted in and written by `write` (with none left, only
+/// tables that gained columns are, `altered`), their lag behind the source noted, then the
+/// position after the read saved if it `moved`. Returns the position saved, to acknowledge.
+pub(super) fn deliver(
+    ctx: &FlowCtx,
+    checkpoint: &mut Checkpoint,
+    conn_id: &str,
+    moved: Option<Position>,
+    mut events: Vec<Event>,
+    altered: bool,
+    write: impl FnOnce(Vec<Event>) -> Result<()>,
+) -> Result<Option<Position>> {
+    if let Some(at) = checkpoint.cdc_from_ms {
+        events.retain(|e| e.ts_ms == 0 || e.ts_ms >= at);
+    }
+    if events.is_empty() {
+        if altered {
+            write(Vec::new())?;
+        }
+        if let Ok(mut m) = ctx.metrics.lock() {
+            m.replicate_lag = 0;
+            m.tick();
+        }
+    } else {
+        let newest = events.iter().map(|e| e.ts_ms).max().unwrap_or(0);
+        let commits: Vec<i64> = events.iter().map(|e| e.ts_ms).collect();
+        if let Ok(mut m) = ctx.metrics.lock() {
+            for e in &events {
+                m.input[op_index(&e.change)] += 1;
+            }
+        }
+        write(events)?;
+        if let Ok(mut m) = ctx.metrics.lock() {
+            m.current_event_ts = Some(newest);
+            m.replicate_lag = (now_ms() - newest).max(0);
+            m.record_lags(&commits);
         }
     }
-    apply(events)?;
-    if let Ok(mut m) = ctx.metrics.lock() {
-        m.current_event_ts = Some(newest);
-        m.replicate_lag = (now_ms() - newest).max(0);
-        m.record_lags(&commits);
-    }
-    Ok(())
+    let Some(next) = moved else { return Ok(None) };
+    checkpoint.positions.insert(conn_id.to_string(), next.clone());
+    checkpoint.save(&ctx.store, &ctx.task_id)?;
+    crate::engine::failpoint::hit("after_checkpoint");
+    Ok(Some(next))
 }
 
 /// The flow's checkpoint, or — on a fresh run — a new one holding each source's CDC position,
