@@ -407,17 +407,28 @@ impl Lookup {
         Ok(())
     }
 
-    /// Build the document of a row of node `i` (the main table for the whole document).
-    pub fn build(&self, i: usize, row: &Record) -> Result<Record> {
-        let mut doc = row.clone();
-        for &c in &self.tree.nodes[i].children {
+    /// Build the document of a row of node `i` (the main table for the whole document). The
+    /// row becomes the document: nothing of it is copied.
+    pub fn build(&self, i: usize, row: Record) -> Result<Record> {
+        let children = &self.tree.nodes[i].children;
+        // Every child joins on the row as it came, before any child is merged into it.
+        let joins: Vec<Vec<Value>> = children
+            .iter()
+            .map(|&c| {
+                let join = &self.tree.nodes[c].join;
+                join.iter().map(|(_, pf)| row.get(pf).cloned().unwrap_or(Value::Null)).collect()
+            })
+            .collect();
+        let mut doc = row;
+        for (&c, values) in children.iter().zip(joins) {
             let child = &self.tree.nodes[c];
-            let values: Vec<&Value> = child.join.iter().map(|(_, pf)| row.get(pf).unwrap_or(&Value::Null)).collect();
+            let values: Vec<&Value> = values.iter().collect();
             if child.array {
                 let mut rows = self.find(c, &values)?;
                 let order = if child.array_keys.is_empty() { &child.key } else { &child.array_keys };
                 rows.sort_by(|a, b| compare_keys(a, b, order));
-                let items = rows.iter().map(|r| self.build(c, r).map(Value::Object)).collect::<Result<Vec<_>>>()?;
+                let items =
+                    rows.into_iter().map(|r| self.build(c, r).map(Value::Object)).collect::<Result<Vec<_>>>()?;
                 set(&mut doc, &child.path, Some(Value::Array(items)));
             } else {
                 let cache_key = (c, serde_json::to_string(&values)?);
@@ -427,7 +438,7 @@ impl Lookup {
                     None => {
                         let mut rows = self.find(c, &values)?;
                         rows.sort_by(|a, b| compare_keys(a, b, &child.key));
-                        let e = rows.first().map(|r| self.build(c, r)).transpose()?;
+                        let e = rows.into_iter().next().map(|r| self.build(c, r)).transpose()?;
                         let mut cache = self.objects.borrow_mut();
                         if cache.len() >= OBJECT_CACHE_MAX {
                             cache.clear();
@@ -447,6 +458,19 @@ impl Lookup {
             }
         }
         Ok(doc)
+    }
+
+    /// Whether an update of node `i` from `old` to `new` can leave documents or move in the
+    /// copy: `(walk_old, key_moved)`. The documents a row touches follow from its own join
+    /// fields (its key, for the main table) and the copies of the tables above it, which the
+    /// update does not change; so an update that keeps those fields touches the documents its
+    /// new image does, and one that keeps its key replaces its row in place.
+    pub fn update_moves(&self, i: usize, old: &Record, new: &Record) -> (bool, bool) {
+        let node = &self.tree.nodes[i];
+        let same = |f: &String| old.get(f) == new.get(f);
+        let key_same = node.key.iter().all(same);
+        let joins_same = if node.parent.is_none() { key_same } else { node.join.iter().all(|(own, _)| same(own)) };
+        (!joins_same, !key_same)
     }
 
     fn forget_objects(&self) {

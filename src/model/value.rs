@@ -183,7 +183,9 @@ impl Value {
     pub fn text(&self) -> String {
         match self {
             Value::Text(s) | Value::Decimal(s) => s.clone(),
-            Value::Object(_) | Value::Array(_) => self.to_json().to_string(),
+            // Written straight from the value: the same text as `to_json().to_string()`
+            // without building the JSON tree first (a wide document's columns are large).
+            Value::Object(_) | Value::Array(_) => serde_json::to_string(&Plain(self)).unwrap_or_default(),
             other => other.to_string(),
         }
     }
@@ -269,6 +271,24 @@ impl Value {
     /// is its UTC wall time; a date read as a timestamp is its midnight.
     pub fn parse_time(s: &str, ty: FieldType) -> Option<Value> {
         let s = s.trim();
+        // The common forms, read without chrono's format parsing (a text that is all of one
+        // carries no offset, so it is never a zoned one).
+        match ty {
+            FieldType::Date => {
+                if let Some(d) = fast_date(s.as_bytes()) {
+                    return Some(Value::Date(d));
+                }
+            }
+            FieldType::Timestamp | FieldType::TimestampTz => {
+                if let Some(t) = fast_timestamp(s.as_bytes()) {
+                    return Some(match ty {
+                        FieldType::Timestamp => Value::Timestamp(t),
+                        _ => Value::TimestampTz(t.and_utc()),
+                    });
+                }
+            }
+            _ => {}
+        }
         let zoned = super::zoned_to_utc(s);
         let naive = || {
             let t = s.replacen('T', " ", 1);
@@ -283,6 +303,39 @@ impl Value {
             _ => None,
         }
     }
+}
+
+/// Digits `b[from..to]` as a number; `None` unless they are all ASCII digits.
+fn digits(b: &[u8], from: usize, to: usize) -> Option<u32> {
+    b.get(from..to)?.iter().try_fold(0u32, |n, c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+}
+
+/// Exactly `YYYY-MM-DD`, a valid day.
+fn fast_date(b: &[u8]) -> Option<NaiveDate> {
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(digits(b, 0, 4)? as i32, digits(b, 5, 7)?, digits(b, 8, 10)?)
+}
+
+/// Exactly `YYYY-MM-DD HH:MM:SS` (or a `T` between), with an optional fraction of 1 to 9
+/// digits, a valid day and time (a leap second is left to the general parse).
+fn fast_timestamp(b: &[u8]) -> Option<NaiveDateTime> {
+    if b.len() < 19 || !matches!(b[10], b' ' | b'T') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let day = fast_date(b.get(..10)?)?;
+    let nanos = match b.len() {
+        19 => 0,
+        20 => return None,
+        n if n <= 29 && b[19] == b'.' => digits(b, 20, n)? * 10u32.pow((29 - n) as u32),
+        _ => return None,
+    };
+    let second = digits(b, 17, 19)?;
+    if second >= 60 {
+        return None;
+    }
+    day.and_hms_nano_opt(digits(b, 11, 13)?, digits(b, 14, 16)?, second, nanos)
 }
 
 fn number(n: &serde_json::Number) -> Value {
@@ -627,5 +680,83 @@ mod tests {
         r.remove("i");
         let keys: Vec<&str> = r.keys().map(String::as_str).collect();
         assert_eq!(keys[..3], ["n", "b", "f"]);
+    }
+
+    #[test]
+    fn a_nested_value_is_written_as_its_plain_json() {
+        let day = NaiveDate::from_ymd_opt(2024, 2, 29).unwrap_or_default();
+        let t = day.and_hms_nano_opt(1, 2, 3, 4_000_000).unwrap_or_default();
+        let inner: Record = [
+            ("n", Value::Null),
+            ("b", Value::Bool(true)),
+            ("i", Value::Int(-7)),
+            ("f", Value::Float(1.5)),
+            ("inf", Value::Float(f64::INFINITY)),
+            ("d", Value::Decimal("12.30".into())),
+            ("big", Value::Decimal("123456789012345678901234567890".into())),
+            ("s", Value::Text("quote \" é \u{1}".into())),
+            ("bytes", Value::Bytes(vec![0, 255])),
+            ("day", Value::Date(day)),
+            ("ts", Value::Timestamp(t)),
+            ("tz", Value::TimestampTz(t.and_utc())),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let v = Value::Array(vec![
+            Value::Object(inner.clone()),
+            Value::Array(vec![Value::Int(1)]),
+            Value::Object(Record::new()),
+        ]);
+        assert_eq!(v.text(), v.to_json().to_string());
+        assert_eq!(Value::Object(inner.clone()).text(), Value::Object(inner).to_json().to_string());
+    }
+
+    #[test]
+    fn the_common_time_forms_read_as_chrono_reads_them() {
+        // What parse_time read before its fast path, for the naive forms.
+        let slow = |s: &str, ty: FieldType| -> Option<Value> {
+            let naive = || {
+                let t = s.replacen('T', " ", 1);
+                NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M:%S%.f")
+                    .ok()
+                    .or_else(|| NaiveDate::parse_from_str(&t, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)))
+            };
+            match ty {
+                FieldType::Date => NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().map(Value::Date),
+                FieldType::Timestamp => naive().map(Value::Timestamp),
+                _ => naive().map(|n| Value::TimestampTz(n.and_utc())),
+            }
+        };
+        let texts = [
+            "2024-02-29",
+            "2023-02-29",
+            "2024-13-01",
+            "0000-01-01",
+            "9999-12-31",
+            "2024-1-01",
+            "2024-01-01x",
+            "2024-02-29 23:59:59",
+            "2024-02-29T23:59:59",
+            "2024-02-29 24:00:00",
+            "2024-02-29 23:60:00",
+            "2024-02-29 23:59:60",
+            "2024-02-29 23:59:59.",
+            "2024-02-29 23:59:59.5",
+            "2024-02-29 23:59:59.123456",
+            "2024-02-29 23:59:59.123456789",
+            "2024-02-29 23:59:59.1234567891",
+            "2024-02-29 23:59:59,5",
+            "2024-02-29 23:59:5a",
+            "2024-02-29 1:02:03",
+            "2024-02-29  23:59:59",
+            "+2024-02-29 23:59:59",
+        ];
+        for t in texts {
+            for ty in [FieldType::Date, FieldType::Timestamp, FieldType::TimestampTz] {
+                assert_eq!(Value::parse_time(t, ty), slow(t, ty), "{t:?} as {ty:?}");
+            }
+        }
+        assert!(fast_timestamp(b"2024-02-29 23:59:59.5").is_some() && fast_date(b"2024-02-29").is_some());
     }
 }

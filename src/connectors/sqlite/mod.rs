@@ -318,9 +318,8 @@ impl Connector for Sqlite {
         };
         let mut st = self.conn.prepare(&sql)?;
         let names: Vec<String> = st.column_names().map(|s| s.to_string()).collect();
-        let mut rows = st.query(params_from_iter(
-            filter.iter().map(|(k, v)| bind_value(&v.as_type(schema.field(k).map(|f| f.ty)))),
-        ))?;
+        let typed: Vec<Value> = filter.iter().map(|(k, v)| v.as_type(schema.field(k).map(|f| f.ty))).collect();
+        let mut rows = st.query(params_from_iter(typed.iter().map(bind_value)))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let mut rec = Record::new();

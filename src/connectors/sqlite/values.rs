@@ -97,14 +97,15 @@ pub(super) fn decode_image(raw: &str, schema: &Schema) -> Result<Record> {
 
 /// Bind a value: SQLite's own classes where it has them, the text form for the rest (the
 /// column's affinity turns a decimal's text into a number).
-pub(super) fn bind_value(v: &Value) -> ToSqlOutput<'static> {
+pub(super) fn bind_value(v: &Value) -> ToSqlOutput<'_> {
     let owned = match v {
         Value::Null => SqlValue::Null,
         Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
         Value::Int(i) => SqlValue::Integer(*i),
         Value::Float(f) => SqlValue::Real(*f),
-        Value::Text(s) | Value::Decimal(s) => SqlValue::Text(s.clone()),
-        Value::Bytes(b) => SqlValue::Blob(b.clone()),
+        // Borrowed: a row's texts are bound without a copy.
+        Value::Text(s) | Value::Decimal(s) => return ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        Value::Bytes(b) => return ToSqlOutput::Borrowed(ValueRef::Blob(b)),
         other => SqlValue::Text(other.text()),
     };
     ToSqlOutput::Owned(owned)

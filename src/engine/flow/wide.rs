@@ -155,7 +155,7 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
                     None => lookup.main_row(&k)?,
                 };
                 let change = match row {
-                    Some(row) => Change::Insert { after: lookup.build(0, &row)? },
+                    Some(row) => Change::Insert { after: lookup.build(0, row)? },
                     None => Change::Delete { before: lookup.key_record(&k) },
                 };
                 events.push(Event { table: table.clone(), change, ts_ms: 0 });
@@ -251,19 +251,34 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
                     }
                     let batch = run_chain(&mut s.chain, vec![e.clone()], skips.as_deref())?;
                     for ev in batch {
-                        // The documents the row leaves: walked up from its old image.
-                        if let Change::Update { before: Some(b), .. } | Change::Delete { before: b } = &ev.change {
-                            lookup.roots(i, &*lookup.old_row(i, b)?, &mut roots)?;
-                        }
                         match &ev.change {
-                            Change::Insert { after } | Change::Update { after, .. } => {
-                                if let Change::Update { before: Some(b), .. } = &ev.change {
-                                    lookup.remove(i, b)?;
+                            Change::Insert { after } => {
+                                lookup.put(i, after)?;
+                                lookup.roots(i, after, &mut roots)?;
+                            }
+                            Change::Update { before, after } => {
+                                // The documents the row leaves, walked up from its old image (the
+                                // same as its new image's when it keeps its join fields).
+                                let old = before.as_ref().map(|b| lookup.old_row(i, b)).transpose()?;
+                                let (walk_old, moved) = match &old {
+                                    Some(old) => lookup.update_moves(i, old, after),
+                                    None => (false, false),
+                                };
+                                if let Some(old) = old.as_deref() {
+                                    if walk_old {
+                                        lookup.roots(i, old, &mut roots)?;
+                                    }
+                                    if moved {
+                                        lookup.remove(i, old)?;
+                                    }
                                 }
                                 lookup.put(i, after)?;
                                 lookup.roots(i, after, &mut roots)?;
                             }
-                            Change::Delete { before } => lookup.remove(i, before)?,
+                            Change::Delete { before } => {
+                                lookup.roots(i, &*lookup.old_row(i, before)?, &mut roots)?;
+                                lookup.remove(i, before)?;
+                            }
                         }
                     }
                 }
