@@ -289,19 +289,24 @@ impl Value {
             }
             _ => {}
         }
-        let zoned = super::zoned_to_utc(s);
-        let naive = || {
-            let t = s.replacen('T', " ", 1);
-            NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M:%S%.f")
-                .ok()
-                .or_else(|| NaiveDate::parse_from_str(&t, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)))
-        };
-        match ty {
-            FieldType::Date => NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().map(Value::Date),
-            FieldType::Timestamp => zoned.map(|z| z.naive_utc()).or_else(naive).map(Value::Timestamp),
-            FieldType::TimestampTz => zoned.or_else(|| naive().map(|n| n.and_utc())).map(Value::TimestampTz),
-            _ => None,
-        }
+        parse_time_general(s, ty)
+    }
+}
+
+/// [`Value::parse_time`] of any form, by chrono's parsers.
+fn parse_time_general(s: &str, ty: FieldType) -> Option<Value> {
+    let zoned = super::zoned_to_utc(s);
+    let naive = || {
+        let t = s.replacen('T', " ", 1);
+        NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M:%S%.f")
+            .ok()
+            .or_else(|| NaiveDate::parse_from_str(&t, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)))
+    };
+    match ty {
+        FieldType::Date => NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().map(Value::Date),
+        FieldType::Timestamp => zoned.map(|z| z.naive_utc()).or_else(naive).map(Value::Timestamp),
+        FieldType::TimestampTz => zoned.or_else(|| naive().map(|n| n.and_utc())).map(Value::TimestampTz),
+        _ => None,
     }
 }
 
@@ -714,20 +719,6 @@ mod tests {
 
     #[test]
     fn the_common_time_forms_read_as_chrono_reads_them() {
-        // What parse_time read before its fast path, for the naive forms.
-        let slow = |s: &str, ty: FieldType| -> Option<Value> {
-            let naive = || {
-                let t = s.replacen('T', " ", 1);
-                NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M:%S%.f")
-                    .ok()
-                    .or_else(|| NaiveDate::parse_from_str(&t, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)))
-            };
-            match ty {
-                FieldType::Date => NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().map(Value::Date),
-                FieldType::Timestamp => naive().map(Value::Timestamp),
-                _ => naive().map(|n| Value::TimestampTz(n.and_utc())),
-            }
-        };
         let texts = [
             "2024-02-29",
             "2023-02-29",
@@ -754,7 +745,7 @@ mod tests {
         ];
         for t in texts {
             for ty in [FieldType::Date, FieldType::Timestamp, FieldType::TimestampTz] {
-                assert_eq!(Value::parse_time(t, ty), slow(t, ty), "{t:?} as {ty:?}");
+                assert_eq!(Value::parse_time(t, ty), parse_time_general(t, ty), "{t:?} as {ty:?}");
             }
         }
         assert!(fast_timestamp(b"2024-02-29 23:59:59.5").is_some() && fast_date(b"2024-02-29").is_some());
