@@ -390,20 +390,15 @@ impl Mysql {
         let database = self.database.clone();
         let mut names: HashMap<String, Arc<str>> = HashMap::new();
         loop {
-            let timeout = if out.is_empty() {
-                deadline.saturating_duration_since(Instant::now())
-            } else {
-                Duration::from_millis(1)
-            };
-            let stream = self.stream.as_mut().ok_or_else(|| Error::internal("binlog stream"))?;
-            let next = self.rt.run(async { tokio::time::timeout(timeout, stream.next()).await })?;
-            let event = match next {
-                Err(_) => break,
-                Ok(None) => {
+            // With changes in hand, only what has arrived already: the batch ends with it.
+            let wait = out.is_empty().then(|| deadline.saturating_duration_since(Instant::now()));
+            let event = match self.next_event(wait)? {
+                None => break,
+                Some(None) => {
                     self.stream = None;
                     return Err(Error::unavailable("the MySQL binlog stream ended"));
                 }
-                Ok(Some(Err(e))) => {
+                Some(Some(Err(e))) => {
                     self.stream = None;
                     if let mysql_async::Error::Server(s) = &e
                         && s.code == 1236
@@ -412,7 +407,7 @@ impl Mysql {
                     }
                     return Err(my_err(e));
                 }
-                Ok(Some(Ok(ev))) => ev,
+                Some(Some(Ok(ev))) => ev,
             };
             let log_pos = u64::from(event.header().log_pos());
             if event.header().event_type_raw() == gtid::MARIADB_GTID_EVENT {
@@ -585,6 +580,7 @@ impl Mysql {
         })?;
         let (stream, state) = stream?;
         self.stream = Some(stream);
+        self.ahead.clear();
         self.file = file;
         self.pending.clear();
         self.pending_gtid = None;

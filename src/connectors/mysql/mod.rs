@@ -19,6 +19,7 @@
 //! transaction.
 
 mod binlog;
+mod burst;
 pub mod gtid;
 mod values;
 
@@ -48,6 +49,8 @@ pub struct Mysql {
     altered: Vec<String>,
     schemas: HashMap<String, Schema>,
     stream: Option<BinlogStream>,
+    /// Events read from the stream ahead of their handling (see `burst`).
+    ahead: burst::Ahead,
     /// Events of the transaction being read, not yet handed out.
     pending: Vec<Event>,
     /// The position after the last whole transaction handed out: where the transaction being
@@ -138,6 +141,7 @@ impl Mysql {
             schemas: HashMap::new(),
             altered: Vec::new(),
             stream: None,
+            ahead: burst::Ahead::default(),
             pending: Vec::new(),
             txn_base: BinlogPosition::default(),
             txn_done: 0,
