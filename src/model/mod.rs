@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 pub mod condition;
 mod convert;
+mod time;
 mod value;
 pub use convert::convert;
 pub use value::{Hasher, Plain, Record, Value, hex, is_decimal, unhex};
