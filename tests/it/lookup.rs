@@ -518,3 +518,36 @@ Flow("lq").wait_initial_sync();"#,
     );
     assert!(bad.code != 0 && bad.stderr.contains("no change stream to follow"), "{}", bad.stderr);
 }
+
+#[test]
+fn a_dimension_change_touching_thousands_of_documents_reaches_every_one() {
+    // Documents are rebuilt and written a thousand at a time: 2,500 embed the one seller.
+    let env = Env::new("lookup-fanout");
+    let src = env.path("src.sqlite");
+    let dst = env.path("dst.sqlite");
+    exec(
+        &src,
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, seller INTEGER, amount INTEGER);
+         CREATE TABLE sellers (sid INTEGER PRIMARY KEY, city TEXT);
+         INSERT INTO sellers VALUES (1, 'old'), (2, 'other');
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2600)
+           INSERT INTO orders SELECT i, CASE WHEN i <= 2500 THEN 1 ELSE 2 END, i FROM n;",
+    );
+    let _engine = env.start_engine();
+    let script = crate::harness::sqlite_src_dst(&src, &dst)
+        + r#"Flow("fan").read_from("Src.orders")
+               .lookup("Src.sellers", #{ path: "seller", type: "object", relation: [["seller", "sid"]] })
+               .write_to("Dst.docs").save().start();
+             Flow("fan").wait_initial_sync();"#;
+    env.script("fan.rhai", &script).ok();
+    let count = |city: &str| {
+        let q = format!("SELECT count(*) FROM docs WHERE json_extract(seller, '$.city') = '{city}'");
+        query(&dst, &q)[0][0].clone()
+    };
+    assert_eq!((count("old"), count("other")), ("2500".to_string(), "100".to_string()), "the initial build");
+    exec(&src, "UPDATE sellers SET city = 'new' WHERE sid = 1;");
+    // Written a thousand at a time, in as many transactions: seen whole once the last lands.
+    let all = || (count("new"), count("old"), count("other"));
+    let want = ("2500".to_string(), "0".to_string(), "100".to_string());
+    assert!(wait_until(Duration::from_secs(60), || all() == want), "after CDC: {:?}", all());
+}

@@ -250,6 +250,7 @@ pub(super) fn run(ctx: &FlowCtx, plan: MigratePlan) -> Result<Outcome> {
         ctx,
         &mut sources,
         &mut checkpoint,
+        CDC_BATCH,
         |_, _, _, events| {
             // Each table's changes into its own target table, in order.
             let mut by_table: Vec<(Arc<str>, Vec<Event>)> = Vec::new();

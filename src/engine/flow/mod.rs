@@ -45,6 +45,12 @@ use std::time::{Duration, Instant};
 
 const SNAPSHOT_BATCH: usize = 5000;
 const CDC_BATCH: usize = 5000;
+/// A lookup flow reads larger CDC batches: each document a batch touches is rebuilt once,
+/// however many of its changes touch it, so under load a larger batch rebuilds fewer
+/// documents per change (a product or seller change touches dozens). Documents are built and
+/// written [`LOOKUP_DOCS`] at a time, so memory follows that, not the batch.
+const LOOKUP_CDC_BATCH: usize = 20_000;
+const LOOKUP_DOCS: usize = 1000;
 /// After a CDC batch smaller than [`PACE_BELOW`] changes, the loop waits this long before it
 /// reads again, so the changes committed meanwhile arrive as one batch: at a few thousand
 /// single-row commits a second the engine otherwise wakes, writes and saves its position for

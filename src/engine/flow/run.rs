@@ -222,6 +222,7 @@ pub(super) fn cdc_loop(
     ctx: &FlowCtx,
     sources: &mut Sources,
     checkpoint: &mut Checkpoint,
+    batch: usize,
     mut apply: impl FnMut(&str, &mut dyn Connector, &[String], Vec<Event>) -> Result<()>,
     mut between: impl FnMut(&mut Sources, &mut Checkpoint) -> Result<()>,
 ) -> Result<Outcome> {
@@ -233,7 +234,7 @@ pub(super) fn cdc_loop(
         let mut small = true;
         for (conn_id, conn, tables) in sources.iter_mut() {
             let from: Position = checkpoint.positions.get(conn_id.as_str()).cloned().unwrap_or(Value::Null);
-            let (events, next) = conn.changes(flow_id, tables, &from, CDC_BATCH, wait)?;
+            let (events, next) = conn.changes(flow_id, tables, &from, batch, wait)?;
             small &= !events.is_empty() && events.len() < PACE_BELOW;
             ctx.notices(conn.as_mut());
             let altered = conn.take_altered();

@@ -222,7 +222,7 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
             if ctx.stopped() {
                 return Ok(Outcome::Stopped);
             }
-            let batch = lookup.main_rows(after.as_deref(), 1000)?;
+            let batch = lookup.main_rows(after.as_deref(), super::LOOKUP_DOCS)?;
             let Some((last, _)) = batch.last() else { break };
             after = Some(last.clone());
             write_roots(batch.into_iter().map(|(k, row)| (k, Some(row))).collect(), &mut sink, &mut post)?;
@@ -240,6 +240,7 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
         ctx,
         &mut sources,
         &mut checkpoint,
+        super::LOOKUP_CDC_BATCH,
         |conn_id, _, _, events| {
             let mut roots = std::collections::BTreeSet::new();
             lookup.begin()?;
@@ -283,7 +284,14 @@ pub(super) fn run_lookup(ctx: &FlowCtx, mut plan: Plan) -> Result<Outcome> {
                     }
                 }
             }
-            write_roots(roots.into_iter().map(|k| (k, None)).collect(), &mut sink, &mut post)?;
+            let mut roots = roots.into_iter();
+            loop {
+                let docs: Vec<_> = roots.by_ref().take(super::LOOKUP_DOCS).map(|k| (k, None)).collect();
+                if docs.is_empty() {
+                    break;
+                }
+                write_roots(docs, &mut sink, &mut post)?;
+            }
             // The copies move on only once the documents are written: a crash in between rolls
             // them back, and the replay finds the same old rows (and old parents) again.
             lookup.commit()?;
