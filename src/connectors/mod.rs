@@ -11,6 +11,7 @@
 //! `help CONNECTOR` prints it, and [`open`] checks a connection's config against it and connects.
 
 pub mod blocking;
+pub mod burst;
 pub mod config;
 pub mod mongodb;
 pub mod mysql;

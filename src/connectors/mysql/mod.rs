@@ -19,7 +19,6 @@
 //! transaction.
 
 mod binlog;
-mod burst;
 pub mod gtid;
 mod values;
 
@@ -49,8 +48,8 @@ pub struct Mysql {
     altered: Vec<String>,
     schemas: HashMap<String, Schema>,
     stream: Option<BinlogStream>,
-    /// Events read from the stream ahead of their handling (see `burst`).
-    ahead: burst::Ahead,
+    /// Binlog events read from the stream ahead of their handling.
+    ahead: crate::connectors::burst::Ahead<Next>,
     /// Events of the transaction being read, not yet handed out.
     pending: Vec<Event>,
     /// The position after the last whole transaction handed out: where the transaction being
@@ -71,6 +70,31 @@ pub struct Mysql {
     /// The GTID of the transaction being read: MariaDB (domain, server, seq, standalone) or
     /// MySQL (source, gno).
     pending_gtid: Option<PendingGtid>,
+}
+
+/// What the binlog stream yields: an event, its error, or `None` when it ended.
+type Next = Option<std::result::Result<mysql_async::binlog::events::Event, mysql_async::Error>>;
+
+impl crate::connectors::burst::Items for BinlogStream {
+    type Item = Next;
+    fn next_item(&mut self) -> impl std::future::Future<Output = Next> {
+        self.next()
+    }
+    fn goes_on(item: &Next) -> bool {
+        matches!(item, Some(Ok(_)))
+    }
+}
+
+impl Mysql {
+    /// The next binlog event: one read ahead, else from the stream, waiting up to `wait` for
+    /// it (`None`: only if it has arrived already). `Ok(None)` when none came in time.
+    fn next_event(&mut self, wait: Option<Duration>) -> Result<Option<Next>> {
+        if let Some(next) = self.ahead.pop() {
+            return Ok(Some(next));
+        }
+        let stream = self.stream.as_mut().ok_or_else(|| Error::internal("binlog stream"))?;
+        self.rt.run(crate::connectors::burst::next(stream, wait, &mut self.ahead))
+    }
 }
 
 pub fn quote(ident: &str) -> String {
@@ -141,7 +165,7 @@ impl Mysql {
             schemas: HashMap::new(),
             altered: Vec::new(),
             stream: None,
-            ahead: burst::Ahead::default(),
+            ahead: Default::default(),
             pending: Vec::new(),
             txn_base: BinlogPosition::default(),
             txn_done: 0,

@@ -57,6 +57,21 @@ pub(super) struct Replication {
     pub(super) txn_skip: u64,
     /// After a restart inside a transaction: its commit LSN, to check the one that arrives.
     pub(super) txn_expect: Option<String>,
+    /// Messages received ahead of their handling.
+    pub(super) ahead: crate::connectors::burst::Ahead<Received>,
+}
+
+/// What the replication client yields: a message, its error, or `None` when it ended.
+pub(super) type Received = pgwire_replication::Result<Option<pgwire_replication::ReplicationEvent>>;
+
+impl crate::connectors::burst::Items for pgwire_replication::ReplicationClient {
+    type Item = Received;
+    fn next_item(&mut self) -> impl std::future::Future<Output = Received> {
+        self.recv()
+    }
+    fn goes_on(item: &Received) -> bool {
+        matches!(item, Ok(Some(_)))
+    }
 }
 
 /// Slot and publication names for a flow (lowercase, ≤ 63 bytes, as PostgreSQL wants them).
@@ -247,6 +262,7 @@ impl Postgres {
                 txn_done: 0,
                 txn_skip: from.skip.unwrap_or(0),
                 txn_expect: from.txn.clone(),
+                ahead: Default::default(),
             });
         }
         let deadline = Instant::now() + wait;
@@ -254,22 +270,24 @@ impl Postgres {
         let mut position = from;
         let schema_name = self.schema.clone();
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
             let repl = self.repl.as_mut().ok_or_else(|| Error::internal("replication"))?;
-            // Once something is ready, only drain what is already there.
-            let timeout = if out.is_empty() { remaining } else { Duration::from_millis(1) };
-            let next = self.rt.run(async { tokio::time::timeout(timeout, repl.client.recv()).await })?;
+            // With changes in hand, only what has arrived already: the batch ends with it.
+            let wait = out.is_empty().then(|| deadline.saturating_duration_since(Instant::now()));
+            let next = match repl.ahead.pop() {
+                Some(next) => Some(next),
+                None => self.rt.run(crate::connectors::burst::next(&mut repl.client, wait, &mut repl.ahead))?,
+            };
             let ev = match next {
-                Err(_) => break,
-                Ok(Err(e)) => {
+                None => break,
+                Some(Err(e)) => {
                     self.repl = None;
                     return Err(Error::unavailable(format!("PostgreSQL replication stream: {e}")));
                 }
-                Ok(Ok(None)) => {
+                Some(Ok(None)) => {
                     self.repl = None;
                     return Err(Error::unavailable("PostgreSQL replication stream ended"));
                 }
-                Ok(Ok(Some(ev))) => ev,
+                Some(Ok(Some(ev))) => ev,
             };
             use pgwire_replication::ReplicationEvent as E;
             match ev {
