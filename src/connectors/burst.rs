@@ -3,6 +3,8 @@
 //! arrived behind it, so a busy stream costs one runtime entry (and no timer) per burst rather
 //! than per item.
 
+use crate::connectors::blocking::Blocking;
+use crate::error::Result;
 use futures_util::FutureExt;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -33,7 +35,7 @@ impl<T> Default for Ahead<T> {
 
 impl<T> Ahead<T> {
     /// The first item read ahead.
-    pub fn pop(&mut self) -> Option<T> {
+    fn pop(&mut self) -> Option<T> {
         self.0.pop_front()
     }
 
@@ -42,11 +44,25 @@ impl<T> Ahead<T> {
     }
 }
 
+/// The next item: the first read ahead, else from the stream through [`next`] on the
+/// connector's runtime `rt`. `Ok(None)` when none came in time.
+pub fn take<S: Items>(
+    rt: &Blocking,
+    stream: &mut S,
+    wait: Option<Duration>,
+    ahead: &mut Ahead<S::Item>,
+) -> Result<Option<S::Item>> {
+    match ahead.pop() {
+        Some(item) => Ok(Some(item)),
+        None => rt.run(next(stream, wait, ahead)),
+    }
+}
+
 /// The next item, waiting up to `wait` for it (`None`: only if it has arrived already), with
 /// every item arrived behind it kept in `ahead` (an error or the end in its place after the
-/// events before it). `None` when none came in time. Run inside the connector's runtime, after
-/// taking what `ahead` holds.
-pub async fn next<S: Items>(stream: &mut S, wait: Option<Duration>, ahead: &mut Ahead<S::Item>) -> Option<S::Item> {
+/// events before it). `None` when none came in time. Run inside the connector's runtime, once
+/// `ahead` is empty.
+async fn next<S: Items>(stream: &mut S, wait: Option<Duration>, ahead: &mut Ahead<S::Item>) -> Option<S::Item> {
     let first = match wait {
         Some(wait) => tokio::time::timeout(wait, stream.next_item()).await.ok(),
         None => arrived(stream).await,

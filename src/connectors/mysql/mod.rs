@@ -89,11 +89,8 @@ impl Mysql {
     /// The next binlog event: one read ahead, else from the stream, waiting up to `wait` for
     /// it (`None`: only if it has arrived already). `Ok(None)` when none came in time.
     fn next_event(&mut self, wait: Option<Duration>) -> Result<Option<Next>> {
-        if let Some(next) = self.ahead.pop() {
-            return Ok(Some(next));
-        }
         let stream = self.stream.as_mut().ok_or_else(|| Error::internal("binlog stream"))?;
-        self.rt.run(crate::connectors::burst::next(stream, wait, &mut self.ahead))
+        crate::connectors::burst::take(&self.rt, stream, wait, &mut self.ahead)
     }
 }
 

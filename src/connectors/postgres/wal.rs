@@ -273,10 +273,7 @@ impl Postgres {
             let repl = self.repl.as_mut().ok_or_else(|| Error::internal("replication"))?;
             // With changes in hand, only what has arrived already: the batch ends with it.
             let wait = out.is_empty().then(|| deadline.saturating_duration_since(Instant::now()));
-            let next = match repl.ahead.pop() {
-                Some(next) => Some(next),
-                None => self.rt.run(crate::connectors::burst::next(&mut repl.client, wait, &mut repl.ahead))?,
-            };
+            let next = crate::connectors::burst::take(&self.rt, &mut repl.client, wait, &mut repl.ahead)?;
             let ev = match next {
                 None => break,
                 Some(Err(e)) => {
